@@ -1,0 +1,1 @@
+"""Tenant-scoped repositories over SQLAlchemy Core, and the unit of work that runs them."""

@@ -1,0 +1,137 @@
+"""Engine construction and the unit of work.
+
+SQLite is set up for concurrent async use: WAL so readers never block the
+writer, foreign keys on, a busy timeout, and explicit BEGIN (IMMEDIATE for
+writes) so a write transaction takes its lock up front instead of failing
+on a lock upgrade halfway through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from repositories.base import Repository
+from repositories.errors import translate_db_errors
+
+_WRITE = "repogate_write"
+R = TypeVar("R", bound=Repository)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    pool_size: int = 20
+    max_overflow: int = 10
+    pool_pre_ping: bool = True
+    pool_recycle: int = 3600
+    pool_timeout: float = 30.0
+    sqlite_busy_timeout_ms: int = 5000
+
+
+def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
+    options = options or EngineOptions()
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": options.pool_pre_ping,
+        "pool_recycle": options.pool_recycle,
+    }
+    if ":memory:" not in url and "mode=memory" not in url:
+        kwargs |= {
+            "pool_size": options.pool_size,
+            "max_overflow": options.max_overflow,
+            "pool_timeout": options.pool_timeout,
+        }
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, options.sqlite_busy_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver; the begin hook below issues BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", f"busy_timeout={busy_timeout_ms}",
+                       "synchronous=NORMAL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """The engine plus the factory for units of work."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def unit_of_work(self, tenant: str, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, tenant, read_only=read_only)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """One transaction: rolls back on exit unless `commit()` was called.
+
+    Repositories are built here, with the tenant; callers never pass it per call.
+    """
+
+    def __init__(self, engine: AsyncEngine, tenant: str, *, read_only: bool = False) -> None:
+        self._engine = engine
+        self._tenant = tenant
+        self._read_only = read_only
+        self._conn: AsyncConnection | None = None
+        self._repositories: dict[type[Repository], Repository] = {}
+
+    async def __aenter__(self) -> UnitOfWork:
+        with translate_db_errors():
+            conn = await self._engine.connect()
+            if not self._read_only:
+                await conn.execution_options(**{_WRITE: True})
+        self._conn = conn
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    def repository(self, cls: type[R]) -> R:
+        repo = self._repositories.get(cls)
+        if repo is None:
+            if self._conn is None:
+                raise RuntimeError("unit of work used outside its `async with` block")
+            repo = self._repositories[cls] = cls(self._conn, self._tenant)
+        assert isinstance(repo, cls)
+        return repo
+
+    async def commit(self) -> None:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside its `async with` block")
+        with translate_db_errors():
+            await self._conn.commit()

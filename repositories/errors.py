@@ -1,0 +1,178 @@
+"""Domain errors, and the one place where database exceptions become them.
+
+The server maps each class here to a gRPC status (server/errors.py); nothing
+below that line knows about gRPC, and nothing above it sees a driver error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import exc as sa_exc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One request field at fault, as in google.rpc.BadRequest."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a client may see. `reason` is UPPER_SNAKE_CASE."""
+
+    reason = "UNKNOWN"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(DomainError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        violations: list[FieldViolation] | None = None,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata)
+        self.violations = violations or []
+        if reason:
+            self.reason = reason
+
+    @classmethod
+    def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
+        return cls(f"invalid {field}: {description}", [FieldViolation(field, description)],
+                   reason=reason)
+
+
+class NotFound(DomainError):
+    reason = "RESOURCE_NOT_FOUND"
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(f"{resource_type} {resource_id!r} not found",
+                         metadata={"resource_type": resource_type, "id": resource_id})
+
+
+class AlreadyExists(DomainError):
+    reason = "RESOURCE_ALREADY_EXISTS"
+
+    def __init__(self, resource_type: str, field: str | None) -> None:
+        what = f"with this {field} " if field else ""
+        super().__init__(f"a {resource_type} {what}already exists",
+                         metadata={"resource_type": resource_type, "field": field or ""})
+        self.field = field
+
+
+class EtagMismatch(DomainError):
+    """The resource changed since the client read it (AIP-154)."""
+
+    reason = "ETAG_MISMATCH"
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(f"{resource_type} {resource_id!r} was changed by another request; "
+                         "read it again and retry with the new etag",
+                         metadata={"resource_type": resource_type, "id": resource_id})
+
+
+class FailedPrecondition(DomainError):
+    reason = "FAILED_PRECONDITION"
+
+
+class Conflict(DomainError):
+    """A concurrent transaction won; retrying the whole call may succeed."""
+
+    reason = "CONCURRENCY_CONFLICT"
+
+
+class Unavailable(DomainError):
+    """A dependency (the database) cannot be reached right now."""
+
+    reason = "DATABASE_UNAVAILABLE"
+
+
+# SQLSTATEs that mean "another transaction won": serialization failure, deadlock.
+_CONFLICT_SQLSTATES = {"40001", "40P01"}
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
+    orig = exc.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _constraint_name(exc: sa_exc.IntegrityError) -> str:
+    """The violated constraint's name (PostgreSQL), else the driver message (SQLite)."""
+    cause = getattr(exc.orig, "__cause__", None)
+    name = getattr(cause, "constraint_name", None)
+    return name if isinstance(name, str) else str(exc.orig)
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    """What the translator needs to name things: the resource and its unique fields."""
+
+    resource_type: str
+    # Constraint or index name -> the request field it guards.
+    unique_fields: Mapping[str, str]
+
+
+@contextlib.contextmanager
+def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
+    """Turns driver and SQLAlchemy exceptions into domain errors.
+
+    Raw database messages are logged here and never passed on: they may hold
+    SQL text or another tenant's values.
+    """
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise _integrity_error(exc, ctx) from exc
+    except sa_exc.DBAPIError as exc:
+        if _sqlstate(exc) in _CONFLICT_SQLSTATES or _is_sqlite_busy(exc):
+            raise Conflict("the request conflicted with a concurrent one; retry it") from exc
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            log.warning("database unavailable: %s", exc.orig)
+            raise Unavailable("the database is unavailable; retry later") from exc
+        raise
+    except (OSError, TimeoutError, sa_exc.TimeoutError) as exc:
+        # Connection refused or pool checkout timeout: raised before any statement runs.
+        log.warning("database unavailable: %r", exc)
+        raise Unavailable("the database is unavailable; retry later") from exc
+
+
+def _is_sqlite_busy(exc: sa_exc.DBAPIError) -> bool:
+    text = str(exc.orig)
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _integrity_error(exc: sa_exc.IntegrityError, ctx: ErrorContext | None) -> DomainError:
+    resource_type = ctx.resource_type if ctx else "resource"
+    text = _constraint_name(exc)
+    sqlstate = _sqlstate(exc)
+    if sqlstate == "23505" or "UNIQUE constraint failed" in text:
+        field = None
+        for name, candidate in (ctx.unique_fields.items() if ctx else ()):
+            if name in text:
+                field = candidate
+                break
+        return AlreadyExists(resource_type, field)
+    if sqlstate == "23503" or "FOREIGN KEY constraint failed" in text:
+        return FailedPrecondition(f"the {resource_type} refers to, or is referred to by, "
+                                  "another resource that prevents this change")
+    log.error("unexpected integrity error: %s", exc.orig)
+    return FailedPrecondition(f"the {resource_type} violates a data constraint")

@@ -1,0 +1,50 @@
+"""Schema migrations, run by `repogate migrate` and at server start.
+
+Alembic runs on the caller's connection inside one transaction. On PostgreSQL
+that transaction first takes an advisory lock, so instances starting together
+migrate one after the other and the later ones find nothing left to do. On
+SQLite the transaction begins IMMEDIATE, which serialises them the same way.
+"""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Any fixed 64-bit number; it only has to be the same for every instance.
+ADVISORY_LOCK_ID = 0x7265706F67617465  # "repogate"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "repositories:migrations")
+    return config
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Brings the schema up to `revision`; safe to run from several processes at once."""
+    async with engine.connect() as conn:
+        await conn.execution_options(repogate_write=True)
+        await conn.run_sync(_upgrade, revision)
+        await conn.commit()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _upgrade(conn: Connection, revision: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerates generated/ from protos/. Deterministic: CI reruns it and fails
+# when the committed files differ.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="$(realpath -s "$(command -v "${PYTHON:-python}")")"
+rm -rf generated/repogate
+mkdir -p generated
+protos=$(cd protos && find repogate -name '*.proto' | LC_ALL=C sort)
+(cd protos && "$python" -m grpc_tools.protoc -I . \
+  --python_out=../generated --pyi_out=../generated --grpc_python_out=../generated \
+  $protos)
+# Regular packages, so `pip install .` ships them without namespace tricks.
+find generated/repogate -type d -exec sh -c 'printf "" > "$1/__init__.py"' _ {} \;

@@ -1,0 +1,1 @@
+"""The Repogate gRPC server: settings, composition root, interceptors and servicers."""

@@ -1,0 +1,105 @@
+"""The composition root: builds every part from Settings and owns their lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from repogate.v1 import user_pb2, user_pb2_grpc
+
+from repositories.database import Database, create_engine
+from repositories.migrate import upgrade
+from server.interceptors import RequestInterceptor
+from server.page_tokens import PageTokens
+from server.services.users import UserService
+from server.settings import Settings
+
+log = logging.getLogger("repogate")
+
+# Services whose every call needs x-tenant-id.
+TENANT_SCOPED = (user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,)
+
+
+class Repogate:
+    """The server. Use as `async with Repogate(settings) as app:` or start()/stop()."""
+
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+        self.settings = settings
+        self._migrate = migrate
+        self._server: aio.Server | None = None
+        self._db: Database | None = None
+        self._health = health.aio.HealthServicer()
+        self.address = ""
+
+    async def start(self) -> None:
+        s = self.settings
+        self._db = Database(create_engine(s.database_url, s.engine_options()))
+        if self._migrate:
+            await upgrade(self._db.engine)
+        server = aio.server(
+            interceptors=[RequestInterceptor(TENANT_SCOPED)],
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        user_pb2_grpc.add_UserServiceServicer_to_server(
+            UserService(self._db, PageTokens(s.page_token_secret)), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*TENANT_SCOPED, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self.address = _bind(server, s.listen)
+        self._server = server
+        await server.start()
+        for name in ("", *TENANT_SCOPED):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Reports NOT_SERVING, stops accepting, drains calls for `grace` seconds, closes pools."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._db is not None:
+            await self._db.dispose()
+            self._db = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> Repogate:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop(0)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+def _bind(server: aio.Server, listen: str) -> str:
+    """Binds `listen`; returns the address actually bound (port 0 resolved)."""
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {listen}: {exc}") from exc
+    if listen.startswith("unix:"):
+        return listen
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    host = listen.rsplit(":", 1)[0]
+    return f"{host}:{port}"
+
+
+__all__ = ["Repogate", "grpc"]

@@ -1,0 +1,103 @@
+"""The `repogate` command: serve, migrate, health."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from server.settings import Settings
+
+log = logging.getLogger("repogate")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings() if args.listen is None else Settings(listen=args.listen)
+    except ValidationError as exc:
+        print(f"repogate: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic narrates every plugin it loads; its warnings still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return _run(args.func(settings, args))
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repogate", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="command")
+    serve = sub.add_parser("serve", help="run the gRPC server (migrates first)")
+    serve.add_argument("--listen", help="host:port or unix:/path (default $REPOGATE_LISTEN)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.set_defaults(func=_serve)
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(func=_migrate, listen=None)
+    check = sub.add_parser("health", help="ask a server's health service; exit 0 if SERVING")
+    check.add_argument("--listen", help="address to ask (default $REPOGATE_LISTEN)")
+    check.add_argument("--service", default="", help="service name ('' for the server)")
+    check.add_argument("--timeout", type=float, default=3.0)
+    check.set_defaults(func=_health)
+    return parser
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from server.app import Repogate
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Repogate(settings, migrate=not args.no_migrate):
+        await stop.wait()
+        log.info("stopping: draining calls for up to %ss", settings.shutdown_grace)
+    log.info("stopped")
+    return 0
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from repositories.database import create_engine
+    from repositories.migrate import current_revision, upgrade
+
+    engine = create_engine(settings.database_url, settings.engine_options())
+    try:
+        await upgrade(engine)
+        log.info("schema at revision %s", await current_revision(engine))
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _health(settings: Settings, args: argparse.Namespace) -> int:
+    from grpc import aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with aio.insecure_channel(settings.listen) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=args.service),
+                                     timeout=args.timeout)
+        except aio.AioRpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1

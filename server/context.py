@@ -1,0 +1,77 @@
+"""Request-scoped values taken from gRPC metadata, held in a contextvar."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from repositories.errors import InvalidArgument
+from repositories.tables import TENANT_ID_MAX
+
+TENANT_KEY = "x-tenant-id"
+REQUEST_ID_KEY = "x-request-id"
+ACTOR_KEY = "x-actor-id"
+
+_TENANT_RE = re.compile(r"[A-Za-z0-9._-]+")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a call carries besides its message."""
+
+    tenant: str | None
+    request_id: str
+    actor: str | None = None
+
+    def require_tenant(self) -> str:
+        """The validated tenant; INVALID_ARGUMENT when it is missing or malformed."""
+        return validate_tenant(self.tenant)
+
+
+_current: ContextVar[RequestContext] = ContextVar("repogate_request")
+
+
+def current() -> RequestContext:
+    """The context of the call being served; set by the request interceptor."""
+    return _current.get()
+
+
+def tenant() -> str:
+    return current().require_tenant()
+
+
+def bind(ctx: RequestContext) -> object:
+    return _current.set(ctx)
+
+
+def unbind(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]
+
+
+def from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> RequestContext:
+    """Picks out the keys Repogate reads; never fails (the tenant is checked on use)."""
+    values: dict[str, str] = {}
+    for key, value in metadata:
+        if key in (TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY) and isinstance(value, str):
+            values.setdefault(key, value)
+    request_id = values.get(REQUEST_ID_KEY, "")
+    if not _REQUEST_ID_RE.fullmatch(request_id):
+        request_id = uuid.uuid4().hex
+    return RequestContext(tenant=values.get(TENANT_KEY), request_id=request_id,
+                          actor=values.get(ACTOR_KEY))
+
+
+def validate_tenant(value: str | None) -> str:
+    if value is None or value == "":
+        raise InvalidArgument.field(TENANT_KEY, "metadata is required", reason="INVALID_TENANT")
+    if len(value) > TENANT_ID_MAX:
+        raise InvalidArgument.field(TENANT_KEY, f"must be at most {TENANT_ID_MAX} characters",
+                                    reason="INVALID_TENANT")
+    if not _TENANT_RE.fullmatch(value):
+        raise InvalidArgument.field(TENANT_KEY, "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+                                    reason="INVALID_TENANT")
+    return value

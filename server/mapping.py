@@ -1,0 +1,94 @@
+"""Rows to protobuf messages and back, derived once per message type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from repositories.errors import InvalidArgument
+
+M = TypeVar("M", bound=Message)
+Reader = Callable[[Mapping[str, Any]], Any]
+
+# Fields every resource has that are not plain columns.
+ETAG = "etag"
+OUTPUT_ONLY = frozenset({"id", "etag", "create_time", "update_time"})
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _reader(field: FieldDescriptor) -> Reader:
+    name = field.name
+    if name == ETAG:
+        return lambda row: str(row["version"])
+    if name == "id":
+        return lambda row: str(row["id"])
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
+        return lambda row: None if row[name] is None else _timestamp(row[name])
+    return lambda row: row[name]
+
+
+class MessageMapping(Generic[M]):
+    """Maps one resource message to and from rows of its table.
+
+    Args:
+        message_cls: The generated resource class (User).
+        updatable: Fields a client may write; the rest are output only.
+    """
+
+    def __init__(self, message_cls: type[M], updatable: Collection[str]) -> None:
+        self.message_cls = message_cls
+        fields = message_cls.DESCRIPTOR.fields
+        self.updatable = frozenset(updatable)
+        unknown = self.updatable - {f.name for f in fields}
+        if unknown:
+            raise ValueError(f"{message_cls.__name__} has no fields {sorted(unknown)}")
+        self._readers = [(f.name, _reader(f)) for f in fields]
+
+    def to_message(self, row: Mapping[str, Any]) -> M:
+        values = {}
+        for name, read in self._readers:
+            value = read(row)
+            if value is not None:
+                values[name] = value
+        return self.message_cls(**values)
+
+    def to_values(self, message: M, paths: Collection[str]) -> dict[str, Any]:
+        return {path: getattr(message, path) for path in paths}
+
+    def populated(self, message: M) -> list[str]:
+        """Writable fields the client set (non-default, or present for `optional`)."""
+        return [f.name for f, _ in message.ListFields() if f.name in self.updatable]
+
+    def mask_paths(self, message: M, mask: field_mask_pb2.FieldMask | None) -> list[str]:
+        """AIP-134: the mask's paths, `*` for all, or the populated fields when absent."""
+        if mask is None or not mask.paths:
+            return self.populated(message)
+        if list(mask.paths) == ["*"]:
+            return sorted(self.updatable)
+        paths = []
+        for path in mask.paths:
+            if path not in self.updatable:
+                allowed = ", ".join(sorted(self.updatable))
+                raise InvalidArgument.field("update_mask", f"{path!r} is not an updatable field "
+                                            f"(updatable: {allowed}, or *)")
+            paths.append(path)
+        return paths
+
+
+def parse_etag(etag: str, field: str) -> int | None:
+    """The row version an etag stands for; None when the client sent none."""
+    if not etag:
+        return None
+    if not etag.isdigit() or len(etag) > 18:
+        raise InvalidArgument.field(field, "is not an etag this server issued")
+    return int(etag)

@@ -1,0 +1,1 @@
+"""Servicers: thin adapters from generated service classes to StandardMethods."""

@@ -1,0 +1,60 @@
+"""Settings, read once from REPOGATE_* environment variables."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from repositories.database import EngineOptions
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Field `x` is read from `REPOGATE_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="REPOGATE_", frozen=True, extra="ignore")
+
+    listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
+    database_url: str = "sqlite+aiosqlite:///./repogate.db"
+    redis_url: str | None = None
+    db_pool_size: int = Field(20, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_pre_ping: bool = True
+    db_pool_recycle: int = Field(3600, description="seconds; -1 never recycles")
+    db_pool_timeout: float = Field(30.0, gt=0)
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0)
+    log_level: LogLevel = "INFO"
+    shutdown_grace: float = Field(10.0, ge=0, description="seconds to drain calls on stop")
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Signs page tokens. Unset: random per start, so tokens do not survive a restart.
+    page_token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), min_length=16)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accepts plain postgresql:// and sqlite:// URLs and picks the async driver."""
+        for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
+                              ("postgres://", "postgresql+asyncpg://"),
+                              ("sqlite://", "sqlite+aiosqlite://")):
+            if value.startswith(plain):
+                return driver + value[len(plain):]
+        return value
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            pool_size=self.db_pool_size,
+            max_overflow=self.db_max_overflow,
+            pool_pre_ping=self.db_pool_pre_ping,
+            pool_recycle=self.db_pool_recycle,
+            pool_timeout=self.db_pool_timeout,
+            sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
+        )
