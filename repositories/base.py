@@ -45,7 +45,7 @@ class Repository:
             raise NotFound(self.entity.resource_type, str(id_))
         return row
 
-    async def list(self, limit: int, after: Cursor | None = None) -> tuple[list[Row], bool]:
+    async def page(self, limit: int, after: Cursor | None = None) -> tuple[list[Row], bool]:
         """One page in (create_time, id) order; the flag says whether more rows follow."""
         key = tuple_(self.c.create_time, self.c.id)
         stmt = self.scope.select().order_by(self.c.create_time, self.c.id).limit(limit + 1)

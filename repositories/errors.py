@@ -53,16 +53,19 @@ class InvalidArgument(DomainError):
 
     @classmethod
     def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
-        return cls(f"invalid {field}: {description}", [FieldViolation(field, description)],
-                   reason=reason)
+        return cls(
+            f"invalid {field}: {description}", [FieldViolation(field, description)], reason=reason
+        )
 
 
 class NotFound(DomainError):
     reason = "RESOURCE_NOT_FOUND"
 
     def __init__(self, resource_type: str, resource_id: str) -> None:
-        super().__init__(f"{resource_type} {resource_id!r} not found",
-                         metadata={"resource_type": resource_type, "id": resource_id})
+        super().__init__(
+            f"{resource_type} {resource_id!r} not found",
+            metadata={"resource_type": resource_type, "id": resource_id},
+        )
 
 
 class AlreadyExists(DomainError):
@@ -70,8 +73,10 @@ class AlreadyExists(DomainError):
 
     def __init__(self, resource_type: str, field: str | None) -> None:
         what = f"with this {field} " if field else ""
-        super().__init__(f"a {resource_type} {what}already exists",
-                         metadata={"resource_type": resource_type, "field": field or ""})
+        super().__init__(
+            f"a {resource_type} {what}already exists",
+            metadata={"resource_type": resource_type, "field": field or ""},
+        )
         self.field = field
 
 
@@ -81,9 +86,11 @@ class EtagMismatch(DomainError):
     reason = "ETAG_MISMATCH"
 
     def __init__(self, resource_type: str, resource_id: str) -> None:
-        super().__init__(f"{resource_type} {resource_id!r} was changed by another request; "
-                         "read it again and retry with the new etag",
-                         metadata={"resource_type": resource_type, "id": resource_id})
+        super().__init__(
+            f"{resource_type} {resource_id!r} was changed by another request; "
+            "read it again and retry with the new etag",
+            metadata={"resource_type": resource_type, "id": resource_id},
+        )
 
 
 class FailedPrecondition(DomainError):
@@ -145,7 +152,7 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
     except sa_exc.DBAPIError as exc:
         if _sqlstate(exc) in _CONFLICT_SQLSTATES or _is_sqlite_busy(exc):
             raise Conflict("the request conflicted with a concurrent one; retry it") from exc
-        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        if _is_unavailable(exc):
             log.warning("database unavailable: %s", exc.orig)
             raise Unavailable("the database is unavailable; retry later") from exc
         raise
@@ -153,6 +160,22 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
         # Connection refused or pool checkout timeout: raised before any statement runs.
         log.warning("database unavailable: %r", exc)
         raise Unavailable("the database is unavailable; retry later") from exc
+
+
+def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
+    """Connection-level trouble, as opposed to a fault in the statement or schema."""
+    if exc.connection_invalidated:
+        return True
+    state = _sqlstate(exc) or ""
+    # 08: connection exception; 53: insufficient resources; 57P0x: server shutting down.
+    if state.startswith(("08", "53", "57P0")):
+        return True
+    text = str(exc.orig)
+    return (
+        "unable to open database" in text
+        or "disk I/O error" in text
+        or (isinstance(exc, sa_exc.InterfaceError) and "closed" in text)
+    )
 
 
 def _is_sqlite_busy(exc: sa_exc.DBAPIError) -> bool:
@@ -166,13 +189,15 @@ def _integrity_error(exc: sa_exc.IntegrityError, ctx: ErrorContext | None) -> Do
     sqlstate = _sqlstate(exc)
     if sqlstate == "23505" or "UNIQUE constraint failed" in text:
         field = None
-        for name, candidate in (ctx.unique_fields.items() if ctx else ()):
+        for name, candidate in ctx.unique_fields.items() if ctx else ():
             if name in text:
                 field = candidate
                 break
         return AlreadyExists(resource_type, field)
     if sqlstate == "23503" or "FOREIGN KEY constraint failed" in text:
-        return FailedPrecondition(f"the {resource_type} refers to, or is referred to by, "
-                                  "another resource that prevents this change")
+        return FailedPrecondition(
+            f"the {resource_type} refers to, or is referred to by, "
+            "another resource that prevents this change"
+        )
     log.error("unexpected integrity error: %s", exc.orig)
     return FailedPrecondition(f"the {resource_type} violates a data constraint")

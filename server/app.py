@@ -9,8 +9,8 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from repogate.v1 import user_pb2, user_pb2_grpc
 
+from repogate.v1 import user_pb2, user_pb2_grpc
 from repositories.database import Database, create_engine
 from repositories.migrate import upgrade
 from server.interceptors import RequestInterceptor
@@ -49,10 +49,12 @@ class Repogate:
             ],
         )
         user_pb2_grpc.add_UserServiceServicer_to_server(
-            UserService(self._db, PageTokens(s.page_token_secret)), server)
+            UserService(self._db, PageTokens(s.page_token_secret)), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (*TENANT_SCOPED, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            (*TENANT_SCOPED, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         self.address = _bind(server, s.listen)
         self._server = server
         await server.start()
@@ -83,8 +85,12 @@ class Repogate:
             raise
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
 

@@ -61,17 +61,20 @@ def from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> RequestContext
     request_id = values.get(REQUEST_ID_KEY, "")
     if not _REQUEST_ID_RE.fullmatch(request_id):
         request_id = uuid.uuid4().hex
-    return RequestContext(tenant=values.get(TENANT_KEY), request_id=request_id,
-                          actor=values.get(ACTOR_KEY))
+    return RequestContext(
+        tenant=values.get(TENANT_KEY), request_id=request_id, actor=values.get(ACTOR_KEY)
+    )
 
 
 def validate_tenant(value: str | None) -> str:
     if value is None or value == "":
         raise InvalidArgument.field(TENANT_KEY, "metadata is required", reason="INVALID_TENANT")
     if len(value) > TENANT_ID_MAX:
-        raise InvalidArgument.field(TENANT_KEY, f"must be at most {TENANT_ID_MAX} characters",
-                                    reason="INVALID_TENANT")
+        raise InvalidArgument.field(
+            TENANT_KEY, f"must be at most {TENANT_ID_MAX} characters", reason="INVALID_TENANT"
+        )
     if not _TENANT_RE.fullmatch(value):
-        raise InvalidArgument.field(TENANT_KEY, "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
-                                    reason="INVALID_TENANT")
+        raise InvalidArgument.field(
+            TENANT_KEY, "may only contain A-Z, a-z, 0-9, '.', '_' and '-'", reason="INVALID_TENANT"
+        )
     return value

@@ -24,7 +24,7 @@ _CODES: dict[type[e.DomainError], grpc.StatusCode] = {
 
 def code_for(error: e.DomainError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
-        code = _CODES.get(cls)  # type: ignore[call-overload]
+        code = _CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
@@ -34,18 +34,29 @@ def to_status(error: e.DomainError, request_id: str) -> grpc.Status:
     code = code_for(error)
     details = [_error_info(error.reason, {**error.metadata, "request_id": request_id})]
     if isinstance(error, e.InvalidArgument) and error.violations:
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in error.violations
-        ])))
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
     return _status(code, error.message, details)
 
 
 def internal_status(request_id: str) -> grpc.Status:
     """For anything unexpected: a generic message; the details stay in the server log."""
     info = _error_info("INTERNAL_ERROR", {"request_id": request_id})
-    return _status(grpc.StatusCode.INTERNAL, "internal error; see the server log for this "
-                   f"request id ({request_id})", [info])
+    return _status(
+        grpc.StatusCode.INTERNAL,
+        f"internal error; see the server log for this request id ({request_id})",
+        [info],
+    )
 
 
 def _error_info(reason: str, metadata: dict[str, str]) -> any_pb2.Any:

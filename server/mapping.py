@@ -7,17 +7,17 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from repositories.errors import InvalidArgument
 
 M = TypeVar("M", bound=Message)
-Reader = Callable[[Mapping[str, Any]], Any]
+Row = Mapping[Any, Any]
+Reader = Callable[[Row], Any]
 
 # Fields every resource has that are not plain columns.
 ETAG = "etag"
-OUTPUT_ONLY = frozenset({"id", "etag", "create_time", "update_time"})
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -26,13 +26,17 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def _reader(field: FieldDescriptor) -> Reader:
+def _reader(field: Any) -> Reader:
+    """How to read `field` (a protobuf FieldDescriptor) from a row."""
     name = field.name
     if name == ETAG:
         return lambda row: str(row["version"])
     if name == "id":
         return lambda row: str(row["id"])
-    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
+    if (
+        field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.Timestamp"
+    ):
         return lambda row: None if row[name] is None else _timestamp(row[name])
     return lambda row: row[name]
 
@@ -54,7 +58,7 @@ class MessageMapping(Generic[M]):
             raise ValueError(f"{message_cls.__name__} has no fields {sorted(unknown)}")
         self._readers = [(f.name, _reader(f)) for f in fields]
 
-    def to_message(self, row: Mapping[str, Any]) -> M:
+    def to_message(self, row: Row) -> M:
         values = {}
         for name, read in self._readers:
             value = read(row)
@@ -79,8 +83,10 @@ class MessageMapping(Generic[M]):
         for path in mask.paths:
             if path not in self.updatable:
                 allowed = ", ".join(sorted(self.updatable))
-                raise InvalidArgument.field("update_mask", f"{path!r} is not an updatable field "
-                                            f"(updatable: {allowed}, or *)")
+                raise InvalidArgument.field(
+                    "update_mask",
+                    f"{path!r} is not an updatable field (updatable: {allowed}, or *)",
+                )
             paths.append(path)
         return paths
 

@@ -45,8 +45,11 @@ class PageTokens:
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             valid, digest, position = False, None, None
         if not valid or digest != self._digest(query) or not isinstance(position, list):
-            raise InvalidArgument.field("page_token", "is not a token this server issued for "
-                                        "this query", reason="INVALID_PAGE_TOKEN")
+            raise InvalidArgument.field(
+                "page_token",
+                "is not a token this server issued for this query",
+                reason="INVALID_PAGE_TOKEN",
+            )
         return position
 
     def _sign(self, payload: bytes) -> bytes:

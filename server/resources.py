@@ -44,8 +44,10 @@ class StandardMethods(Generic[M]):
 
     async def create(self, message: M) -> M:
         mapping = self._r.mapping
-        values = {**self._r.create_defaults,
-                  **mapping.to_values(message, mapping.populated(message))}
+        values = {
+            **self._r.create_defaults,
+            **mapping.to_values(message, mapping.populated(message)),
+        }
         validation.require(values, self._r.required, self._r.name)
         self._check(values)
         async with self._db.unit_of_work(context.tenant()) as uow:
@@ -59,13 +61,13 @@ class StandardMethods(Generic[M]):
             row = await uow.repository(self._r.repository).get(key)
         return self._r.mapping.to_message(row)
 
-    async def list(self, page_size: int, page_token: str) -> tuple[list[M], str]:
+    async def page(self, page_size: int, page_token: str) -> tuple[list[M], str]:
         limit = validation.page_size(page_size)
         tenant = context.tenant()
         query = f"{self._r.name}|{tenant}"
         after = self._cursor(self._tokens.decode(page_token, query)) if page_token else None
         async with self._db.unit_of_work(tenant, read_only=True) as uow:
-            rows, more = await uow.repository(self._r.repository).list(limit, after)
+            rows, more = await uow.repository(self._r.repository).page(limit, after)
         token = self._tokens.encode(_position(rows[-1]), query) if more else ""
         return [self._r.mapping.to_message(row) for row in rows], token
 
@@ -99,8 +101,9 @@ class StandardMethods(Generic[M]):
             create_time, id_ = position
             return datetime.fromisoformat(create_time), uuid.UUID(id_)
         except (TypeError, ValueError):
-            raise InvalidArgument.field("page_token", "is malformed",
-                                        reason="INVALID_PAGE_TOKEN") from None
+            raise InvalidArgument.field(
+                "page_token", "is malformed", reason="INVALID_PAGE_TOKEN"
+            ) from None
 
 
 def _position(row: Row) -> list[Any]:

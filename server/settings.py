@@ -42,11 +42,13 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         """Accepts plain postgresql:// and sqlite:// URLs and picks the async driver."""
-        for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
-                              ("postgres://", "postgresql+asyncpg://"),
-                              ("sqlite://", "sqlite+aiosqlite://")):
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
             if value.startswith(plain):
-                return driver + value[len(plain):]
+                return driver + value[len(plain) :]
         return value
 
     def engine_options(self) -> EngineOptions:

@@ -47,14 +47,17 @@ def username(value: str) -> str | None:
     if not value:
         return "is required"
     if not _USERNAME_RE.fullmatch(value):
-        return ("must be 1-64 characters from A-Z, a-z, 0-9, '.', '_', '-', "
-                "starting with a letter or digit")
+        return (
+            "must be 1-64 characters from A-Z, a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
     return None
 
 
 def max_length(limit: int) -> Check:
     def check(value: str) -> str | None:
         return f"must be at most {limit} characters" if len(value) > limit else None
+
     return check
 
 
@@ -75,5 +78,7 @@ def require(values: Mapping[str, Any], required: frozenset[str], prefix: str) ->
     missing = sorted(name for name in required if not values.get(name))
     if missing:
         fields = [f"{prefix}.{name}" for name in missing]
-        raise InvalidArgument(f"missing required fields: {', '.join(fields)}",
-                              [FieldViolation(field, "is required") for field in fields])
+        raise InvalidArgument(
+            f"missing required fields: {', '.join(fields)}",
+            [FieldViolation(field, "is required") for field in fields],
+        )
