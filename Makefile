@@ -43,7 +43,7 @@ check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	  { git status --porcelain -- generated; echo "generated/ is stale: run make gen and commit"; exit 1; }
 
 wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve from it.
-	scripts/wheel-smoke.sh
+	PYTHON=$(PYTHON) scripts/wheel-smoke.sh
 
 clean: ## Remove the venv, node_modules and build output.
 	rm -rf $(VENV) node_modules build dist *.egg-info

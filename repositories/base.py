@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, CursorResult, RowMapping, tuple_
+from sqlalchemy import ColumnElement, CursorResult, RowMapping, Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
 from repositories.entity import Entity
 from repositories.errors import EtagMismatch, NotFound, translate_db_errors
-from repositories.scope import TenantScope
+from repositories.scope import ScopeViolation, TenantScope
 
 Row = RowMapping
 # Keyset position in the default order: (create_time, id) of the last row seen.
@@ -33,10 +33,14 @@ class Repository:
 
     entity: ClassVar[Entity]
 
-    def __init__(self, conn: AsyncConnection, tenant: str) -> None:
+    def __init__(self, conn: AsyncConnection, tenant: str, *, read_only: bool = False) -> None:
         self._conn = conn
+        self._read_only = read_only
         self.scope = TenantScope(self.entity.table, tenant)
         self.c = self.entity.table.c
+        # Set when a statement failed: PostgreSQL would turn a later COMMIT into a
+        # silent ROLLBACK, so the unit of work refuses to commit after it.
+        self.failed = False
 
     async def get(self, id_: uuid.UUID) -> Row:
         result = await self._execute(self.scope.select().where(self.c.id == id_))
@@ -50,7 +54,9 @@ class Repository:
         key = tuple_(self.c.create_time, self.c.id)
         stmt = self.scope.select().order_by(self.c.create_time, self.c.id).limit(limit + 1)
         if after is not None:
-            stmt = stmt.where(key > tuple_(*after))
+            # Typed like the columns, so the cursor binds as they do (UTC on SQLite).
+            position = tuple_(*after, types=[self.c.create_time.type, self.c.id.type])
+            stmt = stmt.where(key > position)
         rows = list((await self._execute(stmt)).mappings())
         return rows[:limit], len(rows) > limit
 
@@ -92,8 +98,14 @@ class Repository:
 
     async def _execute(self, stmt: Executable) -> CursorResult[Any]:
         self.scope.check(stmt)
-        with translate_db_errors(self.entity.errors):
-            return await self._conn.execute(stmt)
+        if self._read_only and not isinstance(stmt, Select):
+            raise ScopeViolation("a read-only unit of work cannot write")
+        try:
+            with translate_db_errors(self.entity.errors):
+                return await self._conn.execute(stmt)
+        except Exception:
+            self.failed = True
+            raise
 
     def _identity(self, id_: uuid.UUID, expected_version: int | None) -> ColumnElement[bool]:
         match = self.c.id == id_

@@ -8,6 +8,7 @@ on a lock upgrade halfway through.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from repositories.base import Repository
 from repositories.errors import translate_db_errors
 
 _WRITE = "repogate_write"
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Repository)
 
 
@@ -93,6 +95,8 @@ class UnitOfWork:
     """One transaction: rolls back on exit unless `commit()` was called.
 
     Repositories are built here, with the tenant; callers never pass it per call.
+    `read_only` units are for single-statement reads: on PostgreSQL they run in
+    autocommit, so two reads in one such unit may see different snapshots.
     """
 
     def __init__(self, engine: AsyncEngine, tenant: str, *, read_only: bool = False) -> None:
@@ -107,6 +111,10 @@ class UnitOfWork:
             conn = await self._engine.connect()
             if not self._read_only:
                 await conn.execution_options(**{_WRITE: True})
+            elif conn.dialect.name == "postgresql":
+                # A read-only unit runs single statements: skipping BEGIN/ROLLBACK saves
+                # two round trips per call.
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn = conn
         return self
 
@@ -122,6 +130,10 @@ class UnitOfWork:
         try:
             if conn.in_transaction():
                 await conn.rollback()
+        except Exception:
+            # A dead connection cannot roll back; the pool discards it. Do not hide
+            # the error that brought us here behind this one.
+            log.warning("rollback failed", exc_info=True)
         finally:
             await conn.close()
 
@@ -130,12 +142,16 @@ class UnitOfWork:
         if repo is None:
             if self._conn is None:
                 raise RuntimeError("unit of work used outside its `async with` block")
-            repo = self._repositories[cls] = cls(self._conn, self._tenant)
+            repo = self._repositories[cls] = cls(
+                self._conn, self._tenant, read_only=self._read_only
+            )
         assert isinstance(repo, cls)
         return repo
 
     async def commit(self) -> None:
         if self._conn is None:
             raise RuntimeError("unit of work used outside its `async with` block")
+        if any(repo.failed for repo in self._repositories.values()):
+            raise RuntimeError("a statement in this unit of work failed; it cannot commit")
         with translate_db_errors():
             await self._conn.commit()

@@ -8,6 +8,9 @@ SQLite the transaction begins IMMEDIATE, which serialises them the same way.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -18,6 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 # Any fixed 64-bit number; it only has to be the same for every instance.
 ADVISORY_LOCK_ID = 0x7265706F67617465  # "repogate"
 
+# Alembic keeps the running migration's context in module globals, so two
+# upgrades interleaving on one event loop (even of different databases)
+# corrupt each other; within a process they take turns.
+_in_process: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def alembic_config() -> Config:
     config = Config()
@@ -26,8 +36,9 @@ def alembic_config() -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Brings the schema up to `revision`; safe to run from several processes at once."""
-    async with engine.connect() as conn:
+    """Brings the schema up to `revision`; safe to run from several processes or tasks."""
+    lock = _in_process.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, engine.connect() as conn:
         await conn.execution_options(repogate_write=True)
         await conn.run_sync(_upgrade, revision)
         await conn.commit()

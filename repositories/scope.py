@@ -40,7 +40,8 @@ class TenantScope:
         return self._mark(insert(self.table).values(scoped))
 
     def update(self, values: Mapping[str, Any]) -> Update:
-        if TENANT_COLUMN in values:
+        # Keys may be names or Column objects; both name the tenant column.
+        if any(getattr(key, "key", key) == TENANT_COLUMN for key in values):
             raise ScopeViolation("a row cannot move to another tenant")
         stmt = update(self.table).where(self._tenant_column == self.tenant).values(dict(values))
         return self._mark(stmt)

@@ -17,6 +17,8 @@ Reader = Callable[[Row], Any]
 
 # Fields every resource has that are not plain columns.
 ETAG = "etag"
+# The largest row version (and so etag) there can be: `version` is a 32-bit INTEGER.
+MAX_VERSION = 2**31 - 1
 _TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
 
 
@@ -95,6 +97,7 @@ def parse_etag(etag: str, field: str) -> int | None:
     """The row version an etag stands for; None when the client sent none."""
     if not etag:
         return None
-    if not etag.isdigit() or len(etag) > 18:
+    # isdigit() alone admits non-ASCII digits ("²", Arabic-Indic); versions are 32-bit INTEGER.
+    if len(etag) > 10 or not (etag.isascii() and etag.isdigit()) or int(etag) > MAX_VERSION:
         raise InvalidArgument.field(field, "is not an etag this server issued")
     return int(etag)

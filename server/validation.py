@@ -66,7 +66,11 @@ def check_fields(values: Mapping[str, Any], checks: Mapping[str, Check], prefix:
     violations = []
     for name, value in values.items():
         check = checks.get(name)
-        problem = check(value) if check else None
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL cannot store NUL in text and SQLite can: reject it on both.
+            problem: str | None = "must not contain NUL characters"
+        else:
+            problem = check(value) if check else None
         if problem:
             violations.append(FieldViolation(f"{prefix}.{name}", problem))
     if violations:

@@ -1,0 +1,85 @@
+"""Helpers shared by the end-to-end tests: calling UserService and reading failures."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from google.protobuf import field_mask_pb2
+from grpc import aio
+
+from repogate.v1 import user_pb2, user_pb2_grpc
+from server.app import Repogate
+from tests.rpc import ErrorDetails, details, md
+
+Stub = user_pb2_grpc.UserServiceStub
+
+
+@dataclass
+class Dedicated:
+    """A Repogate started by a test for itself (the `start_repogate` fixture)."""
+
+    app: Repogate
+    channel: aio.Channel
+    users: Stub
+
+
+StartRepogate = Callable[..., Awaitable[Dedicated]]
+
+
+async def fails(call: Awaitable[Any]) -> ErrorDetails:
+    """Awaits `call`, which must fail with a status; returns its AIP-193 details."""
+    with pytest.raises(aio.AioRpcError) as err:
+        await call
+    return details(err.value)
+
+
+async def create(stub: Stub, tenant: str, **fields: Any) -> user_pb2.User:
+    """Creates a user; email and username default to values derived from username/email."""
+    name = fields.setdefault("username", "user")
+    fields.setdefault("email", f"{name}@example.com")
+    return await stub.CreateUser(
+        user_pb2.CreateUserRequest(user=user_pb2.User(**fields)), metadata=md(tenant)
+    )
+
+
+async def get(stub: Stub, tenant: str, id_: str) -> user_pb2.User:
+    return await stub.GetUser(user_pb2.GetUserRequest(id=id_), metadata=md(tenant))
+
+
+async def update(
+    stub: Stub, tenant: str, user: user_pb2.User, paths: list[str] | None = None
+) -> user_pb2.User:
+    return await stub.UpdateUser(update_request(user, paths), metadata=md(tenant))
+
+
+def update_request(
+    user: user_pb2.User, paths: list[str] | None = None
+) -> user_pb2.UpdateUserRequest:
+    if paths is None:
+        return user_pb2.UpdateUserRequest(user=user)
+    return user_pb2.UpdateUserRequest(user=user, update_mask=field_mask_pb2.FieldMask(paths=paths))
+
+
+async def list_page(
+    stub: Stub, tenant: str, page_size: int = 0, page_token: str = ""
+) -> user_pb2.ListUsersResponse:
+    return await stub.ListUsers(
+        user_pb2.ListUsersRequest(page_size=page_size, page_token=page_token),
+        metadata=md(tenant),
+    )
+
+
+async def walk(stub: Stub, tenant: str, page_size: int) -> list[user_pb2.ListUsersResponse]:
+    """Every page of the tenant's users, first to last."""
+    pages = [await list_page(stub, tenant, page_size)]
+    while pages[-1].next_page_token:
+        assert len(pages) < 10_000, "pagination does not terminate"
+        pages.append(await list_page(stub, tenant, page_size, pages[-1].next_page_token))
+    return pages
+
+
+async def all_users(stub: Stub, tenant: str) -> list[user_pb2.User]:
+    return [user for page in await walk(stub, tenant, 1000) for user in page.users]

@@ -1,0 +1,170 @@
+"""The unit of work: one transaction, committed only on request."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from repositories.database import Database
+from repositories.errors import AlreadyExists
+from repositories.scope import ScopeViolation
+from repositories.users import UserRepository
+from tests.integration.support import all_rows, create_users, fetch, user
+
+pytestmark = pytest.mark.integration
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_without_commit_nothing_persists(database: Database, tenant: str) -> None:
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        created = await repo.create(user("ephemeral"))
+        # Visible inside its own transaction...
+        assert await repo.get(created["id"]) == created
+
+    # ...and gone for everyone afterwards.
+    assert await fetch(database, tenant, created["id"]) is None
+    assert await all_rows(database, tenant) == []
+
+
+async def test_uncommitted_update_and_delete_are_rolled_back(
+    database: Database, tenant: str
+) -> None:
+    first, second = await create_users(database, tenant, "first", "second")
+
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        await repo.update(first["id"], {"display_name": "changed"})
+        await repo.delete(second["id"])
+
+    assert await all_rows(database, tenant) == [first, second]
+
+
+async def test_commit_persists(database: Database, tenant: str) -> None:
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        created = await repo.create(user("kept"))
+        updated = await repo.update(created["id"], {"display_name": "Kept"})
+        await uow.commit()
+
+    stored = await fetch(database, tenant, created["id"])
+    assert stored == updated
+    assert stored is not None
+    assert stored["display_name"] == "Kept"
+    assert stored["version"] == 2
+
+
+async def test_an_exception_in_the_block_rolls_back(database: Database, tenant: str) -> None:
+    (existing,) = await create_users(database, tenant, "existing")
+    created: list[uuid.UUID] = []
+
+    async def doomed() -> None:
+        async with database.unit_of_work(tenant) as uow:
+            repo = uow.repository(UserRepository)
+            created.append((await repo.create(user("doomed")))["id"])
+            await repo.update(existing["id"], {"display_name": "doomed"})
+            raise Boom
+
+    with pytest.raises(Boom):
+        await doomed()
+
+    assert len(created) == 1
+    assert await fetch(database, tenant, created[0]) is None
+    assert await all_rows(database, tenant) == [existing]
+
+
+async def test_a_domain_error_in_the_block_rolls_back_earlier_writes(
+    database: Database, tenant: str
+) -> None:
+    (existing,) = await create_users(database, tenant, "taken")
+
+    async def create_two() -> None:
+        async with database.unit_of_work(tenant) as uow:
+            repo = uow.repository(UserRepository)
+            await repo.create(user("fine"))
+            await repo.create(user("taken"))
+            await uow.commit()
+
+    with pytest.raises(AlreadyExists):
+        await create_two()
+
+    assert await all_rows(database, tenant) == [existing]
+    # The connection went back to the pool in a usable state.
+    await create_users(database, tenant, "after")
+    assert [row["username"] for row in await all_rows(database, tenant)] == ["taken", "after"]
+
+
+async def test_commit_ends_the_transaction(database: Database, tenant: str) -> None:
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        a = await repo.create(user("a"))
+        await uow.commit()
+        # Work after a commit is a new transaction, rolled back at exit.
+        b = await repo.create(user("b"))
+
+    assert await fetch(database, tenant, a["id"]) == a
+    assert await fetch(database, tenant, b["id"]) is None
+
+
+async def test_repositories_are_per_unit_and_only_inside_the_block(
+    database: Database, tenant: str
+) -> None:
+    uow = database.unit_of_work(tenant)
+    with pytest.raises(RuntimeError):
+        uow.repository(UserRepository)
+    with pytest.raises(RuntimeError):
+        await uow.commit()
+
+    async with uow:
+        repo = uow.repository(UserRepository)
+        assert uow.repository(UserRepository) is repo
+        assert repo.scope.tenant == tenant
+
+    with pytest.raises(RuntimeError):
+        await uow.commit()
+
+
+async def test_read_only_unit_reads_committed_rows(database: Database, tenant: str) -> None:
+    (row,) = await create_users(database, tenant, "reader")
+    async with database.unit_of_work(tenant, read_only=True) as uow:
+        repo = uow.repository(UserRepository)
+        assert await repo.get(row["id"]) == row
+        assert await repo.page(10) == ([row], False)
+
+
+async def test_units_of_other_tenants_are_independent(database: Database, tenant: str) -> None:
+    other = f"{tenant}-other"
+    async with (
+        database.unit_of_work(tenant) as mine,
+        database.unit_of_work(other, read_only=True) as theirs,
+    ):
+        created = await mine.repository(UserRepository).create(user("solo"))
+        await mine.commit()
+        assert await theirs.repository(UserRepository).page(10) == ([], False)
+    assert await fetch(database, tenant, created["id"]) == created
+    assert await fetch(database, other, created["id"]) is None
+
+
+async def test_commit_after_a_failed_statement_is_refused(database: Database, tenant: str) -> None:
+    """PostgreSQL would turn this COMMIT into a silent ROLLBACK; both backends refuse it."""
+    (taken,) = await create_users(database, tenant, "taken")
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        kept = await repo.create(user("kept-before-failure"))
+        with pytest.raises(AlreadyExists):
+            await repo.create(user("dup", email=taken["email"]))
+        with pytest.raises(RuntimeError, match="cannot commit"):
+            await uow.commit()
+    assert await fetch(database, tenant, kept["id"]) is None
+
+
+async def test_a_read_only_unit_refuses_writes(database: Database, tenant: str) -> None:
+    async with database.unit_of_work(tenant, read_only=True) as uow:
+        repo = uow.repository(UserRepository)
+        with pytest.raises(ScopeViolation, match="read-only"):
+            await repo.create(user("never"))
+    assert await all_rows(database, tenant) == []
