@@ -17,7 +17,8 @@ $(BIN)/repogate: pyproject.toml
 	@touch $@
 
 $(BUF): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	# npm ci would demand lock entries for every platform; install keeps to the lock.
+	npm install --no-audit --no-fund
 	@touch $@
 
 run: $(BIN)/repogate ## Install into .venv and serve on the embedded default (SQLite, in-memory cache).
