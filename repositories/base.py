@@ -8,9 +8,9 @@ cost more CPU per call than the database does, and nothing here needs them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from sqlalchemy import ColumnElement, CursorResult, RowMapping, Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,7 +75,6 @@ class Repository:
         row = (await self._execute(stmt.returning(self.entity.table))).mappings().one_or_none()
         if row is None:
             await self._raise_missing_or_stale(id_)
-        assert row is not None
         return row
 
     async def delete(self, id_: uuid.UUID, expected_version: int | None = None) -> Row:
@@ -83,7 +82,6 @@ class Repository:
         row = (await self._execute(stmt.returning(self.entity.table))).mappings().one_or_none()
         if row is None:
             await self._raise_missing_or_stale(id_)
-        assert row is not None
         return row
 
     async def update_where(self, values: Mapping[str, Any], *criteria: ColumnElement[bool]) -> int:
@@ -111,7 +109,7 @@ class Repository:
         match = self.c.id == id_
         return match if expected_version is None else match & (self.c.version == expected_version)
 
-    async def _raise_missing_or_stale(self, id_: uuid.UUID) -> None:
+    async def _raise_missing_or_stale(self, id_: uuid.UUID) -> NoReturn:
         found = await self._execute(self.scope.select(self.c.id).where(self.c.id == id_))
         if found.first() is None:
             raise NotFound(self.entity.resource_type, str(id_))
@@ -120,6 +118,3 @@ class Repository:
 
 def _rowcount(result: CursorResult[Any]) -> int:
     return int(result.rowcount)
-
-
-__all__: Sequence[str] = ("Cursor", "Repository", "Row")

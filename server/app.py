@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from types import TracebackType
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -106,6 +105,3 @@ def _bind(server: aio.Server, listen: str) -> str:
         raise OSError(f"cannot listen on {listen}")
     host = listen.rsplit(":", 1)[0]
     return f"{host}:{port}"
-
-
-__all__ = ["Repogate", "grpc"]
