@@ -8,21 +8,21 @@ cost more CPU per call than the database does, and nothing here needs them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
 
-from sqlalchemy import ColumnElement, CursorResult, RowMapping, Select, tuple_
+from sqlalchemy import ColumnElement, CursorResult, RowMapping, Select, func
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
 from repositories.entity import Entity
 from repositories.errors import EtagMismatch, NotFound, translate_db_errors
+from repositories.ordering import Order
+from repositories.ordering import after as keyset_after
 from repositories.scope import ScopeViolation, TenantScope
 
 Row = RowMapping
-# Keyset position in the default order: (create_time, id) of the last row seen.
-Cursor = tuple[datetime, uuid.UUID]
 
 
 class Repository:
@@ -49,16 +49,33 @@ class Repository:
             raise NotFound(self.entity.resource_type, str(id_))
         return row
 
-    async def page(self, limit: int, after: Cursor | None = None) -> tuple[list[Row], bool]:
-        """One page in (create_time, id) order; the flag says whether more rows follow."""
-        key = tuple_(self.c.create_time, self.c.id)
-        stmt = self.scope.select().order_by(self.c.create_time, self.c.id).limit(limit + 1)
+    async def page(
+        self,
+        limit: int,
+        after: Sequence[Any] | None = None,
+        *,
+        where: ColumnElement[bool] | None = None,
+        order: Order | None = None,
+        skip: int = 0,
+    ) -> tuple[list[Row], bool]:
+        """One page of rows matching `where` in `order` (default: the entity's), starting
+        after the keyset position `after` and then skipping `skip` rows. The flag says
+        whether more rows follow."""
+        order = order or self.entity.order
+        stmt = self.scope.select().order_by(*(key.clause() for key in order))
+        if where is not None:
+            stmt = stmt.where(where)
         if after is not None:
-            # Typed like the columns, so the cursor binds as they do (UTC on SQLite).
-            position = tuple_(*after, types=[self.c.create_time.type, self.c.id.type])
-            stmt = stmt.where(key > position)
+            stmt = stmt.where(keyset_after(order, after))
+        stmt = stmt.offset(skip or None).limit(limit + 1)
         rows = list((await self._execute(stmt)).mappings())
         return rows[:limit], len(rows) > limit
+
+    async def count(self, where: ColumnElement[bool] | None = None) -> int:
+        stmt = self.scope.select(func.count())
+        if where is not None:
+            stmt = stmt.where(where)
+        return int((await self._execute(stmt)).scalar_one())
 
     async def create(self, values: Mapping[str, Any]) -> Row:
         now = datetime.now(UTC)

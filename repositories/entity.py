@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table
 
 from repositories.errors import ErrorContext
+from repositories.filtering import FilterField, FilterKind
+from repositories.ordering import Order, parse_order_by
 
 
 @dataclass(frozen=True)
@@ -19,11 +23,30 @@ class Entity:
         table: The Core table; it must have tenant_id, id, version,
             create_time and update_time columns.
         unique_fields: Unique index name -> the request field it guards.
+        sortable: Field names clients may `order_by` (NOT NULL columns).
+        filterable: Field name -> how `filter` may use it.
+        default_order: The order when the client gives none.
     """
 
     resource_type: str
     table: Table
     unique_fields: Mapping[str, str] = field(default_factory=dict)
+    sortable: frozenset[str] = frozenset({"id", "create_time", "update_time"})
+    filterable: Mapping[str, FilterKind] = field(default_factory=dict)
+    default_order: str = "create_time"
+
+    def sort_columns(self) -> dict[str, ColumnElement[Any]]:
+        return {name: self.table.c[name] for name in self.sortable | {"id"}}
+
+    @cached_property
+    def order(self) -> Order:
+        """The default order, parsed once."""
+        return parse_order_by("", self.sort_columns(), self.default_order)
+
+    def filter_fields(self) -> dict[str, FilterField]:
+        return {
+            name: FilterField(self.table.c[name], kind) for name, kind in self.filterable.items()
+        }
 
     @property
     def errors(self) -> ErrorContext:

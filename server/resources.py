@@ -6,20 +6,30 @@ each RPC becomes a line or two calling into this class.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 from google.protobuf import field_mask_pb2
 
-from repositories.base import Cursor, Repository, Row
+from repositories.base import Repository
 from repositories.database import Database
 from repositories.errors import InvalidArgument
+from repositories.filtering import compile_filter
+from repositories.ordering import Order, parse_order_by, position_from, position_of
 from server import context, validation
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
+
+
+class ListRequest(Protocol):
+    """The AIP-132 fields every List request message has."""
+
+    page_size: int
+    page_token: str
+    filter: str
+    order_by: str
+    skip: int
 
 
 @dataclass(frozen=True)
@@ -61,15 +71,28 @@ class StandardMethods(Generic[M]):
             row = await uow.repository(self._r.repository).get(key)
         return self._r.mapping.to_message(row)
 
-    async def page(self, page_size: int, page_token: str) -> tuple[list[M], str]:
-        limit = validation.page_size(page_size)
+    async def page(self, request: ListRequest) -> tuple[list[M], str]:
+        """AIP-132 List with AIP-158 pages, AIP-160 filter and order_by."""
+        limit = validation.page_size(request.page_size)
+        if request.skip < 0:
+            raise InvalidArgument.field("skip", "must not be negative")
         tenant = context.tenant()
-        query = f"{self._r.name}|{tenant}"
-        after = self._cursor(self._tokens.decode(page_token, query)) if page_token else None
+        entity = self._r.repository.entity
+        where = compile_filter(request.filter, entity.filter_fields())
+        order = parse_order_by(request.order_by, entity.sort_columns(), entity.default_order)
+        query = f"{self._r.name}|{tenant}|{request.filter}|{request.order_by}"
+        after = self._position(order, request.page_token, query) if request.page_token else None
         async with self._db.unit_of_work(tenant, read_only=True) as uow:
-            rows, more = await uow.repository(self._r.repository).page(limit, after)
-        token = self._tokens.encode(_position(rows[-1]), query) if more else ""
+            repo = uow.repository(self._r.repository)
+            rows, more = await repo.page(limit, after, where=where, order=order, skip=request.skip)
+        token = self._tokens.encode(position_of(order, rows[-1]), query) if more else ""
         return [self._r.mapping.to_message(row) for row in rows], token
+
+    async def count(self, filter_: str) -> int:
+        entity = self._r.repository.entity
+        where = compile_filter(filter_, entity.filter_fields())
+        async with self._db.unit_of_work(context.tenant(), read_only=True) as uow:
+            return await uow.repository(self._r.repository).count(where)
 
     async def update(self, message: M, mask: field_mask_pb2.FieldMask | None) -> M:
         mapping, name = self._r.mapping, self._r.name
@@ -95,16 +118,10 @@ class StandardMethods(Generic[M]):
     def _check(self, values: Mapping[str, Any]) -> None:
         validation.check_fields(values, self._r.checks, self._r.name)
 
-    @staticmethod
-    def _cursor(position: list[Any]) -> Cursor:
+    def _position(self, order: Order, token: str, query: str) -> list[Any]:
         try:
-            create_time, id_ = position
-            return datetime.fromisoformat(create_time), uuid.UUID(id_)
+            return position_from(order, self._tokens.decode(token, query))
         except (TypeError, ValueError):
             raise InvalidArgument.field(
                 "page_token", "is malformed", reason="INVALID_PAGE_TOKEN"
             ) from None
-
-
-def _position(row: Row) -> list[Any]:
-    return [row["create_time"].isoformat(), str(row["id"])]

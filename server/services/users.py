@@ -45,8 +45,13 @@ class UserService(user_pb2_grpc.UserServiceServicer):
     async def ListUsers(
         self, request: user_pb2.ListUsersRequest, context: aio.ServicerContext
     ) -> user_pb2.ListUsersResponse:
-        users, token = await self._users.page(request.page_size, request.page_token)
+        users, token = await self._users.page(request)
         return user_pb2.ListUsersResponse(users=users, next_page_token=token)
+
+    async def CountUsers(
+        self, request: user_pb2.CountUsersRequest, context: aio.ServicerContext
+    ) -> user_pb2.CountUsersResponse:
+        return user_pb2.CountUsersResponse(total_size=await self._users.count(request.filter))
 
     async def UpdateUser(
         self, request: user_pb2.UpdateUserRequest, context: aio.ServicerContext

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from repositories.base import Cursor, Row
+from repositories.base import Row
 from repositories.database import Database
 from repositories.users import UserRepository
 from tests.integration.support import BASE_TIME, insert_rows, other_tenant, raw_row
@@ -42,7 +42,7 @@ async def _walk(
 ) -> tuple[list[Row], list[bool]]:
     seen: list[Row] = []
     flags: list[bool] = []
-    after: Cursor | None = None
+    after: tuple[Any, ...] | None = None
     async with database.unit_of_work(tenant, read_only=True) as uow:
         repo = uow.repository(UserRepository)
         for _ in range(100):

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16repogate/v1/user.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x16\n\tis_active\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\tB\x0c\n\n_is_active\"4\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"N\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x11UpdateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"-\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t2\xd7\x02\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.repogate.v1.CreateUserRequest\x1a\x11.repogate.v1.User\x12\x39\n\x07GetUser\x12\x1b.repogate.v1.GetUserRequest\x1a\x11.repogate.v1.User\x12J\n\tListUsers\x12\x1d.repogate.v1.ListUsersRequest\x1a\x1e.repogate.v1.ListUsersResponse\x12?\n\nUpdateUser\x12\x1e.repogate.v1.UpdateUserRequest\x1a\x11.repogate.v1.User\x12?\n\nDeleteUser\x12\x1e.repogate.v1.DeleteUserRequest\x1a\x11.repogate.v1.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16repogate/v1/user.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x16\n\tis_active\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\tB\x0c\n\n_is_active\"4\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"i\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\"N\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x11\x43ountUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\"(\n\x12\x43ountUsersResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\"e\n\x11UpdateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"-\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t2\xa6\x03\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.repogate.v1.CreateUserRequest\x1a\x11.repogate.v1.User\x12\x39\n\x07GetUser\x12\x1b.repogate.v1.GetUserRequest\x1a\x11.repogate.v1.User\x12J\n\tListUsers\x12\x1d.repogate.v1.ListUsersRequest\x1a\x1e.repogate.v1.ListUsersResponse\x12M\n\nCountUsers\x12\x1e.repogate.v1.CountUsersRequest\x1a\x1f.repogate.v1.CountUsersResponse\x12?\n\nUpdateUser\x12\x1e.repogate.v1.UpdateUserRequest\x1a\x11.repogate.v1.User\x12?\n\nDeleteUser\x12\x1e.repogate.v1.DeleteUserRequest\x1a\x11.repogate.v1.Userb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,13 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST']._serialized_start=386
   _globals['_GETUSERREQUEST']._serialized_end=414
   _globals['_LISTUSERSREQUEST']._serialized_start=416
-  _globals['_LISTUSERSREQUEST']._serialized_end=473
-  _globals['_LISTUSERSRESPONSE']._serialized_start=475
-  _globals['_LISTUSERSRESPONSE']._serialized_end=553
-  _globals['_UPDATEUSERREQUEST']._serialized_start=555
-  _globals['_UPDATEUSERREQUEST']._serialized_end=656
-  _globals['_DELETEUSERREQUEST']._serialized_start=658
-  _globals['_DELETEUSERREQUEST']._serialized_end=703
-  _globals['_USERSERVICE']._serialized_start=706
-  _globals['_USERSERVICE']._serialized_end=1049
+  _globals['_LISTUSERSREQUEST']._serialized_end=521
+  _globals['_LISTUSERSRESPONSE']._serialized_start=523
+  _globals['_LISTUSERSRESPONSE']._serialized_end=601
+  _globals['_COUNTUSERSREQUEST']._serialized_start=603
+  _globals['_COUNTUSERSREQUEST']._serialized_end=638
+  _globals['_COUNTUSERSRESPONSE']._serialized_start=640
+  _globals['_COUNTUSERSRESPONSE']._serialized_end=680
+  _globals['_UPDATEUSERREQUEST']._serialized_start=682
+  _globals['_UPDATEUSERREQUEST']._serialized_end=783
+  _globals['_DELETEUSERREQUEST']._serialized_start=785
+  _globals['_DELETEUSERREQUEST']._serialized_end=830
+  _globals['_USERSERVICE']._serialized_start=833
+  _globals['_USERSERVICE']._serialized_end=1255
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,11 @@ class UserServiceStub:
                 request_serializer=repogate_dot_v1_dot_user__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_user__pb2.ListUsersResponse.FromString,
                 _registered_method=True)
+        self.CountUsers = channel.unary_unary(
+                '/repogate.v1.UserService/CountUsers',
+                request_serializer=repogate_dot_v1_dot_user__pb2.CountUsersRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.CountUsersResponse.FromString,
+                _registered_method=True)
         self.UpdateUser = channel.unary_unary(
                 '/repogate.v1.UserService/UpdateUser',
                 request_serializer=repogate_dot_v1_dot_user__pb2.UpdateUserRequest.SerializeToString,
@@ -83,7 +88,14 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Lists the tenant's users, oldest first.
+        """Lists the tenant's users: filtered, ordered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountUsers(self, request, context):
+        """Counts the tenant's users that match a filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +132,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListUsers,
                     request_deserializer=repogate_dot_v1_dot_user__pb2.ListUsersRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_user__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'CountUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountUsers,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.CountUsersRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.CountUsersResponse.SerializeToString,
             ),
             'UpdateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateUser,
@@ -215,6 +232,33 @@ class UserService:
             '/repogate.v1.UserService/ListUsers',
             repogate_dot_v1_dot_user__pb2.ListUsersRequest.SerializeToString,
             repogate_dot_v1_dot_user__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/CountUsers',
+            repogate_dot_v1_dot_user__pb2.CountUsersRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.CountUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,
