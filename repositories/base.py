@@ -7,17 +7,36 @@ cost more CPU per call than the database does, and nothing here needs them.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
-from sqlalchemy import ColumnElement, CursorResult, RowMapping, Select, func
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    RowMapping,
+    Select,
+    Table,
+    func,
+    or_,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
 from repositories.entity import Entity
-from repositories.errors import EtagMismatch, NotFound, translate_db_errors
+from repositories.errors import (
+    Conflict,
+    ErrorContext,
+    EtagMismatch,
+    NotDeleted,
+    NotFound,
+    ResourceDeleted,
+    translate_db_errors,
+)
+from repositories.explain import Explain
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
 from repositories.scope import ScopeViolation, TenantScope
@@ -25,22 +44,64 @@ from repositories.scope import ScopeViolation, TenantScope
 Row = RowMapping
 
 
-class Repository:
+class ScopedTable:
+    """Runs statements built by one tenant scope on one connection.
+
+    The base of every repository: `_execute` refuses statements the scope did
+    not build, turns database errors into domain errors, and remembers failure.
+    """
+
+    table: ClassVar[Table]
+    errors: ClassVar[ErrorContext]
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        *,
+        actor: str | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self._conn = conn
+        self._read_only = read_only
+        self.scope = TenantScope(self.table, tenant)
+        self.c = self.table.c
+        self.actor = actor
+        # Set when a statement failed: PostgreSQL would turn a later COMMIT into a
+        # silent ROLLBACK, so the unit of work refuses to commit after it.
+        self.failed = False
+
+    @property
+    def dialect(self) -> str:
+        return self._conn.dialect.name
+
+    async def _execute(self, stmt: Executable) -> CursorResult[Any]:
+        self.scope.check(stmt)
+        if self._read_only and not isinstance(stmt, (Select, Explain)):
+            raise ScopeViolation("a read-only unit of work cannot write")
+        try:
+            with translate_db_errors(self.errors):
+                return await self._conn.execute(stmt)
+        except Exception:
+            self.failed = True
+            raise
+
+
+class Repository(ScopedTable):
     """Standard methods over one entity, scoped to one tenant.
 
     Subclasses set `entity` and add domain queries built from `self.scope`.
+    Rows are soft-deleted by `delete` (AIP-164): `get` still returns them,
+    `page` and `count` hide them unless asked, and writes refuse them.
     """
 
     entity: ClassVar[Entity]
 
-    def __init__(self, conn: AsyncConnection, tenant: str, *, read_only: bool = False) -> None:
-        self._conn = conn
-        self._read_only = read_only
-        self.scope = TenantScope(self.entity.table, tenant)
-        self.c = self.entity.table.c
-        # Set when a statement failed: PostgreSQL would turn a later COMMIT into a
-        # silent ROLLBACK, so the unit of work refuses to commit after it.
-        self.failed = False
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "entity" in cls.__dict__:
+            cls.table = cls.entity.table
+            cls.errors = cls.entity.errors
 
     async def get(self, id_: uuid.UUID) -> Row:
         result = await self._execute(self.scope.select().where(self.c.id == id_))
@@ -48,6 +109,15 @@ class Repository:
         if row is None:
             raise NotFound(self.entity.resource_type, str(id_))
         return row
+
+    async def get_many(self, ids: Sequence[uuid.UUID]) -> list[Row]:
+        """The rows with `ids`, in that order; NotFound names the first one missing."""
+        result = await self._execute(self.scope.select().where(self.c.id.in_(set(ids))))
+        by_id = {row["id"]: row for row in result.mappings()}
+        for id_ in ids:
+            if id_ not in by_id:
+                raise NotFound(self.entity.resource_type, str(id_))
+        return [by_id[id_] for id_ in ids]
 
     async def page(
         self,
@@ -57,80 +127,188 @@ class Repository:
         where: ColumnElement[bool] | None = None,
         order: Order | None = None,
         skip: int = 0,
+        show_deleted: bool = False,
     ) -> tuple[list[Row], bool]:
         """One page of rows matching `where` in `order` (default: the entity's), starting
         after the keyset position `after` and then skipping `skip` rows. The flag says
         whether more rows follow."""
         order = order or self.entity.order
-        stmt = self.scope.select().order_by(*(key.clause() for key in order))
-        if where is not None:
-            stmt = stmt.where(where)
+        stmt = self._matching(self.scope.select(), where, show_deleted)
+        stmt = stmt.order_by(*(key.clause() for key in order))
         if after is not None:
             stmt = stmt.where(keyset_after(order, after))
         stmt = stmt.offset(skip or None).limit(limit + 1)
         rows = list((await self._execute(stmt)).mappings())
         return rows[:limit], len(rows) > limit
 
-    async def count(self, where: ColumnElement[bool] | None = None) -> int:
-        stmt = self.scope.select(func.count())
-        if where is not None:
-            stmt = stmt.where(where)
+    async def count(
+        self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
+    ) -> int:
+        stmt = self._matching(self.scope.select(func.count()), where, show_deleted)
         return int((await self._execute(stmt)).scalar_one())
 
+    async def estimate(
+        self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
+    ) -> int | None:
+        """The PostgreSQL planner's row estimate for the count; None elsewhere."""
+        if self.dialect != "postgresql":
+            return None
+        stmt = self._matching(self.scope.select(self.c.id), where, show_deleted)
+        plan = (await self._execute(self.scope.explain(stmt))).scalar_one()
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        return int(plan[0]["Plan"]["Plan Rows"])
+
     async def create(self, values: Mapping[str, Any]) -> Row:
+        (row,) = await self.create_many([values])
+        return row
+
+    async def create_many(self, values: Sequence[Mapping[str, Any]]) -> list[Row]:
+        """Inserts every row in one statement; returns them in the order given."""
         now = datetime.now(UTC)
-        row = {**values, "id": uuid.uuid4(), "version": 1, "create_time": now, "update_time": now}
-        result = await self._execute(self.scope.insert([row]).returning(self.entity.table))
-        return result.mappings().one()
+        rows = [
+            {
+                **each,
+                "id": uuid.uuid4(),
+                "version": 1,
+                "create_time": now,
+                "update_time": now,
+                "created_by": self.actor,
+                "updated_by": self.actor,
+            }
+            for each in values
+        ]
+        result = await self._execute(self.scope.insert(rows).returning(self.entity.table))
+        # RETURNING of a multi-row VALUES has no promised order; the ids give it back.
+        by_id = {row["id"]: row for row in result.mappings()}
+        return [by_id[row["id"]] for row in rows]
 
     async def update(
         self, id_: uuid.UUID, values: Mapping[str, Any], expected_version: int | None = None
     ) -> Row:
-        """Applies `values`; with `expected_version`, only if the row is still at it."""
-        changes = {**values, "version": self.c.version + 1, "update_time": datetime.now(UTC)}
-        stmt = self.scope.update(changes).where(self._identity(id_, expected_version))
+        """Applies `values` to a live row; with `expected_version`, only if still at it."""
+        stmt = self.scope.update(self._changes(values)).where(
+            self._identity(id_, expected_version), self._live()
+        )
         row = (await self._execute(stmt.returning(self.entity.table))).mappings().one_or_none()
         if row is None:
-            await self._raise_missing_or_stale(id_)
+            await self._raise_why(id_, expected_version, deleted=False)
         return row
 
-    async def delete(self, id_: uuid.UUID, expected_version: int | None = None) -> Row:
-        stmt = self.scope.delete().where(self._identity(id_, expected_version))
+    async def delete(
+        self,
+        id_: uuid.UUID,
+        expected_version: int | None = None,
+        *,
+        force: bool = False,
+        retention: timedelta | None = None,
+    ) -> Row:
+        """Soft-deletes a live row (purge_time = now + `retention`), or with `force`
+        deletes any row for good. Returns the row as it was left."""
+        (row,) = await self.delete_many([(id_, expected_version, force)], retention=retention)
+        return row
+
+    async def delete_many(
+        self,
+        items: Sequence[tuple[uuid.UUID, int | None, bool]],
+        *,
+        retention: timedelta | None = None,
+    ) -> list[Row]:
+        """(id, expected version, force) for each row; one statement for the soft
+        deletes and one for the forced. All or nothing: the first row that cannot
+        be deleted raises, and the caller's unit of work rolls back."""
+        done: dict[uuid.UUID, Row] = {}
+        soft = [(id_, version) for id_, version, force in items if not force]
+        forced = [(id_, version) for id_, version, force in items if force]
+        if soft:
+            now = datetime.now(UTC)
+            purge = now + retention if retention else None
+            changes = self._changes({"delete_time": now, "purge_time": purge}, now)
+            stmt = self.scope.update(changes).where(self._identities(soft), self._live())
+            done |= await self._returning(stmt)
+        if forced:
+            done |= await self._returning(self.scope.delete().where(self._identities(forced)))
+        for id_, version, force in items:
+            if id_ not in done:
+                # Other items are already changed in this transaction: it must not commit.
+                self.failed = self.failed or bool(done)
+                await self._raise_why(id_, version, deleted=None if force else False)
+        return [done[id_] for id_, _, _ in items]
+
+    async def undelete(self, id_: uuid.UUID, expected_version: int | None = None) -> Row:
+        changes = self._changes({"delete_time": None, "purge_time": None})
+        stmt = self.scope.update(changes).where(
+            self._identity(id_, expected_version), self.c.delete_time.is_not(None)
+        )
         row = (await self._execute(stmt.returning(self.entity.table))).mappings().one_or_none()
         if row is None:
-            await self._raise_missing_or_stale(id_)
+            await self._raise_why(id_, expected_version, deleted=True)
         return row
 
     async def update_where(self, values: Mapping[str, Any], *criteria: ColumnElement[bool]) -> int:
         """Bulk update of this tenant's rows matching `criteria`; returns the count."""
-        changes = {**values, "version": self.c.version + 1, "update_time": datetime.now(UTC)}
-        result = await self._execute(self.scope.update(changes).where(*criteria))
+        result = await self._execute(self.scope.update(self._changes(values)).where(*criteria))
         return _rowcount(result)
 
     async def delete_where(self, *criteria: ColumnElement[bool]) -> int:
-        """Bulk delete of this tenant's rows matching `criteria`; returns the count."""
+        """Bulk hard delete of this tenant's rows matching `criteria`; returns the count."""
         return _rowcount(await self._execute(self.scope.delete().where(*criteria)))
 
-    async def _execute(self, stmt: Executable) -> CursorResult[Any]:
-        self.scope.check(stmt)
-        if self._read_only and not isinstance(stmt, Select):
-            raise ScopeViolation("a read-only unit of work cannot write")
-        try:
-            with translate_db_errors(self.entity.errors):
-                return await self._conn.execute(stmt)
-        except Exception:
-            self.failed = True
-            raise
+    def _live(self) -> ColumnElement[bool]:
+        return self.c.delete_time.is_(None)
+
+    def _matching(
+        self, stmt: Select[Any], where: ColumnElement[bool] | None, show_deleted: bool
+    ) -> Select[Any]:
+        if where is not None:
+            stmt = stmt.where(where)
+        return stmt if show_deleted else stmt.where(self._live())
+
+    def _changes(self, values: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+        return {
+            **values,
+            "version": self.c.version + 1,
+            "update_time": now or datetime.now(UTC),
+            "updated_by": self.actor,
+        }
 
     def _identity(self, id_: uuid.UUID, expected_version: int | None) -> ColumnElement[bool]:
         match = self.c.id == id_
         return match if expected_version is None else match & (self.c.version == expected_version)
 
-    async def _raise_missing_or_stale(self, id_: uuid.UUID) -> NoReturn:
-        found = await self._execute(self.scope.select(self.c.id).where(self.c.id == id_))
-        if found.first() is None:
-            raise NotFound(self.entity.resource_type, str(id_))
-        raise EtagMismatch(self.entity.resource_type, str(id_))
+    def _identities(self, items: Sequence[tuple[uuid.UUID, int | None]]) -> ColumnElement[bool]:
+        plain = [id_ for id_, version in items if version is None]
+        pinned = [(id_, version) for id_, version in items if version is not None]
+        clauses = []
+        if plain:
+            clauses.append(self.c.id.in_(plain))
+        if pinned:
+            clauses.append(tuple_(self.c.id, self.c.version).in_(pinned))
+        return or_(*clauses)
+
+    async def _returning(self, stmt: Any) -> dict[uuid.UUID, Row]:
+        result = await self._execute(stmt.returning(self.entity.table))
+        return {row["id"]: row for row in result.mappings()}
+
+    async def _raise_why(
+        self, id_: uuid.UUID, expected_version: int | None, *, deleted: bool | None
+    ) -> NoReturn:
+        """Says why a write matched no row. `deleted`: the state the write needed
+        (True: soft-deleted, False: live, None: either)."""
+        kind = self.entity.resource_type
+        stmt = self.scope.select(self.c.version, self.c.delete_time).where(self.c.id == id_)
+        found = (await self._execute(stmt)).first()
+        if found is None:
+            raise NotFound(kind, str(id_))
+        is_deleted = found.delete_time is not None
+        if deleted is False and is_deleted:
+            raise ResourceDeleted(kind, str(id_))
+        if deleted is True and not is_deleted:
+            raise NotDeleted(kind, str(id_))
+        if expected_version is not None and found.version != expected_version:
+            raise EtagMismatch(kind, str(id_))
+        # The row changed between the write and this look: another call won.
+        raise Conflict(f"{kind} {str(id_)!r} changed concurrently; retry")
 
 
 def _rowcount(result: CursorResult[Any]) -> int:

@@ -17,12 +17,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from repositories.base import Repository
+from repositories.base import ScopedTable
 from repositories.errors import translate_db_errors
 
 _WRITE = "repogate_write"
 log = logging.getLogger(__name__)
-R = TypeVar("R", bound=Repository)
+R = TypeVar("R", bound=ScopedTable)
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,16 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def unit_of_work(self, tenant: str, *, read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, tenant, read_only=read_only)
+    @property
+    def write_options(self) -> dict[str, bool]:
+        """Execution options for a connection that will write (BEGIN IMMEDIATE on SQLite)."""
+        return {_WRITE: True}
+
+    def unit_of_work(
+        self, tenant: str, *, actor: str | None = None, read_only: bool = False
+    ) -> UnitOfWork:
+        """A transaction for `tenant`; `actor` is recorded in created_by/updated_by."""
+        return UnitOfWork(self.engine, tenant, actor=actor, read_only=read_only)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -99,12 +107,20 @@ class UnitOfWork:
     autocommit, so two reads in one such unit may see different snapshots.
     """
 
-    def __init__(self, engine: AsyncEngine, tenant: str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        tenant: str,
+        *,
+        actor: str | None = None,
+        read_only: bool = False,
+    ) -> None:
         self._engine = engine
         self._tenant = tenant
+        self._actor = actor
         self._read_only = read_only
         self._conn: AsyncConnection | None = None
-        self._repositories: dict[type[Repository], Repository] = {}
+        self._repositories: dict[type[ScopedTable], ScopedTable] = {}
 
     async def __aenter__(self) -> UnitOfWork:
         with translate_db_errors():
@@ -143,7 +159,7 @@ class UnitOfWork:
             if self._conn is None:
                 raise RuntimeError("unit of work used outside its `async with` block")
             repo = self._repositories[cls] = cls(
-                self._conn, self._tenant, read_only=self._read_only
+                self._conn, self._tenant, actor=self._actor, read_only=self._read_only
             )
         assert isinstance(repo, cls)
         return repo

@@ -13,6 +13,16 @@ from repositories.errors import ErrorContext
 from repositories.filtering import FilterField, FilterKind
 from repositories.ordering import Order, parse_order_by
 
+# Columns of repositories.tables.standard_columns() that every entity filters on.
+STANDARD_FILTERABLE: Mapping[str, FilterKind] = {
+    "id": "uuid",
+    "create_time": "timestamp",
+    "update_time": "timestamp",
+    "delete_time": "timestamp",
+    "created_by": "string",
+    "updated_by": "string",
+}
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -20,11 +30,10 @@ class Entity:
 
     Attributes:
         resource_type: Singular name used in errors ("user").
-        table: The Core table; it must have tenant_id, id, version,
-            create_time and update_time columns.
+        table: The Core table, built with tables.standard_columns().
         unique_fields: Unique index name -> the request field it guards.
         sortable: Field names clients may `order_by` (NOT NULL columns).
-        filterable: Field name -> how `filter` may use it.
+        filterable: Field name -> how `filter` may use it, beyond STANDARD_FILTERABLE.
         default_order: The order when the client gives none.
     """
 
@@ -44,9 +53,9 @@ class Entity:
         return parse_order_by("", self.sort_columns(), self.default_order)
 
     def filter_fields(self) -> dict[str, FilterField]:
-        return {
-            name: FilterField(self.table.c[name], kind) for name, kind in self.filterable.items()
-        }
+        """The entity's own filterable fields plus the standard columns every entity has."""
+        kinds = {**STANDARD_FILTERABLE, **self.filterable}
+        return {name: FilterField(self.table.c[name], kind) for name, kind in kinds.items()}
 
     @property
     def errors(self) -> ErrorContext:

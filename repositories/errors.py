@@ -97,6 +97,33 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class ResourceDeleted(FailedPrecondition):
+    """The resource is soft-deleted: undelete it before changing it (AIP-164)."""
+
+    reason = "RESOURCE_DELETED"
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(
+            f"{resource_type} {resource_id!r} is deleted; undelete it first, "
+            "or delete it with force to purge it",
+            metadata={"resource_type": resource_type, "id": resource_id},
+        )
+
+
+class NotDeleted(AlreadyExists):
+    """Undelete of a resource that is live (AIP-164)."""
+
+    reason = "RESOURCE_NOT_DELETED"
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        DomainError.__init__(
+            self,
+            f"{resource_type} {resource_id!r} is not deleted",
+            metadata={"resource_type": resource_type, "id": resource_id},
+        )
+        self.field = None
+
+
 class Conflict(DomainError):
     """A concurrent transaction won; retrying the whole call may succeed."""
 

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Delete, Insert, Select, Table, Update, delete, insert, select, update
 from sqlalchemy.sql.base import Executable
 
+from repositories.explain import Explain
+
 _MARK = "repogate_tenant"
 TENANT_COLUMN = "tenant_id"
 _S = TypeVar("_S", bound=Executable)
@@ -48,6 +50,11 @@ class TenantScope:
 
     def delete(self) -> Delete:
         return self._mark(delete(self.table).where(self._tenant_column == self.tenant))
+
+    def explain(self, stmt: Select[Any]) -> Explain:
+        """The plan of a statement this scope built."""
+        self.check(stmt)
+        return self._mark(Explain(stmt))
 
     def check(self, stmt: Executable) -> None:
         if stmt.get_execution_options().get(_MARK) is not self:

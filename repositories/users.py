@@ -12,13 +12,10 @@ USER = Entity(
     unique_fields={"uq_users_tenant_email": "email", "uq_users_tenant_username": "username"},
     sortable=frozenset({"id", "email", "username", "display_name", "create_time", "update_time"}),
     filterable={
-        "id": "uuid",
         "email": "string",
         "username": "string",
         "display_name": "string",
         "is_active": "bool",
-        "create_time": "timestamp",
-        "update_time": "timestamp",
     },
 )
 

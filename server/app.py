@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from datetime import timedelta
 from types import TracebackType
 
 from grpc import aio
@@ -11,9 +14,11 @@ from grpc_reflection.v1alpha import reflection
 
 from repogate.v1 import user_pb2, user_pb2_grpc
 from repositories.database import Database, create_engine
+from repositories.maintenance import purge_due
 from repositories.migrate import upgrade
 from server.interceptors import RequestInterceptor
 from server.page_tokens import PageTokens
+from server.resources import Policy
 from server.services.users import UserService
 from server.settings import Settings
 
@@ -32,6 +37,7 @@ class Repogate:
         self._server: aio.Server | None = None
         self._db: Database | None = None
         self._health = health.aio.HealthServicer()
+        self._purger: asyncio.Task[None] | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -48,7 +54,7 @@ class Repogate:
             ],
         )
         user_pb2_grpc.add_UserServiceServicer_to_server(
-            UserService(self._db, PageTokens(s.page_token_secret)), server
+            UserService(self._db, PageTokens(s.page_token_secret), _policy(s)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -59,18 +65,35 @@ class Repogate:
         await server.start()
         for name in ("", *TENANT_SCOPED):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if s.purge_interval > 0:
+            self._purger = asyncio.create_task(self._purge_every(s.purge_interval, self._db))
         log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
 
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, stops accepting, drains calls for `grace` seconds, closes pools."""
         grace = self.settings.shutdown_grace if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
         if self._db is not None:
             await self._db.dispose()
             self._db = None
+
+    @staticmethod
+    async def _purge_every(interval: float, db: Database) -> None:
+        """Purges due rows now and then; a failed run is logged and retried next time."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await purge_due(db)
+            except Exception:
+                log.warning("purge failed; retrying in %ss", interval, exc_info=True)
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -91,6 +114,14 @@ class Repogate:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _policy(s: Settings) -> Policy:
+    return Policy(
+        retention=timedelta(seconds=s.soft_delete_retention) if s.soft_delete_retention else None,
+        request_id_ttl=timedelta(seconds=s.request_id_ttl),
+        estimate_threshold=s.count_estimate_threshold,
+    )
 
 
 def _bind(server: aio.Server, listen: str) -> str:

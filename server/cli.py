@@ -1,4 +1,4 @@
-"""The `repogate` command: serve, migrate, health."""
+"""The `repogate` command: serve, migrate, purge, health."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=_migrate, listen=None)
+    purge = sub.add_parser("purge", help="purge soft-deleted rows and request ids that are due")
+    purge.set_defaults(func=_purge, listen=None)
     check = sub.add_parser("health", help="ask a server's health service; exit 0 if SERVING")
     check.add_argument("--listen", help="address to ask (default $REPOGATE_LISTEN)")
     check.add_argument("--service", default="", help="service name ('' for the server)")
@@ -85,6 +87,19 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         log.info("schema at revision %s", await current_revision(engine))
     finally:
         await engine.dispose()
+    return 0
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    from repositories.database import Database, create_engine
+    from repositories.maintenance import purge_due
+
+    db = Database(create_engine(settings.database_url, settings.engine_options()))
+    try:
+        purged = await purge_due(db)
+        print(" ".join(f"{table}={count}" for table, count in purged.items()))
+    finally:
+        await db.dispose()
     return 0
 
 

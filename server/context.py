@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from repositories.errors import InvalidArgument
-from repositories.tables import TENANT_ID_MAX
+from repositories.tables import ACTOR_MAX, TENANT_ID_MAX
 
 TENANT_KEY = "x-tenant-id"
 REQUEST_ID_KEY = "x-request-id"
@@ -44,6 +44,11 @@ def tenant() -> str:
     return current().require_tenant()
 
 
+def actor() -> str | None:
+    """Who acts, for created_by/updated_by; None when the call does not say."""
+    return validate_actor(current().actor)
+
+
 def bind(ctx: RequestContext) -> object:
     return _current.set(ctx)
 
@@ -76,5 +81,19 @@ def validate_tenant(value: str | None) -> str:
     if not _TENANT_RE.fullmatch(value):
         raise InvalidArgument.field(
             TENANT_KEY, "may only contain A-Z, a-z, 0-9, '.', '_' and '-'", reason="INVALID_TENANT"
+        )
+    return value
+
+
+def validate_actor(value: str | None) -> str | None:
+    if not value:
+        return None
+    if len(value) > ACTOR_MAX:
+        raise InvalidArgument.field(
+            ACTOR_KEY, f"must be at most {ACTOR_MAX} characters", reason="INVALID_ACTOR"
+        )
+    if not value.isprintable():
+        raise InvalidArgument.field(
+            ACTOR_KEY, "must not contain control characters", reason="INVALID_ACTOR"
         )
     return value

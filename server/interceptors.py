@@ -63,6 +63,7 @@ def _bounded(behaviour: Behaviour, tenant_required: bool) -> Behaviour:
         try:
             if tenant_required:
                 rc.require_tenant()
+                context.validate_actor(rc.actor)
             return await behaviour(request, ctx)
         except DomainError as exc:
             await _abort(ctx, errors.to_status(exc, rc.request_id))

@@ -75,7 +75,9 @@ class MessageMapping(Generic[M]):
         """Writable fields the client set (non-default, or present for `optional`)."""
         return [f.name for f, _ in message.ListFields() if f.name in self.updatable]
 
-    def mask_paths(self, message: M, mask: field_mask_pb2.FieldMask | None) -> list[str]:
+    def mask_paths(
+        self, message: M, mask: field_mask_pb2.FieldMask | None, field: str = "update_mask"
+    ) -> list[str]:
         """AIP-134: the mask's paths, `*` for all, or the populated fields when absent."""
         if mask is None or not mask.paths:
             return self.populated(message)
@@ -86,7 +88,7 @@ class MessageMapping(Generic[M]):
             if path not in self.updatable:
                 allowed = ", ".join(sorted(self.updatable))
                 raise InvalidArgument.field(
-                    "update_mask",
+                    field,
                     f"{path!r} is not an updatable field (updatable: {allowed}, or *)",
                 )
             paths.append(path)

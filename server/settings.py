@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     # Signs page tokens. Unset: random per start, so tokens do not survive a restart.
     page_token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), min_length=16)
 
+    # Soft-deleted rows are purged this many seconds after deletion; 0 keeps them.
+    soft_delete_retention: int = Field(0, ge=0)
+    # How long a request id is remembered (AIP-155).
+    request_id_ttl: int = Field(24 * 3600, ge=60)
+    # How often the purge job runs, in seconds; 0 turns it off.
+    purge_interval: float = Field(300.0, ge=0)
+    # ESTIMATED counts are exact while the planner expects fewer rows than this.
+    count_estimate_threshold: int = Field(10_000, ge=0)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

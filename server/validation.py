@@ -86,3 +86,32 @@ def require(values: Mapping[str, Any], required: frozenset[str], prefix: str) ->
             f"missing required fields: {', '.join(fields)}",
             [FieldViolation(field, "is required") for field in fields],
         )
+
+
+MAX_BATCH = 1000
+
+
+def batch_size(count: int, field: str) -> None:
+    if count == 0:
+        raise InvalidArgument.field(field, "must not be empty")
+    if count > MAX_BATCH:
+        raise InvalidArgument.field(field, f"holds {count} items; at most {MAX_BATCH} are allowed")
+
+
+def request_id(value: str) -> uuid.UUID:
+    """An AIP-155 request id: a UUID, in any of the forms uuid.UUID reads."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument.field("request_id", "must be a UUID") from None
+
+
+def distinct(keys: list[Any], field: str, what: str) -> None:
+    """Rejects a batch naming one thing twice; `field` has `{}` for the index."""
+    seen: dict[Any, int] = {}
+    for index, key in enumerate(keys):
+        if key in seen:
+            raise InvalidArgument.field(
+                field.format(index), f"repeats the {what} of item {seen[key]}"
+            )
+        seen[key] = index

@@ -1,23 +1,24 @@
-"""repogate.v1.UserService."""
+"""repogate.v1.UserService: one line per RPC over the standard methods."""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from grpc import aio
 
-from repogate.v1 import user_pb2, user_pb2_grpc
+from repogate.v1 import user_pb2 as pb
+from repogate.v1 import user_pb2_grpc
 from repositories.database import Database
 from repositories.users import UserRepository
 from server import validation
 from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
-from server.resources import Resource, StandardMethods
+from server.resources import Policy, Resource, StandardMethods
 
 USER = Resource(
     name="user",
     repository=UserRepository,
-    mapping=MessageMapping(
-        user_pb2.User, updatable={"email", "username", "display_name", "is_active"}
-    ),
+    mapping=MessageMapping(pb.User, updatable={"email", "username", "display_name", "is_active"}),
     checks={
         "email": validation.email,
         "username": validation.username,
@@ -27,39 +28,61 @@ USER = Resource(
     create_defaults={"display_name": "", "is_active": True},
 )
 
+Context: TypeAlias = aio.ServicerContext
+
 
 class UserService(user_pb2_grpc.UserServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens) -> None:
-        self._users = StandardMethods(USER, db, tokens)
+    def __init__(self, db: Database, tokens: PageTokens, policy: Policy) -> None:
+        self._users = StandardMethods(USER, db, tokens, policy)
 
-    async def CreateUser(
-        self, request: user_pb2.CreateUserRequest, context: aio.ServicerContext
-    ) -> user_pb2.User:
-        return await self._users.create(request.user)
+    async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.User:
+        return await self._users.create(request)
 
-    async def GetUser(
-        self, request: user_pb2.GetUserRequest, context: aio.ServicerContext
-    ) -> user_pb2.User:
-        return await self._users.get(request.id)
+    async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.User:
+        return await self._users.get(request)
 
     async def ListUsers(
-        self, request: user_pb2.ListUsersRequest, context: aio.ServicerContext
-    ) -> user_pb2.ListUsersResponse:
-        users, token = await self._users.page(request)
-        return user_pb2.ListUsersResponse(users=users, next_page_token=token)
+        self, request: pb.ListUsersRequest, context: Context
+    ) -> pb.ListUsersResponse:
+        page = await self._users.page(request)
+        return pb.ListUsersResponse(
+            users=page.items,
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+            total_size_exact=page.total_size_exact,
+        )
 
     async def CountUsers(
-        self, request: user_pb2.CountUsersRequest, context: aio.ServicerContext
-    ) -> user_pb2.CountUsersResponse:
-        return user_pb2.CountUsersResponse(total_size=await self._users.count(request.filter))
+        self, request: pb.CountUsersRequest, context: Context
+    ) -> pb.CountUsersResponse:
+        total, exact = await self._users.count(request)
+        return pb.CountUsersResponse(total_size=total, total_size_exact=exact)
 
-    async def UpdateUser(
-        self, request: user_pb2.UpdateUserRequest, context: aio.ServicerContext
-    ) -> user_pb2.User:
-        mask = request.update_mask if request.HasField("update_mask") else None
-        return await self._users.update(request.user, mask)
+    async def UpdateUser(self, request: pb.UpdateUserRequest, context: Context) -> pb.User:
+        return await self._users.update(request)
 
-    async def DeleteUser(
-        self, request: user_pb2.DeleteUserRequest, context: aio.ServicerContext
-    ) -> user_pb2.User:
-        return await self._users.delete(request.id, request.etag)
+    async def DeleteUser(self, request: pb.DeleteUserRequest, context: Context) -> pb.User:
+        return await self._users.delete(request)
+
+    async def UndeleteUser(self, request: pb.UndeleteUserRequest, context: Context) -> pb.User:
+        return await self._users.undelete(request)
+
+    async def BatchGetUsers(
+        self, request: pb.BatchGetUsersRequest, context: Context
+    ) -> pb.BatchGetUsersResponse:
+        return pb.BatchGetUsersResponse(users=await self._users.batch_get(request))
+
+    async def BatchCreateUsers(
+        self, request: pb.BatchCreateUsersRequest, context: Context
+    ) -> pb.BatchCreateUsersResponse:
+        return pb.BatchCreateUsersResponse(users=await self._users.batch_create(request))
+
+    async def BatchUpdateUsers(
+        self, request: pb.BatchUpdateUsersRequest, context: Context
+    ) -> pb.BatchUpdateUsersResponse:
+        return pb.BatchUpdateUsersResponse(users=await self._users.batch_update(request))
+
+    async def BatchDeleteUsers(
+        self, request: pb.BatchDeleteUsersRequest, context: Context
+    ) -> pb.BatchDeleteUsersResponse:
+        return pb.BatchDeleteUsersResponse(users=await self._users.batch_delete(request))

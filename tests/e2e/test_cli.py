@@ -224,6 +224,45 @@ def test_migrate_creates_the_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> No
     assert alembic_version(db) == [head_revision()]
 
 
+def test_purge_removes_only_what_is_due(tmp_path: Path) -> None:
+    db = tmp_path / "purge.db"
+    env = cli_env(tmp_path, database_url=sqlite_url(db))
+    assert run(["migrate"], env, tmp_path).returncode == 0
+    past, future = "2001-01-01 00:00:00.000000", "2999-01-01 00:00:00.000000"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        for name, purge_time in (("due", past), ("kept", future), ("live", None)):
+            conn.execute(
+                "INSERT INTO users (tenant_id, id, email, username, display_name, is_active,"
+                " version, create_time, update_time, delete_time, purge_time)"
+                " VALUES ('acme', ?, ?, ?, '', 1, 1, ?, ?, ?, ?)",
+                (
+                    uuid.uuid4().hex,
+                    f"{name}@example.com",
+                    name,
+                    past,
+                    past,
+                    past if purge_time else None,
+                    purge_time,
+                ),
+            )
+        for expire_time in (past, future):
+            conn.execute(
+                "INSERT INTO request_ids (tenant_id, id, method, digest, response,"
+                " create_time, expire_time) VALUES ('acme', ?, 'm', 'd', x'', ?, ?)",
+                (uuid.uuid4().hex, past, expire_time),
+            )
+
+    result = run(["purge"], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["users=1", "request_ids=1"]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        names = sorted(row[0] for row in conn.execute("SELECT username FROM users"))
+        expiries = [row[0] for row in conn.execute("SELECT expire_time FROM request_ids")]
+    assert names == ["kept", "live"]
+    assert expiries == [future]
+
+
 # --- serve --------------------------------------------------------------------------------
 
 

@@ -500,9 +500,24 @@ async def test_a_made_up_etag_is_aborted(users, tenant: str) -> None:
     assert await get(users, tenant, created.id) == created
 
 
-async def test_a_stale_etag_on_a_deleted_user_is_not_found(users, tenant: str) -> None:
+async def test_a_stale_etag_on_a_deleted_user_says_it_is_deleted(users, tenant: str) -> None:
     created = await create(users, tenant, username="gone")
     await users.DeleteUser(user_pb2.DeleteUserRequest(id=created.id), metadata=md(tenant))
+
+    error = await fails(
+        update(users, tenant, user_pb2.User(id=created.id, etag=created.etag, display_name="x"))
+    )
+
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RESOURCE_DELETED"
+    assert error.metadata["id"] == created.id
+
+
+async def test_a_purged_user_is_not_found(users, tenant: str) -> None:
+    created = await create(users, tenant, username="purged")
+    await users.DeleteUser(
+        user_pb2.DeleteUserRequest(id=created.id, force=True), metadata=md(tenant)
+    )
 
     error = await fails(
         update(users, tenant, user_pb2.User(id=created.id, etag=created.etag, display_name="x"))

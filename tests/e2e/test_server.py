@@ -263,7 +263,8 @@ async def test_reflection_describes_the_user_service(server) -> None:
         descriptor_pb2.FileDescriptorProto.FromString(raw)
         for raw in response.file_descriptor_response.file_descriptor_proto
     ]
-    (user_file,) = [f for f in files if f.package == "repogate.v1"]
+    (user_file,) = [f for f in files if f.name == "repogate/v1/user.proto"]
+    assert "repogate/v1/query.proto" in {f.name for f in files}  # its dependency
     (service,) = user_file.service
     assert service.name == "UserService"
     served = {m.name for m in service.method}

@@ -239,7 +239,7 @@ async def test_update_of_unknown_id_is_not_found(users, tenant: str) -> None:
 # Delete
 
 
-async def test_delete_returns_the_deleted_user_and_it_is_gone(users, tenant: str) -> None:
+async def test_delete_soft_deletes_and_returns_the_user_as_left(users, tenant: str) -> None:
     created = await create(users, tenant, username="ned", display_name="Ned")
     current = await update(users, tenant, user_pb2.User(id=created.id, is_active=False))
 
@@ -247,11 +247,26 @@ async def test_delete_returns_the_deleted_user_and_it_is_gone(users, tenant: str
         user_pb2.DeleteUserRequest(id=created.id, etag=current.etag), metadata=md(tenant)
     )
 
-    assert deleted == current
+    assert deleted.HasField("delete_time")
+    assert deleted.etag != current.etag
+    assert (deleted.display_name, deleted.is_active) == ("Ned", False)
+    # AIP-164: Get still returns a soft-deleted resource; List hides it.
+    assert await get(users, tenant, created.id) == deleted
+    assert created.id not in [user.id for user in await all_users(users, tenant)]
+
+
+async def test_force_delete_purges_the_user(users, tenant: str) -> None:
+    created = await create(users, tenant, username="nel")
+
+    purged = await users.DeleteUser(
+        user_pb2.DeleteUserRequest(id=created.id, force=True), metadata=md(tenant)
+    )
+
+    assert purged.id == created.id
+    assert not purged.HasField("delete_time")
     error = await fails(get(users, tenant, created.id))
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert error.reason == "RESOURCE_NOT_FOUND"
-    assert created.id not in [user.id for user in await all_users(users, tenant)]
 
 
 async def test_delete_without_etag_is_unconditional(users, tenant: str) -> None:
@@ -261,19 +276,20 @@ async def test_delete_without_etag_is_unconditional(users, tenant: str) -> None:
     deleted = await users.DeleteUser(user_pb2.DeleteUserRequest(id=created.id), metadata=md(tenant))
 
     assert deleted.display_name == "changed"
-    await fails(get(users, tenant, created.id))
+    assert (await get(users, tenant, created.id)).HasField("delete_time")
 
 
-async def test_second_delete_is_not_found(users, tenant: str) -> None:
+async def test_second_delete_says_the_user_is_already_deleted(users, tenant: str) -> None:
     created = await create(users, tenant, username="pam")
-    await users.DeleteUser(user_pb2.DeleteUserRequest(id=created.id), metadata=md(tenant))
+    first = await users.DeleteUser(user_pb2.DeleteUserRequest(id=created.id), metadata=md(tenant))
 
     error = await fails(
         users.DeleteUser(user_pb2.DeleteUserRequest(id=created.id), metadata=md(tenant))
     )
 
-    assert error.code == grpc.StatusCode.NOT_FOUND
-    assert error.reason == "RESOURCE_NOT_FOUND"
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "RESOURCE_DELETED"
+    assert await get(users, tenant, created.id) == first
 
 
 async def test_a_deleted_users_email_and_username_can_be_reused(users, tenant: str) -> None:

@@ -18,19 +18,14 @@ from sqlalchemy import JSON, Column, ColumnElement, Integer, MetaData, String, T
 from repositories.database import Database
 from repositories.filtering import FilterField, compile_filter
 from repositories.tables import users
-from repositories.users import UserRepository
+from repositories.users import USER, UserRepository
 from tests.integration.support import BASE_TIME, insert_rows, other_tenant
 
 pytestmark = pytest.mark.integration
 
+# The users whitelist, plus kinds users do not have.
 FIELDS = {
-    "email": FilterField(users.c.email, "string"),
-    "username": FilterField(users.c.username, "string"),
-    "display_name": FilterField(users.c.display_name, "string"),
-    "is_active": FilterField(users.c.is_active, "bool"),
-    "create_time": FilterField(users.c.create_time, "timestamp"),
-    "update_time": FilterField(users.c.update_time, "timestamp"),
-    "id": FilterField(users.c.id, "uuid"),
+    **USER.filter_fields(),
     "version": FilterField(users.c.version, "int"),
 }
 STRINGS = ("email", "username", "display_name")

@@ -7,9 +7,11 @@ import uuid
 import pytest
 
 from repositories.database import Database
-from repositories.errors import AlreadyExists, EtagMismatch, NotFound
+from repositories.errors import AlreadyExists, EtagMismatch, NotFound, ResourceDeleted
 from repositories.users import UserRepository
 from tests.integration.support import all_rows, create_users, fetch, other_tenant, user
+
+CHANGED_BY_DELETE = {"version", "update_time", "delete_time", "updated_by"}
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +130,19 @@ async def test_etag_on_delete(database: Database, tenant: str) -> None:
     async with database.unit_of_work(tenant) as uow:
         deleted = await uow.repository(UserRepository).delete(row["id"], expected_version=1)
         await uow.commit()
-    assert deleted == row
+    assert deleted["version"] == 2
+    assert deleted["delete_time"] is not None
+    assert {k: v for k, v in deleted.items() if k not in CHANGED_BY_DELETE} == {
+        k: v for k, v in row.items() if k not in CHANGED_BY_DELETE
+    }
+    assert await fetch(database, tenant, row["id"]) == deleted
+
+    async with database.unit_of_work(tenant) as uow:
+        with pytest.raises(EtagMismatch):
+            await uow.repository(UserRepository).delete(row["id"], 1, force=True)
+        purged = await uow.repository(UserRepository).delete(row["id"], 2, force=True)
+        await uow.commit()
+    assert purged == deleted
     assert await fetch(database, tenant, row["id"]) is None
 
 
@@ -152,12 +166,21 @@ async def test_missing_id_is_not_found_for_every_method(database: Database, tena
             assert err.value.metadata == {"resource_type": "user", "id": str(missing)}
 
 
-async def test_deleted_row_is_not_found_afterwards(database: Database, tenant: str) -> None:
+async def test_deleted_row_refuses_writes_and_purged_row_is_not_found(
+    database: Database, tenant: str
+) -> None:
     (row,) = await create_users(database, tenant, "gone")
     async with database.unit_of_work(tenant) as uow:
         repo = uow.repository(UserRepository)
         await repo.delete(row["id"])
-        with pytest.raises(NotFound):
+        with pytest.raises(ResourceDeleted):
             await repo.delete(row["id"])
+        with pytest.raises(ResourceDeleted):
+            await repo.update(row["id"], {"display_name": "ghost"})
+        await repo.delete(row["id"], force=True)
+        with pytest.raises(NotFound):
+            await repo.delete(row["id"], force=True)
         with pytest.raises(NotFound):
             await repo.update(row["id"], {"display_name": "ghost"})
+        with pytest.raises(NotFound):
+            await repo.undelete(row["id"])

@@ -173,3 +173,20 @@ def test_current_tenant_is_validated() -> None:
     finally:
         context.unbind(token)
     assert_invalid(err.value, TENANT_KEY, reason="INVALID_TENANT")
+
+
+@pytest.mark.parametrize("actor", [None, ""])
+def test_no_actor_is_none(actor: str | None) -> None:
+    assert context.validate_actor(actor) is None
+
+
+@pytest.mark.parametrize("actor", ["svc-billing", "user:42", "Ann Smith", "é" * 256])
+def test_valid_actors_are_kept(actor: str) -> None:
+    assert context.validate_actor(actor) == actor
+
+
+@pytest.mark.parametrize("actor", ["a" * 257, "line\nbreak", "tab\there", "nul\x00"])
+def test_invalid_actors_are_refused(actor: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        context.validate_actor(actor)
+    assert_invalid(err.value, "x-actor-id", reason="INVALID_ACTOR")

@@ -16,20 +16,16 @@ from sqlalchemy.engine import Dialect
 from repositories.errors import InvalidArgument
 from repositories.filtering import FilterField, compile_filter
 from repositories.tables import users
+from repositories.users import USER
 from tests.unit.support import assert_invalid
 
 pytestmark = pytest.mark.unit
 
 things = Table("things", MetaData(), Column("id", Integer, primary_key=True), Column("tags", JSON))
 
+# The users whitelist, plus kinds users do not have.
 FIELDS = {
-    "email": FilterField(users.c.email, "string"),
-    "username": FilterField(users.c.username, "string"),
-    "display_name": FilterField(users.c.display_name, "string"),
-    "is_active": FilterField(users.c.is_active, "bool"),
-    "create_time": FilterField(users.c.create_time, "timestamp"),
-    "update_time": FilterField(users.c.update_time, "timestamp"),
-    "id": FilterField(users.c.id, "uuid"),
+    **USER.filter_fields(),
     "version": FilterField(users.c.version, "int"),
     "tags": FilterField(things.c.tags, "json_array"),
 }
@@ -190,7 +186,8 @@ def test_json_membership_per_dialect() -> None:
     [
         (
             'foo = "x"',
-            'unknown field "foo" at column 1; filterable fields: create_time, display_name',
+            'unknown field "foo" at column 1; filterable fields: create_time, created_by, '
+            "delete_time, display_name",
         ),
         ("email = 5", "expected a quoted string for email at column 9"),
         ('version = "5"', "expected an integer for version at column 11"),

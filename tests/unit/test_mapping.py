@@ -38,6 +38,10 @@ def _row(**overrides: Any) -> dict[str, Any]:
         "version": 7,
         "create_time": CREATED,
         "update_time": UPDATED,
+        "delete_time": None,
+        "purge_time": None,
+        "created_by": "svc-a",
+        "updated_by": None,
         **overrides,
     }
 
@@ -59,6 +63,15 @@ def test_to_message(mapping: MessageMapping[user_pb2.User]) -> None:
     assert message.create_time.ToDatetime(tzinfo=UTC) == CREATED
     assert message.update_time.ToDatetime(tzinfo=UTC) == UPDATED
     assert message.create_time.nanos == 123456000
+    assert not message.HasField("delete_time")
+    assert not message.HasField("purge_time")
+    assert (message.created_by, message.updated_by) == ("svc-a", "")
+
+
+def test_to_message_of_a_soft_deleted_row(mapping: MessageMapping[user_pb2.User]) -> None:
+    message = mapping.to_message(_row(delete_time=UPDATED, purge_time=UPDATED + timedelta(days=1)))
+    assert message.delete_time.ToDatetime(tzinfo=UTC) == UPDATED
+    assert message.purge_time.ToDatetime(tzinfo=UTC) == UPDATED + timedelta(days=1)
 
 
 def test_to_message_keeps_false_is_active_present(mapping: MessageMapping[user_pb2.User]) -> None:

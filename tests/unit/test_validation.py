@@ -185,3 +185,36 @@ def test_check_fields_rejects_nul_characters(field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         validation.check_fields(values, USER_CHECKS, "user")
     assert violated_fields(err.value) == [f"user.{field}"]
+
+
+@pytest.mark.parametrize("count", [1, 2, validation.MAX_BATCH])
+def test_batch_sizes_within_bounds(count: int) -> None:
+    validation.batch_size(count, "requests")
+
+
+@pytest.mark.parametrize("count", [0, validation.MAX_BATCH + 1])
+def test_batch_sizes_out_of_bounds(count: int) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validation.batch_size(count, "requests")
+    assert_invalid(err.value, "requests")
+
+
+def test_request_id_accepts_uuids_in_their_usual_forms() -> None:
+    key = uuid.uuid4()
+    for text in (str(key), key.hex, str(key).upper(), f"{{{key}}}"):
+        assert validation.request_id(text) == key
+
+
+@pytest.mark.parametrize("text", ["x", "1234", str(uuid.uuid4())[:-1], "\x00"])
+def test_request_id_rejects_what_is_not_a_uuid(text: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validation.request_id(text)
+    assert_invalid(err.value, "request_id")
+
+
+def test_distinct_names_the_later_of_two_repeats() -> None:
+    validation.distinct(["a", "b", "c"], "requests[{}].id", "id")
+    with pytest.raises(InvalidArgument) as err:
+        validation.distinct(["a", "b", "c", "b"], "requests[{}].id", "id")
+    assert_invalid(err.value, "requests[3].id")
+    assert "item 1" in err.value.violations[0].description

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from repogate.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -11,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class User(_message.Message):
-    __slots__ = ("id", "email", "username", "display_name", "is_active", "create_time", "update_time", "etag")
+    __slots__ = ("id", "email", "username", "display_name", "is_active", "create_time", "update_time", "etag", "delete_time", "purge_time", "created_by", "updated_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +21,10 @@ class User(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PURGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     email: str
     username: str
@@ -28,13 +33,19 @@ class User(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, id: _Optional[str] = ..., email: _Optional[str] = ..., username: _Optional[str] = ..., display_name: _Optional[str] = ..., is_active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    delete_time: _timestamp_pb2.Timestamp
+    purge_time: _timestamp_pb2.Timestamp
+    created_by: str
+    updated_by: str
+    def __init__(self, id: _Optional[str] = ..., email: _Optional[str] = ..., username: _Optional[str] = ..., display_name: _Optional[str] = ..., is_active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., purge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
-    __slots__ = ("user",)
+    __slots__ = ("user", "request_id")
     USER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user: User
-    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetUserRequest(_message.Message):
     __slots__ = ("id",)
@@ -43,38 +54,52 @@ class GetUserRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "filter", "order_by", "skip")
+    __slots__ = ("page_size", "page_token", "filter", "order_by", "skip", "show_deleted", "count_mode")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
+    SHOW_DELETED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_MODE_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     filter: str
     order_by: str
     skip: int
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., skip: _Optional[int] = ...) -> None: ...
+    show_deleted: bool
+    count_mode: _query_pb2.CountMode
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., skip: _Optional[int] = ..., show_deleted: _Optional[bool] = ..., count_mode: _Optional[_Union[_query_pb2.CountMode, str]] = ...) -> None: ...
 
 class ListUsersResponse(_message.Message):
-    __slots__ = ("users", "next_page_token")
+    __slots__ = ("users", "next_page_token", "total_size", "total_size_exact")
     USERS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_EXACT_FIELD_NUMBER: _ClassVar[int]
     users: _containers.RepeatedCompositeFieldContainer[User]
     next_page_token: str
-    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    total_size: int
+    total_size_exact: bool
+    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_exact: _Optional[bool] = ...) -> None: ...
 
 class CountUsersRequest(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "show_deleted", "count_mode")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    SHOW_DELETED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_MODE_FIELD_NUMBER: _ClassVar[int]
     filter: str
-    def __init__(self, filter: _Optional[str] = ...) -> None: ...
+    show_deleted: bool
+    count_mode: _query_pb2.CountMode
+    def __init__(self, filter: _Optional[str] = ..., show_deleted: _Optional[bool] = ..., count_mode: _Optional[_Union[_query_pb2.CountMode, str]] = ...) -> None: ...
 
 class CountUsersResponse(_message.Message):
-    __slots__ = ("total_size",)
+    __slots__ = ("total_size", "total_size_exact")
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_EXACT_FIELD_NUMBER: _ClassVar[int]
     total_size: int
-    def __init__(self, total_size: _Optional[int] = ...) -> None: ...
+    total_size_exact: bool
+    def __init__(self, total_size: _Optional[int] = ..., total_size_exact: _Optional[bool] = ...) -> None: ...
 
 class UpdateUserRequest(_message.Message):
     __slots__ = ("user", "update_mask")
@@ -85,9 +110,73 @@ class UpdateUserRequest(_message.Message):
     def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class DeleteUserRequest(_message.Message):
+    __slots__ = ("id", "etag", "force")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    etag: str
+    force: bool
+    def __init__(self, id: _Optional[str] = ..., etag: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class UndeleteUserRequest(_message.Message):
     __slots__ = ("id", "etag")
     ID_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     id: str
     etag: str
     def __init__(self, id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class BatchGetUsersRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateUsersRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateUserRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateUserRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...
+
+class BatchUpdateUsersRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpdateUserRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpdateUserRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpdateUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...
+
+class BatchDeleteUsersRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[DeleteUserRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[DeleteUserRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...

@@ -66,6 +66,31 @@ class UserServiceStub:
                 request_serializer=repogate_dot_v1_dot_user__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
+        self.UndeleteUser = channel.unary_unary(
+                '/repogate.v1.UserService/UndeleteUser',
+                request_serializer=repogate_dot_v1_dot_user__pb2.UndeleteUserRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
+        self.BatchGetUsers = channel.unary_unary(
+                '/repogate.v1.UserService/BatchGetUsers',
+                request_serializer=repogate_dot_v1_dot_user__pb2.BatchGetUsersRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.BatchGetUsersResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateUsers = channel.unary_unary(
+                '/repogate.v1.UserService/BatchCreateUsers',
+                request_serializer=repogate_dot_v1_dot_user__pb2.BatchCreateUsersRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.BatchCreateUsersResponse.FromString,
+                _registered_method=True)
+        self.BatchUpdateUsers = channel.unary_unary(
+                '/repogate.v1.UserService/BatchUpdateUsers',
+                request_serializer=repogate_dot_v1_dot_user__pb2.BatchUpdateUsersRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.BatchUpdateUsersResponse.FromString,
+                _registered_method=True)
+        self.BatchDeleteUsers = channel.unary_unary(
+                '/repogate.v1.UserService/BatchDeleteUsers',
+                request_serializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -109,7 +134,42 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Deletes a user and returns what was deleted.
+        """Soft-deletes a user (or purges it with `force`) and returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteUser(self, request, context):
+        """Restores a soft-deleted user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetUsers(self, request, context):
+        """Returns users by id, in the order asked; fails if any is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateUsers(self, request, context):
+        """Creates up to 1000 users atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpdateUsers(self, request, context):
+        """Updates up to 1000 users atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeleteUsers(self, request, context):
+        """Deletes up to 1000 users atomically.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,6 +207,31 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=repogate_dot_v1_dot_user__pb2.DeleteUserRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'UndeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteUser,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.UndeleteUserRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'BatchGetUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetUsers,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.BatchGetUsersRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.BatchGetUsersResponse.SerializeToString,
+            ),
+            'BatchCreateUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateUsers,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.BatchCreateUsersRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.BatchCreateUsersResponse.SerializeToString,
+            ),
+            'BatchUpdateUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpdateUsers,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.BatchUpdateUsersRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.BatchUpdateUsersResponse.SerializeToString,
+            ),
+            'BatchDeleteUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeleteUsers,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +398,141 @@ class UserService:
             '/repogate.v1.UserService/DeleteUser',
             repogate_dot_v1_dot_user__pb2.DeleteUserRequest.SerializeToString,
             repogate_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/UndeleteUser',
+            repogate_dot_v1_dot_user__pb2.UndeleteUserRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/BatchGetUsers',
+            repogate_dot_v1_dot_user__pb2.BatchGetUsersRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.BatchGetUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/BatchCreateUsers',
+            repogate_dot_v1_dot_user__pb2.BatchCreateUsersRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.BatchCreateUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpdateUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/BatchUpdateUsers',
+            repogate_dot_v1_dot_user__pb2.BatchUpdateUsersRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.BatchUpdateUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeleteUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/BatchDeleteUsers',
+            repogate_dot_v1_dot_user__pb2.BatchDeleteUsersRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.BatchDeleteUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,65 @@
+"""Request ids for idempotent writes (AIP-155), kept per tenant until they expire.
+
+A write with a request id claims the id first, in the write's own
+transaction, so the claim and the write commit or roll back together. Two calls racing with one id
+collide on the primary key: the loser's transaction rolls back and it
+replays what the winner stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from repositories.base import ScopedTable
+from repositories.errors import ErrorContext
+from repositories.tables import request_ids
+
+# PostgreSQL names the primary key; SQLite names its columns.
+_ERRORS = ErrorContext(
+    "request",
+    {"pk_request_ids": "request_id", "request_ids.tenant_id, request_ids.id": "request_id"},
+)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the first call with a request id did."""
+
+    method: str
+    digest: str
+    response: bytes
+
+
+class RequestLog(ScopedTable):
+    table = request_ids
+    errors = _ERRORS
+
+    async def find(self, id_: uuid.UUID) -> Recorded | None:
+        """The unexpired record of `id_`, if any."""
+        stmt = self.scope.select(self.c.method, self.c.digest, self.c.response).where(
+            self.c.id == id_, self.c.expire_time > datetime.now(UTC)
+        )
+        row = (await self._execute(stmt)).first()
+        return None if row is None else Recorded(row.method, row.digest, row.response)
+
+    async def claim(self, id_: uuid.UUID, method: str, digest: str, keep: timedelta) -> None:
+        """Takes the id for this transaction. AlreadyExists (field request_id) if a live
+        record has it; on PostgreSQL a concurrent claim waits for ours to end."""
+        now = datetime.now(UTC)
+        # An expired record may still be here until the purge job runs.
+        await self._execute(self.scope.delete().where(self.c.id == id_, self.c.expire_time <= now))
+        row = {
+            "id": id_,
+            "method": method,
+            "digest": digest,
+            "response": b"",
+            "create_time": now,
+            "expire_time": now + keep,
+        }
+        await self._execute(self.scope.insert([row]))
+
+    async def complete(self, id_: uuid.UUID, response: bytes) -> None:
+        """Stores the response a retry will get."""
+        await self._execute(self.scope.update({"response": response}).where(self.c.id == id_))
