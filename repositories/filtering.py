@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -276,12 +277,19 @@ def _number(raw: str, column: int) -> _Literal:
     return _Literal("int", int(raw), column)
 
 
+_FRACTION = re.compile(r"\.([0-9]+)")
+
+
 def _timestamp(text: str) -> datetime | None:
     """An aware UTC datetime from RFC 3339 text, or None if it is not one."""
     if len(text) < 20 or text[10] not in "Tt" or text[4] != "-":
         return None
     if text[-1] in "Zz":
         text = text[:-1] + "+00:00"
+    fraction = _FRACTION.match(text, 19)
+    if fraction and fraction.group(1)[6:].strip("0"):
+        # Stored times have microseconds; fromisoformat would silently drop the rest.
+        return None
     try:
         value = datetime.fromisoformat(text[:10] + "T" + text[11:])
         if value.tzinfo is None:

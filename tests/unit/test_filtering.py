@@ -319,3 +319,11 @@ def test_token_soup_compiles_or_is_refused_as_invalid_filter(text: str) -> None:
     if isinstance(result, InvalidArgument):
         assert result.reason == "INVALID_FILTER"
         assert [v.field for v in result.violations] == ["filter"]
+
+
+def test_timestamps_finer_than_microseconds_are_refused_not_truncated() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        compile_filter('create_time > "2026-01-01T00:00:00.000000001Z"', FIELDS)
+    assert err.value.reason == "INVALID_FILTER"
+    # Zeros past the microseconds lose nothing.
+    assert compile_filter('create_time > "2026-01-01T00:00:00.123456000Z"', FIELDS) is not None
