@@ -179,12 +179,18 @@ class Expr:
 
     level: 0 `a AND b`, 1 `a b`, 2 `a OR b`, 3 `NOT a`, 4 a restriction or a group.
     depth: nesting of groups and negations, which the server caps at 16.
+    parts: the restrictions a compound filter is made of; none for a restriction.
     """
 
     text: str
     value: Callable[[Row], Value]
     level: int = 4
     depth: int = 0
+    parts: tuple[Expr, ...] = ()
+
+
+def restrictions(*nodes: Expr) -> tuple[Expr, ...]:
+    return tuple(part for node in nodes for part in (node.parts or (node,)))
 
 
 def quoted(segments: list[str], quote: str, spare: bool) -> str:
@@ -234,10 +240,13 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
 def string_leaf(draw: st.DrawFn, seeds: Seeded) -> Expr:
     field = draw(st.sampled_from(STRINGS))
     present = sorted({r[field] for r in seeds.rows if r[field] is not None})
-    meta = [v for v in present if any(c in v for c in "%_\\*?[]")] or present
+    # Values with GLOB's metacharacters (SQLite) and LIKE's (PostgreSQL) are drawn more often.
+    glob_meta = [v for v in present if any(c in v for c in "*?[")] or present
+    like_meta = [v for v in present if any(c in v for c in "%_\\")] or present
     source = draw(
         st.sampled_from(present)
-        | st.sampled_from(meta)
+        | st.sampled_from(glob_meta)
+        | st.sampled_from(like_meta)
         | st.sampled_from(TRICKY)
         | st.text("aAbB%_\\'\"*?[] ", max_size=4)
     )
@@ -374,7 +383,7 @@ def compound(draw: st.DrawFn, children: st.SearchStrategy[Expr]) -> Expr:
         text, depth = part(node, 4)
         if depth + 1 > MAX_DEPTH:
             return node
-        return Expr(how + text, lambda r: not3(node.value(r)), 3, depth + 1)
+        return Expr(how + text, lambda r: not3(node.value(r)), 3, depth + 1, restrictions(node))
     if how == "mixed":
         # OR binds tighter than AND: `a AND b OR c` is `a AND (b OR c)`, `a OR b c` is `(a OR b) c`.
         a, b, c = draw(st.lists(children, min_size=3, max_size=3))
@@ -387,12 +396,14 @@ def compound(draw: st.DrawFn, children: st.SearchStrategy[Expr]) -> Expr:
                 lambda r: all3([a.value(r), any3([b.value(r), c.value(r)])]),
                 level,
                 depth,
+                restrictions(a, b, c),
             )
         return Expr(
             ta + " OR " + tb + joiner + tc,
             lambda r: all3([any3([a.value(r), b.value(r)]), c.value(r)]),
             level,
             depth,
+            restrictions(a, b, c),
         )
     nodes = draw(st.lists(children, min_size=2, max_size=3))
     level = {"AND": 0, " ": 1, "OR": 2}[how]
@@ -402,7 +413,11 @@ def compound(draw: st.DrawFn, children: st.SearchStrategy[Expr]) -> Expr:
         return nodes[0]
     text = {"AND": " AND ", " ": " ", "OR": " OR "}[how].join(t for t, _ in parts)
     combine = any3 if how == "OR" else all3
-    return Expr(text, lambda r: combine(n.value(r) for n in nodes), level, depth)
+
+    def value(r: Row) -> Value:
+        return combine(n.value(r) for n in nodes)
+
+    return Expr(text, value, level, depth, restrictions(*nodes))
 
 
 def filters(seeds: Seeded) -> st.SearchStrategy[Expr]:
@@ -438,6 +453,7 @@ BAD_LEAVES = {
         'create_time = "2026-01-01T00:00:00"',
         'update_time < "yesterday"',
         'delete_time >= "2026-13-01T00:00:00Z"',
+        'create_time > "2026-01-01T00:00:00.000000001Z"',
         f'create_time = "{A_TIME[:-1]}*"',
         "create_time > 5",
         'id = "not-a-uuid"',
@@ -551,8 +567,12 @@ async def test_server_agrees_with_python_reading_of_filter(
     node = data.draw(seeds.filters, label="filter")
     show_deleted = data.draw(st.booleans(), label="show_deleted")
     visible = [r for r in seeds.rows if show_deleted or r["delete_time"] is None]
-    expected = {str(r["id"]) for r in visible if node.value(r) is True}
+    # Each restriction of a compound filter on its own first: no AND or OR can hide it there.
+    for part in node.parts:
+        alone = {str(r["id"]) for r in visible if part.value(r) is True}
+        assert {user.id for user in await listed(users, tenant, part.text, show_deleted)} == alone
 
+    expected = {str(r["id"]) for r in visible if node.value(r) is True}
     got = await listed(users, tenant, node.text, show_deleted)
     ids = [user.id for user in got]
     assert len(ids) == len(set(ids)), "a user listed twice"
