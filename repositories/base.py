@@ -187,13 +187,7 @@ class Repository(ScopedTable):
         self, id_: uuid.UUID, values: Mapping[str, Any], expected_version: int | None = None
     ) -> Row:
         """Applies `values` to a live row; with `expected_version`, only if still at it."""
-        stmt = self.scope.update(self._changes(values)).where(
-            self._identity(id_, expected_version), self._live()
-        )
-        row = (await self._execute(stmt.returning(self.entity.table))).mappings().one_or_none()
-        if row is None:
-            await self._raise_why(id_, expected_version, deleted=False)
-        return row
+        return await self._change_one(id_, expected_version, values, deleted=False)
 
     async def delete(
         self,
@@ -236,14 +230,8 @@ class Repository(ScopedTable):
         return [done[id_] for id_, _, _ in items]
 
     async def undelete(self, id_: uuid.UUID, expected_version: int | None = None) -> Row:
-        changes = self._changes({"delete_time": None, "purge_time": None})
-        stmt = self.scope.update(changes).where(
-            self._identity(id_, expected_version), self.c.delete_time.is_not(None)
-        )
-        row = (await self._execute(stmt.returning(self.entity.table))).mappings().one_or_none()
-        if row is None:
-            await self._raise_why(id_, expected_version, deleted=True)
-        return row
+        values = {"delete_time": None, "purge_time": None}
+        return await self._change_one(id_, expected_version, values, deleted=True)
 
     async def update_where(self, values: Mapping[str, Any], *criteria: ColumnElement[bool]) -> int:
         """Bulk update of this tenant's rows matching `criteria`; returns the count."""
@@ -285,6 +273,24 @@ class Repository(ScopedTable):
         if pinned:
             clauses.append(tuple_(self.c.id, self.c.version).in_(pinned))
         return or_(*clauses)
+
+    async def _change_one(
+        self,
+        id_: uuid.UUID,
+        expected_version: int | None,
+        values: Mapping[str, Any],
+        *,
+        deleted: bool,
+    ) -> Row:
+        """Updates one row that is soft-deleted (`deleted`) or live; says why if none matched."""
+        state = self.c.delete_time.is_not(None) if deleted else self._live()
+        stmt = self.scope.update(self._changes(values)).where(
+            self._identity(id_, expected_version), state
+        )
+        row = (await self._returning(stmt)).get(id_)
+        if row is None:
+            await self._raise_why(id_, expected_version, deleted=deleted)
+        return row
 
     async def _returning(self, stmt: Any) -> dict[uuid.UUID, Row]:
         result = await self._execute(stmt.returning(self.entity.table))

@@ -1,9 +1,9 @@
 """Request ids for idempotent writes (AIP-155), kept per tenant until they expire.
 
 A write with a request id claims the id first, in the write's own
-transaction, so the claim and the write commit or roll back together. Two calls racing with one id
-collide on the primary key: the loser's transaction rolls back and it
-replays what the winner stored.
+transaction, so the claim and the write commit or roll back together. Two
+calls racing with one id collide on the primary key: the loser's transaction
+rolls back and it replays what the winner stored.
 """
 
 from __future__ import annotations
