@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -99,6 +99,48 @@ class Database:
         await self.engine.dispose()
 
 
+class RepositorySource(Protocol):
+    """What work running in a transaction is handed: repositories for the call's tenant."""
+
+    def repository(self, cls: type[R]) -> R: ...
+
+
+class Repositories:
+    """Repositories on one connection for one tenant, built once each.
+
+    The tenant enters here, never as a per-call argument. A short unit of work
+    and a call inside a long transaction both hand one of these to their work.
+    """
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        *,
+        actor: str | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self._conn = conn
+        self._tenant = tenant
+        self._actor = actor
+        self._read_only = read_only
+        self._built: dict[type[ScopedTable], ScopedTable] = {}
+
+    def repository(self, cls: type[R]) -> R:
+        repo = self._built.get(cls)
+        if repo is None:
+            repo = self._built[cls] = cls(
+                self._conn, self._tenant, actor=self._actor, read_only=self._read_only
+            )
+        assert isinstance(repo, cls)
+        return repo
+
+    @property
+    def failed(self) -> bool:
+        """Whether a statement failed: on PostgreSQL the transaction can no longer commit."""
+        return any(repo.failed for repo in self._built.values())
+
+
 class UnitOfWork:
     """One transaction: rolls back on exit unless `commit()` was called.
 
@@ -120,7 +162,7 @@ class UnitOfWork:
         self._actor = actor
         self._read_only = read_only
         self._conn: AsyncConnection | None = None
-        self._repositories: dict[type[ScopedTable], ScopedTable] = {}
+        self._repositories: Repositories | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         with translate_db_errors():
@@ -132,6 +174,9 @@ class UnitOfWork:
                 # two round trips per call.
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn = conn
+        self._repositories = Repositories(
+            conn, self._tenant, actor=self._actor, read_only=self._read_only
+        )
         return self
 
     async def __aexit__(
@@ -140,7 +185,7 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._repositories = self._conn, None, None
         if conn is None:
             return
         try:
@@ -154,20 +199,14 @@ class UnitOfWork:
             await conn.close()
 
     def repository(self, cls: type[R]) -> R:
-        repo = self._repositories.get(cls)
-        if repo is None:
-            if self._conn is None:
-                raise RuntimeError("unit of work used outside its `async with` block")
-            repo = self._repositories[cls] = cls(
-                self._conn, self._tenant, actor=self._actor, read_only=self._read_only
-            )
-        assert isinstance(repo, cls)
-        return repo
+        if self._repositories is None:
+            raise RuntimeError("unit of work used outside its `async with` block")
+        return self._repositories.repository(cls)
 
     async def commit(self) -> None:
-        if self._conn is None:
+        if self._conn is None or self._repositories is None:
             raise RuntimeError("unit of work used outside its `async with` block")
-        if any(repo.failed for repo in self._repositories.values()):
+        if self._repositories.failed:
             raise RuntimeError("a statement in this unit of work failed; it cannot commit")
         with translate_db_errors():
             await self._conn.commit()

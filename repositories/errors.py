@@ -130,6 +130,67 @@ class Conflict(DomainError):
     reason = "CONCURRENCY_CONFLICT"
 
 
+class SerializationFailure(Conflict):
+    """The database gave up on the transaction (serialization failure, deadlock,
+    SQLite busy): its work is lost, and only the whole transaction can be retried."""
+
+
+class TransactionNotFound(NotFound):
+    """Unknown, expired, finished, another tenant's, or on another worker: one answer,
+    so transaction ids cannot be probed."""
+
+    reason = "TRANSACTION_NOT_FOUND"
+
+    def __init__(self, transaction_id: str, why: str = "", **metadata: str) -> None:
+        DomainError.__init__(
+            self,
+            f"transaction {transaction_id!r} not found{': ' + why if why else ''}; "
+            "begin a new transaction and retry the whole of it",
+            metadata={"resource_type": "transaction", "id": transaction_id, **metadata},
+        )
+
+
+class TransactionAborted(Conflict):
+    """The transaction ended on a conflict or a lost connection (AIP-194: retry all of it)."""
+
+    reason = "TRANSACTION_ABORTED"
+
+    def __init__(self, transaction_id: str, why: str) -> None:
+        DomainError.__init__(
+            self,
+            f"transaction {transaction_id!r} was aborted ({why}) and rolled back; "
+            "begin a new transaction and retry the whole of it",
+            metadata={"id": transaction_id},
+        )
+
+
+class ReadOnlyTransaction(FailedPrecondition):
+    reason = "TRANSACTION_READ_ONLY"
+
+    def __init__(self, transaction_id: str = "") -> None:
+        super().__init__(
+            "the transaction is read-only; writes need a read-write transaction",
+            metadata={"id": transaction_id},
+        )
+
+
+class ResourceExhausted(DomainError):
+    """A server limit was reached; retry later."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class TooManyTransactions(ResourceExhausted):
+    reason = "TOO_MANY_TRANSACTIONS"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} transactions are open, the most this server allows; "
+            "commit or roll back one, or retry later",
+            metadata={"limit": str(limit)},
+        )
+
+
 class Unavailable(DomainError):
     """A dependency (the database) cannot be reached right now."""
 
@@ -138,6 +199,8 @@ class Unavailable(DomainError):
 
 # SQLSTATEs that mean "another transaction won": serialization failure, deadlock.
 _CONFLICT_SQLSTATES = {"40001", "40P01"}
+# A write in a READ ONLY transaction: the database's own guard behind ours.
+_READ_ONLY_SQLSTATE = "25006"
 
 
 def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
@@ -178,7 +241,11 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
         raise _integrity_error(exc, ctx) from exc
     except sa_exc.DBAPIError as exc:
         if _sqlstate(exc) in _CONFLICT_SQLSTATES or _is_sqlite_busy(exc):
-            raise Conflict("the request conflicted with a concurrent one; retry it") from exc
+            raise SerializationFailure(
+                "the request conflicted with a concurrent one; retry it"
+            ) from exc
+        if _sqlstate(exc) == _READ_ONLY_SQLSTATE:
+            raise ReadOnlyTransaction() from exc
         if _is_unavailable(exc):
             log.warning("database unavailable: %s", exc.orig)
             raise Unavailable("the database is unavailable; retry later") from exc

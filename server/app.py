@@ -12,20 +12,25 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from repogate.v1 import user_pb2, user_pb2_grpc
+from repogate.v1 import transaction_pb2, transaction_pb2_grpc, user_pb2, user_pb2_grpc
 from repositories.database import Database, create_engine
 from repositories.maintenance import purge_due
 from repositories.migrate import upgrade
+from repositories.transactions import TransactionRegistry
 from server.interceptors import RequestInterceptor
 from server.page_tokens import PageTokens
 from server.resources import Policy
+from server.services.transactions import TransactionService, entity_methods
 from server.services.users import UserService
 from server.settings import Settings
+from server.units import Units
 
 log = logging.getLogger("repogate")
 
+USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
+TRANSACTION_SERVICE = transaction_pb2.DESCRIPTOR.services_by_name["TransactionService"]
 # Services whose every call needs x-tenant-id.
-TENANT_SCOPED = (user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,)
+TENANT_SCOPED = (USER_SERVICE.full_name, TRANSACTION_SERVICE.full_name)
 
 
 class Repogate:
@@ -38,6 +43,8 @@ class Repogate:
         self._db: Database | None = None
         self._health = health.aio.HealthServicer()
         self._purger: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.units: Units | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -53,8 +60,12 @@ class Repogate:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        user_pb2_grpc.add_UserServiceServicer_to_server(
-            UserService(self._db, PageTokens(s.page_token_secret), _policy(s)), server
+        transactions = TransactionRegistry(self._db, s.transaction_limits())
+        self.units = units = Units(self._db, transactions, s.retry_policy())
+        users = UserService(units, PageTokens(s.page_token_secret), _policy(s))
+        user_pb2_grpc.add_UserServiceServicer_to_server(users, server)
+        transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
+            TransactionService(units, entity_methods([(USER_SERVICE, users)])), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -67,20 +78,27 @@ class Repogate:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if s.purge_interval > 0:
             self._purger = asyncio.create_task(self._purge_every(s.purge_interval, self._db))
+        self._reaper = asyncio.create_task(transactions.reap_forever())
         log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, stops accepting, drains calls for `grace` seconds, closes pools."""
+        """Reports NOT_SERVING, stops accepting, drains calls for `grace` seconds, rolls back
+        open transactions, closes pools."""
         grace = self.settings.shutdown_grace if grace is None else grace
         await self._health.enter_graceful_shutdown()
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
+        for task in (self._purger, self._reaper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._purger = self._reaper = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self.units is not None:
+            # After the drain: no call can be using a transaction now.
+            await self.units.transactions.close()
+            self.units = None
         if self._db is not None:
             await self._db.dispose()
             self._db = None

@@ -14,9 +14,11 @@ from repositories.tables import ACTOR_MAX, TENANT_ID_MAX
 TENANT_KEY = "x-tenant-id"
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "x-actor-id"
+TRANSACTION_KEY = "x-transaction-id"
 
 _TENANT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TRANSACTION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,10 @@ class RequestContext:
     tenant: str | None
     request_id: str
     actor: str | None = None
+    # Raw x-transaction-id; None when the call runs in a transaction of its own.
+    transaction_id: str | None = None
+    # time.monotonic() by which the caller wants an answer; None: no deadline.
+    deadline: float | None = None
 
     def require_tenant(self) -> str:
         """The validated tenant; INVALID_ARGUMENT when it is missing or malformed."""
@@ -49,6 +55,11 @@ def actor() -> str | None:
     return validate_actor(current().actor)
 
 
+def transaction_id() -> str | None:
+    """The call's transaction, validated; None when it names none."""
+    return validate_transaction_id(current().transaction_id)
+
+
 def bind(ctx: RequestContext) -> object:
     return _current.set(ctx)
 
@@ -57,18 +68,27 @@ def unbind(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
 
 
-def from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> RequestContext:
-    """Picks out the keys Repogate reads; never fails (the tenant is checked on use)."""
+def from_metadata(
+    metadata: Iterable[tuple[str, str | bytes]], deadline: float | None = None
+) -> RequestContext:
+    """Picks out the keys Repogate reads; never fails (values are checked on use)."""
     values: dict[str, str] = {}
     for key, value in metadata:
-        if key in (TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY) and isinstance(value, str):
+        if key in _KEYS and isinstance(value, str):
             values.setdefault(key, value)
     request_id = values.get(REQUEST_ID_KEY, "")
     if not _REQUEST_ID_RE.fullmatch(request_id):
         request_id = uuid.uuid4().hex
     return RequestContext(
-        tenant=values.get(TENANT_KEY), request_id=request_id, actor=values.get(ACTOR_KEY)
+        tenant=values.get(TENANT_KEY),
+        request_id=request_id,
+        actor=values.get(ACTOR_KEY),
+        transaction_id=values.get(TRANSACTION_KEY),
+        deadline=deadline,
     )
+
+
+_KEYS = frozenset((TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY, TRANSACTION_KEY))
 
 
 def validate_tenant(value: str | None) -> str:
@@ -95,5 +115,19 @@ def validate_actor(value: str | None) -> str | None:
     if not value.isprintable():
         raise InvalidArgument.field(
             ACTOR_KEY, "must not contain control characters", reason="INVALID_ACTOR"
+        )
+    return value
+
+
+def validate_transaction_id(value: str | None, field: str = TRANSACTION_KEY) -> str | None:
+    # Present but empty is refused: running such a call outside the transaction
+    # its client meant would commit its writes at once.
+    if value is None:
+        return None
+    if not _TRANSACTION_ID_RE.fullmatch(value):
+        raise InvalidArgument.field(
+            field,
+            "must be a transaction id from BeginTransaction",
+            reason="INVALID_TRANSACTION_ID",
         )
     return value

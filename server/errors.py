@@ -19,6 +19,7 @@ _CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.Conflict: grpc.StatusCode.ABORTED,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    e.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -8,6 +8,7 @@ and any exception it raises is turned into a status here and nowhere else.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -58,12 +59,15 @@ class RequestInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
 def _bounded(behaviour: Behaviour, tenant_required: bool) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
-        rc = context.from_metadata(ctx.invocation_metadata() or ())
+        remaining = ctx.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
         token = context.bind(rc)
         try:
             if tenant_required:
                 rc.require_tenant()
                 context.validate_actor(rc.actor)
+                context.validate_transaction_id(rc.transaction_id)
             return await behaviour(request, ctx)
         except DomainError as exc:
             await _abort(ctx, errors.to_status(exc, rc.request_id))

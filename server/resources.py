@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from repogate.v1 import query_pb2
 from repositories.base import Repository, Row
-from repositories.database import Database, UnitOfWork
+from repositories.database import RepositorySource
 from repositories.errors import AlreadyExists, Conflict, InvalidArgument
 from repositories.filtering import compile_filter
 from repositories.ordering import Order, parse_order_by, position_from, position_of
@@ -26,6 +26,7 @@ from repositories.request_log import Recorded, RequestLog
 from server import context, validation
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
+from server.units import Units
 
 CountMode = query_pb2.CountMode
 
@@ -80,10 +81,10 @@ Work = Callable[[Repository], Awaitable[list[Row]]]
 
 class StandardMethods(Generic[M]):
     def __init__(
-        self, resource: Resource[M], db: Database, tokens: PageTokens, policy: Policy
+        self, resource: Resource[M], units: Units, tokens: PageTokens, policy: Policy
     ) -> None:
         self._r = resource
-        self._db = db
+        self._units = units
         self._tokens = tokens
         self._policy = policy
         entity = resource.repository.entity
@@ -95,15 +96,13 @@ class StandardMethods(Generic[M]):
 
     async def get(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
-        async with self._reading() as uow:
-            row = await uow.repository(self._r.repository).get(key)
+        row = await self._units.read(lambda uow: self._repo(uow).get(key))
         return self._r.mapping.to_message(row)
 
     async def batch_get(self, request: Any) -> list[M]:
         validation.batch_size(len(request.ids), "ids")
         keys = [validation.resource_id(id_, f"ids[{i}]") for i, id_ in enumerate(request.ids)]
-        async with self._reading() as uow:
-            rows = await uow.repository(self._r.repository).get_many(keys)
+        rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys))
         return self._messages(rows)
 
     async def page(self, request: ListRequest) -> Page[M]:
@@ -119,8 +118,9 @@ class StandardMethods(Generic[M]):
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
         after = self._position(order, request.page_token, query) if request.page_token else None
-        async with self._reading() as uow:
-            repo = uow.repository(self._r.repository)
+
+        async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
+            repo = self._repo(uow)
             rows, more = await repo.page(
                 limit,
                 after,
@@ -132,6 +132,9 @@ class StandardMethods(Generic[M]):
             total, exact = None, False
             if counting != CountMode.COUNT_MODE_NONE:
                 total, exact = await self._count(repo, where, request.show_deleted, counting)
+            return rows, more, total, exact
+
+        rows, more, total, exact = await self._units.read(read)
         token = self._tokens.encode(position_of(order, rows[-1]), query) if more else ""
         return Page(self._messages(rows), token, total, exact)
 
@@ -141,9 +144,9 @@ class StandardMethods(Generic[M]):
         if mode == CountMode.COUNT_MODE_NONE:
             raise InvalidArgument.field("count_mode", "must be EXACT or ESTIMATED")
         where = compile_filter(request.filter, self._filter_fields)
-        async with self._reading() as uow:
-            repo = uow.repository(self._r.repository)
-            return await self._count(repo, where, request.show_deleted, mode)
+        return await self._units.read(
+            lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
+        )
 
     # ------------------------------------------------------------ writes
 
@@ -212,11 +215,8 @@ class StandardMethods(Generic[M]):
     def _default_order(self) -> str:
         return self._r.repository.entity.default_order
 
-    def _reading(self) -> UnitOfWork:
-        return self._db.unit_of_work(context.tenant(), read_only=True)
-
-    def _writing(self) -> UnitOfWork:
-        return self._db.unit_of_work(context.tenant(), actor=context.actor())
+    def _repo(self, uow: RepositorySource) -> Repository:
+        return uow.repository(self._r.repository)
 
     def _messages(self, rows: Sequence[Row]) -> list[M]:
         return [self._r.mapping.to_message(row) for row in rows]
@@ -261,36 +261,38 @@ class StandardMethods(Generic[M]):
         return repo.delete_many(items, retention=self._policy.retention)
 
     async def _write(self, request: Message | None, work: Work) -> list[M]:
-        """Runs `work` in one transaction. With a request id on `request`, a retry
-        replays the first response (AIP-155)."""
+        """Runs `work` in the call's transaction. With a request id on `request`, a
+        retry replays the first response (AIP-155)."""
         raw_id = getattr(request, "request_id", "") if request is not None else ""
         if not raw_id:
-            async with self._writing() as uow:
-                rows = await work(uow.repository(self._r.repository))
-                await uow.commit()
-            return self._messages(rows)
+            return self._messages(await self._units.write(lambda uow: work(self._repo(uow))))
         assert request is not None
         key = validation.request_id(raw_id)
         method, digest = request.DESCRIPTOR.full_name, _digest(request)
+
+        async def first_or_replay(uow: RepositorySource) -> list[M] | Recorded:
+            log = uow.repository(RequestLog)
+            prior = await log.find(key)
+            if prior is not None:
+                return prior
+            await log.claim(key, method, digest, self._policy.request_id_ttl)
+            messages = self._messages(await work(self._repo(uow)))
+            await log.complete(key, _pack(messages))
+            return messages
+
         try:
-            async with self._writing() as uow:
-                log = uow.repository(RequestLog)
-                prior = await log.find(key)
-                if prior is None:
-                    await log.claim(key, method, digest, self._policy.request_id_ttl)
-                    messages = self._messages(await work(uow.repository(self._r.repository)))
-                    await log.complete(key, _pack(messages))
-                    await uow.commit()
-                    return messages
+            outcome = await self._units.write(first_or_replay)
         except AlreadyExists as exc:
             if exc.field != "request_id":
                 raise
             # A concurrent call with this id committed first: answer as it did.
-            async with self._reading() as uow:
-                prior = await uow.repository(RequestLog).find(key)
+            prior = await self._units.read(lambda uow: uow.repository(RequestLog).find(key))
             if prior is None:
                 raise Conflict("a concurrent call with this request_id failed; retry") from None
-        return self._replay(prior, method, digest)
+            outcome = prior
+        if isinstance(outcome, Recorded):
+            return self._replay(outcome, method, digest)
+        return outcome
 
     def _replay(self, prior: Recorded, method: str, digest: str) -> list[M]:
         if (prior.method, prior.digest) != (method, digest):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from repositories.database import EngineOptions
+from repositories.transactions import Limits
+from server.units import RetryPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -42,6 +44,18 @@ class Settings(BaseSettings):
     # ESTIMATED counts are exact while the planner expects fewer rows than this.
     count_estimate_threshold: int = Field(10_000, ge=0)
 
+    # Transactions across calls: rolled back after this long unused, or this long open.
+    transaction_idle_timeout: float = Field(30.0, gt=0)
+    transaction_max_lifetime: float = Field(600.0, gt=0)
+    # Open transactions at most. Unset: half the pool, so single calls always find a
+    # connection while transactions hold theirs.
+    max_transactions: int | None = Field(None, ge=1)
+    # Single calls are retried on conflicts: this many attempts in all, waits drawn
+    # from [0, min(max, initial * 2^n)] seconds, and never past the call's deadline.
+    retry_max_attempts: int = Field(5, ge=1)
+    retry_initial_backoff: float = Field(0.01, gt=0)
+    retry_max_backoff: float = Field(1.0, gt=0)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -59,6 +73,36 @@ class Settings(BaseSettings):
             if value.startswith(plain):
                 return driver + value[len(plain) :]
         return value
+
+    @model_validator(mode="after")
+    def _transactions_fit(self) -> Settings:
+        pool = self.db_pool_size + self.db_max_overflow
+        if self.max_transactions is not None and self.max_transactions >= pool:
+            raise ValueError(
+                f"REPOGATE_MAX_TRANSACTIONS ({self.max_transactions}) must be below the pool "
+                f"(REPOGATE_DB_POOL_SIZE + REPOGATE_DB_MAX_OVERFLOW = {pool}), or single calls "
+                "could find no connection"
+            )
+        if self.transaction_idle_timeout > self.transaction_max_lifetime:
+            raise ValueError(
+                "REPOGATE_TRANSACTION_IDLE_TIMEOUT must not exceed "
+                "REPOGATE_TRANSACTION_MAX_LIFETIME"
+            )
+        return self
+
+    def transaction_limits(self) -> Limits:
+        return Limits(
+            max_open=self.max_transactions or max(1, self.db_pool_size // 2),
+            idle_timeout=self.transaction_idle_timeout,
+            max_lifetime=self.transaction_max_lifetime,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.retry_max_attempts,
+            initial_backoff=self.retry_initial_backoff,
+            max_backoff=self.retry_max_backoff,
+        )
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

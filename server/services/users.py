@@ -8,12 +8,12 @@ from grpc import aio
 
 from repogate.v1 import user_pb2 as pb
 from repogate.v1 import user_pb2_grpc
-from repositories.database import Database
 from repositories.users import UserRepository
 from server import validation
 from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
 from server.resources import Policy, Resource, StandardMethods
+from server.units import Units
 
 USER = Resource(
     name="user",
@@ -32,8 +32,8 @@ Context: TypeAlias = aio.ServicerContext
 
 
 class UserService(user_pb2_grpc.UserServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, policy: Policy) -> None:
-        self._users = StandardMethods(USER, db, tokens, policy)
+    def __init__(self, units: Units, tokens: PageTokens, policy: Policy) -> None:
+        self._users = StandardMethods(USER, units, tokens, policy)
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.User:
         return await self._users.create(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,3 +85,17 @@ async def walk(stub: Stub, tenant: str, page_size: int) -> list[user_pb2.ListUse
 
 async def all_users(stub: Stub, tenant: str) -> list[user_pb2.User]:
     return [user for page in await walk(stub, tenant, 1000) for user in page.users]
+
+
+async def eventually(probe: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
+    """Polls `probe` (plain or async) until it holds; fails the test after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while True:
+        held = probe()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        assert loop.time() < end, "condition never held"
+        await asyncio.sleep(0.02)

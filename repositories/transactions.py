@@ -1,0 +1,378 @@
+"""Transactions that span calls: each holds one connection between calls.
+
+Calls on one transaction take its lock, so they run one at a time on its
+connection, and each runs in a savepoint, so a failed call undoes only
+itself. A serialization failure or deadlock, a lost connection or a call
+cancelled mid-statement ends the whole transaction: what it did is lost or
+unknowable, and only a retry of all of it is safe (AIP-194).
+
+A transaction belongs to the tenant that began it and to this process: its
+id starts with the process's owner tag, so a call that reaches another
+worker process can be told precisely why its transaction is not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import StaticPool
+
+from repositories.database import Database, Repositories
+from repositories.errors import (
+    FailedPrecondition,
+    ReadOnlyTransaction,
+    SerializationFailure,
+    TooManyTransactions,
+    TransactionAborted,
+    TransactionNotFound,
+    Unavailable,
+    translate_db_errors,
+)
+
+log = logging.getLogger(__name__)
+
+# How many ended transactions are remembered, to tell their owner how they ended.
+_REMEMBERED = 10_000
+# How long shutdown waits for a call still holding a transaction.
+_CLOSE_WAIT = 5.0
+
+
+class Isolation(enum.Enum):
+    READ_COMMITTED = "READ COMMITTED"
+    REPEATABLE_READ = "REPEATABLE READ"
+    SERIALIZABLE = "SERIALIZABLE"
+
+
+class Outcome(enum.Enum):
+    COMMITTED = "COMMITTED"
+    ROLLED_BACK = "ROLLED_BACK"
+    EXPIRED = "EXPIRED"
+    ABORTED = "ABORTED"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-wide bounds: open transactions, and how long one may live."""
+
+    max_open: int = 10
+    idle_timeout: float = 30.0
+    max_lifetime: float = 600.0
+
+
+@dataclass(frozen=True)
+class Stats:
+    """For admin and metrics: what is open now, and what happened since start."""
+
+    open: int
+    oldest_age: float  # seconds; 0 when none is open
+    outcomes: dict[str, int]  # begun, and each Outcome's name -> count
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Transaction:
+    id: str
+    tenant: str
+    read_only: bool
+    isolation: Isolation
+    idle_timeout: float
+    conn: AsyncConnection
+    began: float  # time.monotonic()
+    lifetime_end: float
+    last_active: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    busy: bool = False
+    # Work queued by calls (cache invalidation) that only makes sense once committed.
+    after_commit: list[AfterCommit] = field(default_factory=list)
+
+    def expires_at(self) -> float:
+        """Monotonic time it will be rolled back at, if no call comes before."""
+        return min(self.last_active + self.idle_timeout, self.lifetime_end)
+
+    def expired(self, now: float) -> bool:
+        # A running call is not idleness; the lifetime holds regardless.
+        return now >= self.lifetime_end or (not self.busy and now >= self.expires_at())
+
+    def wall_time(self, monotonic: float) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=monotonic - time.monotonic())
+
+
+class TransactionRegistry:
+    """The open transactions of this process."""
+
+    def __init__(self, db: Database, limits: Limits, *, owner: str | None = None) -> None:
+        self._db = db
+        self._limits = limits
+        self.owner = owner or secrets.token_hex(4)
+        self._open: dict[str, Transaction] = {}
+        self._opening = 0
+        self._ended: OrderedDict[str, tuple[str, Outcome]] = OrderedDict()
+        self._counts: Counter[str] = Counter()
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def default_isolation(self) -> Isolation:
+        # SQLite serialises writers and reads from a snapshot: always SERIALIZABLE.
+        if self._db.dialect == "sqlite":
+            return Isolation.SERIALIZABLE
+        return Isolation.READ_COMMITTED
+
+    def effective_isolation(self, wanted: Isolation | None) -> Isolation:
+        """What the database gives for `wanted`: on SQLite, always SERIALIZABLE (a
+        stronger level than asked is allowed by the SQL standard)."""
+        if wanted is None or self._db.dialect == "sqlite":
+            return self.default_isolation()
+        return wanted
+
+    async def begin(
+        self,
+        tenant: str,
+        *,
+        read_only: bool = False,
+        isolation: Isolation | None = None,
+        idle_timeout: float | None = None,
+    ) -> Transaction:
+        if isinstance(self._db.engine.pool, StaticPool):
+            raise FailedPrecondition(
+                "an in-memory SQLite database has one connection; it cannot hold "
+                "transactions across calls"
+            )
+        await self.reap()
+        if len(self._open) + self._opening >= self._limits.max_open:
+            raise TooManyTransactions(self._limits.max_open)
+        isolation = self.effective_isolation(isolation)
+        self._opening += 1
+        try:
+            conn = await self._connect(read_only, isolation)
+        finally:
+            self._opening -= 1
+        now = time.monotonic()
+        tx = Transaction(
+            id=f"{self.owner}.{secrets.token_urlsafe(24)}",
+            tenant=tenant,
+            read_only=read_only,
+            isolation=isolation,
+            idle_timeout=idle_timeout or self._limits.idle_timeout,
+            conn=conn,
+            began=now,
+            lifetime_end=now + self._limits.max_lifetime,
+            last_active=now,
+        )
+        self._open[tx.id] = tx
+        self._counts["BEGUN"] += 1
+        return tx
+
+    async def _connect(self, read_only: bool, isolation: Isolation) -> AsyncConnection:
+        with translate_db_errors():
+            conn = await self._db.engine.connect()
+        try:
+            with translate_db_errors():
+                if self._db.dialect == "postgresql":
+                    await conn.execution_options(
+                        isolation_level=isolation.value, postgresql_readonly=read_only
+                    )
+                elif not read_only:
+                    # BEGIN IMMEDIATE: the write lock now, not a failed upgrade later.
+                    await conn.execution_options(**self._db.write_options)
+                await conn.begin()
+        except BaseException:
+            await asyncio.shield(_discard(conn))
+            raise
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def call(
+        self, id_: str, tenant: str, *, actor: str | None, write: bool
+    ) -> AsyncIterator[Repositories]:
+        """One call's work inside transaction `id_`, in a savepoint of its own.
+
+        Waits for the transaction's earlier calls; `write` calls need a read-write
+        transaction.
+        """
+        tx = self._live(id_, tenant)
+        if write and tx.read_only:
+            raise ReadOnlyTransaction(id_)
+        async with tx.lock:
+            tx = self._live(id_, tenant)  # it may have ended while this call waited
+            tx.busy = True
+            try:
+                async with self._savepoint(tx, actor, write) as repositories:
+                    yield repositories
+            finally:
+                tx.busy = False
+                tx.last_active = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def _savepoint(
+        self, tx: Transaction, actor: str | None, write: bool
+    ) -> AsyncIterator[Repositories]:
+        repositories = Repositories(tx.conn, tx.tenant, actor=actor, read_only=not write)
+        # False while the transaction's state is unknown: a call cancelled
+        # mid-statement, or a savepoint that could not be undone.
+        known = False
+        try:
+            with translate_db_errors():
+                savepoint = await tx.conn.begin_nested()
+            try:
+                yield repositories
+            except Exception as exc:
+                if not isinstance(exc, (SerializationFailure, Unavailable)):
+                    # The call failed on its own: undo it and keep the transaction.
+                    with translate_db_errors():
+                        await savepoint.rollback()
+                    known = True
+                raise
+            if repositories.failed:
+                raise RuntimeError("a statement of this call failed; its work cannot be kept")
+            with translate_db_errors():
+                await savepoint.commit()
+        except SerializationFailure as exc:
+            await self._end(tx, Outcome.ABORTED)
+            raise TransactionAborted(tx.id, "it conflicted with a concurrent transaction") from exc
+        except Unavailable as exc:
+            await self._end(tx, Outcome.ABORTED, discard=True)
+            raise TransactionAborted(tx.id, "its database connection was lost") from exc
+        except BaseException:
+            if not known:
+                await asyncio.shield(self._end(tx, Outcome.ABORTED, discard=True))
+            raise
+
+    async def commit(self, id_: str, tenant: str) -> datetime:
+        """Commits, then runs the work its calls queued for after commit."""
+        tx = self._live(id_, tenant)
+        async with tx.lock:
+            tx = self._live(id_, tenant)
+            try:
+                with translate_db_errors():
+                    await tx.conn.commit()
+            except SerializationFailure as exc:
+                await self._end(tx, Outcome.ABORTED)
+                raise TransactionAborted(tx.id, "it conflicted at commit") from exc
+            except BaseException:
+                # Connection lost or call cancelled during COMMIT: the outcome is unknown.
+                await asyncio.shield(self._end(tx, Outcome.ABORTED, discard=True))
+                raise
+            await self._end(tx, Outcome.COMMITTED)
+        committed = datetime.now(UTC)
+        for work in tx.after_commit:
+            try:
+                await work()
+            except Exception:
+                # Committed is committed; what follows is best effort (cache invalidation).
+                log.warning("after-commit work of transaction %s failed", tx.id, exc_info=True)
+        return committed
+
+    async def rollback(self, id_: str, tenant: str) -> None:
+        """Rolls back; an unknown, ended or other tenant's transaction is left alone."""
+        tx = self._open.get(id_)
+        if tx is None or tx.tenant != tenant:
+            return
+        async with tx.lock:
+            if self._open.get(id_) is tx:
+                await self._end(tx, Outcome.ROLLED_BACK)
+
+    async def reap(self) -> int:
+        """Rolls back every expired transaction that no call holds; returns how many."""
+        now = time.monotonic()
+        due = [tx for tx in self._open.values() if tx.expired(now) and not tx.lock.locked()]
+        for tx in due:
+            async with tx.lock:
+                if self._open.get(tx.id) is tx:
+                    # Shielded: a reaper stopped halfway must not strand the connection.
+                    await asyncio.shield(self._end(tx, Outcome.EXPIRED))
+        return len(due)
+
+    async def reap_forever(self, most: float = 1.0) -> None:
+        """Reaps as transactions come due, at least every `most` seconds."""
+        while True:
+            now = time.monotonic()
+            soonest = min((tx.expires_at() for tx in self._open.values()), default=now + most)
+            await asyncio.sleep(min(most, max(0.01, soonest - now)))
+            try:
+                await self.reap()
+            except Exception:
+                log.warning("reaping transactions failed", exc_info=True)
+
+    async def close(self) -> None:
+        """Rolls back every open transaction (server shutdown)."""
+        for tx in list(self._open.values()):
+            try:
+                await asyncio.wait_for(tx.lock.acquire(), _CLOSE_WAIT)
+            except TimeoutError:
+                await self._end(tx, Outcome.ROLLED_BACK, discard=True)
+                continue
+            try:
+                await self._end(tx, Outcome.ROLLED_BACK)
+            finally:
+                tx.lock.release()
+
+    def stats(self) -> Stats:
+        now = time.monotonic()
+        oldest = min((tx.began for tx in self._open.values()), default=now)
+        return Stats(len(self._open), now - oldest, dict(self._counts))
+
+    def _live(self, id_: str, tenant: str) -> Transaction:
+        tx = self._open.get(id_)
+        if tx is not None and tx.tenant == tenant and not tx.expired(time.monotonic()):
+            return tx
+        owner = id_.partition(".")[0]
+        if tx is None and owner != self.owner and id_.count(".") == 1:
+            raise TransactionNotFound(
+                id_,
+                f"it was begun by server process {owner!r} and this call reached "
+                f"{self.owner!r}; send every call of a transaction on one channel",
+                owner=owner,
+                worker=self.owner,
+            )
+        ended = self._ended.get(id_)
+        if ended is not None and ended[0] == tenant:
+            # Only the owner learns how it ended (a retried Commit wants to know).
+            raise TransactionNotFound(id_, f"it has ended ({ended[1].value})", state=ended[1].value)
+        if tx is not None and tx.tenant == tenant:
+            raise TransactionNotFound(id_, f"it has ended ({Outcome.EXPIRED.value})")
+        raise TransactionNotFound(id_)
+
+    async def _end(self, tx: Transaction, outcome: Outcome, *, discard: bool = False) -> None:
+        """Ends `tx` (committed already, or to roll back) and returns its connection.
+
+        `discard`: the connection's state is unknown; close it instead of reusing it.
+        """
+        if self._open.pop(tx.id, None) is None:
+            return
+        self._counts[outcome.name] += 1
+        self._ended[tx.id] = (tx.tenant, outcome)
+        while len(self._ended) > _REMEMBERED:
+            self._ended.popitem(last=False)
+        if discard:
+            await _discard(tx.conn)
+            return
+        try:
+            if tx.conn.in_transaction():
+                await tx.conn.rollback()
+            await tx.conn.close()
+        except Exception:
+            log.warning("ending transaction %s failed; discarding its connection", tx.id)
+            await _discard(tx.conn)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Drops a connection whose state is unknown, so the pool never hands it out again."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception:
+        log.warning("discarding a connection failed", exc_info=True)

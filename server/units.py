@@ -1,0 +1,119 @@
+"""Where a call's database work runs.
+
+With `x-transaction-id`, inside that transaction (never retried: a conflict
+there ends the transaction, and only its client can retry all of it).
+Without, in a short transaction of its own that is retried on conflicts
+(serialization failure, deadlock, SQLite busy) with exponential backoff and
+full jitter, within the call's deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from repositories.database import Database, RepositorySource
+from repositories.errors import Conflict
+from repositories.transactions import TransactionRegistry
+from server import context
+
+T = TypeVar("T")
+Work = Callable[[RepositorySource], Awaitable[T]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How single calls are retried on conflicts."""
+
+    attempts: int = 5
+    initial_backoff: float = 0.01  # seconds; the first wait is up to twice this
+    max_backoff: float = 1.0
+
+
+class Units:
+    """Runs each call's work in the call's transaction or in one of its own."""
+
+    def __init__(self, db: Database, transactions: TransactionRegistry, retry: RetryPolicy) -> None:
+        self._db = db
+        self.transactions = transactions
+        self._retry = retry
+        # Retries done since start, for statistics.
+        self.retried = 0
+
+    async def read(self, work: Work[T]) -> T:
+        return await self._run(work, write=False)
+
+    async def write(self, work: Work[T]) -> T:
+        """Runs `work` and commits it (or keeps it, inside the call's transaction)."""
+        return await self._run(work, write=True)
+
+    async def _run(self, work: Work[T], *, write: bool) -> T:
+        tenant = context.tenant()
+        actor = context.actor() if write else None
+        transaction_id = context.transaction_id()
+        if transaction_id is not None:
+            async with self.transactions.call(
+                transaction_id, tenant, actor=actor, write=write
+            ) as repositories:
+                return await work(repositories)
+
+        async def once() -> T:
+            async with self._db.unit_of_work(tenant, actor=actor, read_only=not write) as uow:
+                result = await work(uow)
+                if write:
+                    await uow.commit()
+            return result
+
+        return await self.retrying(once)
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Runs `attempt` again while it fails on a conflict, within the call's deadline
+        and the policy's attempts; the last conflict is raised."""
+        stop: stop_base = stop_after_attempt(self._retry.attempts)
+        deadline = context.current().deadline
+        if deadline is not None:
+            stop = stop | _before_deadline(deadline)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Conflict),
+            stop=stop,
+            wait=wait_random_exponential(
+                multiplier=self._retry.initial_backoff, max=self._retry.max_backoff
+            ),
+            before_sleep=self._count,
+            reraise=True,
+        )
+
+        async def once() -> T:
+            # tenacity awaits only what a coroutine function returns; `attempt` may
+            # be a lambda returning an awaitable.
+            return await attempt()
+
+        return await retrying(once)
+
+    def _count(self, state: RetryCallState) -> None:
+        self.retried += 1
+
+
+class _before_deadline(stop_base):  # noqa: N801 (named like tenacity's own stops)
+    """Stops when another wait and attempt would not end before `deadline`, so the
+    caller hears the conflict (ABORTED) rather than DEADLINE_EXCEEDED."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        working = (state.seconds_since_start or 0.0) - state.idle_for
+        # Half again the average attempt: the next one may be slower.
+        attempt = 1.5 * working / state.attempt_number
+        return time.monotonic() + state.upcoming_sleep + attempt >= self._deadline
