@@ -142,10 +142,11 @@ class TransactionNotFound(NotFound):
     reason = "TRANSACTION_NOT_FOUND"
 
     def __init__(self, transaction_id: str, why: str = "", **metadata: str) -> None:
+        # A retried Commit that finds its transaction committed has nothing to redo.
+        advice = "" if metadata.get("state") == "COMMITTED" else "; begin a new one and retry"
         DomainError.__init__(
             self,
-            f"transaction {transaction_id!r} not found{': ' + why if why else ''}; "
-            "begin a new transaction and retry the whole of it",
+            f"transaction {transaction_id!r} not found{': ' + why if why else ''}{advice}",
             metadata={"resource_type": "transaction", "id": transaction_id, **metadata},
         )
 

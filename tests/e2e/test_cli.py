@@ -373,6 +373,26 @@ def test_invalid_settings_exit_2_with_a_message(tmp_path: Path, command: str) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (
+            {"db_pool_size": "4", "db_max_overflow": "0", "max_transactions": "4"},
+            "MAX_TRANSACTIONS",
+        ),
+        ({"transaction_idle_timeout": "700"}, "TRANSACTION_IDLE_TIMEOUT"),
+        ({"retry_max_attempts": "0"}, "retry_max_attempts"),
+    ],
+)
+def test_transaction_settings_that_cannot_work_exit_2(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    result = run(["serve"], cli_env(tmp_path, **settings), tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_invalid_log_level_exits_2(tmp_path: Path) -> None:
     result = run(["serve"], cli_env(tmp_path, log_level="LOUD"), tmp_path)
     assert result.returncode == 2, result.stderr
