@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from sqlalchemy import text
 
 from repogate.v1 import transaction_pb2 as pb
 from repogate.v1 import transaction_pb2_grpc, user_pb2
@@ -380,6 +381,30 @@ async def test_an_idle_transaction_is_rolled_back_and_returns_its_connection(
     assert registry(server.app).stats().open == 0
 
 
+async def test_a_busy_transaction_still_ends_at_its_maximum_lifetime(
+    start_repogate, tenant: str
+) -> None:
+    app = await start_repogate(transaction_idle_timeout=0.3, transaction_max_lifetime=0.6)
+    stub = TxStub(app.channel)
+    tx = await begin(stub, tenant, read_only=True)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+
+    # Calls every 50 ms keep it from idling; only the lifetime can end it.
+    while True:
+        try:
+            await app.users.ListUsers(user_pb2.ListUsersRequest(), metadata=inside(tenant, tx))
+        except grpc.aio.AioRpcError as exc:
+            error = exc
+            break
+        assert loop.time() < end, "the transaction outlived its maximum lifetime"
+        await asyncio.sleep(0.05)
+
+    assert error.code() == NOT_FOUND
+    assert tx.max_expire_time.ToDatetime(UTC) <= datetime.now(UTC)
+    await eventually(lambda: registry(app.app).stats().open == 0)
+
+
 async def test_open_transactions_are_capped(database_url: str, start_repogate, tenant: str) -> None:
     app = await start_repogate(
         database_url=database_url, db_pool_size=4, max_transactions=2, purge_interval=0
@@ -403,7 +428,7 @@ async def test_open_transactions_are_capped(database_url: str, start_repogate, t
 
 
 async def test_a_thousand_abandoned_transactions_give_back_every_connection(
-    database_url: str, backend: str, start_repogate, tenant: str
+    database_url: str, backend: str, database: Database, start_repogate, tenant: str
 ) -> None:
     app = await start_repogate(
         database_url=database_url,
@@ -434,6 +459,18 @@ async def test_a_thousand_abandoned_transactions_give_back_every_connection(
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
     assert transactions.stats().outcomes["BEGUN"] == 1000
     assert transactions.stats().outcomes["EXPIRED"] == 1000
+    if backend == "postgresql":
+        assert await idle_in_transaction(database) == 0
+
+
+async def idle_in_transaction(database: Database) -> int:
+    """PostgreSQL backends of this database holding a transaction open between statements."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+    )
+    async with database.engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def test_stopping_the_server_rolls_back_open_transactions(
