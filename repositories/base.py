@@ -16,9 +16,11 @@ from typing import Any, ClassVar, NoReturn
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
+    Delete,
     RowMapping,
     Select,
     Table,
+    Update,
     func,
     or_,
     tuple_,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
+from repositories.changes import Changes
 from repositories.entity import Entity
 from repositories.errors import (
     Conflict,
@@ -48,7 +51,8 @@ class ScopedTable:
     """Runs statements built by one tenant scope on one connection.
 
     The base of every repository: `_execute` refuses statements the scope did
-    not build, turns database errors into domain errors, and remembers failure.
+    not build, turns database errors into domain errors, remembers failure, and
+    records what it changed in `changes` (for caches, after commit).
     """
 
     table: ClassVar[Table]
@@ -61,9 +65,11 @@ class ScopedTable:
         *,
         actor: str | None = None,
         read_only: bool = False,
+        changes: Changes | None = None,
     ) -> None:
         self._conn = conn
         self._read_only = read_only
+        self.changes = changes if changes is not None else Changes()
         self.scope = TenantScope(self.table, tenant)
         self.c = self.table.c
         self.actor = actor
@@ -75,16 +81,21 @@ class ScopedTable:
     def dialect(self) -> str:
         return self._conn.dialect.name
 
-    async def _execute(self, stmt: Executable) -> CursorResult[Any]:
+    async def _execute(self, stmt: Executable, *, rows_recorded: bool = False) -> CursorResult[Any]:
+        """Runs a statement of this scope. An UPDATE or DELETE whose caller does not record
+        the rows it changed (`rows_recorded`) counts as changing the tenant's whole table."""
         self.scope.check(stmt)
         if self._read_only and not isinstance(stmt, (Select, Explain)):
             raise ScopeViolation("a read-only unit of work cannot write")
         try:
             with translate_db_errors(self.errors):
-                return await self._conn.execute(stmt)
+                result = await self._conn.execute(stmt)
         except Exception:
             self.failed = True
             raise
+        if not rows_recorded and isinstance(stmt, (Update, Delete)):
+            self.changes.tables.add((self.table.name, self.scope.tenant))
+        return result
 
 
 class Repository(ScopedTable):
@@ -292,9 +303,17 @@ class Repository(ScopedTable):
             await self._raise_why(id_, expected_version, deleted=deleted)
         return row
 
-    async def _returning(self, stmt: Any) -> dict[uuid.UUID, Row]:
-        result = await self._execute(stmt.returning(self.entity.table))
-        return {row["id"]: row for row in result.mappings()}
+    async def _returning(self, stmt: Update | Delete) -> dict[uuid.UUID, Row]:
+        """Runs an UPDATE or DELETE and returns the rows it changed, by id."""
+        result = await self._execute(stmt.returning(self.entity.table), rows_recorded=True)
+        rows = {row["id"]: row for row in result.mappings()}
+        gone = isinstance(stmt, Delete)
+        tenant = self.scope.tenant
+        self.changes.rows.extend(
+            (self.table.name, tenant, id_, None if gone else row["version"])
+            for id_, row in rows.items()
+        )
+        return rows
 
     async def _raise_why(
         self, id_: uuid.UUID, expected_version: int | None, *, deleted: bool | None

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from repositories.base import ScopedTable
+from repositories.changes import Changes
 from repositories.errors import translate_db_errors
 
 _WRITE = "repogate_write"
@@ -125,12 +126,17 @@ class Repositories:
         self._actor = actor
         self._read_only = read_only
         self._built: dict[type[ScopedTable], ScopedTable] = {}
+        self.changes = Changes()
 
     def repository(self, cls: type[R]) -> R:
         repo = self._built.get(cls)
         if repo is None:
             repo = self._built[cls] = cls(
-                self._conn, self._tenant, actor=self._actor, read_only=self._read_only
+                self._conn,
+                self._tenant,
+                actor=self._actor,
+                read_only=self._read_only,
+                changes=self.changes,
             )
         assert isinstance(repo, cls)
         return repo
@@ -199,9 +205,17 @@ class UnitOfWork:
             await conn.close()
 
     def repository(self, cls: type[R]) -> R:
+        return self._inside().repository(cls)
+
+    @property
+    def changes(self) -> Changes:
+        """What this unit changed so far: for caches to forget once it commits."""
+        return self._inside().changes
+
+    def _inside(self) -> Repositories:
         if self._repositories is None:
             raise RuntimeError("unit of work used outside its `async with` block")
-        return self._repositories.repository(cls)
+        return self._repositories
 
     async def commit(self) -> None:
         if self._conn is None or self._repositories is None:

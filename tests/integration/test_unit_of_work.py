@@ -168,3 +168,29 @@ async def test_a_read_only_unit_refuses_writes(database: Database, tenant: str) 
         with pytest.raises(ScopeViolation, match="read-only"):
             await repo.create(user("never"))
     assert await all_rows(database, tenant) == []
+
+
+async def test_changes_name_every_row_written_and_every_bulk_statement(
+    database: Database, tenant: str
+) -> None:
+    kept, soft, hard = await create_users(database, tenant, "kept", "soft", "hard")
+
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        await repo.get(kept["id"])
+        assert not uow.changes  # reads change nothing
+        updated = await repo.update(kept["id"], {"display_name": "new"})
+        await repo.delete_many([(soft["id"], None, False), (hard["id"], None, True)])
+        assert uow.changes.tables == set()
+        await repo.update_where({"is_active": False}, repo.c.username == "nobody")
+        changes = uow.changes
+
+    assert sorted(changes.rows, key=str) == sorted(
+        [
+            ("users", tenant, kept["id"], updated["version"]),
+            ("users", tenant, soft["id"], soft["version"] + 1),
+            ("users", tenant, hard["id"], None),
+        ],
+        key=str,
+    )
+    assert changes.tables == {("users", tenant)}

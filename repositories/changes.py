@@ -1,0 +1,19 @@
+"""What a unit of work changed, so that caches forget it once, and only if, it commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Changes:
+    """Rows changed by a unit of work, recorded where every write passes (ScopedTable)."""
+
+    # (table, tenant, id, version now; None when the row is gone for good)
+    rows: list[tuple[str, str, uuid.UUID, int | None]] = field(default_factory=list)
+    # (table, tenant) changed by statements that named no rows (bulk updates and deletes)
+    tables: set[tuple[str, str]] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.tables)
