@@ -17,3 +17,7 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.tables)
+
+    def extend(self, other: Changes) -> None:
+        self.rows.extend(other.rows)
+        self.tables |= other.tables

@@ -101,9 +101,13 @@ class Database:
 
 
 class RepositorySource(Protocol):
-    """What work running in a transaction is handed: repositories for the call's tenant."""
+    """What work running in a transaction is handed: repositories for the call's tenant,
+    and what they changed."""
 
     def repository(self, cls: type[R]) -> R: ...
+
+    @property
+    def changes(self) -> Changes: ...
 
 
 class Repositories:

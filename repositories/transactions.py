@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import StaticPool
 
+from repositories.changes import Changes
 from repositories.database import Database, Repositories
 from repositories.errors import (
     FailedPrecondition,
@@ -78,7 +79,8 @@ class Stats:
     outcomes: dict[str, int]  # begun, and each Outcome's name -> count
 
 
-AfterCommit = Callable[[], Awaitable[None]]
+# Told what a transaction changed, once it has committed (caches forget it).
+OnCommit = Callable[[Changes], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -94,8 +96,8 @@ class Transaction:
     last_active: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     busy: bool = False
-    # Work queued by calls (cache invalidation) that only makes sense once committed.
-    after_commit: list[AfterCommit] = field(default_factory=list)
+    # What its calls changed; a call that failed adds nothing.
+    changes: Changes = field(default_factory=Changes)
 
     def expires_at(self) -> float:
         """Monotonic time it will be rolled back at, if no call comes before."""
@@ -112,9 +114,17 @@ class Transaction:
 class TransactionRegistry:
     """The open transactions of this process."""
 
-    def __init__(self, db: Database, limits: Limits, *, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        limits: Limits,
+        *,
+        owner: str | None = None,
+        on_commit: OnCommit | None = None,
+    ) -> None:
         self._db = db
         self._limits = limits
+        self._on_commit = on_commit
         self.owner = owner or secrets.token_hex(4)
         self._open: dict[str, Transaction] = {}
         self._opening = 0
@@ -240,6 +250,7 @@ class TransactionRegistry:
                 raise RuntimeError("a statement of this call failed; its work cannot be kept")
             with translate_db_errors():
                 await savepoint.commit()
+            tx.changes.extend(repositories.changes)
         except SerializationFailure as exc:
             await self._end(tx, Outcome.ABORTED)
             raise TransactionAborted(tx.id, "it conflicted with a concurrent transaction") from exc
@@ -252,7 +263,7 @@ class TransactionRegistry:
             raise
 
     async def commit(self, id_: str, tenant: str) -> datetime:
-        """Commits, then runs the work its calls queued for after commit."""
+        """Commits, then tells `on_commit` what the transaction changed."""
         tx = self._live(id_, tenant)
         async with tx.lock:
             tx = self._live(id_, tenant)
@@ -268,12 +279,8 @@ class TransactionRegistry:
                 raise
             await self._end(tx, Outcome.COMMITTED)
         committed = datetime.now(UTC)
-        for work in tx.after_commit:
-            try:
-                await work()
-            except Exception:
-                # Committed is committed; what follows is best effort (cache invalidation).
-                log.warning("after-commit work of transaction %s failed", tx.id, exc_info=True)
+        if self._on_commit is not None and tx.changes:
+            await self._on_commit(tx.changes)
         return committed
 
     async def rollback(self, id_: str, tenant: str) -> None:

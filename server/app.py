@@ -12,14 +12,24 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from repogate.v1 import transaction_pb2, transaction_pb2_grpc, user_pb2, user_pb2_grpc
+from repogate.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    transaction_pb2,
+    transaction_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
 from repositories.database import Database, create_engine
 from repositories.maintenance import purge_due
 from repositories.migrate import upgrade
 from repositories.transactions import TransactionRegistry
+from server import cache
 from server.interceptors import RequestInterceptor
 from server.page_tokens import PageTokens
+from server.read_through import ReadThrough
 from server.resources import Policy
+from server.services.cache import CacheService
 from server.services.transactions import TransactionService, entity_methods
 from server.services.users import UserService
 from server.settings import Settings
@@ -29,8 +39,9 @@ log = logging.getLogger("repogate")
 
 USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
 TRANSACTION_SERVICE = transaction_pb2.DESCRIPTOR.services_by_name["TransactionService"]
+CACHE_SERVICE = cache_pb2.DESCRIPTOR.services_by_name["CacheService"]
 # Services whose every call needs x-tenant-id.
-TENANT_SCOPED = (USER_SERVICE.full_name, TRANSACTION_SERVICE.full_name)
+TENANT_SCOPED = (USER_SERVICE.full_name, TRANSACTION_SERVICE.full_name, CACHE_SERVICE.full_name)
 
 
 class Repogate:
@@ -45,6 +56,8 @@ class Repogate:
         self._purger: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.units: Units | None = None
+        self.cache: cache.CacheBackend | None = None
+        self.read_through: ReadThrough | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -60,12 +73,20 @@ class Repogate:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        transactions = TransactionRegistry(self._db, s.transaction_limits())
-        self.units = units = Units(self._db, transactions, s.retry_policy())
-        users = UserService(units, PageTokens(s.page_token_secret), _policy(s))
+        self.cache = cache.build(s)
+        self.read_through = read_through = ReadThrough(
+            cache.ResilientCache(self.cache), s.cache_ttl, enabled=s.cache_entities
+        )
+        forget = read_through.forget
+        transactions = TransactionRegistry(self._db, s.transaction_limits(), on_commit=forget)
+        self.units = units = Units(self._db, transactions, s.retry_policy(), on_commit=forget)
+        users = UserService(units, PageTokens(s.page_token_secret), _policy(s), read_through)
         user_pb2_grpc.add_UserServiceServicer_to_server(users, server)
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
             TransactionService(units, entity_methods([(USER_SERVICE, users)])), server
+        )
+        cache_pb2_grpc.add_CacheServiceServicer_to_server(
+            CacheService(self.cache, PageTokens(s.page_token_secret), cache.limits(s)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -95,6 +116,9 @@ class Repogate:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self.cache is not None:
+            await self.cache.close()
+            self.cache = None
         if self.units is not None:
             # After the drain: no call can be using a transaction now.
             await self.units.transactions.close()

@@ -26,6 +26,7 @@ from repositories.request_log import Recorded, RequestLog
 from server import context, validation
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
+from server.read_through import ReadThrough
 from server.units import Units
 
 CountMode = query_pb2.CountMode
@@ -81,10 +82,18 @@ Work = Callable[[Repository], Awaitable[list[Row]]]
 
 class StandardMethods(Generic[M]):
     def __init__(
-        self, resource: Resource[M], units: Units, tokens: PageTokens, policy: Policy
+        self,
+        resource: Resource[M],
+        units: Units,
+        tokens: PageTokens,
+        policy: Policy,
+        cache: ReadThrough,
     ) -> None:
         self._r = resource
         self._units = units
+        self._cache = cache
+        self._table = resource.repository.entity.table.name
+        cache.register(self._table, resource.mapping.message_cls)
         self._tokens = tokens
         self._policy = policy
         entity = resource.repository.entity
@@ -96,8 +105,12 @@ class StandardMethods(Generic[M]):
 
     async def get(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
-        row = await self._units.read(lambda uow: self._repo(uow).get(key))
-        return self._r.mapping.to_message(row)
+
+        async def load() -> tuple[M, int]:
+            row = await self._units.read(lambda uow: self._repo(uow).get(key))
+            return self._r.mapping.to_message(row), row["version"]
+
+        return await self._cache.get(self._table, key, load, self._r.mapping.message_cls.FromString)
 
     async def batch_get(self, request: Any) -> list[M]:
         validation.batch_size(len(request.ids), "ids")

@@ -56,6 +56,24 @@ class Settings(BaseSettings):
     retry_initial_backoff: float = Field(0.01, gt=0)
     retry_max_backoff: float = Field(1.0, gt=0)
 
+    # Cache
+    # Seconds a Redis call may take (connect or reply) before the cache counts as down.
+    cache_timeout: float = Field(0.25, gt=0)
+    # Connections to Redis at most; calls beyond wait up to cache_timeout for one.
+    cache_max_connections: int = Field(100, ge=1)
+    # Entries the in-memory cache (no redis_url) holds before evicting the least recent.
+    cache_max_entries: int = Field(10_000, ge=1)
+    # Seconds an entity read-through entry lives.
+    cache_ttl: int = Field(300, ge=1)
+    # Read-through caching of every entity's Get. Turn it off when several processes
+    # share a database but no Redis: each would keep its own, unaware of the others' writes.
+    cache_entities: bool = True
+    # The longest TTL a CacheService client may set, in seconds; also the TTL of a key
+    # set without one, so that every key expires.
+    cache_max_ttl: int = Field(24 * 3600, ge=1)
+    # Largest CacheService value.
+    cache_max_value_bytes: int = Field(1024 * 1024, ge=1)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -72,6 +90,15 @@ class Settings(BaseSettings):
         ):
             if value.startswith(plain):
                 return driver + value[len(plain) :]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # set but empty: no Redis, as when unset
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @model_validator(mode="after")

@@ -23,9 +23,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
 from repositories.errors import Conflict
-from repositories.transactions import TransactionRegistry
+from repositories.transactions import OnCommit, TransactionRegistry
 from server import context
 
 T = TypeVar("T")
@@ -44,10 +45,17 @@ class RetryPolicy:
 class Units:
     """Runs each call's work in the call's transaction or in one of its own."""
 
-    def __init__(self, db: Database, transactions: TransactionRegistry, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        transactions: TransactionRegistry,
+        retry: RetryPolicy,
+        on_commit: OnCommit | None = None,
+    ) -> None:
         self._db = db
         self.transactions = transactions
         self._retry = retry
+        self._on_commit = on_commit
         # Retries done since start, for statistics.
         self.retried = 0
 
@@ -68,14 +76,18 @@ class Units:
             ) as repositories:
                 return await work(repositories)
 
-        async def once() -> T:
+        async def once() -> tuple[T, Changes]:
             async with self._db.unit_of_work(tenant, actor=actor, read_only=not write) as uow:
                 result = await work(uow)
                 if write:
                     await uow.commit()
-            return result
+                return result, uow.changes
 
-        return await self.retrying(once)
+        result, changes = await self.retrying(once)
+        # Outside the retries: a committed write is never run again.
+        if changes and self._on_commit is not None:
+            await self._on_commit(changes)
+        return result
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Runs `attempt` again while it fails on a conflict, within the call's deadline

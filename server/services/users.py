@@ -12,6 +12,7 @@ from repositories.users import UserRepository
 from server import validation
 from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
+from server.read_through import ReadThrough
 from server.resources import Policy, Resource, StandardMethods
 from server.units import Units
 
@@ -32,8 +33,10 @@ Context: TypeAlias = aio.ServicerContext
 
 
 class UserService(user_pb2_grpc.UserServiceServicer):
-    def __init__(self, units: Units, tokens: PageTokens, policy: Policy) -> None:
-        self._users = StandardMethods(USER, units, tokens, policy)
+    def __init__(
+        self, units: Units, tokens: PageTokens, policy: Policy, cache: ReadThrough
+    ) -> None:
+        self._users = StandardMethods(USER, units, tokens, policy, cache)
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.User:
         return await self._users.create(request)

@@ -382,9 +382,10 @@ def test_invalid_settings_exit_2_with_a_message(tmp_path: Path, command: str) ->
         ),
         ({"transaction_idle_timeout": "700"}, "TRANSACTION_IDLE_TIMEOUT"),
         ({"retry_max_attempts": "0"}, "retry_max_attempts"),
+        ({"redis_url": "localhost:6379"}, "redis_url"),
     ],
 )
-def test_transaction_settings_that_cannot_work_exit_2(
+def test_settings_that_cannot_work_exit_2(
     tmp_path: Path, settings: dict[str, str], named: str
 ) -> None:
     result = run(["serve"], cli_env(tmp_path, **settings), tmp_path)

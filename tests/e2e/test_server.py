@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 USER_SERVICE = "repogate.v1.UserService"
 TRANSACTION_SERVICE = "repogate.v1.TransactionService"
+CACHE_SERVICE = "repogate.v1.CacheService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -251,7 +252,13 @@ async def test_reflection_lists_the_services(server) -> None:
     )
 
     names = {s.name for s in response.list_services_response.service}
-    assert names == {USER_SERVICE, TRANSACTION_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE}
+    assert names == {
+        USER_SERVICE,
+        TRANSACTION_SERVICE,
+        CACHE_SERVICE,
+        HEALTH_SERVICE,
+        REFLECTION_SERVICE,
+    }
 
 
 async def test_reflection_describes_the_user_service(server) -> None:

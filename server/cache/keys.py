@@ -1,0 +1,53 @@
+"""Where every cache key lives: all of Repogate's keys start with `rg:v1:`.
+
+Client keys (CacheService) are `rg:v1:c:{tenant}:{key}`. A tenant id holds
+no `:` and no glob metacharacter (server/context.py), so one tenant's prefix
+is never a prefix of another's, and a tenant's glob is its escaped prefix
+followed by the client's pattern: a glob is matched left to right, so nothing
+the client writes can reach back over the prefix.
+
+Entity read-through keys are `rg:v1:e:{entity}:{schema_version}:{tenant}:{id}`:
+bumping an entity's schema version orphans its old entries (they expire), and
+`entity_pattern` finds one tenant's entries of one entity.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from server.cache.glob import escape
+from server.context import validate_tenant
+
+ROOT = "rg:v1:"
+_ENTITY = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def client_prefix(tenant: str) -> str:
+    return f"{ROOT}c:{validate_tenant(tenant)}:"
+
+
+def client_key(tenant: str, key: str) -> str:
+    return client_prefix(tenant) + key
+
+
+def client_pattern(tenant: str, pattern: str) -> str:
+    """A glob over the tenant's keys: the escaped prefix, then the client's pattern."""
+    return escape(client_prefix(tenant)) + pattern
+
+
+def entity_key(entity: str, schema_version: int, tenant: str, id_: uuid.UUID | str) -> str:
+    return f"{_entity_prefix(entity, schema_version, tenant)}{id_}"
+
+
+def entity_pattern(entity: str, schema_version: int, tenant: str) -> str:
+    """A glob for every cached `entity` of `tenant` at `schema_version`."""
+    return escape(_entity_prefix(entity, schema_version, tenant)) + "*"
+
+
+def _entity_prefix(entity: str, schema_version: int, tenant: str) -> str:
+    if not _ENTITY.fullmatch(entity):
+        raise ValueError(f"entity names are lower_snake_case, not {entity!r}")
+    if schema_version < 0:
+        raise ValueError("schema_version must not be negative")
+    return f"{ROOT}e:{entity}:{schema_version}:{validate_tenant(tenant)}:"

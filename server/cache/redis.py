@@ -1,0 +1,175 @@
+"""The Redis backend: redis.asyncio over a connection pool built from a URL.
+
+Every call is bounded by short timeouts (to get a pooled connection, to connect,
+to read) and is not retried: a cache that answers late is worth less than a
+miss, and the caller decides what a failure means (CacheService: UNAVAILABLE;
+read-through: a miss). Redis and socket errors become CacheUnavailable in one
+place, `_translated`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from server.cache.backend import ORDER_BYTES
+from server.cache.errors import CacheUnavailable, NotInteger
+from server.cache.stats import CacheStats
+
+log = logging.getLogger(__name__)
+
+# Keys examined per SCAN round trip while deleting by pattern.
+_DELETE_SCAN_COUNT = 1000
+# Orders are zero-padded to one width, so comparing them as strings compares numbers.
+_SET_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+local width = tonumber(ARGV[3])
+if current and string.sub(current, 1, width) >= string.sub(ARGV[1], 1, width) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# Redis's words for INCRBY on a value that is not an int64, or a result outside it.
+_NOT_INTEGER = ("not an integer", "overflow")
+
+
+class RedisBackend:
+    name = "redis"
+
+    def __init__(self, url: str, *, timeout: float = 0.25, max_connections: int = 100) -> None:
+        self.stats = CacheStats()
+        # A burst beyond max_connections waits (up to `timeout`) for a free connection
+        # instead of failing at once, as redis-py's default pool would.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
+
+    async def get(self, key: str) -> bytes | None:
+        with self._translated():
+            value = _bytes(await self._redis.get(key))
+        self.stats.count_lookups([value])
+        return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with self._translated():
+            values = [_bytes(value) for value in await self._redis.mget(keys)]
+        self.stats.count_lookups(values)
+        return values
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        with self._translated():
+            await self._redis.set(key, value, px=_ms(ttl))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None = None) -> None:
+        if not items:
+            return
+        with self._translated():
+            if ttl is None:
+                await self._redis.mset(dict(items))
+                return
+            # MSET takes no TTL: SET ... PX per key, in one MULTI round trip.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, value in items:
+                    pipe.set(key, value, px=_ms(ttl))
+                await pipe.execute()
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        # UNLINK frees large values off Redis's main thread; it counts like DEL.
+        if not keys:
+            return 0
+        with self._translated():
+            deleted: int = await self._redis.unlink(*keys)
+        return deleted
+
+    async def set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
+        with self._translated():
+            written = await self._set_if_newer(
+                keys=[key], args=[value, math.ceil(ttl * 1000), ORDER_BYTES]
+            )
+        return bool(written)
+
+    async def scan(self, pattern: str, cursor: str, count: int) -> tuple[list[str], str]:
+        with self._translated():
+            after, keys = await self._redis.scan(int(cursor or 0), match=pattern, count=count)
+        return [_text(key) for key in keys], str(after) if after else ""
+
+    async def delete_matching(self, pattern: str) -> int:
+        deleted, cursor = 0, "0"
+        while cursor:
+            keys, cursor = await self.scan(pattern, cursor, _DELETE_SCAN_COUNT)
+            if keys:
+                deleted += await self.delete(keys)
+        return deleted
+
+    async def incr(self, key: str, amount: int, ttl: float | None = None) -> int:
+        with self._translated():
+            if ttl is None:
+                value: int = await self._redis.incrby(key, amount)
+                return value
+            # SET NX gives a new key its TTL (and leaves an existing one alone), then
+            # INCRBY, which keeps whatever TTL the key has: atomic together in MULTI.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, b"0", nx=True, px=_ms(ttl))
+                pipe.incrby(key, amount)
+                _, value = await pipe.execute()
+            return value
+
+    async def expire(self, key: str, ttl: float) -> bool:
+        with self._translated():
+            existed: bool = await self._redis.pexpire(key, math.ceil(ttl * 1000))
+        return existed
+
+    async def ping(self) -> None:
+        with self._translated():
+            await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except ResponseError as exc:
+            if any(words in str(exc) for words in _NOT_INTEGER):
+                raise NotInteger() from exc
+            self._failed(exc)
+            raise CacheUnavailable() from exc
+        except (RedisError, OSError) as exc:  # OSError covers TimeoutError
+            self._failed(exc)
+            raise CacheUnavailable() from exc
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        log.warning("cache unavailable: %s: %s", type(exc).__name__, exc)
+
+
+def _ms(ttl: float | None) -> int | None:
+    """Seconds (> 0) to Redis milliseconds, rounded up so that a TTL never ends early."""
+    return None if ttl is None else math.ceil(ttl * 1000)
+
+
+# decode_responses is off, so Redis answers bytes; the client's types allow str as well.
+def _bytes(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _text(key: bytes | str) -> str:
+    return key if isinstance(key, str) else key.decode(errors="replace")

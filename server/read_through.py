@@ -1,0 +1,106 @@
+"""Read-through caching of every entity's Get, and forgetting what commits change.
+
+An entry is `<version><kind><payload>`: the row's version in 20 digits, then
+`V` and the serialized message, or `T` for a tombstone that a committed write
+left. A fill lands only over an absent entry or a lower (version, kind), so a
+reader that loaded a row before a write committed cannot put the old row back
+over the write's tombstone, while the row as that write left it can.
+
+If forgetting fails (the cache was unreachable at commit), entries from before
+the failure may be stale: reads then skip the cache for one TTL, after which
+every such entry has expired. Reads inside a transaction never use the cache:
+they must see the transaction's own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from repositories.changes import Changes
+from server import context
+from server.cache import ResilientCache, keys
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+_WIDTH = 20
+# A row deleted for good: no fill may ever land over its tombstone.
+_GONE = 10**_WIDTH - 1
+# Ranked by the cache as bytes: a tombstone below a value of the same version.
+_TOMBSTONE, _VALUE = b"T", b"V"
+
+
+def schema_version(message_cls: type[Message]) -> int:
+    """Changes whenever the message's definition does, so old entries are never read."""
+    return zlib.crc32(message_cls.DESCRIPTOR.file.serialized_pb)
+
+
+class ReadThrough:
+    def __init__(self, cache: ResilientCache, ttl: float, *, enabled: bool = True) -> None:
+        self._cache = cache
+        self._ttl = ttl
+        self._enabled = enabled
+        # table -> schema version of the message cached for it
+        self._versions: dict[str, int] = {}
+        self._skip_until = 0.0
+
+    def register(self, table: str, message_cls: type[Message]) -> None:
+        self._versions[table] = schema_version(message_cls)
+
+    async def get(
+        self,
+        table: str,
+        id_: uuid.UUID,
+        load: Callable[[], Awaitable[tuple[M, int]]],
+        parse: Callable[[bytes], M],
+    ) -> M:
+        """The message for row `id_`: from the cache, or `load`ed (with the row's
+        version) and then cached."""
+        if not self._usable() or context.current().transaction_id is not None:
+            return (await load())[0]
+        key = self._key(table, context.tenant(), id_)
+        entry = await self._cache.get(key)
+        if entry is not None and entry[_WIDTH : _WIDTH + 1] == _VALUE:
+            return parse(entry[_WIDTH + 1 :])
+        message, version = await load()
+        await self._cache.set_if_newer(
+            key, _entry(version, _VALUE, message.SerializeToString()), self._ttl
+        )
+        return message
+
+    async def forget(self, changes: Changes) -> None:
+        """Leaves tombstones for the rows `changes` names, and drops every entry of the
+        tables it changed in bulk. Called once the changes have committed."""
+        if not self._enabled:
+            return
+        done = True
+        for table, tenant, id_, version in changes.rows:
+            if table in self._versions:
+                tombstone = _entry(_GONE if version is None else version, _TOMBSTONE, b"")
+                key = self._key(table, tenant, id_)
+                done &= await self._cache.set_if_newer(key, tombstone, self._ttl)
+        for table, tenant in changes.tables:
+            if table in self._versions:
+                pattern = keys.entity_pattern(table, self._versions[table], tenant)
+                done &= await self._cache.delete_matching(pattern)
+        if not done:
+            self._skip_until = time.monotonic() + self._ttl
+            log.warning("cache invalidation failed; reading around the cache for %ss", self._ttl)
+
+    def _usable(self) -> bool:
+        return self._enabled and time.monotonic() >= self._skip_until
+
+    def _key(self, table: str, tenant: str, id_: uuid.UUID) -> str:
+        return keys.entity_key(table, self._versions[table], tenant, id_)
+
+
+def _entry(version: int, kind: bytes, payload: bytes) -> bytes:
+    return b"%020d" % version + kind + payload
