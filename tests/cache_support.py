@@ -8,9 +8,8 @@ and keep apart by key prefix or tenant.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -38,17 +37,6 @@ async def require_redis() -> None:
         pytest.skip(message)
     finally:
         await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> bool:
-    """Polls `check` until it holds or `within` seconds pass; returns its last answer."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.05)
-    return await check()
 
 
 class Flaky(MemoryBackend):

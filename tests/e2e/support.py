@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +12,10 @@ from grpc import aio
 
 from repogate.v1 import user_pb2, user_pb2_grpc
 from server.app import Repogate
+from tests.polling import eventually
 from tests.rpc import ErrorDetails, details, md
+
+__all__ = ["eventually"]  # re-exported for the e2e tests
 
 Stub = user_pb2_grpc.UserServiceStub
 
@@ -85,17 +86,3 @@ async def walk(stub: Stub, tenant: str, page_size: int) -> list[user_pb2.ListUse
 
 async def all_users(stub: Stub, tenant: str) -> list[user_pb2.User]:
     return [user for page in await walk(stub, tenant, 1000) for user in page.users]
-
-
-async def eventually(probe: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
-    """Polls `probe` (plain or async) until it holds; fails the test after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while True:
-        held = probe()
-        if inspect.isawaitable(held):
-            held = await held
-        if held:
-            return
-        assert loop.time() < end, "condition never held"
-        await asyncio.sleep(0.02)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from repogate.v1 import user_pb2
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
+from tests.polling import eventually
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
@@ -32,15 +33,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Bounds waits for a condition; not a timing assertion: reaching it fails the test.
 PATIENCE_S = 15.0
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PATIENCE_S
-    while not await condition():
-        if loop.time() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # INTERNAL

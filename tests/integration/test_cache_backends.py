@@ -20,9 +20,9 @@ from tests.cache_support import (
     CACHE_BACKENDS,
     CLOSED_REDIS_URL,
     REDIS_URL,
-    eventually,
     require_redis,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ async def test_keys_expire(cache: CacheBackend, prefix: str) -> None:
     assert await cache.expire(prefix + "expire", 1)
     await cache.set(prefix + "stays", b"v", 60)
     gone = [prefix + "set", prefix + "many", prefix + "expire"]
-    assert await eventually(lambda: _all_absent(cache, gone))
+    await eventually(lambda: _all_absent(cache, gone))
     assert await cache.get(prefix + "stays") == b"v"
     assert await scan_all(cache, escape(prefix) + "*") == [prefix + "stays"]
 
@@ -174,7 +174,7 @@ async def test_incr_keeps_a_ttl_and_gives_a_new_key_one(cache: CacheBackend, pre
     assert await cache.incr(prefix + "new", 1, 1) == 1
     assert await cache.incr(prefix + "new", 1, 3600) == 2
     keys = [prefix + "old", prefix + "new"]
-    assert await eventually(lambda: _all_absent(cache, keys))
+    await eventually(lambda: _all_absent(cache, keys))
 
 
 async def test_fifty_concurrent_increments_are_atomic(cache: CacheBackend, prefix: str) -> None:
