@@ -3,12 +3,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 BUF    := node_modules/.bin/buf
+DCLINT := node_modules/.bin/dclint
+NODE_CLIENT := clients/node/node_modules/.package-lock.json
+GO_EXAMPLE  := clients/go/build/repogate-example
+DEPLOY_TOOLS := $(VENV)/.deploy-tools
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint gen check-gen proto-lint wheel-smoke clean
+.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(BIN)/repogate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +20,15 @@ $(BIN)/repogate: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-$(BUF): package.json package-lock.json
+$(BUF) $(DCLINT) &: package.json package-lock.json
 	# npm ci would demand lock entries for every platform; install keeps to the lock.
 	npm install --no-audit --no-fund
-	@touch $@
+	@touch $(BUF) $(DCLINT)
 
 run: $(BIN)/repogate ## Install into .venv and serve on the embedded default (SQLite, in-memory cache).
 	$(BIN)/repogate serve
 
-test: $(BIN)/repogate ## Install what tests need into .venv and run the whole suite.
+test: $(BIN)/repogate clients ## Install what tests need into .venv and run the whole suite.
 	$(BIN)/pytest
 
 lint: $(BIN)/repogate proto-lint ## ruff, mypy, buf lint and buf format.
@@ -36,6 +40,9 @@ proto-lint: $(BUF) ## buf lint and buf format on protos/.
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 
+proto-breaking: $(BUF) ## buf breaking: protos/ against HEAD and the API before each recent protos/ commit.
+	BUF=$(BUF) scripts/proto-breaking.sh
+
 gen: $(BIN)/repogate ## Regenerate generated/ from protos/.
 	PYTHON=$(BIN)/python scripts/gen.sh
 
@@ -43,8 +50,32 @@ check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	@test -z "$$(git status --porcelain -- generated)" || \
 	  { git status --porcelain -- generated; echo "generated/ is stale: run make gen and commit"; exit 1; }
 
+clients: ## Install clients/node's packages; build the Go example if its Debian packages are installed.
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT); \
+	else echo "NOTE: npm is not installed: the Node client tests will be skipped"; fi
+	@missing="$$(clients/go/build.sh --missing)"; if [ -z "$$missing" ]; then \
+	  $(MAKE) --no-print-directory $(GO_EXAMPLE); \
+	else echo "NOTE: not building the Go example, missing Debian packages: $$missing"; \
+	  echo "      (the Go client tests will be skipped; apt-get install them to run them)"; fi
+
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund
+	@touch $@
+
+$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go $(wildcard protos/repogate/*/*.proto)
+	clients/go/build.sh
+
+$(DEPLOY_TOOLS): deploy/requirements.txt | $(BIN)/repogate
+	$(BIN)/pip install -q -r deploy/requirements.txt
+	@touch $@
+
+deploy-check: $(DEPLOY_TOOLS) $(DCLINT) ## Validate deploy/: Pods against Kubernetes 1.29 and 1.37 schemas, compose.yaml against the compose spec.
+	$(BIN)/kubernetes-validate --strict -k 1.29.0 deploy/pod.yaml deploy/pod-unix-socket.yaml
+	$(BIN)/kubernetes-validate --strict -k 1.37.0 deploy/pod.yaml deploy/pod-unix-socket.yaml
+	$(DCLINT) deploy/compose.yaml && echo "deploy/compose.yaml: valid (compose spec, dclint rules)"
+
 wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve from it.
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh
 
 clean: ## Remove the venv, node_modules and build output.
-	rm -rf $(VENV) node_modules build dist *.egg-info
+	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build

@@ -40,6 +40,7 @@ step "building the wheel"
 mkdir -p "$tmp/src" "$tmp/dist"
 tar -C "$repo" \
   --exclude=./.venv --exclude=./node_modules --exclude=./.git --exclude=./build \
+  --exclude=./clients/node/node_modules --exclude=./clients/go/build \
   --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache \
   --exclude=.mypy_cache --exclude=.ruff_cache --exclude='*.db' --exclude='*.db-*' \
   -cf - . | tar -C "$tmp/src" -xf -

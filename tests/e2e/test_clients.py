@@ -1,0 +1,124 @@
+"""The Node and Go example clients (clients/) against a real Repogate on a loopback port.
+
+`make clients` installs the Node client's packages and builds the Go example (when Debian's Go
+packages are installed). Without them these tests are skipped, loudly, unless
+REPOGATE_TEST_REQUIRE_CLIENTS=1 (CI sets it), which makes them fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import StartRepogate, all_users
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_DIR = ROOT / "clients" / "node"
+GO_DIR = ROOT / "clients" / "go"
+GO_BINARY = GO_DIR / "build" / "repogate-example"
+REQUIRE_CLIENTS = os.environ.get("REPOGATE_TEST_REQUIRE_CLIENTS") == "1"
+RUN_TIMEOUT = 120.0  # a bound on a hung client, not a measurement
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE_CLIENTS:
+        pytest.fail(f"{reason} (REPOGATE_TEST_REQUIRE_CLIENTS=1)", pytrace=False)
+    pytest.skip(f"{reason}: run `make clients`")
+
+
+def node_command() -> list[str]:
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node is not installed")
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        unavailable("clients/node has no node_modules")
+    return [str(node), str(NODE_DIR / "example.mjs")]
+
+
+def go_command() -> list[str]:
+    if not GO_BINARY.is_file():
+        unavailable(f"{GO_BINARY.relative_to(ROOT)} is not built (Go and its Debian packages)")
+    sources = [GO_DIR / "example" / "main.go", *ROOT.glob("protos/repogate/**/*.proto")]
+    stale = [p.name for p in sources if p.stat().st_mtime > GO_BINARY.stat().st_mtime]
+    if stale:
+        unavailable(f"{GO_BINARY.relative_to(ROOT)} is older than {', '.join(stale)}")
+    return [str(GO_BINARY)]
+
+
+COMMANDS = {"node": node_command, "go": go_command}
+
+
+async def run(command: list[str], address: str) -> Run:
+    env = {**os.environ, "REPOGATE_ADDRESS": address}
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), RUN_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.parametrize("client", sorted(COMMANDS))
+async def test_example_runs_the_whole_flow(client: str, start_repogate: StartRepogate) -> None:
+    command = COMMANDS[client]()
+    repogate = await start_repogate()
+
+    result = await run(command, repogate.app.address)
+
+    assert result.code == 0, str(result)
+    out = result.stdout
+    assert f"{client} example: OK" in out, str(result)
+    assert "ann, bob, cid in 2 pages" in out, str(result)
+    assert "ETAG_MISMATCH" in out, str(result)
+    assert "commit: fay exists" in out, str(result)
+    assert "rollback: gus is absent" in out, str(result)
+    assert re.search(r"reason INVALID_ARGUMENT, domain repogate\.dev, metadata .*request_id", out)
+    assert "BadRequest user.email: must be an email address" in out, str(result)
+    # What the client did, seen through the Python stubs: fay committed, gus rolled back.
+    tenant = re.search(r"tenant (\S+)", out)
+    assert tenant is not None, str(result)
+    users = await all_users(repogate.users, tenant.group(1))
+    assert sorted(user.username for user in users) == ["ann", "bob", "cid", "dee", "eve", "fay"]
+    assert next(u.display_name for u in users if u.username == "ann") == f"{client.title()} Ann B"
+
+
+@pytest.mark.parametrize("client", sorted(COMMANDS))
+async def test_example_fails_when_the_server_is_unreachable(client: str) -> None:
+    command = COMMANDS[client]()
+    with socket.socket() as sock:  # a loopback port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+
+    result = await run(command, address)
+
+    assert result.code != 0, str(result)
+    assert "FAIL:" in result.stderr, str(result)
+    assert "example: OK" not in result.stdout, str(result)
