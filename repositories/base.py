@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -45,6 +45,7 @@ from repositories.ordering import after as keyset_after
 from repositories.scope import ScopeViolation, TenantScope
 
 Row = RowMapping
+T = TypeVar("T", bound="ScopedTable")
 
 
 class ScopedTable:
@@ -66,10 +67,13 @@ class ScopedTable:
         actor: str | None = None,
         read_only: bool = False,
         changes: Changes | None = None,
+        source: Callable[[type[ScopedTable]], ScopedTable] | None = None,
     ) -> None:
         self._conn = conn
         self._read_only = read_only
         self.changes = changes if changes is not None else Changes()
+        # What built this repository (the unit of work's Repositories), for `sibling`.
+        self._source = source
         self.scope = TenantScope(self.table, tenant)
         self.c = self.table.c
         self.actor = actor
@@ -80,6 +84,22 @@ class ScopedTable:
     @property
     def dialect(self) -> str:
         return self._conn.dialect.name
+
+    def sibling(self, cls: type[T]) -> T:
+        """The repository of another table in this one's unit of work: the same connection,
+        tenant and actor, its changes recorded and its failures seen with this one's."""
+        if self._source is not None:
+            repo = self._source(cls)
+        else:
+            repo = cls(
+                self._conn,
+                self.scope.tenant,
+                actor=self.actor,
+                read_only=self._read_only,
+                changes=self.changes,
+            )
+        assert isinstance(repo, cls)
+        return repo
 
     async def _execute(self, stmt: Executable, *, rows_recorded: bool = False) -> CursorResult[Any]:
         """Runs a statement of this scope. An UPDATE or DELETE whose caller does not record
@@ -174,9 +194,12 @@ class Repository(ScopedTable):
         (row,) = await self.create_many([values])
         return row
 
-    async def create_many(self, values: Sequence[Mapping[str, Any]]) -> list[Row]:
-        """Inserts every row in one statement; returns them in the order given."""
-        now = datetime.now(UTC)
+    async def create_many(
+        self, values: Sequence[Mapping[str, Any]], *, now: datetime | None = None
+    ) -> list[Row]:
+        """Inserts every row in one statement, created `now` (default: the current time);
+        returns them in the order given."""
+        now = now or datetime.now(UTC)
         rows = [
             {
                 **each,
@@ -252,6 +275,17 @@ class Repository(ScopedTable):
     async def delete_where(self, *criteria: ColumnElement[bool]) -> int:
         """Bulk hard delete of this tenant's rows matching `criteria`; returns the count."""
         return _rowcount(await self._execute(self.scope.delete().where(*criteria)))
+
+    async def delete_batches(self, *criteria: ColumnElement[bool], batch: int = 1000) -> int:
+        """As `delete_where`, `batch` rows per statement: each statement's work and locks
+        stay bounded however many rows match. Returns the count."""
+        total = 0
+        while True:
+            chosen = self.scope.select(self.c.id).where(*criteria).limit(batch)
+            deleted = await self.delete_where(self.c.id.in_(chosen))
+            total += deleted
+            if deleted < batch:
+                return total
 
     def _live(self) -> ColumnElement[bool]:
         return self.c.delete_time.is_(None)

@@ -96,6 +96,12 @@ class Database:
         """A transaction for `tenant`; `actor` is recorded in created_by/updated_by."""
         return UnitOfWork(self.engine, tenant, actor=actor, read_only=read_only)
 
+    async def ping(self) -> None:
+        """One round trip to the database; Unavailable when it does not answer."""
+        with translate_db_errors():
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
@@ -141,6 +147,7 @@ class Repositories:
                 actor=self._actor,
                 read_only=self._read_only,
                 changes=self.changes,
+                source=self.repository,
             )
         assert isinstance(repo, cls)
         return repo

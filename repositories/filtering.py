@@ -336,6 +336,10 @@ class _PerDialect(ColumnElement[bool]):
         return _PerDialect(not_(self.default), not_(self.sqlite))
 
 
+# For other builders of conditions that differ by dialect (repositories.json_match).
+PerDialect = _PerDialect
+
+
 @compiles(_PerDialect)
 def _render_default(element: _PerDialect, compiler: SQLCompiler, **kw: Any) -> str:
     return f"({compiler.process(element.default, **kw)})"

@@ -53,9 +53,18 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def _upgrade(conn: Connection, revision: str) -> None:
+def lock_for_migration(conn: Connection) -> None:
+    """Opens the one transaction every migration step runs in, holding the lock that
+    serialises instances. Alembic runs each step in a transaction of its own when none
+    is open, which on SQLite would commit the steps of one upgrade one by one."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+    elif not conn.in_transaction():
+        conn.begin()  # BEGIN IMMEDIATE: the connection is marked for writing
+
+
+def _upgrade(conn: Connection, revision: str) -> None:
+    lock_for_migration(conn)
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)

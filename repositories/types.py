@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import JSON, BigInteger, DateTime
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -37,3 +39,39 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class FixedDecimal(TypeDecorator[Decimal]):
+    """An exact decimal with `scale` digits after the point, stored as a BIGINT count of
+    10**-scale units.
+
+    SQLite has no exact decimal type (NUMERIC is stored as REAL there), and integer
+    arithmetic in SQL (`SET x = x + :n`) is exact and atomic on both databases.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def __init__(self, scale: int = 9) -> None:
+        super().__init__()
+        self.scale = scale
+
+    @property
+    def python_type(self) -> type[Decimal]:
+        return Decimal
+
+    def process_bind_param(self, value: Decimal | float | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        # repr() gives a float's shortest decimal form (0.1, not 0.1000000000000000055...).
+        exact = value if isinstance(value, Decimal) else Decimal(repr(value))
+        return int(exact.scaleb(self.scale).to_integral_value(ROUND_HALF_EVEN))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(int(value)).scaleb(-self.scale)
+
+
+def json_document() -> TypeEngine[Any]:
+    """A JSON column: JSONB on PostgreSQL (containment, GIN indexes), JSON text on SQLite.
+    Python None is SQL NULL, not JSON null."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from repositories.errors import InvalidArgument
@@ -14,12 +19,16 @@ from repositories.errors import InvalidArgument
 M = TypeVar("M", bound=Message)
 Row = Mapping[Any, Any]
 Reader = Callable[[Row], Any]
+Writer = Callable[[Any], Any]
 
 # Fields every resource has that are not plain columns.
 ETAG = "etag"
 # The largest row version (and so etag) there can be: `version` is a 32-bit INTEGER.
 MAX_VERSION = 2**31 - 1
 _TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+# Integral JSON numbers up to this size are stored as integers (Struct holds doubles).
+_EXACT_INTEGERS = 2**53
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -28,37 +37,122 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _plain(value: Any) -> Any:
+    """A column value as a proto scalar: UUIDs and exact decimals become text."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return value
+
+
+def stored_enum_names(enum: EnumDescriptor) -> dict[int, str]:
+    """Enum number -> the name a column stores: the value's name without the enum's
+    prefix, in lower case (JobStatus.JOB_STATUS_RUNNING -> "running"). The zero value
+    (UNSPECIFIED) has none."""
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+    return {
+        value.number: value.name.removeprefix(prefix).lower()
+        for value in enum.values
+        if value.number != 0
+    }
+
+
+def json_value(value: struct_pb2.Value) -> Any:
+    """A google.protobuf.Value as plain JSON data; integral numbers become ints."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return json_object(value.struct_value)
+    if kind == "list_value":
+        return [json_value(item) for item in value.list_value.values]
+    if kind == "number_value":
+        number = value.number_value
+        exact = math.isfinite(number) and number.is_integer() and abs(number) <= _EXACT_INTEGERS
+        return int(number) if exact else number
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None
+
+
+def json_object(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: json_value(item) for key, item in struct.fields.items()}
+
+
 def _reader(field: Any) -> Reader:
-    """How to read `field` (a protobuf FieldDescriptor) from a row."""
+    """How to read `field` from a row."""
     name = field.name
     if name == ETAG:
         return lambda row: str(row["version"])
-    if name == "id":
-        return lambda row: str(row["id"])
-    if (
-        field.message_type is not None
-        and field.message_type.full_name == "google.protobuf.Timestamp"
-    ):
+    kind = field.message_type.full_name if field.message_type is not None else None
+    if kind == _TIMESTAMP:
         return lambda row: None if row[name] is None else _timestamp(row[name])
-    return lambda row: row[name]
+    if kind == _STRUCT:
+        return lambda row: None if row[name] is None else _struct(row[name])
+    if field.enum_type is not None:
+        numbers = {text: number for number, text in stored_enum_names(field.enum_type).items()}
+        return lambda row: numbers.get(row[name])
+    return lambda row: _plain(row[name])
+
+
+def _uuid_or_text(value: str) -> uuid.UUID | str:
+    """A reference's UUID; text that is none is left for the field's check to refuse."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return value
+
+
+def _writer(field: Any, references: Collection[str]) -> Writer:
+    """How to turn `field`'s value into a column value."""
+    if field.message_type is not None and field.message_type.full_name == _STRUCT:
+        return json_object
+    if field.enum_type is not None:
+        names = stored_enum_names(field.enum_type)
+        # UNSPECIFIED is None; an unknown number stays a number, for the check to refuse.
+        return lambda number: names.get(number, number) if number else None
+    if field.name in references:
+        return _uuid_or_text
+    return lambda value: value
 
 
 class MessageMapping(Generic[M]):
     """Maps one resource message to and from rows of its table.
 
+    Fields map to columns of the same name. Timestamps, google.protobuf.Struct (JSON
+    columns), enums (stored by name: see `stored_enum_names`), UUIDs and exact decimals
+    (read as text) are converted both ways.
+
     Args:
         message_cls: The generated resource class (User).
         updatable: Fields a client may write; the rest are output only.
+        immutable: Fields a create may set that no update may change (AIP-203).
+        references: String fields holding the UUID of another resource.
     """
 
-    def __init__(self, message_cls: type[M], updatable: Collection[str]) -> None:
+    def __init__(
+        self,
+        message_cls: type[M],
+        updatable: Collection[str],
+        *,
+        immutable: Collection[str] = (),
+        references: Collection[str] = (),
+    ) -> None:
         self.message_cls = message_cls
         fields = message_cls.DESCRIPTOR.fields
         self.updatable = frozenset(updatable)
-        unknown = self.updatable - {f.name for f in fields}
+        self.immutable = frozenset(immutable)
+        self._writable = self.updatable | self.immutable
+        unknown = (self._writable | set(references)) - {f.name for f in fields}
         if unknown:
             raise ValueError(f"{message_cls.__name__} has no fields {sorted(unknown)}")
         self._readers = [(f.name, _reader(f)) for f in fields]
+        self._writers = {f.name: _writer(f, references) for f in fields}
 
     def to_message(self, row: Row) -> M:
         values = {}
@@ -69,22 +163,25 @@ class MessageMapping(Generic[M]):
         return self.message_cls(**values)
 
     def to_values(self, message: M, paths: Collection[str]) -> dict[str, Any]:
-        return {path: getattr(message, path) for path in paths}
+        return {path: self._writers[path](getattr(message, path)) for path in paths}
 
     def populated(self, message: M) -> list[str]:
         """Writable fields the client set (non-default, or present for `optional`)."""
-        return [f.name for f, _ in message.ListFields() if f.name in self.updatable]
+        return [f.name for f, _ in message.ListFields() if f.name in self._writable]
 
     def mask_paths(
         self, message: M, mask: field_mask_pb2.FieldMask | None, field: str = "update_mask"
     ) -> list[str]:
         """AIP-134: the mask's paths, `*` for all, or the populated fields when absent."""
         if mask is None or not mask.paths:
-            return self.populated(message)
+            # Immutable fields sent along are ignored, as output-only ones are.
+            return [name for name in self.populated(message) if name in self.updatable]
         if list(mask.paths) == ["*"]:
             return sorted(self.updatable)
         paths = []
         for path in mask.paths:
+            if path in self.immutable:
+                raise InvalidArgument.field(field, f"{path!r} cannot change after create")
             if path not in self.updatable:
                 allowed = ", ".join(sorted(self.updatable))
                 raise InvalidArgument.field(

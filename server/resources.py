@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, Generic, Protocol
 
 from google.protobuf.message import Message
+from sqlalchemy import ColumnElement, and_
 
 from repogate.v1 import query_pb2
 from repositories.base import Repository, Row
@@ -78,6 +79,8 @@ class Page(Generic[M]):
 
 
 Work = Callable[[Repository], Awaitable[list[Row]]]
+# A condition a domain search adds to a List, and the text that names it in page tokens.
+Narrowing = tuple[ColumnElement[bool], str]
 
 
 class StandardMethods(Generic[M]):
@@ -118,8 +121,9 @@ class StandardMethods(Generic[M]):
         rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys))
         return self._messages(rows)
 
-    async def page(self, request: ListRequest) -> Page[M]:
-        """AIP-132 List with AIP-158 pages, AIP-160 filter, order_by and counts."""
+    async def page(self, request: ListRequest, narrow: Narrowing | None = None) -> Page[M]:
+        """AIP-132 List with AIP-158 pages, AIP-160 filter, order_by and counts. `narrow`:
+        a condition a domain search adds to the filter, and the text page tokens bind it by."""
         limit = validation.page_size(request.page_size)
         if request.skip < 0:
             raise InvalidArgument.field("skip", "must not be negative")
@@ -130,6 +134,9 @@ class StandardMethods(Generic[M]):
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
+        if narrow is not None:
+            where = narrow[0] if where is None else and_(where, narrow[0])
+            query += "|" + narrow[1]
         after = self._position(order, request.page_token, query) if request.page_token else None
 
         async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
@@ -215,6 +222,16 @@ class StandardMethods(Generic[M]):
         ]
         validation.distinct([key for key, _, _ in items], "requests[{}].id", "id")
         return await self._write(request, lambda repo: self._delete_many(repo, items))
+
+    async def write_one(self, request: Message, work: Callable[[Repository], Awaitable[Row]]) -> M:
+        """A domain write of one row, run as the standard writes are: in the call's
+        transaction, retried on conflicts, replayed to retries with its request_id."""
+        (message,) = await self._write(request, lambda repo: self._one(work(repo)))
+        return message
+
+    async def write_rows(self, request: Message, work: Work) -> list[M]:
+        """As `write_one`, for work that changes any number of rows."""
+        return await self._write(request, work)
 
     async def undelete(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")

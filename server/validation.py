@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+
+from google.protobuf import timestamp_pb2
 
 from repositories.errors import FieldViolation, InvalidArgument
 
@@ -115,3 +120,138 @@ def distinct(keys: list[Any], field: str, what: str) -> None:
                 field.format(index), f"repeats the {what} of item {seen[key]}"
             )
         seen[key] = index
+
+
+# ---------------------------------------------------------------- checks for more kinds
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+_DECIMAL_RE = re.compile(r"[0-9]{1,10}(\.[0-9]{1,9})?")
+# How deep a stored JSON document may nest.
+MAX_JSON_DEPTH = 64
+
+
+def uuid_text(value: Any) -> str | None:
+    """For reference fields the mapping turned into UUIDs: what is still text was none."""
+    if isinstance(value, uuid.UUID):
+        return None
+    return "is required" if not value else "must be a UUID"
+
+
+def token(limit: int) -> Check:
+    """Names such as job and message types: 1 to `limit` characters from A-Z a-z 0-9 . _ : / -,
+    starting with a letter or digit."""
+
+    def check(value: str) -> str | None:
+        if not value:
+            return "is required"
+        if len(value) > limit or not _TOKEN_RE.fullmatch(value):
+            return (
+                f"must be 1-{limit} characters from A-Z, a-z, 0-9, '.', '_', ':', '/', '-', "
+                "starting with a letter or digit"
+            )
+        return None
+
+    return check
+
+
+def printable(limit: int) -> Check:
+    """Required text of 1 to `limit` characters, none of them control characters."""
+
+    def check(value: str) -> str | None:
+        if not value:
+            return "is required"
+        if len(value) > limit:
+            return f"must be at most {limit} characters"
+        return None if value.isprintable() else "must not contain control characters"
+
+    return check
+
+
+def one_of(names: Collection[str]) -> Check:
+    """For enum fields, as the mapping stores them: None is UNSPECIFIED."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return "must be set"
+        return None if value in names else f"must be one of {', '.join(names)}"
+
+    return check
+
+
+def json_document(value: Any) -> str | None:
+    """JSON both databases store: finite numbers, no NUL (PostgreSQL refuses it), bounded
+    nesting."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "must not hold NaN or infinite numbers"
+        if isinstance(item, str) and "\x00" in item:
+            return "must not contain NUL characters"
+        if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return "must not contain NUL characters"
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+def amount(value: str, field: str) -> Decimal:
+    """A non-negative decimal amount as text: up to 10 digits, then up to 9 after the point."""
+    if not _DECIMAL_RE.fullmatch(value):
+        raise InvalidArgument.field(
+            field, "must be a decimal such as 0.0125: up to 10 digits, up to 9 after the point"
+        )
+    return Decimal(value)
+
+
+def count(value: int, field: str, limit: int = 2**48) -> int:
+    """An amount to add: from 0 to `limit`."""
+    if not 0 <= value <= limit:
+        raise InvalidArgument.field(field, f"must be from 0 to {limit}")
+    return value
+
+
+def timestamp(value: timestamp_pb2.Timestamp, field: str, *, not_after: datetime) -> datetime:
+    """A required timestamp no later than `not_after`."""
+    if value.seconds == 0 and value.nanos == 0:
+        raise InvalidArgument.field(field, "is required")
+    try:
+        moment = value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(field, "is not a valid timestamp") from None
+    if moment > not_after:
+        raise InvalidArgument.field(field, "must not be in the future")
+    return moment
+
+
+def valid(value: Any, check: Check, field: str) -> Any:
+    """`value` if `check` passes it, else INVALID_ARGUMENT naming `field`."""
+    problem = (
+        "must not contain NUL characters"
+        if isinstance(value, str) and "\x00" in value
+        else check(value)
+    )
+    if problem:
+        raise InvalidArgument.field(field, problem)
+    return value
+
+
+def search_document(value: dict[str, Any], field: str, *, depth: int = 8, size: int = 64) -> None:
+    """A JSON object to search by: small enough that the query it becomes stays small."""
+    valid(value, json_document, field)
+    count, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        count += 1
+        if level > depth:
+            raise InvalidArgument.field(field, f"must not nest deeper than {depth} levels")
+        if count > size + 1:
+            raise InvalidArgument.field(field, f"must hold at most {size} values")
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)

@@ -8,6 +8,7 @@ from grpc import aio
 
 from repogate.v1 import user_pb2 as pb
 from repogate.v1 import user_pb2_grpc
+from repositories.errors import InvalidArgument
 from repositories.users import UserRepository
 from server import validation
 from server.mapping import MessageMapping
@@ -36,6 +37,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
     def __init__(
         self, units: Units, tokens: PageTokens, policy: Policy, cache: ReadThrough
     ) -> None:
+        self._units = units
         self._users = StandardMethods(USER, units, tokens, policy, cache)
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.User:
@@ -89,3 +91,39 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         self, request: pb.BatchDeleteUsersRequest, context: Context
     ) -> pb.BatchDeleteUsersResponse:
         return pb.BatchDeleteUsersResponse(users=await self._users.batch_delete(request))
+
+    # ------------------------------------------------------------ domain methods
+
+    async def GetUserByEmail(self, request: pb.GetUserByEmailRequest, context: Context) -> pb.User:
+        email = validation.valid(request.email, validation.email, "email")
+        return await self._find("email", email)
+
+    async def GetUserByUsername(
+        self, request: pb.GetUserByUsernameRequest, context: Context
+    ) -> pb.User:
+        username = validation.valid(request.username, validation.username, "username")
+        return await self._find("username", username)
+
+    async def RecordLogin(self, request: pb.RecordLoginRequest, context: Context) -> pb.User:
+        key = validation.resource_id(request.id, "id")
+        return await self._users.write_one(
+            request, lambda repo: repo.sibling(UserRepository).record_login(key)
+        )
+
+    async def CheckUserExists(
+        self, request: pb.CheckUserExistsRequest, context: Context
+    ) -> pb.CheckUserExistsResponse:
+        if not (request.email or request.username):
+            raise InvalidArgument.field("email", "an email, a username or both are required")
+        if request.email:
+            validation.valid(request.email, validation.email, "email")
+        if request.username:
+            validation.valid(request.username, validation.username, "username")
+        email, username = await self._units.read(
+            lambda uow: uow.repository(UserRepository).taken(request.email, request.username)
+        )
+        return pb.CheckUserExistsResponse(email_taken=email, username_taken=username)
+
+    async def _find(self, field: str, value: str) -> pb.User:
+        row = await self._units.read(lambda uow: uow.repository(UserRepository).find(field, value))
+        return USER.mapping.to_message(row)

@@ -184,13 +184,14 @@ async def test_a_batch_with_one_bad_item_changes_nothing(
     assert await fetch(database, foreign_tenant, foreign["id"]) == foreign
 
 
+# Users purged (forced) are first looked for in sessions (USER_HAS_SESSIONS): one SELECT.
 @pytest.mark.parametrize(
     ("soft", "forced", "expected"),
     [
         (5, 0, ["UPDATE"]),
-        (0, 5, ["DELETE"]),
-        (5, 5, ["UPDATE", "DELETE"]),
-        (1, 1, ["UPDATE", "DELETE"]),
+        (0, 5, ["SELECT", "DELETE"]),
+        (5, 5, ["SELECT", "UPDATE", "DELETE"]),
+        (1, 1, ["SELECT", "UPDATE", "DELETE"]),
     ],
 )
 async def test_delete_many_takes_one_statement_per_kind(

@@ -42,6 +42,7 @@ def _row(**overrides: Any) -> dict[str, Any]:
         "purge_time": None,
         "created_by": "svc-a",
         "updated_by": None,
+        "last_login_time": None,
         **overrides,
     }
 

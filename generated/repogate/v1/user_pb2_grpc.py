@@ -91,6 +91,26 @@ class UserServiceStub:
                 request_serializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersResponse.FromString,
                 _registered_method=True)
+        self.GetUserByEmail = channel.unary_unary(
+                '/repogate.v1.UserService/GetUserByEmail',
+                request_serializer=repogate_dot_v1_dot_user__pb2.GetUserByEmailRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
+        self.GetUserByUsername = channel.unary_unary(
+                '/repogate.v1.UserService/GetUserByUsername',
+                request_serializer=repogate_dot_v1_dot_user__pb2.GetUserByUsernameRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
+        self.RecordLogin = channel.unary_unary(
+                '/repogate.v1.UserService/RecordLogin',
+                request_serializer=repogate_dot_v1_dot_user__pb2.RecordLoginRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
+        self.CheckUserExists = channel.unary_unary(
+                '/repogate.v1.UserService/CheckUserExists',
+                request_serializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -175,6 +195,35 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserByEmail(self, request, context):
+        """Returns the live user with an email, compared case-insensitively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserByUsername(self, request, context):
+        """Returns the live user with a username, compared case-insensitively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordLogin(self, request, context):
+        """Records that a user logged in now: sets `last_login_time`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckUserExists(self, request, context):
+        """Says whether an email and a username are taken by live users, as
+        CreateUser would find them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +281,26 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.BatchDeleteUsers,
                     request_deserializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_user__pb2.BatchDeleteUsersResponse.SerializeToString,
+            ),
+            'GetUserByEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserByEmail,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.GetUserByEmailRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'GetUserByUsername': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserByUsername,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.GetUserByUsernameRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'RecordLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordLogin,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.RecordLoginRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'CheckUserExists': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckUserExists,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +602,114 @@ class UserService:
             '/repogate.v1.UserService/BatchDeleteUsers',
             repogate_dot_v1_dot_user__pb2.BatchDeleteUsersRequest.SerializeToString,
             repogate_dot_v1_dot_user__pb2.BatchDeleteUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserByEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/GetUserByEmail',
+            repogate_dot_v1_dot_user__pb2.GetUserByEmailRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserByUsername(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/GetUserByUsername',
+            repogate_dot_v1_dot_user__pb2.GetUserByUsernameRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/RecordLogin',
+            repogate_dot_v1_dot_user__pb2.RecordLoginRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckUserExists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/CheckUserExists',
+            repogate_dot_v1_dot_user__pb2.CheckUserExistsRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.CheckUserExistsResponse.FromString,
             options,
             channel_credentials,
             insecure,
