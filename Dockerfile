@@ -44,7 +44,11 @@ WORKDIR /data
 USER 10001:10001
 
 # Drain calls for less than `docker stop`'s default 10 s before it sends SIGKILL.
+# 0.0.0.0 inside a container is reached only through published ports or the pod's
+# network, so the image opts in to serving it without authentication; anything
+# wider should set REPOGATE_AUTH_MODE (and TLS) instead.
 ENV REPOGATE_LISTEN=0.0.0.0:50051 \
+    REPOGATE_ALLOW_UNAUTHENTICATED_NETWORK=true \
     REPOGATE_SHUTDOWN_GRACE=8
 EXPOSE 50051
 

@@ -124,6 +124,74 @@ class NotDeleted(AlreadyExists):
         self.field = None
 
 
+class InvalidTransition(FailedPrecondition):
+    """A status change the resource's lifecycle does not allow from its current status."""
+
+    reason = "INVALID_STATUS_TRANSITION"
+
+    def __init__(
+        self,
+        resource_type: str,
+        resource_id: str,
+        current: str,
+        target: str,
+        *,
+        action: str | None = None,
+    ) -> None:
+        what = f"{resource_type} {resource_id!r}"
+        super().__init__(
+            f"{what} is {current}; {action} needs it {target}"
+            if action
+            else f"{what} cannot go from {current} to {target}",
+            metadata={
+                "resource_type": resource_type,
+                "id": resource_id,
+                "from": current,
+                "to": target,
+            },
+        )
+
+
+class UserNotLive(FailedPrecondition):
+    """A session must belong to a live (not soft-deleted) user of its tenant."""
+
+    reason = "USER_NOT_LIVE"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            f"user {user_id!r} does not exist or is deleted; sessions need a live user",
+            metadata={"resource_type": "user", "id": user_id},
+        )
+
+
+class UserHasSessions(FailedPrecondition):
+    """A user is purged only once it has no live sessions."""
+
+    reason = "USER_HAS_SESSIONS"
+
+    def __init__(self, user_id: str, count: int) -> None:
+        super().__init__(
+            f"user {user_id!r} has {count} live session(s); delete them before purging it",
+            metadata={"resource_type": "user", "id": user_id, "sessions": str(count)},
+        )
+
+
+class NoMessage(NotFound):
+    """A session has no (live) message of the type asked for."""
+
+    def __init__(self, session_id: str, message_type: str) -> None:
+        what = f"{message_type!r} messages" if message_type else "messages"
+        DomainError.__init__(
+            self,
+            f"session {session_id!r} has no {what}",
+            metadata={
+                "resource_type": "message",
+                "session_id": session_id,
+                "message_type": message_type,
+            },
+        )
+
+
 class Conflict(DomainError):
     """A concurrent transaction won; retrying the whole call may succeed."""
 
@@ -190,6 +258,36 @@ class TooManyTransactions(ResourceExhausted):
             "commit or roll back one, or retry later",
             metadata={"limit": str(limit)},
         )
+
+
+class DeadlineExceeded(DomainError):
+    """The work outlasted the time it was given; it was cancelled and undone."""
+
+    reason = "STATEMENT_TIMEOUT"
+
+
+class Unauthenticated(DomainError):
+    """The call carries no credential, or one that does not verify."""
+
+    reason = "CREDENTIALS_INVALID"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason:
+            self.reason = reason
+
+
+class PermissionDenied(DomainError):
+    """The credential verified, but does not allow this call."""
+
+    reason = "PERMISSION_DENIED"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, metadata=metadata)
+        if reason:
+            self.reason = reason
 
 
 class Unavailable(DomainError):

@@ -280,7 +280,7 @@ class TransactionRegistry:
             await self._end(tx, Outcome.COMMITTED)
         committed = datetime.now(UTC)
         if self._on_commit is not None and tx.changes:
-            await self._on_commit(tx.changes)
+            await asyncio.shield(self._on_commit(tx.changes))
         return committed
 
     async def rollback(self, id_: str, tenant: str) -> None:

@@ -8,13 +8,23 @@ import logging
 from datetime import timedelta
 from types import TracebackType
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from repogate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     cache_pb2,
     cache_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    message_pb2,
+    message_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
     transaction_pb2,
     transaction_pb2_grpc,
     user_pb2,
@@ -23,16 +33,25 @@ from repogate.v1 import (
 from repositories.database import Database, create_engine
 from repositories.maintenance import purge_due
 from repositories.migrate import upgrade
+from repositories.profiler import SlowStatements
 from repositories.transactions import TransactionRegistry
-from server import cache
+from server import auth, cache, tls
+from server.breaker import Breaker, State
+from server.call_stats import CallStats
 from server.interceptors import RequestInterceptor
+from server.metrics import Metrics
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
 from server.resources import Policy
+from server.services.admin import AdminService, Observed
 from server.services.cache import CacheService
+from server.services.jobs import JobService
+from server.services.messages import MessageService
+from server.services.sessions import SessionService
 from server.services.transactions import TransactionService, entity_methods
 from server.services.users import UserService
 from server.settings import Settings
+from server.tracing import Tracing
 from server.units import Units
 
 log = logging.getLogger("repogate")
@@ -40,21 +59,46 @@ log = logging.getLogger("repogate")
 USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
 TRANSACTION_SERVICE = transaction_pb2.DESCRIPTOR.services_by_name["TransactionService"]
 CACHE_SERVICE = cache_pb2.DESCRIPTOR.services_by_name["CacheService"]
+SESSION_SERVICE = session_pb2.DESCRIPTOR.services_by_name["SessionService"]
+MESSAGE_SERVICE = message_pb2.DESCRIPTOR.services_by_name["MessageService"]
+JOB_SERVICE = job_pb2.DESCRIPTOR.services_by_name["JobService"]
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
 # Services whose every call needs x-tenant-id.
-TENANT_SCOPED = (USER_SERVICE.full_name, TRANSACTION_SERVICE.full_name, CACHE_SERVICE.full_name)
+TENANT_SCOPED = (
+    USER_SERVICE.full_name,
+    TRANSACTION_SERVICE.full_name,
+    CACHE_SERVICE.full_name,
+    SESSION_SERVICE.full_name,
+    MESSAGE_SERVICE.full_name,
+    JOB_SERVICE.full_name,
+)
+# Those that need the database: NOT_SERVING while its breaker is open.
+DATABASE_SERVICES = tuple(name for name in TENANT_SCOPED if name != CACHE_SERVICE.full_name)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+# Seconds between looks at the database breaker.
+WATCH_INTERVAL = 0.5
 
 
 class Repogate:
     """The server. Use as `async with Repogate(settings) as app:` or start()/stop()."""
 
-    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, migrate: bool = True, span_exporter: SpanExporter | None = None
+    ) -> None:
+        """`span_exporter` receives every span, whatever REPOGATE_TRACE_EXPORTER says (tests)."""
         self.settings = settings
         self._migrate = migrate
+        self._span_exporter = span_exporter
+        self.tracing: Tracing | None = None
+        self.metrics: Metrics | None = None
         self._server: aio.Server | None = None
         self._db: Database | None = None
         self._health = health.aio.HealthServicer()
         self._purger: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.breakers: dict[str, Breaker] = {}
+        self.calls = CallStats()
         self.units: Units | None = None
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
@@ -62,44 +106,93 @@ class Repogate:
 
     async def start(self) -> None:
         s = self.settings
-        self._db = Database(create_engine(s.database_url, s.engine_options()))
+        auth.check_listen(s)  # before anything is built
+        self.tracing = tracing = Tracing.from_settings(s, self._span_exporter)
+        self.metrics = metrics = Metrics.from_settings(s)
+        self._db = Database(tracing.engine(create_engine(s.database_url, s.engine_options())))
         if self._migrate:
             await upgrade(self._db.engine)
+        slow = SlowStatements(s.slow_statement_ms / 1000)
+        slow.attach(self._db.engine)
         server = aio.server(
-            interceptors=[RequestInterceptor(TENANT_SCOPED)],
+            # Outermost first: spans and metrics see the status the client gets.
+            interceptors=[
+                *tracing.interceptors(),
+                *metrics.interceptors(),
+                RequestInterceptor(TENANT_SCOPED, calls=self.calls),
+                # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
+                *auth.interceptors(s),
+            ],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.cache = cache.build(s)
+        self.breakers = breakers = {
+            "database": Breaker("database", s.breaker_policy()),
+            "cache": cache.cache_breaker(s.breaker_policy()),
+        }
+        self.cache = tracing.cache(cache.build(s))
         self.read_through = read_through = ReadThrough(
-            cache.ResilientCache(self.cache), s.cache_ttl, enabled=s.cache_entities
+            cache.ResilientCache(self.cache, breakers["cache"]),
+            s.cache_ttl,
+            enabled=s.cache_entities,
         )
         forget = read_through.forget
         transactions = TransactionRegistry(self._db, s.transaction_limits(), on_commit=forget)
-        self.units = units = Units(self._db, transactions, s.retry_policy(), on_commit=forget)
-        users = UserService(units, PageTokens(s.page_token_secret), _policy(s), read_through)
+        self.units = units = Units(
+            self._db, transactions, s.retry_policy(), forget, breakers["database"]
+        )
+        entity = (units, PageTokens(s.page_token_secret), _policy(s), read_through)
+        users = UserService(*entity)
         user_pb2_grpc.add_UserServiceServicer_to_server(users, server)
+        sessions = SessionService(*entity)
+        session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
+        messages = MessageService(*entity)
+        message_pb2_grpc.add_MessageServiceServicer_to_server(messages, server)
+        jobs = JobService(*entity)
+        job_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+        services = [
+            (USER_SERVICE, users),
+            (SESSION_SERVICE, sessions),
+            (MESSAGE_SERVICE, messages),
+            (JOB_SERVICE, jobs),
+        ]
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
-            TransactionService(units, entity_methods([(USER_SERVICE, users)])), server
+            TransactionService(units, entity_methods(services)), server
         )
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
-            CacheService(self.cache, PageTokens(s.page_token_secret), cache.limits(s)), server
+            CacheService(
+                self.cache, PageTokens(s.page_token_secret), cache.limits(s), breakers["cache"]
+            ),
+            server,
         )
+        observed = Observed(
+            self._db, s.db_max_overflow, units, self.cache, breakers, self.calls, slow
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(observed), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (*TENANT_SCOPED, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*TENANT_SCOPED, ADMIN_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
-        self.address = _bind(server, s.listen)
+        metrics.watch(
+            self._db.engine,
+            units,
+            self.cache,
+            lambda: {name: b.state.value for name, b in self.breakers.items()},
+        )
+        self.address = _bind(server, s.listen, tls.credentials(s))
         self._server = server
         await server.start()
-        for name in ("", *TENANT_SCOPED):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for name in ("", *TENANT_SCOPED, ADMIN_SERVICE.full_name):
+            await self._health.set(name, SERVING)
         if s.purge_interval > 0:
             self._purger = asyncio.create_task(self._purge_every(s.purge_interval, self._db))
         self._reaper = asyncio.create_task(transactions.reap_forever())
+        self._watcher = asyncio.create_task(self._watch_database(breakers["database"], self._db))
+        await metrics.start()
         log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -107,12 +200,12 @@ class Repogate:
         open transactions, closes pools."""
         grace = self.settings.shutdown_grace if grace is None else grace
         await self._health.enter_graceful_shutdown()
-        for task in (self._purger, self._reaper):
+        for task in (self._purger, self._reaper, self._watcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._purger = self._reaper = None
+        self._purger = self._reaper = self._watcher = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -126,6 +219,29 @@ class Repogate:
         if self._db is not None:
             await self._db.dispose()
             self._db = None
+        # Last: the endpoint answers during the drain, and spans of drained calls are sent.
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
+        if self.tracing is not None:
+            await self.tracing.shutdown()
+            self.tracing = None
+
+    async def _watch_database(self, breaker: Breaker, db: Database) -> None:
+        """Keeps health in step with the database breaker, and probes the database when
+        the breaker lets a probe through, so that both recover with no traffic."""
+        serving = True
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if breaker.state is State.HALF_OPEN:
+                with contextlib.suppress(Exception):  # the breaker counts the outcome
+                    async with breaker.guard():
+                        await db.ping()
+            if (breaker.state is State.CLOSED) != serving:
+                serving = not serving
+                status = SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in ("", *DATABASE_SERVICES):
+                    await self._health.set(name, status)
 
     @staticmethod
     async def _purge_every(interval: float, db: Database) -> None:
@@ -166,10 +282,14 @@ def _policy(s: Settings) -> Policy:
     )
 
 
-def _bind(server: aio.Server, listen: str) -> str:
-    """Binds `listen`; returns the address actually bound (port 0 resolved)."""
+def _bind(server: aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> str:
+    """Binds `listen`, with TLS when given credentials; returns the address actually bound
+    (port 0 resolved)."""
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {listen}: {exc}") from exc
     if listen.startswith("unix:"):

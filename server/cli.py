@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from server import access
 from server.settings import Settings
 
 log = logging.getLogger("repogate")
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Alembic narrates every plugin it loads; its warnings still show.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    access.configure(settings.access_log)
     try:
         return _run(args.func(settings, args))
     except OSError as exc:

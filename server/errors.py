@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from repositories import errors as e
 
 ERROR_DOMAIN = "repogate.dev"
+# Where gRPC carries google.rpc.Status (grpc_status.rpc_status uses the same key).
+DETAILS_KEY = "grpc-status-details-bin"
 
 _CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -20,7 +23,12 @@ _CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
     e.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    e.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+# The gRPC retry policy's trailer: how long a client should wait before retrying.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 def code_for(error: e.DomainError) -> grpc.StatusCode:
@@ -31,7 +39,7 @@ def code_for(error: e.DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_status(error: e.DomainError, request_id: str) -> grpc.Status:
+def to_status(error: e.DomainError, request_id: str) -> Status:
     code = code_for(error)
     details = [_error_info(error.reason, {**error.metadata, "request_id": request_id})]
     if isinstance(error, e.InvalidArgument) and error.violations:
@@ -47,10 +55,12 @@ def to_status(error: e.DomainError, request_id: str) -> grpc.Status:
                 )
             )
         )
-    return _status(code, error.message, details)
+    pushback = getattr(error, "pushback_ms", None)
+    extra = () if pushback is None else ((PUSHBACK_KEY, str(pushback)),)
+    return _status(code, error.message, details, extra)
 
 
-def internal_status(request_id: str) -> grpc.Status:
+def internal_status(request_id: str) -> Status:
     """For anything unexpected: a generic message; the details stay in the server log."""
     info = _error_info("INTERNAL_ERROR", {"request_id": request_id})
     return _status(
@@ -71,6 +81,20 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> grpc.Status:
+@dataclass(frozen=True)
+class Status:
+    """What an RPC ends with: as grpc.Status, plus any trailers of our own."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _status(
+    code: grpc.StatusCode,
+    message: str,
+    details: list[any_pb2.Any],
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Status:
     proto = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
-    return rpc_status.to_status(proto)
+    return Status(code, message, ((DETAILS_KEY, proto.SerializeToString()), *extra))

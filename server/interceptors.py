@@ -1,4 +1,4 @@
-"""The request interceptor: request context in, AIP-193 errors out.
+"""The request interceptor: request context in, AIP-193 errors out, each call recorded.
 
 It wraps the handler's behaviour (as OpenTelemetry's aio interceptor does)
 rather than the call, so the servicer runs inside it with the context bound
@@ -7,58 +7,57 @@ and any exception it raises is turned into a status here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
+from functools import partial
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from repositories.errors import DomainError
-from server import context, errors
+from server import access, context, errors
+from server.call_stats import CallStats
+from server.wrapping import Behaviour, BehaviourInterceptor, final_code, split_method
 
 log = logging.getLogger("repogate.rpc")
 
-Behaviour = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+# Told each call's final code and how long it took, in seconds.
+Record = Callable[[grpc.StatusCode, float], None]
 
 
 def service_of(method: str) -> str:
     """'/repogate.v1.UserService/GetUser' -> 'repogate.v1.UserService'."""
-    return method.rsplit("/", 2)[-2]
+    return split_method(method)[0]
 
 
-class RequestInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+class RequestInterceptor(BehaviourInterceptor):
     """Applies to Repogate's own services; health and reflection pass untouched."""
 
-    def __init__(self, tenant_scoped: Collection[str], prefix: str = "/repogate.") -> None:
-        self._tenant_scoped = frozenset(tenant_scoped)
-        self._prefix = prefix
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
+    def __init__(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method: str = details.method
-        if handler is None or not method.startswith(self._prefix) or handler.unary_unary is None:
-            return handler
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            tenant_required = service_of(method) in self._tenant_scoped
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                _bounded(handler.unary_unary, tenant_required),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            self._wrapped[method] = wrapped
-        return wrapped
+        tenant_scoped: Collection[str],
+        prefix: str = "/repogate.",
+        calls: CallStats | None = None,
+    ) -> None:
+        super().__init__(prefix)
+        self._tenant_scoped = frozenset(tenant_scoped)
+        self._calls = calls
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        tenant_required = service_of(method) in self._tenant_scoped
+        record = partial(self._calls.record, method) if self._calls else None
+        return _bounded(behaviour, tenant_required, record, method)
 
 
-def _bounded(behaviour: Behaviour, tenant_required: bool) -> Behaviour:
+def _bounded(
+    behaviour: Behaviour, tenant_required: bool, record: Record | None, method: str
+) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         remaining = ctx.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
@@ -70,18 +69,26 @@ def _bounded(behaviour: Behaviour, tenant_required: bool) -> Behaviour:
                 context.validate_transaction_id(rc.transaction_id)
             return await behaviour(request, ctx)
         except DomainError as exc:
-            await _abort(ctx, errors.to_status(exc, rc.request_id))
-        except aio.AbortError:
+            status = errors.to_status(exc, rc.request_id)
+            code = status.code
+            await _abort(ctx, status)
+        except (aio.AbortError, asyncio.CancelledError) as exc:
+            code = final_code(ctx, exc)
             raise
         except Exception:
+            code = grpc.StatusCode.INTERNAL
             log.exception("unhandled error (request_id=%s)", rc.request_id)
             await _abort(ctx, errors.internal_status(rc.request_id))
         finally:
             context.unbind(token)
+            elapsed = time.perf_counter() - started
+            if record is not None:
+                record(code, elapsed)
+            access.record(method, rc, code, elapsed, ctx)
         raise AssertionError("unreachable: abort raises")
 
     return run
 
 
-async def _abort(ctx: aio.ServicerContext, status: grpc.Status) -> None:
+async def _abort(ctx: aio.ServicerContext, status: errors.Status) -> None:
     await ctx.abort(status.code, status.details, status.trailing_metadata)

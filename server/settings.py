@@ -5,11 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from repositories.database import EngineOptions
 from repositories.transactions import Limits
+from server.breaker import BreakerPolicy
 from server.units import RetryPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -18,7 +19,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 class Settings(BaseSettings):
     """Every knob of the server. Field `x` is read from `REPOGATE_X`."""
 
-    model_config = SettingsConfigDict(env_prefix="REPOGATE_", frozen=True, extra="ignore")
+    # Errors never quote input values: some are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="REPOGATE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
     database_url: str = "sqlite+aiosqlite:///./repogate.db"
@@ -55,6 +59,15 @@ class Settings(BaseSettings):
     retry_max_attempts: int = Field(5, ge=1)
     retry_initial_backoff: float = Field(0.01, gt=0)
     retry_max_backoff: float = Field(1.0, gt=0)
+    # Seconds a call without a deadline may spend on the database; 0: no bound.
+    db_statement_timeout: float = Field(30.0, ge=0)
+    # Circuit breakers (database, cache), as Dapr's: open after this many server faults
+    # in a row, stay open this many seconds, then let this many probes through.
+    breaker_trip_after: int = Field(5, ge=1)
+    breaker_open_for: float = Field(10.0, gt=0)
+    breaker_probes: int = Field(1, ge=1)
+    # Statements slower than this (milliseconds) are listed by AdminService.GetStats.
+    slow_statement_ms: float = Field(100.0, ge=0)
 
     # Cache
     # Seconds a Redis call may take (connect or reply) before the cache counts as down.
@@ -73,6 +86,40 @@ class Settings(BaseSettings):
     cache_max_ttl: int = Field(24 * 3600, ge=1)
     # Largest CacheService value.
     cache_max_value_bytes: int = Field(1024 * 1024, ge=1)
+
+    # Tracing and metrics
+    # Where spans go: nowhere (nothing is traced), stdout, or the OTLP collector below.
+    trace_exporter: Literal["none", "console", "otlp"] = "none"
+    # The OTLP/gRPC collector: http:// for plaintext, https:// for TLS.
+    otlp_endpoint: str | None = None
+    # host:port of the Prometheus endpoint (/metrics); unset: no metrics are kept.
+    metrics_listen: str | None = None
+
+    # Authentication and TLS
+    # Who may call: "none" (whoever can connect: a sidecar on loopback), or callers with
+    # API keys, JWTs, or either: "keys", "jwt", "keys,jwt".
+    auth_mode: str = "none"
+    # API keys' SHA-256 digests, each with its tenants and scopes: JSON, or TOML (.toml).
+    api_keys_file: FilePath | None = None
+    # JWTs are HS256 with this shared secret, or RS256 with the RSA public key in this file.
+    jwt_secret: SecretStr | None = Field(None, min_length=32)
+    jwt_public_key_file: FilePath | None = None
+    # When set, a token's aud (iss) must be this.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # The claim listing the tenants a token may act for (a list, or "*").
+    jwt_tenants_claim: str = Field("tenants", min_length=1)
+    # Seconds of clock skew forgiven on exp and nbf.
+    jwt_leeway: float = Field(30.0, ge=0, le=300)
+    # Listening beyond loopback with authentication off is refused unless this is true.
+    allow_unauthenticated_network: bool = False
+    # TLS with this certificate chain and key (PEM); with a client CA, mutual TLS:
+    # every client must present a certificate that CA signed.
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
+    tls_client_ca_file: FilePath | None = None
+    # One JSON line per call on the repogate.access logger (stdout from the CLI).
+    access_log: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -101,6 +148,36 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("trace_exporter", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # set but empty: as when unset
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// (plaintext) or https:// (TLS) URL")
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        _, colon, port = value.rpartition(":")
+        if not (colon and port.isdigit() and int(port) <= 65535):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        return value
+
+    @model_validator(mode="after")
+    def _otlp_has_endpoint(self) -> Settings:
+        if self.trace_exporter == "otlp" and self.otlp_endpoint is None:
+            raise ValueError("REPOGATE_TRACE_EXPORTER=otlp needs REPOGATE_OTLP_ENDPOINT")
+        return self
+
     @model_validator(mode="after")
     def _transactions_fit(self) -> Settings:
         pool = self.db_pool_size + self.db_max_overflow
@@ -117,6 +194,69 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator(
+        "api_keys_file",
+        "jwt_secret",
+        "jwt_public_key_file",
+        "jwt_audience",
+        "jwt_issuer",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("auth_mode")
+    @classmethod
+    def _auth_kinds(cls, value: str) -> str:
+        kinds = {kind.strip().lower() for kind in value.split(",")}
+        if kinds == {"none"}:
+            return "none"
+        if not kinds <= {"keys", "jwt"}:
+            raise ValueError("must be none, keys, jwt, or keys,jwt")
+        return ",".join(kind for kind in ("keys", "jwt") if kind in kinds)
+
+    @model_validator(mode="after")
+    def _auth_and_tls_complete(self) -> Settings:
+        # Imported here: server.auth pulls in the interceptors; Settings stays a leaf.
+        from server import tls
+        from server.auth.keys import ApiKeys
+        from server.auth.tokens import load_public_key
+
+        kinds = self.auth_kinds()
+        if ("keys" in kinds) != (self.api_keys_file is not None):
+            raise ValueError(
+                "REPOGATE_API_KEYS_FILE is needed when, and only when, "
+                "REPOGATE_AUTH_MODE includes keys"
+            )
+        jwt_key = self.jwt_secret is not None or self.jwt_public_key_file is not None
+        if ("jwt" in kinds) != jwt_key:
+            raise ValueError(
+                "REPOGATE_AUTH_MODE including jwt needs REPOGATE_JWT_SECRET (HS256) or "
+                "REPOGATE_JWT_PUBLIC_KEY_FILE (RS256), and they are unused without it"
+            )
+        if self.jwt_secret is not None and self.jwt_public_key_file is not None:
+            raise ValueError("set REPOGATE_JWT_SECRET or REPOGATE_JWT_PUBLIC_KEY_FILE, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("REPOGATE_TLS_CERT_FILE and REPOGATE_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("REPOGATE_TLS_CLIENT_CA_FILE needs REPOGATE_TLS_CERT_FILE")
+        # Read the files now, so that a bad one is a settings error, not a failed start.
+        if self.api_keys_file is not None:
+            ApiKeys.load(self.api_keys_file)
+        if self.jwt_public_key_file is not None:
+            load_public_key(self.jwt_public_key_file)
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        return self
+
+    def auth_kinds(self) -> frozenset[str]:
+        """The credentials accepted: empty when authentication is off."""
+        return frozenset() if self.auth_mode == "none" else frozenset(self.auth_mode.split(","))
+
     def transaction_limits(self) -> Limits:
         return Limits(
             max_open=self.max_transactions or max(1, self.db_pool_size // 2),
@@ -129,6 +269,14 @@ class Settings(BaseSettings):
             attempts=self.retry_max_attempts,
             initial_backoff=self.retry_initial_backoff,
             max_backoff=self.retry_max_backoff,
+            statement_timeout=self.db_statement_timeout or None,
+        )
+
+    def breaker_policy(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            trip_after=self.breaker_trip_after,
+            open_for=self.breaker_open_for,
+            probes=self.breaker_probes,
         )
 
     def engine_options(self) -> EngineOptions:

@@ -5,10 +5,15 @@ there ends the transaction, and only its client can retry all of it).
 Without, in a short transaction of its own that is retried on conflicts
 (serialization failure, deadlock, SQLite busy) with exponential backoff and
 full jitter, within the call's deadline.
+
+Either way the work passes the database's circuit breaker, and is cancelled
+(its statement with it) when the caller's deadline passes, gRPC cancelling
+the call, or, when the caller set none, after the server's statement timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,9 +30,10 @@ from tenacity.stop import stop_base
 
 from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
-from repositories.errors import Conflict
+from repositories.errors import Conflict, DeadlineExceeded
 from repositories.transactions import OnCommit, TransactionRegistry
 from server import context
+from server.breaker import Breaker, BreakerPolicy
 
 T = TypeVar("T")
 Work = Callable[[RepositorySource], Awaitable[T]]
@@ -40,6 +46,8 @@ class RetryPolicy:
     attempts: int = 5
     initial_backoff: float = 0.01  # seconds; the first wait is up to twice this
     max_backoff: float = 1.0
+    # Seconds a call without a deadline may spend on the database; None: unbounded.
+    statement_timeout: float | None = 30.0
 
 
 class Units:
@@ -51,11 +59,13 @@ class Units:
         transactions: TransactionRegistry,
         retry: RetryPolicy,
         on_commit: OnCommit | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self._db = db
         self.transactions = transactions
         self._retry = retry
         self._on_commit = on_commit
+        self.breaker = breaker or Breaker("database", BreakerPolicy())
         # Retries done since start, for statistics.
         self.retried = 0
 
@@ -67,6 +77,17 @@ class Units:
         return await self._run(work, write=True)
 
     async def _run(self, work: Work[T], *, write: bool) -> T:
+        # With a deadline, gRPC cancels the call when it passes; without, this does.
+        limit = None if context.current().deadline is not None else self._retry.statement_timeout
+        try:
+            async with asyncio.timeout(limit), self.breaker.guard():
+                return await self._routed(work, write=write)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the call's database work took longer than {limit:g}s and was cancelled"
+            ) from None
+
+    async def _routed(self, work: Work[T], *, write: bool) -> T:
         tenant = context.tenant()
         actor = context.actor() if write else None
         transaction_id = context.transaction_id()
@@ -84,9 +105,10 @@ class Units:
                 return result, uow.changes
 
         result, changes = await self.retrying(once)
-        # Outside the retries: a committed write is never run again.
+        # Outside the retries: a committed write is never run again. Shielded: a
+        # deadline passing now must not leave the cache half told.
         if changes and self._on_commit is not None:
-            await self._on_commit(changes)
+            await asyncio.shield(self._on_commit(changes))
         return result
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -10,7 +10,7 @@ from server.cache.checks import Limits
 from server.cache.errors import CacheUnavailable, NotInteger
 from server.cache.memory import MemoryBackend
 from server.cache.redis import RedisBackend
-from server.cache.resilient import ResilientCache
+from server.cache.resilient import ResilientCache, cache_breaker
 from server.cache.stats import CacheStats
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "RedisBackend",
     "ResilientCache",
     "build",
+    "cache_breaker",
     "limits",
 ]
 

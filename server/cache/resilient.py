@@ -17,8 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from server.breaker import Breaker, BreakerPolicy
 from server.cache.backend import CacheBackend
-from server.cache.breaker import Breaker, CoolDown
 from server.cache.errors import CacheUnavailable
 from server.cache.stats import CacheStats
 
@@ -30,7 +30,7 @@ T = TypeVar("T")
 class ResilientCache:
     def __init__(self, backend: CacheBackend, breaker: Breaker | None = None) -> None:
         self.backend = backend
-        self.breaker = breaker if breaker is not None else CoolDown()
+        self.breaker = breaker or cache_breaker(BreakerPolicy())
         self._skipping = False  # for logging the change, not every skipped call
 
     @property
@@ -72,11 +72,19 @@ class ResilientCache:
         except CacheUnavailable:
             self.breaker.failure()
             return fallback
+        except BaseException:
+            self.breaker.release()  # cancelled: no verdict on the backend
+            raise
         self.breaker.success()
         if self._skipping:
             self._skipping = False
             log.info("cache backend %s answers again", self.backend.name)
         return result
+
+
+def cache_breaker(policy: BreakerPolicy) -> Breaker:
+    """The cache's breaker: only the backend being unreachable or slow counts."""
+    return Breaker("cache", policy, is_fault=lambda exc: isinstance(exc, CacheUnavailable))
 
 
 async def _done(call: Awaitable[object]) -> bool:

@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 from grpc import aio
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from repogate.v1 import user_pb2_grpc
 from server.app import Repogate
 from server.settings import Settings
+from tests.conftest import Running
+from tests.e2e.domain import Stubs
 from tests.e2e.support import Dedicated, StartRepogate
 
 
@@ -19,18 +22,21 @@ async def start_repogate(tmp_path) -> AsyncIterator[StartRepogate]:
     """Starts Repogates of the test's own; each is stopped (and its channel closed) after it.
 
     Settings default to a fresh, migrated SQLite file under tmp_path; keyword
-    arguments override Settings fields, and `migrate=False` skips migrations.
+    arguments override Settings fields, `migrate=False` skips migrations, and
+    `span_exporter` receives the server's spans.
     """
     started: list[Dedicated] = []
 
-    async def start(*, migrate: bool = True, **overrides: Any) -> Dedicated:
+    async def start(
+        *, migrate: bool = True, span_exporter: SpanExporter | None = None, **overrides: Any
+    ) -> Dedicated:
         fields: dict[str, Any] = {
             "listen": "127.0.0.1:0",
             "database_url": f"sqlite+aiosqlite:///{tmp_path / f'db{len(started)}.sqlite'}",
             "shutdown_grace": 1,
             **overrides,
         }
-        app = Repogate(Settings(**fields), migrate=migrate)
+        app = Repogate(Settings(**fields), migrate=migrate, span_exporter=span_exporter)
         try:
             await app.start()
         except BaseException:
@@ -45,3 +51,9 @@ async def start_repogate(tmp_path) -> AsyncIterator[StartRepogate]:
     for running in reversed(started):
         await running.channel.close()
         await running.app.stop(0)
+
+
+@pytest.fixture
+def stubs(server: Running) -> Stubs:
+    """Stubs of every entity service (and TransactionService) on the shared server."""
+    return Stubs.on(server.channel)

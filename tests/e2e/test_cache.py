@@ -352,7 +352,8 @@ async def test_an_unreachable_redis_is_unavailable_and_the_rest_still_serves(
     start_repogate: StartRepogate, tenant: str
 ) -> None:
     # The deadline on each call bounds "at once": a hanging cache would be DEADLINE_EXCEEDED.
-    running = await start_repogate(redis_url=CLOSED_REDIS_URL)
+    # Every RPC maps the failure itself: keep the breaker (tests/e2e/test_outage.py) shut.
+    running = await start_repogate(redis_url=CLOSED_REDIS_URL, breaker_trip_after=100)
     stub = Stub(running.channel)
     for name, call in _one_call_per_rpc(stub).items():
         error = await fails(call(md(tenant)))

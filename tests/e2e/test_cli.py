@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -224,6 +225,9 @@ def test_migrate_creates_the_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> No
     assert alembic_version(db) == [head_revision()]
 
 
+DOMAIN_TABLES = ("sessions", "messages", "jobs")
+
+
 def test_purge_removes_only_what_is_due(tmp_path: Path) -> None:
     db = tmp_path / "purge.db"
     env = cli_env(tmp_path, database_url=sqlite_url(db))
@@ -255,7 +259,8 @@ def test_purge_removes_only_what_is_due(tmp_path: Path) -> None:
     result = run(["purge"], env, tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["users=1", "request_ids=1"]
+    purged = dict(item.split("=") for item in result.stdout.split())
+    assert purged == {"users": "1", "request_ids": "1"} | dict.fromkeys(DOMAIN_TABLES, "0")
     with contextlib.closing(sqlite3.connect(db)) as conn:
         names = sorted(row[0] for row in conn.execute("SELECT username FROM users"))
         expiries = [row[0] for row in conn.execute("SELECT expire_time FROM request_ids")]
@@ -410,4 +415,71 @@ def test_port_in_use_exits_non_zero_with_a_message(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.returncode != 2  # not a settings error
     assert f"cannot listen on {address}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- authentication and the access log ----------------------------------------------------
+
+
+def test_serve_refuses_the_network_without_authentication(tmp_path: Path) -> None:
+    address = f"0.0.0.0:{free_port()}"
+
+    result = run(["serve", "--listen", address], cli_env(tmp_path), tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert f"refusing to listen on {address} without authentication" in result.stderr
+    assert "REPOGATE_ALLOW_UNAUTHENTICATED_NETWORK=true" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def access_lines(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+async def test_serve_on_the_network_when_told_to_and_log_each_call(tmp_path: Path) -> None:
+    port = free_port()
+    env = cli_env(tmp_path, listen=f"0.0.0.0:{port}", allow_unauthenticated_network="true")
+    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+        got = await create_and_get(f"127.0.0.1:{port}")
+        code = await server.stop()
+        assert code == 0, server.output()
+
+    logged = access_lines(server.output())
+    assert [line["method"] for line in logged] == [
+        "/repogate.v1.UserService/CreateUser",
+        "/repogate.v1.UserService/GetUser",
+    ]
+    assert {line["code"] for line in logged} == {"OK"}
+    assert got.email not in server.output()
+
+
+async def test_the_access_log_can_be_turned_off(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = cli_env(tmp_path, listen=address, access_log="false")
+    async with serving(env, tmp_path, address) as server:
+        await create_and_get(address)
+        code = await server.stop()
+        assert code == 0, server.output()
+
+    assert access_lines(server.output()) == []
+    assert "repogate listening on" in server.output()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"auth_mode": "basic"}, "auth_mode"),
+        ({"auth_mode": "keys"}, "REPOGATE_API_KEYS_FILE"),
+        ({"auth_mode": "jwt", "jwt_secret": "too-short"}, "jwt_secret"),
+        ({"tls_cert_file": "/nonexistent/server.crt"}, "tls_cert_file"),
+    ],
+)
+def test_auth_and_tls_settings_that_cannot_work_exit_2(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    result = run(["serve"], cli_env(tmp_path, **settings), tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "too-short" not in result.stderr
     assert "Traceback" not in result.stderr

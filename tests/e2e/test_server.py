@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from repogate.v1 import user_pb2
+from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
 from tests.polling import eventually
 from tests.rpc import md
@@ -27,6 +27,12 @@ pytestmark = pytest.mark.e2e
 USER_SERVICE = "repogate.v1.UserService"
 TRANSACTION_SERVICE = "repogate.v1.TransactionService"
 CACHE_SERVICE = "repogate.v1.CacheService"
+ADMIN_SERVICE = "repogate.v1.AdminService"
+DOMAIN_SERVICES = {
+    "repogate.v1.SessionService": session_pb2,
+    "repogate.v1.MessageService": message_pb2,
+    "repogate.v1.JobService": job_pb2,
+}
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -248,9 +254,32 @@ async def test_reflection_lists_the_services(server) -> None:
         USER_SERVICE,
         TRANSACTION_SERVICE,
         CACHE_SERVICE,
+        ADMIN_SERVICE,
+        *DOMAIN_SERVICES,
         HEALTH_SERVICE,
         REFLECTION_SERVICE,
     }
+
+
+@pytest.mark.parametrize("service", sorted(DOMAIN_SERVICES))
+async def test_reflection_describes_every_method_of_the_domain_services(
+    server, service: str
+) -> None:
+    (response,) = await _reflect(
+        server.channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+    )
+
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in response.file_descriptor_response.file_descriptor_proto
+    ]
+    module = DOMAIN_SERVICES[service]
+    (described,) = [f for f in files if f.name == module.DESCRIPTOR.name]
+    (served,) = described.service
+    name = service.rsplit(".", 1)[1]
+    assert {m.name for m in served.method} == set(
+        module.DESCRIPTOR.services_by_name[name].methods_by_name
+    )
 
 
 async def test_reflection_describes_the_user_service(server) -> None:

@@ -1,11 +1,11 @@
 """The resilient wrapper: a failing backend costs misses, and after repeated failures
-it is not called at all until a cool-down has passed."""
+its breaker keeps calls away until a probe finds it back (server/breaker.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.cache.breaker import CoolDown
+from server.breaker import Breaker, BreakerPolicy
 from server.cache.resilient import ResilientCache
 from tests.cache_support import Flaky
 
@@ -32,43 +32,8 @@ def backend() -> Flaky:
 
 @pytest.fixture
 def cache(backend: Flaky, clock: Clock) -> ResilientCache:
-    return ResilientCache(backend, CoolDown(threshold=3, cool_down=10.0, clock=clock))
-
-
-def test_cool_down_opens_after_threshold_failures_in_a_row(clock: Clock) -> None:
-    breaker = CoolDown(threshold=3, cool_down=10.0, clock=clock)
-    breaker.failure()
-    breaker.failure()
-    breaker.success()  # a success in between starts the count again
-    breaker.failure()
-    breaker.failure()
-    assert breaker.allow()
-    breaker.failure()
-    assert not breaker.allow()
-    clock.now += 9.9
-    assert not breaker.allow()
-
-
-def test_after_the_cool_down_one_probe_goes_through(clock: Clock) -> None:
-    breaker = CoolDown(threshold=1, cool_down=10.0, clock=clock)
-    breaker.failure()
-    clock.now += 10
-    assert breaker.allow()
-    assert not breaker.allow(), "a second call while the probe is out"
-    breaker.failure()
-    clock.now += 5
-    assert not breaker.allow(), "a failed probe opens it for another cool-down"
-    clock.now += 5
-    assert breaker.allow()
-    breaker.success()
-    assert breaker.allow()
-    assert breaker.allow()
-
-
-@pytest.mark.parametrize(("threshold", "cool_down"), [(0, 1.0), (1, -1.0)])
-def test_cool_down_refuses_nonsense(threshold: int, cool_down: float) -> None:
-    with pytest.raises(ValueError, match="threshold"):
-        CoolDown(threshold, cool_down)
+    breaker = Breaker("cache", BreakerPolicy(trip_after=3, open_for=10.0), clock=clock)
+    return ResilientCache(backend, breaker)
 
 
 async def test_reads_and_writes_pass_through_while_the_backend_works(

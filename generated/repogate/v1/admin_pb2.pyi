@@ -1,0 +1,164 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_STATUS_UNSPECIFIED: _ClassVar[HealthStatus]
+    HEALTH_STATUS_HEALTHY: _ClassVar[HealthStatus]
+    HEALTH_STATUS_DEGRADED: _ClassVar[HealthStatus]
+    HEALTH_STATUS_UNHEALTHY: _ClassVar[HealthStatus]
+
+class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BREAKER_STATE_UNSPECIFIED: _ClassVar[BreakerState]
+    BREAKER_STATE_CLOSED: _ClassVar[BreakerState]
+    BREAKER_STATE_OPEN: _ClassVar[BreakerState]
+    BREAKER_STATE_HALF_OPEN: _ClassVar[BreakerState]
+HEALTH_STATUS_UNSPECIFIED: HealthStatus
+HEALTH_STATUS_HEALTHY: HealthStatus
+HEALTH_STATUS_DEGRADED: HealthStatus
+HEALTH_STATUS_UNHEALTHY: HealthStatus
+BREAKER_STATE_UNSPECIFIED: BreakerState
+BREAKER_STATE_CLOSED: BreakerState
+BREAKER_STATE_OPEN: BreakerState
+BREAKER_STATE_HALF_OPEN: BreakerState
+
+class GetPoolStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PoolStatus(_message.Message):
+    __slots__ = ("dialect", "size", "checked_in", "checked_out", "overflow", "max_overflow", "open_transactions")
+    DIALECT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_IN_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_OUT_FIELD_NUMBER: _ClassVar[int]
+    OVERFLOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_OVERFLOW_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    dialect: str
+    size: int
+    checked_in: int
+    checked_out: int
+    overflow: int
+    max_overflow: int
+    open_transactions: int
+    def __init__(self, dialect: _Optional[str] = ..., size: _Optional[int] = ..., checked_in: _Optional[int] = ..., checked_out: _Optional[int] = ..., overflow: _Optional[int] = ..., max_overflow: _Optional[int] = ..., open_transactions: _Optional[int] = ...) -> None: ...
+
+class CheckHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DependencyHealth(_message.Message):
+    __slots__ = ("name", "reachable", "round_trip", "breaker", "error", "backend")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIP_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reachable: bool
+    round_trip: _duration_pb2.Duration
+    breaker: BreakerState
+    error: str
+    backend: str
+    def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., round_trip: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., error: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class HealthReport(_message.Message):
+    __slots__ = ("status", "dependencies")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    status: HealthStatus
+    dependencies: _containers.RepeatedCompositeFieldContainer[DependencyHealth]
+    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyHealth, _Mapping]]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MethodStats(_message.Message):
+    __slots__ = ("method", "count", "server_errors", "p50", "p95", "p99")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    count: int
+    server_errors: int
+    p50: _duration_pb2.Duration
+    p95: _duration_pb2.Duration
+    p99: _duration_pb2.Duration
+    def __init__(self, method: _Optional[str] = ..., count: _Optional[int] = ..., server_errors: _Optional[int] = ..., p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p95: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("backend", "hits", "misses", "hit_rate", "errors", "evictions", "skipped")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    hits: int
+    misses: int
+    hit_rate: float
+    errors: int
+    evictions: int
+    skipped: int
+    def __init__(self, backend: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., hit_rate: _Optional[float] = ..., errors: _Optional[int] = ..., evictions: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class TransactionStats(_message.Message):
+    __slots__ = ("open", "oldest_age", "begun", "committed", "rolled_back", "expired", "aborted")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_AGE_FIELD_NUMBER: _ClassVar[int]
+    BEGUN_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    open: int
+    oldest_age: _duration_pb2.Duration
+    begun: int
+    committed: int
+    rolled_back: int
+    expired: int
+    aborted: int
+    def __init__(self, open: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., begun: _Optional[int] = ..., committed: _Optional[int] = ..., rolled_back: _Optional[int] = ..., expired: _Optional[int] = ..., aborted: _Optional[int] = ...) -> None: ...
+
+class SlowStatement(_message.Message):
+    __slots__ = ("sql", "duration", "finish_time")
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    sql: str
+    duration: _duration_pb2.Duration
+    finish_time: _timestamp_pb2.Timestamp
+    def __init__(self, sql: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ServerStats(_message.Message):
+    __slots__ = ("methods", "cache", "transactions", "retries", "slow_statements")
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    SLOW_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    methods: _containers.RepeatedCompositeFieldContainer[MethodStats]
+    cache: CacheStats
+    transactions: TransactionStats
+    retries: int
+    slow_statements: _containers.RepeatedCompositeFieldContainer[SlowStatement]
+    def __init__(self, methods: _Optional[_Iterable[_Union[MethodStats, _Mapping]]] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ..., transactions: _Optional[_Union[TransactionStats, _Mapping]] = ..., retries: _Optional[int] = ..., slow_statements: _Optional[_Iterable[_Union[SlowStatement, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,58 @@
+"""Authentication: who is calling, and may they act for this tenant?
+
+Off by default: Repogate as a sidecar on loopback trusts whoever can connect.
+On (REPOGATE_AUTH_MODE), every call to a Repogate service must carry an API key
+or a JWT bound to the call's tenant; health and reflection stay open.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from grpc import aio
+
+from server.auth.credentials import AUTHORIZATION_KEY, Authenticator
+from server.auth.interceptor import AuthInterceptor
+from server.auth.keys import ApiKeys
+from server.auth.network import check_listen, is_local
+from server.auth.principal import ADMIN_ONLY, ADMIN_SCOPE, Principal, authorize
+from server.auth.tokens import Rules, Tokens
+
+if TYPE_CHECKING:
+    from server.settings import Settings
+
+__all__ = [
+    "ADMIN_ONLY",
+    "ADMIN_SCOPE",
+    "AUTHORIZATION_KEY",
+    "AuthInterceptor",
+    "Authenticator",
+    "Principal",
+    "authenticator",
+    "authorize",
+    "check_listen",
+    "interceptors",
+    "is_local",
+]
+
+
+def interceptors(s: Settings) -> list[aio.ServerInterceptor]:
+    """What to list after the RequestInterceptor: nothing when authentication is off."""
+    found = authenticator(s)
+    return [] if found is None else [AuthInterceptor(found)]
+
+
+def authenticator(s: Settings) -> Authenticator | None:
+    kinds = s.auth_kinds()
+    if not kinds:
+        return None
+    keys = ApiKeys.load(s.api_keys_file) if "keys" in kinds and s.api_keys_file else None
+    return Authenticator(keys, _tokens(s) if "jwt" in kinds else None)
+
+
+def _tokens(s: Settings) -> Tokens:
+    rules = Rules(s.jwt_audience, s.jwt_issuer, s.jwt_leeway, s.jwt_tenants_claim)
+    if s.jwt_public_key_file is not None:
+        return Tokens.rs256(s.jwt_public_key_file, rules)
+    assert s.jwt_secret is not None, "Settings require a secret or a public key for jwt"
+    return Tokens.hs256(s.jwt_secret.get_secret_value(), rules)

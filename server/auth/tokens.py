@@ -1,0 +1,99 @@
+"""JSON Web Tokens: HS256 with a shared secret, or RS256 with an RSA public key.
+
+A token must carry `exp`; `nbf`, and `aud` / `iss` when configured, are checked
+too, with a small leeway for clock skew. The tenants it may act for are in a
+claim (`tenants` by default: a list, or "*"), its scopes in `scope`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from repositories.errors import Unauthenticated
+from server.auth.principal import Principal, parse_scopes, parse_tenants
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a token must satisfy besides its signature."""
+
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = 30.0
+    tenants_claim: str = "tenants"
+
+
+class Tokens:
+    def __init__(self, key: Any, algorithm: str, rules: Rules) -> None:
+        # One algorithm per key, fixed here and never taken from the token (RFC 8725 2.1).
+        self._key = key
+        self._algorithm = algorithm
+        self._rules = rules
+
+    @classmethod
+    def hs256(cls, secret: str, rules: Rules) -> Tokens:
+        return cls(secret, "HS256", rules)
+
+    @classmethod
+    def rs256(cls, public_key_file: Path, rules: Rules) -> Tokens:
+        return cls(load_public_key(public_key_file), "RS256", rules)
+
+    def verify(self, token: str) -> Principal:
+        """The token's principal; UNAUTHENTICATED if it does not verify."""
+        rules = self._rules
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                audience=rules.audience,
+                issuer=rules.issuer,
+                leeway=rules.leeway,
+                options={"require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("the token has expired", reason="TOKEN_EXPIRED") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(_refusal(exc), reason="CREDENTIALS_INVALID") from exc
+        try:
+            tenants = parse_tenants(claims.get(rules.tenants_claim, []))
+        except ValueError as exc:
+            raise Unauthenticated(
+                f"the token's {rules.tenants_claim!r} claim is not valid: {exc}",
+                reason="CREDENTIALS_INVALID",
+            ) from exc
+        return Principal(tenants, parse_scopes(claims.get("scope")))
+
+
+def _refusal(exc: jwt.PyJWTError) -> str:
+    """Why a token was refused, in words of our own: PyJWT's could change, ours never quote it."""
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "the token is not valid yet (nbf)"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "the token is not meant for this server (aud)"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "the token's issuer is not trusted (iss)"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"the token has no {exc.claim!r} claim"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "the token's signature does not verify"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "the token is not signed with the algorithm this server accepts"
+    return "the token is malformed"
+
+
+def load_public_key(path: Path) -> rsa.RSAPublicKey:
+    """The RSA public key in a PEM file; ValueError if it holds none."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} holds no PEM public key") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"{path} holds a public key, but not an RSA one (RS256 needs RSA)")
+    return key

@@ -1,0 +1,145 @@
+"""Circuit breakers, one per dependency, with Dapr's (and gobreaker's) semantics.
+
+Closed: calls pass; `trip_after` server faults in a row open it. Open: calls
+fail fast for `open_for` seconds. Half-open: `probes` calls pass; as many
+successes close it, one fault opens it again. Only faults of the dependency
+count (connection refused, timeouts, pool exhaustion); a NOT_FOUND proves
+the database answers and counts as a success.
+
+pybreaker's asyncio support runs through Tornado, and a state machine this
+size reads better than an adapter around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from repositories.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    trip_after: int = 5  # faults in a row
+    open_for: float = 10.0  # seconds
+    probes: int = 1  # calls let through while half-open
+
+
+class CircuitOpen(Unavailable):
+    """A dependency's breaker is open: fail fast, and say when to try again."""
+
+    reason = "CIRCUIT_OPEN"
+
+    def __init__(self, dependency: str, retry_after: float) -> None:
+        ms = max(1, math.ceil(retry_after * 1000))
+        super().__init__(
+            f"the {dependency} is failing; calls that need it are refused for {ms} ms",
+            metadata={"dependency": dependency, "retry_after_ms": str(ms)},
+        )
+        self.pushback_ms = ms
+
+
+class Breaker:
+    def __init__(
+        self,
+        name: str,
+        policy: BreakerPolicy,
+        *,
+        is_fault: Callable[[BaseException], bool] = lambda exc: isinstance(exc, Unavailable),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._policy = policy
+        self._is_fault = is_fault
+        self._clock = clock
+        self._state = State.CLOSED
+        self._faults = 0  # in a row, while closed
+        self._opened_at = 0.0
+        self._probing = 0  # probes in flight, while half-open
+        self._passed = 0  # probes that succeeded, while half-open
+        # Called with the new state on every change (health, logs, metrics).
+        self.listeners: list[Callable[[State], None]] = []
+
+    @property
+    def state(self) -> State:
+        if self._state is State.OPEN and self.retry_after() == 0:
+            self._become(State.HALF_OPEN)
+        return self._state
+
+    def retry_after(self) -> float:
+        """Seconds until an open breaker lets a probe through; 0 when not open."""
+        if self._state is not State.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self._policy.open_for - self._clock())
+
+    def allow(self) -> bool:
+        state = self.state
+        if state is State.CLOSED:
+            return True
+        if state is State.HALF_OPEN and self._probing + self._passed < self._policy.probes:
+            self._probing += 1
+            return True
+        return False
+
+    def success(self) -> None:
+        if self._state is State.HALF_OPEN:
+            self._probing = max(0, self._probing - 1)
+            self._passed += 1
+            if self._passed >= self._policy.probes:
+                self._become(State.CLOSED)
+        self._faults = 0
+
+    def failure(self) -> None:
+        if self._state is State.HALF_OPEN:
+            self._become(State.OPEN)
+            return
+        self._faults += 1
+        if self._state is State.CLOSED and self._faults >= self._policy.trip_after:
+            self._become(State.OPEN)
+
+    def release(self) -> None:
+        """A call let through ended without telling (cancelled): free its probe."""
+        if self._state is State.HALF_OPEN:
+            self._probing = max(0, self._probing - 1)
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Runs the block if the breaker allows, and counts how it ended."""
+        if not self.allow():
+            raise CircuitOpen(self.name, self.retry_after() or self._policy.open_for)
+        try:
+            yield
+        except Exception as exc:
+            self.failure() if self._is_fault(exc) else self.success()
+            raise
+        except BaseException:
+            self.release()
+            raise
+        self.success()
+
+    def _become(self, state: State) -> None:
+        self._state = state
+        self._faults = self._probing = self._passed = 0
+        if state is State.OPEN:
+            self._opened_at = self._clock()
+        log.log(
+            logging.INFO if state is State.CLOSED else logging.WARNING,
+            "%s breaker %s",
+            self.name,
+            state.value,
+        )
+        for listener in self.listeners:
+            listener(state)

@@ -1,0 +1,104 @@
+"""A cache backend that gives each call a span, around any other backend.
+
+It wraps the backend itself, the one seam that both CacheService and
+read-through caching (through ResilientCache) pass. Keys and values stay out
+of spans: they are the tenant's data. An unreachable backend marks its span as
+an error; a value that is not an integer is the caller's fault and does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from opentelemetry import trace
+
+from server.cache.backend import CacheBackend
+from server.cache.errors import NotInteger
+
+BACKEND = "repogate.cache.backend"
+KEYS = "repogate.cache.keys"
+HITS = "repogate.cache.hits"
+
+
+class TracedCache:
+    def __init__(self, backend: CacheBackend, tracer: trace.Tracer) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.stats = backend.stats  # the same counters, not a copy
+        self._tracer = tracer
+        # Redis is a remote call; the memory backend works in this process.
+        self._kind = trace.SpanKind.CLIENT if backend.name == "redis" else trace.SpanKind.INTERNAL
+
+    async def get(self, key: str) -> bytes | None:
+        with self._span("get", 1) as span:
+            value = await self.backend.get(key)
+            span.set_attribute(HITS, int(value is not None))
+        return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        with self._span("get_many", len(keys)) as span:
+            values = await self.backend.get_many(keys)
+            span.set_attribute(HITS, sum(value is not None for value in values))
+        return values
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        with self._span("set", 1):
+            await self.backend.set(key, value, ttl)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None = None) -> None:
+        with self._span("set_many", len(items)):
+            await self.backend.set_many(items, ttl)
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        with self._span("delete", len(keys)):
+            return await self.backend.delete(keys)
+
+    async def set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
+        with self._span("set_if_newer", 1):
+            return await self.backend.set_if_newer(key, value, ttl)
+
+    async def scan(self, pattern: str, cursor: str, count: int) -> tuple[list[str], str]:
+        with self._span("scan"):
+            return await self.backend.scan(pattern, cursor, count)
+
+    async def delete_matching(self, pattern: str) -> int:
+        with self._span("delete_matching"):
+            return await self.backend.delete_matching(pattern)
+
+    async def incr(self, key: str, amount: int, ttl: float | None = None) -> int:
+        with self._span("incr", 1):
+            return await self.backend.incr(key, amount, ttl)
+
+    async def expire(self, key: str, ttl: float) -> bool:
+        with self._span("expire", 1):
+            return await self.backend.expire(key, ttl)
+
+    async def ping(self) -> None:
+        with self._span("ping"):
+            await self.backend.ping()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    @contextlib.contextmanager
+    def _span(self, operation: str, keys: int | None = None) -> Iterator[trace.Span]:
+        # Only inside a traced call, as statements: no root spans from background work.
+        if not trace.get_current_span().is_recording():
+            yield trace.INVALID_SPAN
+            return
+        # Not made current: nothing runs under a cache call that could be its child.
+        span = self._tracer.start_span(f"cache {operation}", kind=self._kind)
+        span.set_attribute(BACKEND, self.name)
+        if keys is not None:
+            span.set_attribute(KEYS, keys)
+        try:
+            yield span
+        except NotInteger:
+            raise
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+            raise
+        finally:
+            span.end()

@@ -1,0 +1,250 @@
+"""Prometheus metrics: RPCs by service, method and code, and the state of the pool,
+transactions, retries, cache and circuit breakers, read when scraped.
+
+Each server keeps its own CollectorRegistry (tests run many servers in one
+process) and serves it on REPOGATE_METRICS_LISTEN. Without that setting no
+metric is kept and no call is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import grpc
+from grpc import aio
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from repositories.transactions import Outcome
+from server import metrics_http
+from server.cache.backend import CacheBackend
+from server.settings import Settings
+from server.units import Units
+from server.wrapping import Behaviour, BehaviourInterceptor, final_code, split_method
+
+log = logging.getLogger(__name__)
+
+# Seconds; finer than Prometheus's default at the low end, where cached Gets land.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# The states a breaker reports; each is a series, 1 for the current one.
+BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN")
+
+# Breaker name -> state, one of BREAKER_STATES.
+BreakerStates = Callable[[], Mapping[str, str]]
+
+
+def no_breakers() -> Mapping[str, str]:
+    return {}
+
+
+class Metrics:
+    """A server's registry, the interceptor that feeds it and the endpoint that serves it."""
+
+    def __init__(self, listen: str | None = None) -> None:
+        self.listen = listen
+        self.registry = CollectorRegistry()
+        self.address = ""  # host:port actually bound, once started
+        self._server: asyncio.Server | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Metrics:
+        return cls(settings.metrics_listen)
+
+    def interceptors(self) -> list[aio.ServerInterceptor]:
+        return [] if self.listen is None else [RpcMetrics(self.registry)]
+
+    def watch(
+        self,
+        engine: AsyncEngine,
+        units: Units,
+        cache: CacheBackend,
+        breakers: BreakerStates = no_breakers,
+    ) -> None:
+        """Registers what is read at scrape time. `breakers` is the seam for circuit
+        breakers: any callable answering {name: state}."""
+        if self.listen is None:
+            return
+        for collector in (
+            PoolCollector(engine),
+            UnitCollector(units),
+            CacheCollector(cache),
+            BreakerCollector(breakers),
+            # What the default registry would hold: this process's CPU, memory, GC.
+            PROCESS_COLLECTOR,
+            PLATFORM_COLLECTOR,
+            GC_COLLECTOR,
+        ):
+            self.registry.register(collector)
+
+    async def start(self) -> None:
+        if self.listen is not None:
+            self._server, self.address = await metrics_http.serve(self.registry, self.listen)
+            log.info("metrics on http://%s%s", self.address, metrics_http.PATH)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+
+class RpcMetrics(BehaviourInterceptor):
+    """Counts each call and its duration, by service, method and the code it ended with."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        labels = ("service", "method", "code")
+        self._handled = Counter(
+            "repogate_rpc_handled",
+            "Repogate RPCs completed, by the status code the client received.",
+            labels,
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "repogate_rpc_duration_seconds",
+            "Time from a call's start in the server to its status, in seconds.",
+            labels,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        # Label lookups cost more than the increments: one pair per method and code.
+        self._series: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        service, name = split_method(method)
+
+        async def run(request: Any, ctx: aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                return await behaviour(request, ctx)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._observe(service, name, final_code(ctx, error), time.perf_counter() - start)
+
+        return run
+
+    def _observe(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        series = self._series.get((method, code))
+        if series is None:
+            labels = (service, method, code.name)
+            series = self._handled.labels(*labels), self._duration.labels(*labels)
+            self._series[(method, code)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+class PoolCollector:
+    """The database pool: connections kept, in use, idle, and opened beyond its size."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self._engine.pool  # read now: dispose() replaces it
+        if not isinstance(pool, QueuePool):
+            return  # in-memory SQLite's single static connection
+        yield _gauge("repogate_db_pool_size", "Connections the pool keeps.", pool.size())
+        yield _gauge(
+            "repogate_db_pool_checked_out", "Connections in use by calls.", pool.checkedout()
+        )
+        yield _gauge(
+            "repogate_db_pool_checked_in", "Idle connections in the pool.", pool.checkedin()
+        )
+        # QueuePool counts overflow from -size up; only the part above 0 is overflow.
+        yield _gauge(
+            "repogate_db_pool_overflow",
+            "Connections open beyond the pool size.",
+            max(0, pool.overflow()),
+        )
+
+
+class UnitCollector:
+    """Transactions across calls, and retries of single calls."""
+
+    def __init__(self, units: Units) -> None:
+        self._units = units
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._units.transactions.stats()
+        yield _gauge("repogate_transactions_open", "Transactions open now.", stats.open)
+        yield _gauge(
+            "repogate_transactions_oldest_age_seconds",
+            "Age of the oldest open transaction; 0 when none is open.",
+            stats.oldest_age,
+        )
+        yield _counter(
+            "repogate_transactions_begun", "Transactions begun.", stats.outcomes.get("BEGUN", 0)
+        )
+        ended = CounterMetricFamily(
+            "repogate_transactions_ended", "Transactions ended, by outcome.", labels=["outcome"]
+        )
+        for outcome in Outcome:
+            ended.add_metric([outcome.name.lower()], stats.outcomes.get(outcome.name, 0))
+        yield ended
+        yield _counter(
+            "repogate_retries",
+            "Single calls run again after a conflict (serialization failure, deadlock, busy).",
+            self._units.retried,
+        )
+
+
+class CacheCollector:
+    """The cache backend's counters, which read-through and CacheService share."""
+
+    def __init__(self, cache: CacheBackend) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._cache.stats
+        for name, value, help_ in (
+            ("hits", stats.hits, "Lookups that found a value."),
+            ("misses", stats.misses, "Lookups that found none."),
+            ("errors", stats.errors, "Calls that failed: the backend was unreachable or slow."),
+            ("evictions", stats.evictions, "Live entries dropped to make room (memory)."),
+            ("skipped", stats.skipped, "Read-through calls not made while its breaker was open."),
+        ):
+            family = CounterMetricFamily(f"repogate_cache_{name}", help_, labels=["backend"])
+            family.add_metric([self._cache.name], value)
+            yield family
+
+
+class BreakerCollector:
+    """Each circuit breaker's state: 1 on the series of its current state, 0 on the others."""
+
+    def __init__(self, states: BreakerStates) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "repogate_breaker_state",
+            "Circuit breaker state: 1 for the state each breaker is in.",
+            labels=["breaker", "state"],
+        )
+        for breaker, current in sorted(self._states().items()):
+            for state in dict.fromkeys((*BREAKER_STATES, current)):
+                family.add_metric([breaker, state], 1 if state == current else 0)
+        yield family
+
+
+def _gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_, value=value)
+
+
+def _counter(name: str, help_: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_, value=value)

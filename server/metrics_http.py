@@ -1,0 +1,73 @@
+"""The metrics endpoint: a minimal HTTP/1.1 server on the event loop, GET /metrics only.
+
+On the loop rather than in prometheus-client's thread, so collectors read the
+transaction registry and the pool from the thread that changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+PATH = "/metrics"
+# A scraper sends a short request at once; anything else is not waited for.
+_READ_TIMEOUT = 5.0
+_HEAD_MAX = 16 * 1024
+
+
+async def serve(registry: CollectorRegistry, listen: str) -> tuple[asyncio.Server, str]:
+    """Serves `registry` on `listen` (host:port; port 0 picks one); returns the server
+    and the address bound."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(_answer(registry, head))
+            await writer.drain()
+        except (
+            TimeoutError,
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
+            pass  # a client that was slow, went away, or sent more than _HEAD_MAX
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, host or None, int(port), limit=_HEAD_MAX)
+    bound = server.sockets[0].getsockname()[1]
+    return server, f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+
+
+def _answer(registry: CollectorRegistry, head: bytes) -> bytes:
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, *_ = [*lines[0].split(" "), "", ""]
+    headers = dict(_header(line) for line in lines[1:] if ":" in line)
+    if target.partition("?")[0] != PATH:
+        return _response("404 Not Found", "text/plain", b"metrics are at /metrics\n")
+    if method not in ("GET", "HEAD"):
+        return _response("405 Method Not Allowed", "text/plain", b"GET only\n")
+    encode, content_type = choose_encoder(headers.get("accept", ""))
+    body = encode(registry)
+    return _response("200 OK", content_type, b"" if method == "HEAD" else body, len(body))
+
+
+def _header(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip().lower(), value.strip()
+
+
+def _response(status: str, content_type: str, body: bytes, length: int | None = None) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body

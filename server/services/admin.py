@@ -1,0 +1,161 @@
+"""repogate.v1.AdminService: the pool, dependencies' health, and call statistics.
+
+Everything here reads state the server keeps anyway; only CheckHealth does
+I/O: one round trip to each dependency, each bounded by `probe_timeout`, and
+outside the breakers, so it reports what is true rather than what they think.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeAlias
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc import aio
+
+from repogate.v1 import admin_pb2 as pb
+from repogate.v1 import admin_pb2_grpc
+from repositories.database import Database
+from repositories.errors import DomainError
+from repositories.profiler import SlowStatements
+from server.breaker import Breaker, State
+from server.cache import CacheBackend
+from server.call_stats import CallStats
+from server.units import Units
+
+Context: TypeAlias = aio.ServicerContext
+
+_BREAKER_STATE = {
+    State.CLOSED: pb.BREAKER_STATE_CLOSED,
+    State.OPEN: pb.BREAKER_STATE_OPEN,
+    State.HALF_OPEN: pb.BREAKER_STATE_HALF_OPEN,
+}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the admin service reads: the server's parts and its records of itself."""
+
+    db: Database
+    max_overflow: int
+    units: Units
+    cache: CacheBackend
+    breakers: dict[str, Breaker]
+    calls: CallStats
+    slow: SlowStatements
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, observed: Observed, probe_timeout: float = 1.0) -> None:
+        self._o = observed
+        self._probe_timeout = probe_timeout
+
+    async def GetPoolStatus(
+        self, request: pb.GetPoolStatusRequest, context: Context
+    ) -> pb.PoolStatus:
+        pool = self._o.db.engine.pool
+        # An in-memory SQLite database has one shared connection and no pool to count.
+        count = {
+            name: int(getattr(pool, name)()) if hasattr(pool, name) else 0
+            for name in ("size", "checkedin", "checkedout", "overflow")
+        }
+        return pb.PoolStatus(
+            dialect=self._o.db.dialect,
+            size=count["size"],
+            checked_in=count["checkedin"],
+            checked_out=count["checkedout"],
+            overflow=count["overflow"],
+            max_overflow=self._o.max_overflow,
+            open_transactions=self._o.units.transactions.stats().open,
+        )
+
+    async def CheckHealth(
+        self, request: pb.CheckHealthRequest, context: Context
+    ) -> pb.HealthReport:
+        database = await self._probe("database", self._o.db.ping)
+        cache = await self._probe("cache", self._o.cache.ping)
+        cache.backend = self._o.cache.name
+        if not database.reachable:
+            status = pb.HEALTH_STATUS_UNHEALTHY
+        elif not cache.reachable or any(
+            b.state is not State.CLOSED for b in self._o.breakers.values()
+        ):
+            status = pb.HEALTH_STATUS_DEGRADED
+        else:
+            status = pb.HEALTH_STATUS_HEALTHY
+        return pb.HealthReport(status=status, dependencies=[database, cache])
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.ServerStats:
+        cache = self._o.cache.stats
+        tx = self._o.units.transactions.stats()
+        return pb.ServerStats(
+            methods=[
+                pb.MethodStats(
+                    method=m.method,
+                    count=m.count,
+                    server_errors=m.server_errors,
+                    p50=_duration(m.p50),
+                    p95=_duration(m.p95),
+                    p99=_duration(m.p99),
+                )
+                for m in self._o.calls.snapshot()
+            ],
+            cache=pb.CacheStats(
+                backend=self._o.cache.name,
+                hits=cache.hits,
+                misses=cache.misses,
+                hit_rate=cache.hit_rate,
+                errors=cache.errors,
+                evictions=cache.evictions,
+                skipped=cache.skipped,
+            ),
+            transactions=pb.TransactionStats(
+                open=tx.open,
+                oldest_age=_duration(tx.oldest_age),
+                begun=tx.outcomes.get("BEGUN", 0),
+                committed=tx.outcomes.get("COMMITTED", 0),
+                rolled_back=tx.outcomes.get("ROLLED_BACK", 0),
+                expired=tx.outcomes.get("EXPIRED", 0),
+                aborted=tx.outcomes.get("ABORTED", 0),
+            ),
+            retries=self._o.units.retried,
+            slow_statements=[
+                pb.SlowStatement(
+                    sql=s.sql, duration=_duration(s.seconds), finish_time=_timestamp(s.finished)
+                )
+                for s in self._o.slow.slowest()
+            ],
+        )
+
+    async def _probe(self, name: str, ping: Callable[[], Awaitable[None]]) -> pb.DependencyHealth:
+        health = pb.DependencyHealth(
+            name=name, breaker=_BREAKER_STATE[self._o.breakers[name].state]
+        )
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._probe_timeout):
+                await ping()
+        except TimeoutError:
+            health.error = f"no answer within {self._probe_timeout:g}s"
+        except DomainError as exc:
+            health.error = exc.message  # written for clients: no SQL, no host names
+        else:
+            health.reachable = True
+            health.round_trip.CopyFrom(_duration(time.perf_counter() - started))
+        return health
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromTimedelta(timedelta(seconds=seconds))
+    return value
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    value = timestamp_pb2.Timestamp()
+    value.FromDatetime(moment)
+    return value

@@ -1,0 +1,218 @@
+"""Tracing: a SERVER span per Repogate RPC, with a child per database statement
+and per cache call, exported where REPOGATE_TRACE_EXPORTER says.
+
+The span of a call joins the caller's trace when its metadata carries a W3C
+`traceparent` (and `tracestate`). Attributes follow OpenTelemetry's RPC and
+database conventions as its own Python instrumentations emit them (`rpc.system`,
+`rpc.grpc.status_code`, `db.system`, `db.statement`). Only server faults mark a
+span as an error; a NOT_FOUND is an answer.
+
+Nothing here is global: each server builds its own TracerProvider from settings
+and flushes it on stop. With the exporter `none` nothing is instrumented at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from grpc import aio
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from repositories.errors import InvalidArgument
+from server.cache.backend import CacheBackend
+from server.cache.traced import TracedCache
+from server.context import TENANT_KEY, validate_tenant
+from server.settings import Settings
+from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, final_code, split_method
+
+TENANT = "repogate.tenant"
+RPC_SYSTEM, RPC_SERVICE, RPC_METHOD = "rpc.system", "rpc.service", "rpc.method"
+RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
+DB_SYSTEM, DB_STATEMENT, DB_OPERATION = "db.system", "db.statement", "db.operation"
+# Long enough for any single-row statement; a 1000-row INSERT is cut here.
+STATEMENT_MAX = 2048
+
+_PROPAGATION_KEYS = frozenset(("traceparent", "tracestate"))
+_PROPAGATOR = TraceContextTextMapPropagator()
+# Where a statement's span waits for the statement to end: on its execution context.
+_SPAN = "_repogate_span"
+
+
+class Tracing:
+    """A server's tracer provider and what it instruments; without one, nothing is."""
+
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        self.provider = provider
+        self._tracer = provider.get_tracer("repogate") if provider is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, exporter: SpanExporter | None = None) -> Tracing:
+        """`exporter` replaces REPOGATE_TRACE_EXPORTER's choice (tests use an in-memory
+        one) and gets each span as it ends."""
+        processor: SpanProcessor
+        if exporter is not None:
+            processor = SimpleSpanProcessor(exporter)
+        elif settings.trace_exporter == "console":
+            # sys.stdout as it is now: the exporter's default is the one at import time.
+            processor = BatchSpanProcessor(ConsoleSpanExporter(out=sys.stdout, formatter=_one_line))
+        elif settings.trace_exporter == "otlp":
+            # Imported here: it loads the OTLP protos, which only this exporter needs.
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        else:
+            return cls()
+        # Attributes given here override the environment's: read OTEL_SERVICE_NAME first.
+        name = os.environ.get("OTEL_SERVICE_NAME") or "repogate"
+        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+        provider.add_span_processor(processor)
+        return cls(provider)
+
+    def interceptors(self) -> list[aio.ServerInterceptor]:
+        return [] if self._tracer is None else [TracingInterceptor(self._tracer)]
+
+    def engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """Gives each statement run inside a traced call a span of its own."""
+        if self._tracer is not None:
+            _trace_statements(engine, self._tracer)
+        return engine
+
+    def cache(self, backend: CacheBackend) -> CacheBackend:
+        """Wraps the backend, so that CacheService and read-through calls both get spans."""
+        return backend if self._tracer is None else TracedCache(backend, self._tracer)
+
+    async def shutdown(self) -> None:
+        """Exports what is buffered and stops; off the event loop, as exporting blocks."""
+        provider, self.provider, self._tracer = self.provider, None, None
+        if provider is not None:
+            await asyncio.to_thread(provider.shutdown)
+
+
+class TracingInterceptor(BehaviourInterceptor):
+    def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__()
+        self._tracer = tracer
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        service, name = split_method(method)
+        span_name = f"{service}/{name}"
+        attributes = {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: name}
+        tracer = self._tracer
+
+        async def run(request: Any, ctx: aio.ServicerContext) -> Any:
+            metadata = ctx.invocation_metadata() or ()
+            with tracer.start_as_current_span(
+                span_name,
+                context=_PROPAGATOR.extract(_carrier(metadata)),
+                kind=trace.SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                tenant = _tenant(metadata)
+                if tenant is not None:
+                    span.set_attribute(TENANT, tenant)
+                error: BaseException | None = None
+                try:
+                    return await behaviour(request, ctx)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    _end_call(span, ctx, error)
+
+        return run
+
+
+def _end_call(span: trace.Span, ctx: aio.ServicerContext, error: BaseException | None) -> None:
+    code = final_code(ctx, error)
+    span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+    if code in SERVER_FAULTS:
+        details = ctx.details() or ""
+        span.set_status(trace.StatusCode.ERROR, f"{code.name}: {details}" if details else code.name)
+        if isinstance(error, Exception) and not isinstance(error, aio.AbortError):
+            span.record_exception(error)
+
+
+def _carrier(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    return {k: v for k, v in metadata if k in _PROPAGATION_KEYS and isinstance(v, str)}
+
+
+def _tenant(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The call's tenant when it is a valid one: a span never carries arbitrary input."""
+    for key, value in metadata:
+        if key == TENANT_KEY and isinstance(value, str):
+            try:
+                return validate_tenant(value)
+            except InvalidArgument:
+                return None
+    return None
+
+
+def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
+    # Listeners run in SQLAlchemy's greenlet, which shares the calling task's
+    # context: the current span there is the call's.
+    system = engine.dialect.name
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _before(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        # Statements outside a traced call (migrations, the purge) are left alone.
+        if context is None or not trace.get_current_span().is_recording():
+            return
+        operation = statement.split(None, 1)[0].upper() if statement.strip() else system
+        attributes = {
+            DB_SYSTEM: system,
+            DB_OPERATION: operation,
+            DB_STATEMENT: normalized(statement),
+        }
+        span = tracer.start_span(operation, kind=trace.SpanKind.CLIENT, attributes=attributes)
+        setattr(context, _SPAN, span)
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _after(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        span: trace.Span | None = getattr(context, _SPAN, None)
+        if span is not None:
+            setattr(context, _SPAN, None)
+            span.end()
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _failed(error: ExceptionContext) -> None:
+        span: trace.Span | None = getattr(error.execution_context, _SPAN, None)
+        if span is not None:
+            setattr(error.execution_context, _SPAN, None)
+            # The class only: driver messages can quote the row's values.
+            kind = type(error.original_exception).__name__
+            span.set_attribute("error.type", kind)
+            span.set_status(trace.StatusCode.ERROR, kind)
+            span.end()
+
+
+def normalized(statement: str) -> str:
+    """The statement on one line, cut at STATEMENT_MAX. Values never appear in it:
+    every statement Repogate runs sends them as bound parameters."""
+    text = " ".join(statement[: STATEMENT_MAX * 2].split())
+    return text if len(text) <= STATEMENT_MAX else text[: STATEMENT_MAX - 1] + "…"
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return str(span.to_json(indent=None)) + "\n"

@@ -1,0 +1,97 @@
+"""Interceptors that wrap a handler's behaviour, and the status code a call ends with.
+
+Tracing and metrics both watch Repogate's own unary methods from outside the
+request interceptor, so both need the code the client will receive: the one
+`context.abort()` set, UNKNOWN for an exception grpc.aio turns into a status,
+or the code of a call the client cancelled or let expire.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+log = logging.getLogger("repogate.rpc")
+
+Behaviour = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+
+# Codes that mean the server failed; the rest are the caller's doing or an answer.
+SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def split_method(method: str) -> tuple[str, str]:
+    """'/repogate.v1.UserService/GetUser' -> ('repogate.v1.UserService', 'GetUser')."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
+class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps the behaviour of each unary method under `prefix` once, keeping its
+    serializers; health and reflection pass untouched."""
+
+    # Streaming methods are never wrapped; an interceptor that must see every call
+    # (authentication) refuses to serve them instead of letting them pass.
+    refuses_streaming = False
+
+    def __init__(self, prefix: str = "/repogate.") -> None:
+        self._prefix = prefix
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    @abc.abstractmethod
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        """The behaviour to run in place of `behaviour` for calls of `method`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(self._prefix):
+            return handler
+        if handler.unary_unary is None:
+            if self.refuses_streaming:
+                log.warning("not serving %s: %s wraps unary methods only", method, self)
+                return None
+            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
+                self.wrap(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return wrapped
+
+
+def final_code(ctx: aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The code the client receives for a behaviour that returned (`error` None) or
+    raised `error`."""
+    code: grpc.StatusCode | None = ctx.code()  # set by abort() and set_code()
+    if error is None or isinstance(error, aio.AbortError):
+        return code or grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        # grpc.aio cancels the handler when its client goes away or its deadline passes.
+        remaining = ctx.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    # grpc.aio answers any other exception with the code set so far, else UNKNOWN.
+    if code is None or code == grpc.StatusCode.OK:
+        return grpc.StatusCode.UNKNOWN
+    return code

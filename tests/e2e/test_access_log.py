@@ -1,0 +1,149 @@
+"""The access log through a real server: one JSON line per call, with what it needs
+to find the call again, and nothing a credential or a row could leak through."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from repogate.v1 import user_pb2
+from tests.e2e.support import Dedicated, StartRepogate, eventually, fails
+from tests.e2e.test_transactions import TxStub, begin, rollback
+from tests.rpc import md
+
+pytestmark = pytest.mark.e2e
+
+KEY = f"rg_{secrets.token_urlsafe(24)}"
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def access(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="repogate.access")
+    return caplog
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "repogate.access"]
+
+
+async def logged(caplog: pytest.LogCaptureFixture, count: int) -> list[dict[str, Any]]:
+    """The access lines once there are `count`: an aborted call's status reaches the
+    client before the server has finished the call, and logged it."""
+    await eventually(lambda: len(lines(caplog)) >= count, f"{count} access log lines")
+    return lines(caplog)
+
+
+@pytest.fixture
+async def guarded(start_repogate: StartRepogate, tmp_path: Path, tenant: str) -> Dedicated:
+    path = tmp_path / "keys.json"
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    path.write_text(json.dumps({"keys": {"app": {"sha256": digest, "tenants": [tenant]}}}))
+    return await start_repogate(auth_mode="keys", api_keys_file=path)
+
+
+async def test_a_call_is_one_json_line_with_its_ids(guarded, access, tenant) -> None:
+    metadata = md(tenant, x_request_id="req-42", traceparent=TRACEPARENT)
+
+    await guarded.users.ListUsers(
+        user_pb2.ListUsersRequest(), metadata=(*metadata, ("authorization", f"ApiKey {KEY}"))
+    )
+
+    (line,) = lines(access)
+    assert set(line) == {
+        "time",
+        "method",
+        "code",
+        "duration_ms",
+        "tenant",
+        "request_id",
+        "trace_id",
+    }
+    assert line["method"] == "/repogate.v1.UserService/ListUsers"
+    assert (line["code"], line["tenant"], line["request_id"]) == ("OK", tenant, "req-42")
+    assert line["trace_id"] == TRACE
+    assert isinstance(line["duration_ms"], float)
+    assert line["duration_ms"] >= 0
+    assert line["time"].endswith("+00:00")
+
+
+async def test_refused_calls_are_logged_without_the_credential(guarded, access, tenant) -> None:
+    for authorization in (f"ApiKey {KEY}x", f"Bearer {KEY}", None):
+        metadata = md(f"{tenant}-other")
+        if authorization is not None:
+            metadata += (("authorization", authorization),)
+        await fails(guarded.users.ListUsers(user_pb2.ListUsersRequest(), metadata=metadata))
+
+    assert [line["code"] for line in await logged(access, 3)] == [
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+    ]
+    assert KEY not in access.text
+    assert "authorization" not in access.text.lower()
+
+
+async def test_no_row_data_is_logged(guarded, access, tenant) -> None:
+    auth = ("authorization", f"ApiKey {KEY}")
+    created = await guarded.users.CreateUser(
+        user_pb2.CreateUserRequest(
+            user=user_pb2.User(email="private@example.com", username="private-name")
+        ),
+        metadata=(*md(tenant), auth),
+    )
+
+    await guarded.users.GetUser(
+        user_pb2.GetUserRequest(id=created.id), metadata=(*md(tenant), auth)
+    )
+
+    assert [line["method"].rsplit("/", 1)[1] for line in lines(access)] == ["CreateUser", "GetUser"]
+    for secret in ("private@example.com", "private-name", created.id):
+        assert secret not in access.text
+
+
+async def test_the_transaction_id_is_logged(
+    start_repogate: StartRepogate, access, tenant: str
+) -> None:
+    app = await start_repogate()
+    tx = await begin(TxStub(app.channel), tenant)
+
+    await app.users.ListUsers(
+        user_pb2.ListUsersRequest(), metadata=md(tenant, x_transaction_id=tx.id)
+    )
+    await rollback(TxStub(app.channel), tenant, tx)
+
+    listed = [line for line in lines(access) if line["method"].endswith("/ListUsers")]
+    assert [line["transaction_id"] for line in listed] == [tx.id]
+
+
+async def test_a_call_refused_before_it_runs_is_logged_too(
+    start_repogate: StartRepogate, access
+) -> None:
+    app = await start_repogate()
+
+    error = await fails(
+        app.users.ListUsers(user_pb2.ListUsersRequest(), metadata=md(None, traceparent="junk"))
+    )
+
+    (line,) = await logged(access, 1)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert line["code"] == "INVALID_ARGUMENT"
+    assert "tenant" not in line
+    assert "trace_id" not in line
+
+
+async def test_health_checks_are_not_logged(start_repogate: StartRepogate, access) -> None:
+    app = await start_repogate()
+
+    await health_pb2_grpc.HealthStub(app.channel).Check(health_pb2.HealthCheckRequest())
+
+    assert lines(access) == []

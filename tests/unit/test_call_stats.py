@@ -1,0 +1,50 @@
+"""Per-method call statistics and statement normalisation: pure logic."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from repositories.profiler import normalize
+from server.call_stats import CallStats
+
+pytestmark = pytest.mark.unit
+
+
+def test_percentiles_are_nearest_rank_over_the_recent_window() -> None:
+    stats = CallStats(window=100)
+    for ms in range(1, 201):  # only the last 100 (101..200 ms) stay in the window
+        stats.record("/s/M", grpc.StatusCode.OK, ms / 1000)
+
+    (m,) = stats.snapshot()
+
+    assert (m.method, m.count) == ("s/M", 200)
+    assert (m.p50, m.p95, m.p99) == (0.150, 0.195, 0.199)
+
+
+def test_only_server_faults_count_as_errors() -> None:
+    stats = CallStats()
+    for code in (
+        grpc.StatusCode.OK,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    ):
+        stats.record("/s/M", code, 0.001)
+
+    assert stats.snapshot()[0].server_errors == 3
+
+
+@pytest.mark.parametrize(
+    ("sql", "normal"),
+    [
+        ("SELECT a\n   FROM t\tWHERE x = $1", "SELECT a FROM t WHERE x = $1"),
+        ("SELECT * FROM t WHERE id IN ($1, $2, $3, $4)", "SELECT * FROM t WHERE id IN (…)"),
+        ("SELECT * FROM t WHERE id IN (?, ?, ?)", "SELECT * FROM t WHERE id IN (…)"),
+        ("INSERT INTO t (a, b) VALUES ($1, $2)", "INSERT INTO t (a, b) VALUES ($1, $2)"),
+    ],
+)
+def test_statements_are_normalized(sql: str, normal: str) -> None:
+    assert normalize(sql) == normal
