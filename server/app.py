@@ -126,7 +126,8 @@ class Repogate:
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Several worker processes share one port only when told to.
+                ("grpc.so_reuseport", 1 if s.reuse_port else 0),
             ],
         )
         self.breakers = breakers = {

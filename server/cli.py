@@ -20,8 +20,13 @@ log = logging.getLogger("repogate")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    overrides = {
+        key: value
+        for key in ("listen", "workers")
+        if (value := getattr(args, key, None)) is not None
+    }
     try:
-        settings = Settings() if args.listen is None else Settings(listen=args.listen)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"repogate: invalid settings:\n{exc}", file=sys.stderr)
         return 2
@@ -44,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC server (migrates first)")
     serve.add_argument("--listen", help="host:port or unix:/path (default $REPOGATE_LISTEN)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.add_argument(
+        "--workers", type=int, help="processes sharing the port (default $REPOGATE_WORKERS or 1)"
+    )
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=_migrate, listen=None)
@@ -66,6 +74,8 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.workers > 1:
+        return await _supervise(settings, args)
     from server.app import Repogate
 
     stop = asyncio.Event()
@@ -77,6 +87,14 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log.info("stopping: draining calls for up to %ss", settings.shutdown_grace)
     log.info("stopped")
     return 0
+
+
+async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
+    from server.workers import Supervisor
+
+    if not args.no_migrate:
+        await _migrate(settings, args)
+    return await Supervisor(settings).run()
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -120,3 +138,7 @@ async def _health(settings: Settings, args: argparse.Namespace) -> int:
             return 1
     print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":  # workers run as `python -m server.cli`
+    sys.exit(main())

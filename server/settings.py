@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     breaker_trip_after: int = Field(5, ge=1)
     breaker_open_for: float = Field(10.0, gt=0)
     breaker_probes: int = Field(1, ge=1)
+    # Server processes sharing the listen port (`serve --workers`); reuse_port lets a
+    # process bind a port others hold, as each worker does.
+    workers: int = Field(1, ge=1, le=64)
+    reuse_port: bool = False
     # Statements slower than this (milliseconds) are listed by AdminService.GetStats.
     slow_statement_ms: float = Field(100.0, ge=0)
 
@@ -176,6 +180,19 @@ class Settings(BaseSettings):
     def _otlp_has_endpoint(self) -> Settings:
         if self.trace_exporter == "otlp" and self.otlp_endpoint is None:
             raise ValueError("REPOGATE_TRACE_EXPORTER=otlp needs REPOGATE_OTLP_ENDPOINT")
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_a_port_and_a_cache(self) -> Settings:
+        if self.workers == 1:
+            return self
+        if self.listen.startswith("unix:") or self.listen.endswith(":0"):
+            raise ValueError("REPOGATE_WORKERS above 1 needs a TCP listen address with a port")
+        if not self.redis_url:
+            raise ValueError(
+                "REPOGATE_WORKERS above 1 needs REPOGATE_REDIS_URL: each worker would otherwise "
+                "keep a cache of its own, and clients would see whichever their call reached"
+            )
         return self
 
     @model_validator(mode="after")

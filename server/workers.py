@@ -1,0 +1,88 @@
+"""Several server processes on one port (SO_REUSEPORT), under one supervisor.
+
+The supervisor migrates once, then starts each worker as a fresh `repogate serve`
+process: exec, not fork, so no event loop, pool or gRPC state is copied into it.
+It passes on what every worker must agree on (the page-token secret, the shared
+port) and what each must have of its own (its metrics port). SIGTERM or SIGINT
+is passed to every worker, which drains as a single server does. A worker that
+dies on its own is started again; one that cannot even start stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+
+from server.settings import Settings
+
+log = logging.getLogger("repogate.workers")
+
+# A worker that exits sooner than this after starting could not start: give up.
+START_WINDOW = 5.0
+RESTART_DELAY = 1.0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._stop = asyncio.Event()
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._failed = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        keepers = [asyncio.create_task(self._keep(i)) for i in range(self._settings.workers)]
+        log.info("supervising %d workers on %s", len(keepers), self._settings.listen)
+        await self._stop.wait()
+        for proc in self._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        _, pending = await asyncio.wait(keepers, timeout=self._settings.shutdown_grace + 10)
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                log.warning("worker %d outlived the grace period; killing it", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        await asyncio.gather(*pending, return_exceptions=True)
+        codes = [proc.returncode for proc in self._procs.values()]
+        return 1 if self._failed or any(codes) else 0
+
+    async def _keep(self, index: int) -> None:
+        """Runs worker `index` until stopping, starting it again when it dies."""
+        while not self._stop.is_set():
+            started = time.monotonic()
+            proc = self._procs[index] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "server.cli", "serve", "--no-migrate", env=self._env(index)
+            )
+            code = await proc.wait()
+            if self._stop.is_set():
+                return
+            if time.monotonic() - started < START_WINDOW:
+                log.error("worker %d could not start (exit %s); stopping", index, code)
+                self._failed = True
+                self._stop.set()
+                return
+            log.warning("worker %d exited with %s; starting it again", index, code)
+            await asyncio.sleep(RESTART_DELAY)
+
+    def _env(self, index: int) -> dict[str, str]:
+        s = self._settings
+        env = dict(os.environ)
+        env |= {
+            "REPOGATE_WORKERS": "1",
+            "REPOGATE_REUSE_PORT": "true",
+            "REPOGATE_LISTEN": s.listen,
+            # Page tokens must verify on whichever worker the next page lands on.
+            "REPOGATE_PAGE_TOKEN_SECRET": s.page_token_secret,
+        }
+        if s.metrics_listen:
+            host, port = s.metrics_listen.rsplit(":", 1)
+            env["REPOGATE_METRICS_LISTEN"] = f"{host}:{int(port) + index}"
+        return env

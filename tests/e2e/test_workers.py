@@ -1,0 +1,144 @@
+"""`repogate serve --workers N` as real processes: one port, several workers, one
+shutdown. Transactions live in the worker that began them, and say so elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from repogate.v1 import transaction_pb2 as pb
+from repogate.v1 import transaction_pb2_grpc, user_pb2, user_pb2_grpc
+from tests.cache_support import REDIS_URL, require_redis
+from tests.e2e.test_cli import RPC_TIMEOUT, cli_env, free_port, run, serving
+from tests.rpc import details, md
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = 2
+
+
+async def _workers_of(address: str, tenant: str, within: float = 20.0) -> dict[str, aio.Channel]:
+    """A channel to each worker: new connections until a transaction has begun on each
+    (workers start one after another, so the first may answer alone for a while)."""
+    found: dict[str, aio.Channel] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        # Channels to one target share connections unless told otherwise.
+        channel = aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        stub = transaction_pb2_grpc.TransactionServiceStub(channel)
+        tx = await stub.BeginTransaction(
+            pb.BeginTransactionRequest(options=pb.TransactionOptions(read_only=True)),
+            metadata=md(tenant),
+            timeout=RPC_TIMEOUT,
+        )
+        await stub.Rollback(
+            pb.RollbackRequest(transaction_id=tx.id), metadata=md(tenant), timeout=RPC_TIMEOUT
+        )
+        owner = tx.id.partition(".")[0]
+        if owner in found:
+            await channel.close()
+        else:
+            found[owner] = channel
+        if len(found) == WORKERS:
+            return found
+        await asyncio.sleep(0.05)
+    pytest.fail(f"connections for {within}s reached only workers {sorted(found)}")
+
+
+async def test_workers_share_one_port_and_stop_together(
+    postgresql_url: str, tmp_path: Path, tenant: str
+) -> None:
+    await require_redis()
+    port = free_port()
+    env = cli_env(tmp_path, database_url=postgresql_url, redis_url=REDIS_URL, workers=str(WORKERS))
+    env["REPOGATE_LISTEN"] = f"127.0.0.1:{port}"
+    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+        channels = await _workers_of(server.address, tenant)
+        (first, a), (second, b) = channels.items()
+        try:
+            begun = await transaction_pb2_grpc.TransactionServiceStub(a).BeginTransaction(
+                pb.BeginTransactionRequest(), metadata=md(tenant), timeout=RPC_TIMEOUT
+            )
+            users_a, users_b = user_pb2_grpc.UserServiceStub(a), user_pb2_grpc.UserServiceStub(b)
+            for name in ("ann", "bob", "cy"):
+                await users_b.CreateUser(
+                    user_pb2.CreateUserRequest(
+                        user=user_pb2.User(email=f"{name}@example.com", username=name)
+                    ),
+                    metadata=md(tenant),
+                    timeout=RPC_TIMEOUT,
+                )
+            with pytest.raises(aio.AioRpcError) as elsewhere:
+                await users_b.ListUsers(
+                    user_pb2.ListUsersRequest(),
+                    metadata=md(tenant, x_transaction_id=begun.id),
+                    timeout=RPC_TIMEOUT,
+                )
+            # A page token from one worker is good on the other: they share its key.
+            page = await users_b.ListUsers(
+                user_pb2.ListUsersRequest(page_size=2), metadata=md(tenant), timeout=RPC_TIMEOUT
+            )
+            rest = await users_a.ListUsers(
+                user_pb2.ListUsersRequest(page_size=2, page_token=page.next_page_token),
+                metadata=md(tenant),
+                timeout=RPC_TIMEOUT,
+            )
+        finally:
+            for channel in channels.values():
+                await channel.close()
+        code = await server.stop()
+
+    error = details(elsewhere.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND")
+    assert (error.metadata["owner"], error.metadata["worker"]) == (first, second)
+    assert [u.username for u in page.users] + [u.username for u in rest.users] == [
+        "ann",
+        "bob",
+        "cy",
+    ]
+    assert code == 0
+    assert server.output().count("stopped") == WORKERS
+    await _port_is_free(port)
+
+
+async def _port_is_free(port: int) -> None:
+    """Every worker has let go of the port: a plain listener can take it."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"workers": "2"}, "REPOGATE_REDIS_URL"),
+        ({"workers": "2", "redis_url": REDIS_URL, "listen": "unix:/tmp/x.sock"}, "TCP"),
+        ({"workers": "2", "redis_url": REDIS_URL, "listen": "127.0.0.1:0"}, "TCP"),
+    ],
+)
+def test_workers_need_a_shared_port_and_a_shared_cache(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    result = run(["serve"], cli_env(tmp_path, **settings), tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))  # without SO_REUSEPORT: no worker can share it
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        env = cli_env(tmp_path, workers="2", redis_url=REDIS_URL, listen=taken)
+
+        result = run(["serve"], env, tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert "could not start" in result.stderr
