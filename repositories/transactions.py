@@ -59,6 +59,8 @@ class Outcome(enum.Enum):
     ROLLED_BACK = "ROLLED_BACK"
     EXPIRED = "EXPIRED"
     ABORTED = "ABORTED"
+    # The connection was lost, or the call cancelled, during COMMIT: it may have committed.
+    UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,7 @@ class TransactionRegistry:
                 await self._end(tx, Outcome.ABORTED)
                 raise TransactionAborted(tx.id, "it conflicted at commit") from exc
             except BaseException:
-                # Connection lost or call cancelled during COMMIT: the outcome is unknown.
-                await asyncio.shield(self._end(tx, Outcome.ABORTED, discard=True))
+                await asyncio.shield(self._end(tx, Outcome.UNKNOWN, discard=True))
                 raise
             await self._end(tx, Outcome.COMMITTED)
         committed = datetime.now(UTC)
@@ -307,7 +308,11 @@ class TransactionRegistry:
         """Reaps as transactions come due, at least every `most` seconds."""
         while True:
             now = time.monotonic()
-            soonest = min((tx.expires_at() for tx in self._open.values()), default=now + most)
+            # A transaction with a call running cannot idle out; only its lifetime can end it.
+            soonest = min(
+                (tx.lifetime_end if tx.busy else tx.expires_at() for tx in self._open.values()),
+                default=now + most,
+            )
             await asyncio.sleep(min(most, max(0.01, soonest - now)))
             try:
                 await self.reap()

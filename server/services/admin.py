@@ -121,6 +121,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 rolled_back=tx.outcomes.get("ROLLED_BACK", 0),
                 expired=tx.outcomes.get("EXPIRED", 0),
                 aborted=tx.outcomes.get("ABORTED", 0),
+                unknown=tx.outcomes.get("UNKNOWN", 0),
             ),
             retries=self._o.units.retried,
             slow_statements=[

@@ -122,7 +122,7 @@ class CacheStats(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., hit_rate: _Optional[float] = ..., errors: _Optional[int] = ..., evictions: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class TransactionStats(_message.Message):
-    __slots__ = ("open", "oldest_age", "begun", "committed", "rolled_back", "expired", "aborted")
+    __slots__ = ("open", "oldest_age", "begun", "committed", "rolled_back", "expired", "aborted", "unknown")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     OLDEST_AGE_FIELD_NUMBER: _ClassVar[int]
     BEGUN_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class TransactionStats(_message.Message):
     ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_FIELD_NUMBER: _ClassVar[int]
     ABORTED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     open: int
     oldest_age: _duration_pb2.Duration
     begun: int
@@ -137,7 +138,8 @@ class TransactionStats(_message.Message):
     rolled_back: int
     expired: int
     aborted: int
-    def __init__(self, open: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., begun: _Optional[int] = ..., committed: _Optional[int] = ..., rolled_back: _Optional[int] = ..., expired: _Optional[int] = ..., aborted: _Optional[int] = ...) -> None: ...
+    unknown: int
+    def __init__(self, open: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., begun: _Optional[int] = ..., committed: _Optional[int] = ..., rolled_back: _Optional[int] = ..., expired: _Optional[int] = ..., aborted: _Optional[int] = ..., unknown: _Optional[int] = ...) -> None: ...
 
 class SlowStatement(_message.Message):
     __slots__ = ("sql", "duration", "finish_time")
