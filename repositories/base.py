@@ -101,7 +101,13 @@ class ScopedTable:
         assert isinstance(repo, cls)
         return repo
 
-    async def _execute(self, stmt: Executable, *, rows_recorded: bool = False) -> CursorResult[Any]:
+    async def _execute(
+        self,
+        stmt: Executable,
+        params: list[dict[str, Any]] | None = None,
+        *,
+        rows_recorded: bool = False,
+    ) -> CursorResult[Any]:
         """Runs a statement of this scope. An UPDATE or DELETE whose caller does not record
         the rows it changed (`rows_recorded`) counts as changing the tenant's whole table."""
         self.scope.check(stmt)
@@ -109,7 +115,7 @@ class ScopedTable:
             raise ScopeViolation("a read-only unit of work cannot write")
         try:
             with translate_db_errors(self.errors):
-                result = await self._conn.execute(stmt)
+                result = await self._conn.execute(stmt, params)
         except Exception:
             self.failed = True
             raise
@@ -197,8 +203,8 @@ class Repository(ScopedTable):
     async def create_many(
         self, values: Sequence[Mapping[str, Any]], *, now: datetime | None = None
     ) -> list[Row]:
-        """Inserts every row in one statement, created `now` (default: the current time);
-        returns them in the order given."""
+        """Inserts every row, created `now` (default: the current time); returns them in the
+        order given. One executemany: compiled once, sent as multi-row INSERTs."""
         now = now or datetime.now(UTC)
         rows = [
             {
@@ -212,10 +218,9 @@ class Repository(ScopedTable):
             }
             for each in values
         ]
-        result = await self._execute(self.scope.insert(rows).returning(self.entity.table))
-        # RETURNING of a multi-row VALUES has no promised order; the ids give it back.
-        by_id = {row["id"]: row for row in result.mappings()}
-        return [by_id[row["id"]] for row in rows]
+        stmt, params = self.scope.insert_many(rows)
+        returning = stmt.returning(self.entity.table, sort_by_parameter_order=True)
+        return list((await self._execute(returning, params)).mappings())
 
     async def update(
         self, id_: uuid.UUID, values: Mapping[str, Any], expected_version: int | None = None

@@ -69,7 +69,11 @@ def after(order: Order, position: Sequence[Any]) -> ColumnElement[bool]:
         equal = [order[j].column == position[j] for j in range(i)]
         beyond = key.column < position[i] if key.descending else key.column > position[i]
         clauses.append(and_(*equal, beyond))
-    return or_(*clauses)
+    # Implied by the OR, but only this form bounds an index range scan: without it a
+    # deep page reads and discards every row before it (sortable columns are NOT NULL).
+    first = order[0]
+    bound = first.column <= position[0] if first.descending else first.column >= position[0]
+    return and_(bound, or_(*clauses))
 
 
 def position_of(order: Order, row: Mapping[Any, Any]) -> list[Any]:

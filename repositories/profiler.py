@@ -19,9 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 _STARTED = "repogate_statement_started"
 _SPACE = re.compile(r"\s+")
 # A bound parameter as the drivers write it: $1 or $1::UUID (asyncpg), ? (sqlite).
-_PARAM = r"(?:\$\d+(?:::\w+(?:\[\])?)?|\?|%\(\w+\)s|:\w+)"
+# Casts may be several words: $3::TIMESTAMP WITH TIME ZONE.
+_PARAM = r"(?:\$\d+(?:::\w+(?: \w+)*(?:\[\])?)?|\?|%\(\w+\)s|:\w+)"
 # Three or more in a row, as an expanded IN list: ($1, $2, $3, ...)
 _LIST = re.compile(rf"\((?:\s*{_PARAM}\s*,){{2,}}\s*{_PARAM}\s*\)")
+# Rows of a multi-row VALUES, once each is shortened: (…), (…), (…)
+_ROWS = re.compile(r"\(…\)(?:\s*,\s*\(…\)){2,}")
+# A statement is kept to this many characters; the rest only repeats its shape.
+MAX_SQL = 2048
 
 
 @dataclass(frozen=True)
@@ -67,4 +72,5 @@ def _failed(context: Any) -> None:
 
 def normalize(sql: str) -> str:
     """Whitespace folded, long placeholder lists shortened: one line per kind of statement."""
-    return _LIST.sub("(…)", _SPACE.sub(" ", sql).strip())
+    short = _ROWS.sub("(…), …", _LIST.sub("(…)", _SPACE.sub(" ", sql).strip()))
+    return short if len(short) <= MAX_SQL else short[: MAX_SQL - 1] + "…"

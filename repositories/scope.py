@@ -8,10 +8,21 @@ forget the tenant, and bulk statements are scoped like single-row ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Delete, Insert, Select, Table, Update, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Delete,
+    Insert,
+    Select,
+    Table,
+    Update,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.sql.base import Executable
 
 from repositories.explain import Explain
@@ -41,6 +52,15 @@ class TenantScope:
         scoped = [{**row, TENANT_COLUMN: self.tenant} for row in rows]
         return self._mark(insert(self.table).values(scoped))
 
+    def insert_many(self, rows: Sequence[Mapping[str, Any]]) -> tuple[Insert, list[dict[str, Any]]]:
+        """One INSERT for any number of rows, run as an executemany (SQLAlchemy caches its
+        compiled form), and the rows as its parameters: each with this scope's tenant, and
+        all with the same keys, a row's missing ones taking their column's default."""
+        keys = {key for row in rows for key in row} - {TENANT_COLUMN}
+        defaults = {key: _scalar_default(self.table.c[key]) for key in keys}
+        params = [{**defaults, **row, TENANT_COLUMN: self.tenant} for row in rows]
+        return self._mark(insert(self.table)), params
+
     def update(self, values: Mapping[str, Any]) -> Update:
         # Keys may be names or Column objects; both name the tenant column.
         if any(getattr(key, "key", key) == TENANT_COLUMN for key in values):
@@ -62,3 +82,8 @@ class TenantScope:
 
     def _mark(self, stmt: _S) -> _S:
         return stmt.execution_options(**{_MARK: self})
+
+
+def _scalar_default(column: Column[Any]) -> Any:
+    default = column.default
+    return default.arg if default is not None and default.is_scalar else None  # type: ignore[attr-defined]

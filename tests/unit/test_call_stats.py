@@ -44,7 +44,20 @@ def test_only_server_faults_count_as_errors() -> None:
         ("SELECT * FROM t WHERE id IN ($1, $2, $3, $4)", "SELECT * FROM t WHERE id IN (…)"),
         ("SELECT * FROM t WHERE id IN (?, ?, ?)", "SELECT * FROM t WHERE id IN (…)"),
         ("INSERT INTO t (a, b) VALUES ($1, $2)", "INSERT INTO t (a, b) VALUES ($1, $2)"),
+        (
+            "INSERT INTO t (a, b, c) VALUES ($1::UUID, $2::TIMESTAMP WITH TIME ZONE, $3), "
+            "($4::UUID, $5::TIMESTAMP WITH TIME ZONE, $6), ($7::UUID, $8::TIMESTAMP WITH "
+            "TIME ZONE, $9)",
+            "INSERT INTO t (a, b, c) VALUES (…), …",
+        ),
     ],
 )
 def test_statements_are_normalized(sql: str, normal: str) -> None:
     assert normalize(sql) == normal
+
+
+def test_a_long_statement_is_cut_to_a_bounded_length() -> None:
+    sql = "SELECT " + ", ".join(f"column_{i}" for i in range(1000)) + " FROM t"
+
+    assert len(normalize(sql)) == 2048
+    assert normalize(sql).endswith("…")
