@@ -7,9 +7,10 @@ DCLINT := node_modules/.bin/dclint
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 GO_EXAMPLE  := clients/go/build/repogate-example
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
+BENCH_TOOLS := $(VENV)/.bench-tools
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke clean
+.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-deps clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -73,6 +74,19 @@ deploy-check: $(DEPLOY_TOOLS) $(DCLINT) ## Validate deploy/: Pods against Kubern
 	$(BIN)/kubernetes-validate --strict -k 1.29.0 deploy/pod.yaml deploy/pod-unix-socket.yaml
 	$(BIN)/kubernetes-validate --strict -k 1.37.0 deploy/pod.yaml deploy/pod-unix-socket.yaml
 	$(DCLINT) deploy/compose.yaml && echo "deploy/compose.yaml: valid (compose spec, dclint rules)"
+
+$(BENCH_TOOLS): bench/requirements.txt | $(BIN)/repogate
+	$(BIN)/pip install -q -r bench/requirements.txt
+	@touch $@
+
+bench-deps: $(BENCH_TOOLS) ## Install what the benchmark needs: psutil into .venv, h2load (Debian's nghttp2-client).
+	@command -v h2load >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get install -y nghttp2-client || \
+	  { $$sudo apt-get update && $$sudo apt-get install -y nghttp2-client; }; }
+
+bench: bench-deps ## Benchmark Repogate on PostgreSQL and Redis against bare baselines (BENCH_ARGS='--help').
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve from it.
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh

@@ -1,0 +1,134 @@
+"""Rows of results, their ratios to baselines and targets, as a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bench import stats
+
+# How a row is compared with its baseline:
+# throughput: rate / baseline rate, higher is better;
+# cost: baseline rate / rate (how many times dearer), lower is better;
+# latency: p50 / baseline p50, lower is better.
+Kind = Literal["throughput", "cost", "latency"]
+
+
+@dataclass
+class Row:
+    name: str
+    generator: str
+    unit: str = "req/s"
+    rate: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    server_cpu_us: float | None = None  # server CPU per operation
+    generator_cpu_us: float | None = None  # the load generator's CPU per operation
+    peak_rss_mb: float | None = None
+    errors: int = 0
+    baseline: str = ""
+    ratio: float | None = None
+    target: str = ""
+    verdict: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def judge(row: Row, base: Row | None, kind: Kind, bound: float | None = None) -> None:
+    """Sets `row`'s ratio to `base` and, with a bound, its verdict."""
+    if base is None:
+        return
+    row.baseline = base.name
+    if kind == "throughput":
+        row.ratio = stats.ratio(row.rate, base.rate)
+    elif kind == "cost":
+        row.ratio = stats.ratio(base.rate, row.rate)
+    else:
+        row.ratio = stats.ratio(row.p50_ms, base.p50_ms)
+    if bound is None:
+        return
+    if kind == "throughput":
+        row.target = f">= {bound:g}"
+        passed = row.ratio is not None and row.ratio >= bound
+    else:
+        row.target = f"<= {bound:g}"
+        passed = row.ratio is not None and row.ratio <= bound
+    row.verdict = "pass" if passed else "MISS"
+
+
+def check(row: Row, value: float | None, bound: float, unit: str) -> None:
+    """A target on the row's own value (memory), not on a ratio."""
+    row.target = f"<= {bound:g} {unit}"
+    row.verdict = "pass" if value is not None and value <= bound else "MISS"
+
+
+COLUMNS = (
+    ("scenario", 44, "<"),
+    ("generator", 16, "<"),
+    ("rate", 14, ">"),
+    ("p50 ms", 8, ">"),
+    ("p99 ms", 8, ">"),
+    ("srv CPU/op", 11, ">"),
+    ("gen CPU/op", 11, ">"),
+    ("peak RSS", 10, ">"),
+    ("err", 4, ">"),
+    ("ratio", 6, ">"),
+    ("target", 12, "<"),
+    ("", 5, "<"),
+)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:,.2f} ms" if value >= 10_000 else f"{value:,.0f} us"
+
+
+def cells(row: Row) -> list[str]:
+    rate = "-" if row.rate is None else f"{row.rate:,.0f} {row.unit}"
+    return [
+        row.name,
+        row.generator,
+        rate,
+        _num(row.p50_ms),
+        _num(row.p99_ms),
+        _us(row.server_cpu_us),
+        _us(row.generator_cpu_us),
+        "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:,.0f} MiB",
+        str(row.errors),
+        _num(row.ratio),
+        row.target,
+        row.verdict,
+    ]
+
+
+def table(rows: list[Row]) -> str:
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            f"{value:{align}{width}}"
+            for value, (_, width, align) in zip(values, COLUMNS, strict=True)
+        ).rstrip()
+
+    out = [line([name for name, _, _ in COLUMNS])]
+    out.append(line(["-" * width for _, width, _ in COLUMNS]))
+    for row in rows:
+        out.append(line(cells(row)))
+        baseline = f"vs {row.baseline}" if row.baseline else ""
+        for note in ([baseline] if baseline else []) + row.notes:
+            out.append(f"    {note}")
+    return "\n".join(out)
+
+
+def write_json(
+    path: Path, facts: dict[str, object], rows: list[Row], extra: dict[str, object]
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"machine": facts, "rows": [asdict(row) for row in rows], **extra}
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")

@@ -1,0 +1,747 @@
+"""`python -m bench`: the whole benchmark, from an empty bench database to the report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from bench import dbload, facts, h2load, profile, report, rpc, seed, stats
+from bench.procs import MB, Server, free_port
+from bench.report import Row, judge
+from bench.scenarios import DriverScenario, H2Scenario, Target, run_driver, run_h2load
+from repogate.v1 import user_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+GROUPS = ("get", "list", "write", "tx", "interceptors", "soak", "workers")
+PAGE_SECRET = "repogate-bench-page-token-secret"
+DEEP_TENANT, TENANT = f"{seed.TENANT_PREFIX}0", f"{seed.TENANT_PREFIX}1"
+WRITE_TENANT = "bench-writes"
+LIST_REQUEST = user_pb2.ListUsersRequest(
+    page_size=50, filter="is_active = true", order_by="create_time desc"
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per scenario (default 5)")
+    parser.add_argument(
+        "--soak", type=float, default=30.0, help="seconds of steady load (600: the 10-minute soak)"
+    )
+    parser.add_argument("--soak-rps", type=float, default=300.0, help="GetUser calls/s in the soak")
+    parser.add_argument("--clients", type=int, default=8, help="h2load connections")
+    parser.add_argument("--streams", type=int, default=4, help="h2load streams per connection")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=10)
+    parser.add_argument("--deep-pages", type=int, default=1000)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="alternations: interceptors on/off, 1/2 workers"
+    )
+    parser.add_argument("--pool-size", type=int, default=10, help="per server process")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after measuring, sample Repogate with py-spy (.venv/bin/pip install py-spy) "
+        "this long in each of GetUser miss and hit, the deep ListUsers page, CreateUser "
+        "and BatchCreateUsers; raw stacks and summaries go to bench/results/",
+    )
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database", default="repogate_bench", help="created, then dropped")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra REPOGATE_* setting for every Repogate started (repeatable)",
+    )
+    parser.add_argument(
+        "--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}"
+    )
+    args = parser.parse_args(argv)
+    args.groups = {group.strip() for group in args.only.split(",") if group.strip()}
+    unknown = args.groups - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown groups: {', '.join(sorted(unknown))}")
+    return args
+
+
+def workers_supported() -> bool:
+    out = subprocess.run(
+        [str(BIN / "repogate"), "serve", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--workers" in out.stdout
+
+
+@dataclass
+class Ids:
+    hit: str = ""
+    miss: str = ""
+    deep_token: str = ""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = datetime.now(UTC)
+        self.stamp = self.started.strftime("%Y%m%d-%H%M%S")
+        self.logs = RESULTS / "logs" / self.stamp
+        self.dsn = seed.database_dsn(args.pg, args.database)
+        self.load = h2load.Load(args.clients, args.streams, args.seconds)
+        self.rows: list[Row] = []
+        self.found: dict[str, Row] = {}
+        self.servers: list[Server] = []
+        self.extra: dict[str, object] = {}
+        self.ids = Ids()
+        self.profile_text = ""
+
+    # -- servers --------------------------------------------------------------
+
+    def repogate_env(self, address: str, extra: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REPOGATE_")}
+        env |= {
+            "REPOGATE_DATABASE_URL": self.dsn,
+            "REPOGATE_REDIS_URL": self.args.redis_url,
+            "REPOGATE_LISTEN": address,
+            "REPOGATE_PURGE_INTERVAL": "0",
+            "REPOGATE_ACCESS_LOG": "false",
+            "REPOGATE_TRACE_EXPORTER": "none",
+            "REPOGATE_PAGE_TOKEN_SECRET": PAGE_SECRET,
+            "REPOGATE_DB_POOL_SIZE": str(self.args.pool_size),
+            "REPOGATE_DB_MAX_OVERFLOW": str(self.args.pool_size // 2),
+            "REPOGATE_MAX_TRANSACTIONS": str(max(1, self.args.pool_size - 2)),
+            "REPOGATE_LOG_LEVEL": "INFO",
+        }
+        for setting in self.args.server_env:
+            key, _, value = setting.partition("=")
+            env[key] = value
+        return env | extra
+
+    def start_repogate(self, name: str, extra: dict[str, str], workers: int = 1) -> Target:
+        address = f"127.0.0.1:{free_port()}"
+        argv = [str(BIN / "repogate"), "serve", "--no-migrate"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        server = Server(name, argv, address, self.repogate_env(address, extra), self.log(name))
+        self.servers.append(server)
+        server.wait_serving(workers=workers)
+        return Target(server, repogate=True, workers=workers)
+
+    def start_baseline(self, mode: str) -> Target:
+        address = f"127.0.0.1:{free_port()}"
+        argv = [sys.executable, "-m", "bench.baseline", mode, "--listen", address]
+        argv += ["--dsn", seed.database_dsn(self.args.pg, self.args.database)]
+        argv += ["--pool-size", str(self.args.pool_size), "--redis-url", self.args.redis_url]
+        name = f"baseline-{mode}"
+        server = Server(name, argv, address, dict(os.environ), self.log(name))
+        self.servers.append(server)
+        server.wait_serving()
+        return Target(server)
+
+    def stop(self, target: Target) -> None:
+        target.server.stop()
+        self.servers.remove(target.server)
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    # -- rows -----------------------------------------------------------------
+
+    def add(self, row: Row, key: str = "") -> Row:
+        self.rows.append(row)
+        if key:
+            self.found[key] = row
+        rate = "-" if row.rate is None else f"{row.rate:,.0f} {row.unit}"
+        p50 = "-" if row.p50_ms is None else f"{row.p50_ms:.2f} ms"
+        print(f"  {row.name}: {rate}, p50 {p50}", file=sys.stderr, flush=True)
+        return row
+
+    def h2(self, scenario: H2Scenario, target: Target, key: str = "") -> Row:
+        return self.add(run_h2load(scenario, target, self.load)[0], key)
+
+    def drive(self, scenario: DriverScenario, target: Target, key: str = "") -> Row:
+        return self.add(run_driver(scenario, target, self.args.seconds), key)
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self) -> int:
+        if h2load.available() is None:
+            print("h2load is missing: apt-get install nghttp2-client", file=sys.stderr)
+            return 2
+        machine = asyncio.run(facts.collect(self.args.pg, self.args.redis_url))
+        machine["repogate_workers_flag"] = workers_supported()
+        print_facts(machine)
+        try:
+            self.setup()
+            self.measure()
+        finally:
+            self.cleanup()
+        machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        self.extra["config"] = {k: v for k, v in vars(self.args).items() if k != "groups"}
+        self.extra["duration_seconds"] = (datetime.now(UTC) - self.started).total_seconds()
+        if self.profile_text:
+            print(f"\n{self.profile_text}")
+        self.extra["setup"] = setup = self.describe()
+        print("\nhow:")
+        print("\n".join(f"  {line}" for line in setup))
+        print()
+        print(report.table(self.rows))
+        out = RESULTS / f"bench-{self.stamp}.json"
+        report.write_json(out, machine, self.rows, self.extra)
+        print(f"\nwritten: {out.relative_to(ROOT)} ({self.extra['duration_seconds']:.0f} s)")
+        return 0
+
+    def describe(self) -> list[str]:
+        a, pool = self.args, self.args.pool_size
+        return [
+            f"Repogate on PostgreSQL ({a.database}) and Redis ({a.redis_url}), one process unless "
+            f"stated; pool {pool} + {pool // 2} overflow per process, REPOGATE_MAX_TRANSACTIONS "
+            f"{max(1, pool - 2)}, pre-ping as configured (default on), access log, tracing, "
+            "metrics and purge off unless stated" + (f"; {a.server_env}" if a.server_env else ""),
+            f"bare baselines: grpc.aio on uvloop, same method paths and messages; asyncpg pool "
+            f"{pool}; redis-py",
+            f"h2load: {a.clients} connections x {a.streams} streams, 500 warm-up requests, then "
+            f"{a.seconds:g} s; latencies from its per-request log; server CPU and peak RSS from "
+            "psutil over the measured window (workers included)",
+            "python driver (bench/driver.py): grpc.aio on uvloop, raw bytes, 4 channels, closed "
+            f"loop, 1 s warm-up, then {a.seconds:g} s; used where every request must differ or "
+            "calls chain; its ceiling is the no-op row above each of its scenarios",
+            "ratios compare runs of this one invocation; absolute numbers drift +-25 % between "
+            "runs on a shared machine",
+        ]
+
+    def setup(self) -> None:
+        print("setting up the bench database", file=sys.stderr, flush=True)
+        seed.delete_keys(self.args.redis_url)
+        asyncio.run(seed.create_database(self.args.pg, self.args.database))
+        seed.migrate(BIN / "repogate", self.repogate_env("127.0.0.1:0", {}))
+        plan = seed.SeedPlan(self.args.users, self.args.tenants)
+        seeded = asyncio.run(seed.seed_users(self.dsn, plan))
+        row = Row(
+            f"seed: COPY {seeded.rows:,} users, {len(seeded.counts)} tenants",
+            "asyncpg COPY",
+            unit="rows/s",
+            rate=seeded.rows / seeded.copy_seconds,
+        )
+        row.notes.append(
+            f"seeding took {seeded.seconds:.1f} s in all (rows built, COPY, ANALYZE); "
+            f"{DEEP_TENANT} holds {seeded.counts[DEEP_TENANT]:,}"
+        )
+        self.add(row, "copy")
+        self.extra["seed"] = {"seconds": seeded.seconds, "counts": seeded.counts}
+
+    def measure(self) -> None:
+        groups = self.args.groups
+        main = self.start_repogate("repogate", {})
+        idle_start = max(main.server.rss())
+        self.prepare(main)
+        noop = self.start_baseline("noop")
+        for group, run in (
+            ("get", lambda: self.get_scenarios(main, noop)),
+            ("list", lambda: self.list_scenarios(main, noop)),
+            ("write", lambda: self.write_scenarios(main, noop)),
+            ("tx", lambda: self.transaction_scenarios(main, noop)),
+        ):
+            if group in groups:
+                self.guarded(group, run)
+        self.stop(noop)
+        if "interceptors" in groups:
+            self.guarded("interceptors", lambda: self.interceptor_scenarios(main))
+        if "soak" in groups and self.args.soak > 0:
+            self.guarded("soak", lambda: self.soak(main))
+        time.sleep(1.0)
+        self.idle_row("Repogate idle RSS (1 worker)", main, idle_start)
+        if "workers" in groups:
+            self.guarded("workers", lambda: self.worker_scenarios(main))
+        if self.args.profile > 0:
+            self.guarded("profile", lambda: self.profiles(main))
+        self.stop(main)
+
+    def guarded(self, group: str, run: Callable[[], None]) -> None:
+        """Runs a group of scenarios; a failure is reported as a row, and the rest go on."""
+        try:
+            run()
+        except Exception as exc:
+            traceback.print_exc()
+            row = Row(f"{group}: FAILED", "-", verdict="error")
+            row.notes.append(
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+            row.notes += self.dead_servers()
+            self.add(row)
+
+    def dead_servers(self) -> list[str]:
+        """Servers that exited while they should be serving, with where their log is."""
+        return [
+            f"{server.name} exited with {server.proc.returncode}; its log: {server.log}"
+            for server in self.servers
+            if server.proc.poll() is not None
+        ]
+
+    def prepare(self, main: Target) -> None:
+        """Picks the users to read, pins a miss, warms a hit, walks to the deep page."""
+        hit, miss = asyncio.run(seed.some_user_ids(self.dsn, TENANT, 2))
+        self.ids.hit, self.ids.miss = hit, miss
+        rpc.get_user(main.address, TENANT, hit)  # fills the cache
+        key = rpc.pin_miss(self.args.redis_url, TENANT, miss)
+        rpc.get_user(main.address, TENANT, miss)
+        if rpc.cached(self.args.redis_url, key) != rpc.PINNED_MISS:
+            raise RuntimeError("a GetUser replaced the pinned miss: the cache-miss path changed")
+        if "list" in self.args.groups:
+            started = time.perf_counter()
+            self.ids.deep_token = rpc.page_token(
+                main.address, DEEP_TENANT, LIST_REQUEST, self.args.deep_pages
+            )
+            self.extra["deep_walk_seconds"] = time.perf_counter() - started
+
+    def get_request(self, id_: str) -> user_pb2.GetUserRequest:
+        return user_pb2.GetUserRequest(id=id_)
+
+    def get_scenarios(self, main: Target, noop: Target) -> None:
+        args = self.args
+        get = "repogate.v1.UserService/GetUser"
+        is_user = expect_user(self.ids.hit)
+        ceiling = self.h2(
+            H2Scenario(
+                "bare no-op RPC (h2load ceiling)", get, self.get_request(self.ids.hit), TENANT
+            ),
+            noop,
+            "noop",
+        )
+        ceiling.notes.append(
+            "the most this generator and grpc.aio serve here: the RPC layer's ceiling"
+        )
+        if ceiling.generator_cpu_us:
+            ceiling.notes.append(
+                f"h2load itself: {ceiling.generator_cpu_us:.0f} us CPU per request, about "
+                f"{1e6 / ceiling.generator_cpu_us:,.0f} req/s per core: far above any server here"
+            )
+        pg = self.start_baseline("pg")
+        self.h2(
+            H2Scenario(
+                "bare asyncpg PK lookup RPC", get, self.get_request(self.ids.hit), TENANT, is_user
+            ),
+            pg,
+            "pg_lookup",
+        )
+        miss = self.h2(
+            H2Scenario(
+                "GetUser cache miss",
+                get,
+                self.get_request(self.ids.miss),
+                TENANT,
+                expect_user(self.ids.miss),
+            ),
+            main,
+        )
+        judge(miss, self.found["pg_lookup"], "throughput", 0.75)
+        miss.notes.append("every call misses: a tombstone no fill may replace is pinned on its key")
+        self.stop(pg)
+        rds = self.start_baseline("redis")
+        value = rpc.get_user(main.address, TENANT, self.ids.hit).SerializeToString()
+        set_baseline_value(args.redis_url, self.ids.hit, value)
+        bare = self.h2(
+            H2Scenario("bare Redis GET RPC", get, self.get_request(self.ids.hit), TENANT, is_user),
+            rds,
+            "redis_get",
+        )
+        bare.notes.append(f"GET of the same user Repogate caches, serialized: {len(value)} bytes")
+        hit = self.h2(
+            H2Scenario("GetUser cache hit", get, self.get_request(self.ids.hit), TENANT, is_user),
+            main,
+            "hit",
+        )
+        judge(hit, self.found["redis_get"], "throughput", 0.75)
+        self.stop(rds)
+
+    def list_scenarios(self, main: Target, noop: Target) -> None:
+        method = "repogate.v1.UserService/ListUsers"
+        first = self.h2(
+            H2Scenario(
+                "ListUsers first page (50, filter, order)",
+                method,
+                LIST_REQUEST,
+                DEEP_TENANT,
+                expect_page(50),
+            ),
+            main,
+            "list_first",
+        )
+        if "noop" in self.found:
+            judge(first, self.found["noop"], "throughput")
+        deep = user_pb2.ListUsersRequest()
+        deep.CopyFrom(LIST_REQUEST)
+        deep.page_token = self.ids.deep_token
+        row = self.h2(
+            H2Scenario(
+                f"ListUsers page {self.args.deep_pages + 1:,} (keyset)",
+                method,
+                deep,
+                DEEP_TENANT,
+                expect_page(50),
+            ),
+            main,
+        )
+        judge(row, first, "cost", 1.3)
+        row.notes.append(
+            f"ratio: how many times the first page's cost (its req/s over this one's); "
+            f"filter {LIST_REQUEST.filter!r}, order_by {LIST_REQUEST.order_by!r}"
+        )
+
+    def write_scenarios(self, main: Target, noop: Target) -> None:
+        args = self.args
+        inserts = asyncio.run(
+            dbload.inserts(self.dsn, WRITE_TENANT, 32, args.pool_size, args.seconds)
+        )
+        self.add(
+            db_row(
+                "asyncpg single-row INSERT", f"asyncpg c32 p{args.pool_size}", inserts, "rows/s"
+            ),
+            "inserts",
+        )
+        many = asyncio.run(dbload.executemany(self.dsn, WRITE_TENANT, 2, 1000, args.seconds))
+        self.add(db_row("asyncpg executemany, 1,000 rows", "asyncpg c2", many, "rows/s"), "many")
+        create = DriverScenario("CreateUser", "create", WRITE_TENANT, 32)
+        self.drive(
+            DriverScenario("bare no-op CreateUser (python ceiling)", "create", WRITE_TENANT, 32),
+            noop,
+        )
+        pg = self.start_baseline("pg")
+        self.drive(
+            DriverScenario("bare asyncpg INSERT RPC", "create", WRITE_TENANT, 32), pg, "insert_rpc"
+        )
+        self.stop(pg)
+        row = self.drive(create, main)
+        judge(row, self.found["insert_rpc"], "throughput", 0.6)
+        self.drive(
+            DriverScenario(
+                "bare no-op BatchCreateUsers (python ceiling)", "batch", WRITE_TENANT, 2, "rows/s"
+            ),
+            noop,
+        )
+        row = self.drive(
+            DriverScenario("BatchCreateUsers of 1,000", "batch", WRITE_TENANT, 2, "rows/s"), main
+        )
+        judge(row, self.found["many"], "throughput", 0.5)
+
+    def transaction_scenarios(self, main: Target, noop: Target) -> None:
+        concurrency = max(1, self.args.pool_size - 2)
+        ceiling = self.drive(
+            DriverScenario(
+                "bare no-op transaction (python ceiling)",
+                "tx",
+                WRITE_TENANT,
+                concurrency,
+                "tx/s",
+            ),
+            noop,
+            "tx_noop",
+        )
+        row = self.drive(
+            DriverScenario(
+                "transaction: Begin + 2 CreateUser + Commit",
+                "tx",
+                WRITE_TENANT,
+                concurrency,
+                "tx/s",
+            ),
+            main,
+        )
+        judge(row, ceiling, "throughput")
+
+    def interceptor_scenarios(self, main: Target) -> None:
+        everything = env_for({key: value for _, env in ONE_AT_A_TIME for key, value in env.items()})
+        metrics = everything["REPOGATE_METRICS_LISTEN"]
+        on = self.start_repogate("repogate-interceptors-on", everything)
+        hit = self.get_request(self.ids.hit)
+        get = "repogate.v1.UserService/GetUser"
+        offs: list[Row] = []
+        ons: list[Row] = []
+        for _ in range(self.args.repeat):
+            offs.append(
+                run_h2load(
+                    H2Scenario("GetUser hit, interceptors off", get, hit, TENANT), main, self.load
+                )[0]
+            )
+            ons.append(
+                run_h2load(
+                    H2Scenario("GetUser hit, interceptors on", get, hit, TENANT), on, self.load
+                )[0]
+            )
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as reply:
+            scraped = len(reply.read())
+        self.stop(on)
+        off_row = self.add(middle(offs), "off")
+        on_row = self.add(middle(ons))
+        judge(on_row, off_row, "latency", 1.15)
+        on_row.notes.append(
+            "on: tracing (console exporter, stdout to /dev/null), Prometheus metrics "
+            f"(/metrics scraped once at the end: {scraped:,} bytes), JSON access log (to /dev/null)"
+        )
+        for row, runs in ((off_row, offs), (on_row, ons)):
+            p50s = ", ".join(f"{r.p50_ms:.2f}" for r in runs if r.p50_ms is not None)
+            row.notes.append(f"median of {len(runs)} alternating runs; p50s {p50s} ms")
+        for name, env in ONE_AT_A_TIME:
+            alone = self.start_repogate(f"repogate-{name.split()[0]}", env_for(env))
+            row, _ = run_h2load(
+                H2Scenario(f"GetUser hit, {name} only", get, hit, TENANT), alone, self.load
+            )
+            self.stop(alone)
+            judge(self.add(row), off_row, "latency")
+
+    def soak(self, main: Target) -> None:
+        seconds = self.args.soak
+        per_client = self.args.soak_rps / 2
+        get = user_pb2.GetUserRequest(id=self.ids.miss)
+        steady = h2load.Load(2, 1, seconds, rps_per_client=per_client)
+        runs = [
+            h2load.start(
+                f"http://{main.address}/repogate.v1.UserService/GetUser",
+                h2load.frame(get),
+                [f"x-tenant-id: {TENANT}"],
+                steady,
+            ),
+            h2load.start(
+                f"http://{main.address}/repogate.v1.UserService/ListUsers",
+                h2load.frame(LIST_REQUEST),
+                [f"x-tenant-id: {DEEP_TENANT}"],
+                h2load.Load(1, 1, seconds, rps_per_client=max(1.0, per_client / 3)),
+            ),
+        ]
+        samples: list[tuple[float, int]] = []
+        started = time.monotonic()
+        cpu = main.server.cpu_seconds()
+        while any(r.proc.poll() is None for r in runs):
+            samples.append((time.monotonic() - started, sum(main.server.rss())))
+            time.sleep(1.0)
+        cpu = main.server.cpu_seconds() - cpu
+        results = [r.wait(timeout=60) for r in runs]
+        done = sum(r.done for r in results)
+        reference = next((rss for t, rss in samples if t >= seconds * 0.1), samples[0][1])
+        final = samples[-1][1]
+        row = Row(
+            f"soak {seconds:g} s: GetUser miss + ListUsers",
+            "h2load steady",
+            rate=done / seconds,
+            p50_ms=results[0].p50_ms,
+            p99_ms=results[0].p99_ms,
+            server_cpu_us=cpu / done * 1e6 if done else None,
+            peak_rss_mb=max(rss for _, rss in samples) / MB,
+            errors=sum(r.failed for r in results),
+            ratio=final / reference,
+            target="<= 1.1",
+            verdict="pass" if final <= reference * 1.1 else "MISS",
+        )
+        row.notes.append(
+            f"ratio: RSS at the end ({final / MB:.0f} MiB) over RSS 10 % in "
+            f"({reference / MB:.0f} MiB); growth {stats.growth(reference, final):+.1%}; "
+            "latencies are GetUser's"
+        )
+        self.extra["soak_rss"] = samples
+        self.add(row)
+
+    def idle_row(self, name: str, target: Target, at_start: int) -> None:
+        idle = max(target.server.rss())
+        row = Row(name, "-", peak_rss_mb=idle / MB)
+        report.check(row, idle / MB, 120, "MiB")
+        row.notes.append(
+            f"idle after start {at_start / MB:.0f} MiB, idle after the load above "
+            f"{idle / MB:.0f} MiB (judged)"
+        )
+        self.add(row)
+
+    def worker_scenarios(self, main: Target) -> None:
+        """Two workers against one, alternating, on the cache-hit scenario."""
+        if not workers_supported():
+            row = Row("2 workers: GetUser cache hit", "-", verdict="n/a")
+            row.notes.append("repogate serve has no --workers flag")
+            self.add(row)
+            return
+        two = self.start_repogate("repogate-2-workers", {}, workers=2)
+        time.sleep(1.0)
+        at_start = worker_rss(two)
+        hit = self.get_request(self.ids.hit)
+        get = "repogate.v1.UserService/GetUser"
+        ones: list[Row] = []
+        twos: list[Row] = []
+        for _ in range(self.args.repeat):
+            scenario = H2Scenario("1 worker: GetUser cache hit", get, hit, TENANT)
+            ones.append(run_h2load(scenario, main, self.load)[0])
+            scenario = H2Scenario("2 workers: GetUser cache hit", get, hit, TENANT)
+            twos.append(run_h2load(scenario, two, self.load)[0])
+        time.sleep(1.0)
+        after = worker_rss(two)
+        self.stop(two)
+        one = self.add(by_rate(ones))
+        row = self.add(by_rate(twos))
+        judge(row, one, "throughput", 1.5)
+        for each, runs in ((one, ones), (row, twos)):
+            rates = ", ".join(f"{r.rate:,.0f}" for r in runs if r.rate is not None)
+            each.notes.append(f"median of {len(runs)} alternating runs; req/s {rates}")
+        row.notes.append("two workers need two free cores; h2load and Redis want some too")
+        idle = Row("Repogate idle RSS per worker (2 workers)", "-", peak_rss_mb=max(after) / MB)
+        report.check(idle, max(after) / MB, 120, "MiB")
+        idle.notes.append(
+            f"workers after start {', '.join(f'{s / MB:.0f}' for s in at_start)} MiB, "
+            f"after the load {', '.join(f'{s / MB:.0f}' for s in after)} MiB (judged)"
+        )
+        self.add(idle)
+
+    def profiles(self, main: Target) -> None:
+        """py-spy over Repogate while each scenario runs again; nothing here is measured."""
+        if profile.available() is None:
+            print("--profile: py-spy is missing (.venv/bin/pip install py-spy)", file=sys.stderr)
+            return
+        seconds = self.args.profile
+        out = RESULTS / f"profile-{self.stamp}"
+        get = "repogate.v1.UserService/GetUser"
+        deep = user_pb2.ListUsersRequest()
+        deep.CopyFrom(LIST_REQUEST)
+        deep.page_token = self.ids.deep_token
+        scenarios: list[tuple[str, H2Scenario | DriverScenario]] = [
+            ("getuser-miss", H2Scenario("", get, self.get_request(self.ids.miss), TENANT)),
+            ("getuser-hit", H2Scenario("", get, self.get_request(self.ids.hit), TENANT)),
+            ("createuser", DriverScenario("", "create", WRITE_TENANT, 32)),
+            ("batchcreateusers", DriverScenario("", "batch", WRITE_TENANT, 2, "rows/s")),
+        ]
+        if deep.page_token:
+            method = "repogate.v1.UserService/ListUsers"
+            scenarios.append(("listusers-deep", H2Scenario("", method, deep, DEEP_TENANT)))
+        load = h2load.Load(self.load.clients, self.load.streams, seconds)
+        summaries = []
+        for name, scenario in scenarios:
+            raw = out / f"{name}.txt"
+            spy = profile.start(main.server.proc.pid, seconds + 1, raw)
+            time.sleep(0.5)  # py-spy attaches
+            if isinstance(scenario, H2Scenario):
+                run_h2load(scenario, main, load)
+            else:
+                run_driver(scenario, main, seconds)
+            spy.wait(timeout=seconds + 60)
+            summary = profile.render(name, profile.summarise(raw.read_text()))
+            (out / f"{name}.summary.txt").write_text(summary + "\n")
+            summaries.append(summary)
+        self.extra["profiles"] = str(out.relative_to(ROOT))
+        self.profile_text = "\n\n".join(summaries)
+
+    def cleanup(self) -> None:
+        for server in reversed(self.servers):
+            try:
+                server.stop()
+            except Exception as exc:  # keep cleaning up
+                print(f"stopping {server.name}: {exc}", file=sys.stderr)
+        self.servers.clear()
+        try:
+            deleted = seed.delete_keys(self.args.redis_url)
+            asyncio.run(seed.drop_database(self.args.pg, self.args.database))
+            print(
+                f"cleaned up: dropped {self.args.database}, deleted {deleted} Redis keys",
+                file=sys.stderr,
+            )
+        except Exception as exc:
+            print(f"cleanup failed: {exc}", file=sys.stderr)
+
+
+# What "interceptors on" turns on, each alone and then all together.
+ONE_AT_A_TIME = (
+    ("tracing (console exporter)", {"REPOGATE_TRACE_EXPORTER": "console"}),
+    ("metrics", {"REPOGATE_METRICS_LISTEN": "127.0.0.1:{port}"}),
+    ("access log", {"REPOGATE_ACCESS_LOG": "true"}),
+)
+
+
+def env_for(template: dict[str, str]) -> dict[str, str]:
+    """The settings with a free port wherever one is wanted."""
+    return {key: value.format(port=free_port()) for key, value in template.items()}
+
+
+def expect_user(id_: str) -> Callable[[bytes], None]:
+    def check(reply: bytes) -> None:
+        if user_pb2.User.FromString(reply).id != id_:
+            raise RuntimeError(f"GetUser did not answer user {id_}")
+
+    return check
+
+
+def expect_page(size: int) -> Callable[[bytes], None]:
+    def check(reply: bytes) -> None:
+        page = user_pb2.ListUsersResponse.FromString(reply)
+        if len(page.users) != size or not page.next_page_token:
+            raise RuntimeError(f"ListUsers answered {len(page.users)} users, not {size}")
+
+    return check
+
+
+def set_baseline_value(url: str, id_: str, value: bytes) -> None:
+    import redis
+
+    from bench.baseline import REDIS_KEY_PREFIX
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.set(REDIS_KEY_PREFIX + id_, value, ex=3600)
+    finally:
+        client.close()
+
+
+def db_row(name: str, generator: str, result: dbload.DbResult, unit: str) -> Row:
+    p50 = stats.percentile(result.latencies_us, 50)
+    p99 = stats.percentile(result.latencies_us, 99)
+    row = Row(
+        name,
+        generator,
+        unit=unit,
+        rate=result.rows / result.seconds,
+        p50_ms=None if p50 is None else p50 / 1000,
+        p99_ms=None if p99 is None else p99 / 1000,
+    )
+    row.notes.append(f"{result.ops / result.seconds:,.0f} statements/s; no gRPC")
+    return row
+
+
+def worker_rss(target: Target) -> list[int]:
+    """Resident bytes of each worker: the server's children (its own process supervises)."""
+    sizes = []
+    for proc in target.server.tree()[1:]:
+        with contextlib.suppress(psutil.Error):
+            sizes.append(proc.memory_info().rss)
+    return sizes
+
+
+def by_rate(rows: list[Row]) -> Row:
+    """The run with the median rate."""
+    ordered = sorted(rows, key=lambda row: row.rate or 0.0)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def middle(rows: list[Row]) -> Row:
+    """The run with the median p50 latency."""
+    ordered = sorted(rows, key=lambda row: row.p50_ms or 0.0)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def print_facts(machine: dict[str, object]) -> None:
+    print("machine:")
+    for key, value in machine.items():
+        print(f"  {key:24} {value}")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return Bench(parse_args(argv)).run()

@@ -1,0 +1,96 @@
+"""The benchmark's own arithmetic and parsing (bench/): no servers, no load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import h2load, profile, report, stats
+from bench.seed import SeedPlan
+from repogate.v1 import user_pb2
+
+pytestmark = pytest.mark.unit
+
+H2LOAD_OUT = """
+finished in 5.00s, 2301.40 req/s, 1.19MB/s
+requests: 11507 total, 11507 started, 11507 done, 11500 succeeded, 7 failed, 0 errored, 0 timeout
+status codes: 11500 2xx, 0 3xx, 0 4xx, 0 5xx
+"""
+
+
+def test_frame_is_flag_length_message() -> None:
+    message = user_pb2.GetUserRequest(id="abc")
+    payload = message.SerializeToString()
+    assert h2load.frame(message) == b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def test_h2load_summary_and_log_are_read() -> None:
+    log = "1795459806860260\t200\t1000\n1795459806860261\t200\t3000\n1795459806860262\t200\t2000\n"
+    result = h2load.parse(H2LOAD_OUT, log)
+    assert (result.done, result.succeeded, result.failed) == (11507, 11500, 7)
+    assert result.rps == pytest.approx(2301.40)
+    assert result.seconds == pytest.approx(5.0)
+    assert result.p50_ms == pytest.approx(2.0)
+    assert result.p99_ms == pytest.approx(3.0)
+
+
+def test_h2load_milliseconds_and_unreadable_output() -> None:
+    out = H2LOAD_OUT.replace("5.00s", "270.82ms")
+    assert h2load.parse(out, "").seconds == pytest.approx(0.27082)
+    with pytest.raises(RuntimeError):
+        h2load.parse("nothing here", "")
+
+
+def test_h2load_command_is_bounded() -> None:
+    load = h2load.Load(clients=2, streams=3, seconds=4, rps_per_client=10)
+    cmd = h2load.command("http://127.0.0.1:1/x", Path("b"), ["x-tenant-id: t"], load, Path("l"))
+    assert cmd[-1] == "http://127.0.0.1:1/x"
+    assert cmd[cmd.index("-D") + 1] == "4"
+    assert "x-tenant-id: t" in cmd
+    assert "te: trailers" in cmd
+    counted = h2load.command("u", Path("b"), [], h2load.Load(requests=10), Path("l"))
+    assert counted[counted.index("-n") + 1] == "10"
+
+
+def test_percentiles_by_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert stats.percentile(values, 50) == 50
+    assert stats.percentile(values, 99) == 99
+    assert stats.percentile([], 50) is None
+    assert stats.median([3.0, 1.0, 2.0, 4.0]) == 2.5
+    assert stats.ratio(1.0, 0.0) is None
+
+
+def test_seed_plan_skews_to_the_first_tenant_and_adds_up() -> None:
+    counts = SeedPlan(100_000, 10).counts()
+    assert sum(counts.values()) == 100_000
+    assert counts["bench-t0"] == 55_000
+    assert len(counts) == 10
+    assert sum(SeedPlan(1_003, 4).counts().values()) == 1_003
+
+
+def test_judging_ratios_against_bounds() -> None:
+    base = report.Row("base", "g", rate=1000.0, p50_ms=2.0)
+    fast = report.Row("fast", "g", rate=800.0, p50_ms=2.2)
+    report.judge(fast, base, "throughput", 0.75)
+    assert (fast.ratio, fast.verdict) == (pytest.approx(0.8), "pass")
+    report.judge(fast, base, "latency", 1.05)
+    assert (fast.ratio, fast.verdict) == (pytest.approx(1.1), "MISS")
+    deep = report.Row("deep", "g", rate=500.0)
+    report.judge(deep, base, "cost", 1.3)
+    assert (deep.ratio, deep.verdict) == (pytest.approx(2.0), "MISS")
+    assert "base" in report.table([base, deep])
+
+
+def test_profile_summary_attributes_leaves_and_packages() -> None:
+    raw = (
+        'process 1:"repogate";<module> (repogate:6);Runner.run (asyncio/runners.py:118);'
+        "get (/x/site-packages/sqlalchemy/engine/base.py:12) 3\n"
+        'process 1:"repogate";<module> (repogate:6);Runner.run (asyncio/runners.py:118) 1\n'
+    )
+    summary = profile.summarise(raw)
+    assert summary.samples == 4
+    assert summary.self_time[0] == ("get (sqlalchemy/engine/base.py)", 0.75)
+    assert ("sqlalchemy", 0.75) in summary.by_package
+    assert summary.inclusive == [("get (sqlalchemy/engine/base.py)", 0.75)]
