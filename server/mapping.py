@@ -6,11 +6,11 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
@@ -31,10 +31,16 @@ _STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
 _EXACT_INTEGERS = 2**53
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromTimedelta(timedelta(seconds=seconds))
+    return value
 
 
 def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
@@ -91,7 +97,7 @@ def _reader(field: Any) -> Reader:
         return lambda row: str(row["version"])
     kind = field.message_type.full_name if field.message_type is not None else None
     if kind == _TIMESTAMP:
-        return lambda row: None if row[name] is None else _timestamp(row[name])
+        return lambda row: None if row[name] is None else timestamp(row[name])
     if kind == _STRUCT:
         return lambda row: None if row[name] is None else _struct(row[name])
     if field.enum_type is not None:

@@ -11,10 +11,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import TypeAlias
 
-from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
 
 from repogate.v1 import admin_pb2 as pb
@@ -25,6 +23,7 @@ from repositories.profiler import SlowStatements
 from server.breaker import Breaker, State
 from server.cache import CacheBackend
 from server.call_stats import CallStats
+from server.mapping import duration, timestamp
 from server.units import Units
 
 Context: TypeAlias = aio.ServicerContext
@@ -98,9 +97,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     method=m.method,
                     count=m.count,
                     server_errors=m.server_errors,
-                    p50=_duration(m.p50),
-                    p95=_duration(m.p95),
-                    p99=_duration(m.p99),
+                    p50=duration(m.p50),
+                    p95=duration(m.p95),
+                    p99=duration(m.p99),
                 )
                 for m in self._o.calls.snapshot()
             ],
@@ -115,7 +114,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             ),
             transactions=pb.TransactionStats(
                 open=tx.open,
-                oldest_age=_duration(tx.oldest_age),
+                oldest_age=duration(tx.oldest_age),
                 begun=tx.outcomes.get("BEGUN", 0),
                 committed=tx.outcomes.get("COMMITTED", 0),
                 rolled_back=tx.outcomes.get("ROLLED_BACK", 0),
@@ -126,7 +125,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             retries=self._o.units.retried,
             slow_statements=[
                 pb.SlowStatement(
-                    sql=s.sql, duration=_duration(s.seconds), finish_time=_timestamp(s.finished)
+                    sql=s.sql, duration=duration(s.seconds), finish_time=timestamp(s.finished)
                 )
                 for s in self._o.slow.slowest()
             ],
@@ -146,17 +145,5 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             health.error = exc.message  # written for clients: no SQL, no host names
         else:
             health.reachable = True
-            health.round_trip.CopyFrom(_duration(time.perf_counter() - started))
+            health.round_trip.CopyFrom(duration(time.perf_counter() - started))
         return health
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromTimedelta(timedelta(seconds=seconds))
-    return value
-
-
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    value = timestamp_pb2.Timestamp()
-    value.FromDatetime(moment)
-    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from google.protobuf import duration_pb2
@@ -17,7 +17,7 @@ from repositories.filtering import compile_filter
 from repositories.jobs import JOB as JOB_ENTITY
 from repositories.jobs import JobRepository, Tally
 from server import validation
-from server.mapping import MessageMapping, json_object, parse_etag, stored_enum_names
+from server.mapping import MessageMapping, duration, json_object, parse_etag, stored_enum_names
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
 from server.resources import Policy, Resource, StandardMethods
@@ -225,6 +225,4 @@ def _mean(run: list[float]) -> duration_pb2.Duration | None:
     seconds, count = run
     if not count:
         return None
-    mean = duration_pb2.Duration()
-    mean.FromTimedelta(timedelta(seconds=seconds / count))
-    return mean
+    return duration(seconds / count)

@@ -6,10 +6,10 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeAlias
 
-from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
+from google.protobuf import any_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -20,6 +20,7 @@ from repogate.v1 import transaction_pb2_grpc
 from repositories.errors import DomainError, FieldViolation, InvalidArgument
 from repositories.transactions import Isolation, Limits, Transaction
 from server import context
+from server.mapping import duration, timestamp
 from server.units import Units
 
 Context: TypeAlias = aio.ServicerContext
@@ -80,7 +81,7 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
         id_ = _transaction_id(request.transaction_id)
         committed = await self._transactions.commit(id_, _tenant())
-        return pb.CommitResponse(commit_time=_timestamp(committed))
+        return pb.CommitResponse(commit_time=timestamp(committed))
 
     async def Rollback(self, request: pb.RollbackRequest, context: Context) -> pb.RollbackResponse:
         await self._transactions.rollback(_transaction_id(request.transaction_id), _tenant())
@@ -113,7 +114,7 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
         responses, committed = await self._units.retrying(attempt)
         return pb.TransactResponse(
             responses=[_pack(response) for response in responses],
-            commit_time=_timestamp(committed),
+            commit_time=timestamp(committed),
         )
 
     def _call(self, index: int, call: pb.TransactCall) -> tuple[Method, Message]:
@@ -187,22 +188,14 @@ async def _located(index: int, call: Awaitable[Message]) -> Message:
 
 
 def _message(tx: Transaction) -> pb.Transaction:
-    idle = duration_pb2.Duration()
-    idle.FromTimedelta(timedelta(seconds=tx.idle_timeout))
     return pb.Transaction(
         id=tx.id,
-        expire_time=_timestamp(tx.wall_time(tx.expires_at())),
-        max_expire_time=_timestamp(tx.wall_time(tx.lifetime_end)),
+        expire_time=timestamp(tx.wall_time(tx.expires_at())),
+        max_expire_time=timestamp(tx.wall_time(tx.lifetime_end)),
         read_only=tx.read_only,
         isolation_level=_ISOLATION_LEVEL[tx.isolation],
-        idle_timeout=idle,
+        idle_timeout=duration(tx.idle_timeout),
     )
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def _pack(message: Message) -> any_pb2.Any:
