@@ -34,6 +34,9 @@ async def start_repogate(tmp_path) -> AsyncIterator[StartRepogate]:
             "listen": "127.0.0.1:0",
             "database_url": f"sqlite+aiosqlite:///{tmp_path / f'db{len(started)}.sqlite'}",
             "shutdown_grace": 1,
+            # The 0.25 s default suits production; a shared test machine can stall one
+            # Redis reply longer. Tests about cache timeouts pass their own.
+            "cache_timeout": 5,
             **overrides,
         }
         app = Repogate(Settings(**fields), migrate=migrate, span_exporter=span_exporter)

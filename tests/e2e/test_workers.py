@@ -56,7 +56,13 @@ async def test_workers_share_one_port_and_stop_together(
 ) -> None:
     await require_redis()
     port = free_port()
-    env = cli_env(tmp_path, database_url=postgresql_url, redis_url=REDIS_URL, workers=str(WORKERS))
+    env = cli_env(
+        tmp_path,
+        database_url=postgresql_url,
+        redis_url=REDIS_URL,
+        cache_timeout="5",
+        workers=str(WORKERS),
+    )
     env["REPOGATE_LISTEN"] = f"127.0.0.1:{port}"
     async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
         channels = await _workers_of(server.address, tenant)
