@@ -42,7 +42,7 @@ from repositories.errors import (
 from repositories.explain import Explain
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
-from repositories.scope import ScopeViolation, TenantScope
+from repositories.scope import ID_PARAM, Params, ScopeViolation, TenantScope
 
 Row = RowMapping
 T = TypeVar("T", bound="ScopedTable")
@@ -104,7 +104,7 @@ class ScopedTable:
     async def _execute(
         self,
         stmt: Executable,
-        params: list[dict[str, Any]] | None = None,
+        params: Params = None,
         *,
         rows_recorded: bool = False,
     ) -> CursorResult[Any]:
@@ -115,7 +115,7 @@ class ScopedTable:
             raise ScopeViolation("a read-only unit of work cannot write")
         try:
             with translate_db_errors(self.errors):
-                result = await self._conn.execute(stmt, params)
+                result = await self._conn.execute(stmt, self.scope.bind(stmt, params))
         except Exception:
             self.failed = True
             raise
@@ -141,7 +141,7 @@ class Repository(ScopedTable):
             cls.errors = cls.entity.errors
 
     async def get(self, id_: uuid.UUID) -> Row:
-        result = await self._execute(self.scope.select().where(self.c.id == id_))
+        result = await self._execute(self.scope.select_by_id(), {ID_PARAM: id_})
         row = result.mappings().one_or_none()
         if row is None:
             raise NotFound(self.entity.resource_type, str(id_))

@@ -1,13 +1,17 @@
 """The one door to tenant-scoped tables.
 
-Every SELECT, INSERT, UPDATE and DELETE a repository runs is built here, with
-the tenant already in it, and marked; `Repository` refuses to execute a
-statement that does not carry this scope's mark. A repository method cannot
-forget the tenant, and bulk statements are scoped like single-row ones.
+Every SELECT, INSERT, UPDATE and DELETE a repository runs is built here and
+marked; `Repository` refuses to execute a statement without the mark of its
+table. SELECT, UPDATE and DELETE filter on the tenant as a bound parameter
+whose value only the executing scope supplies (`bind`), and an INSERT carries
+the scope's tenant in every row. A repository method cannot forget the tenant,
+bulk statements are scoped like single-row ones, and a statement built once can
+be cached and run for any tenant without ever seeing another's rows.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -18,6 +22,7 @@ from sqlalchemy import (
     Select,
     Table,
     Update,
+    bindparam,
     delete,
     insert,
     select,
@@ -27,9 +32,14 @@ from sqlalchemy.sql.base import Executable
 
 from repositories.explain import Explain
 
-_MARK = "repogate_tenant"
+_MARK = "repogate_scoped"
 TENANT_COLUMN = "tenant_id"
+# The bound parameter every scoped SELECT, UPDATE and DELETE filters on.
+TENANT_PARAM = "repogate_tenant"
+# The bound parameter of the cached lookup by primary key.
+ID_PARAM = "repogate_id"
 _S = TypeVar("_S", bound=Executable)
+Params = dict[str, Any] | list[dict[str, Any]] | None
 
 
 class ScopeViolation(RuntimeError):
@@ -42,11 +52,16 @@ class TenantScope:
             raise ScopeViolation("a tenant scope needs a tenant")
         self.table = table
         self.tenant = tenant
-        self._tenant_column = table.c[TENANT_COLUMN]
+        self._statements = _statements(table)
 
     def select(self, *columns: Any) -> Select[Any]:
-        stmt = select(*columns) if columns else select(self.table)
-        return self._mark(stmt.where(self._tenant_column == self.tenant))
+        if not columns:
+            return self._statements.select
+        return self._mark(select(*columns).where(self._statements.tenant_is))
+
+    def select_by_id(self) -> Select[Any]:
+        """The row whose id is the ID_PARAM parameter: built and compiled once per table."""
+        return self._statements.by_id
 
     def insert(self, rows: Iterable[Mapping[str, Any]]) -> Insert:
         scoped = [{**row, TENANT_COLUMN: self.tenant} for row in rows]
@@ -65,11 +80,11 @@ class TenantScope:
         # Keys may be names or Column objects; both name the tenant column.
         if any(getattr(key, "key", key) == TENANT_COLUMN for key in values):
             raise ScopeViolation("a row cannot move to another tenant")
-        stmt = update(self.table).where(self._tenant_column == self.tenant).values(dict(values))
+        stmt = update(self.table).where(self._statements.tenant_is).values(dict(values))
         return self._mark(stmt)
 
     def delete(self) -> Delete:
-        return self._mark(delete(self.table).where(self._tenant_column == self.tenant))
+        return self._mark(delete(self.table).where(self._statements.tenant_is))
 
     def explain(self, stmt: Select[Any]) -> Explain:
         """The plan of a statement this scope built."""
@@ -77,11 +92,40 @@ class TenantScope:
         return self._mark(Explain(stmt))
 
     def check(self, stmt: Executable) -> None:
-        if stmt.get_execution_options().get(_MARK) is not self:
-            raise ScopeViolation("statement was not built by this repository's tenant scope")
+        if stmt.get_execution_options().get(_MARK) is not self.table:
+            raise ScopeViolation("statement was not built by a tenant scope of this table")
+
+    def bind(self, stmt: Executable, params: Params) -> Params:
+        """The parameters to run `stmt` with: `params` and this scope's tenant, which
+        overrides any a caller passed. An INSERT's rows carry the tenant already."""
+        if isinstance(stmt, Insert):
+            return params
+        if params is None:
+            return {TENANT_PARAM: self.tenant}
+        if isinstance(params, list):
+            return [{**one, TENANT_PARAM: self.tenant} for one in params]
+        return {**params, TENANT_PARAM: self.tenant}
 
     def _mark(self, stmt: _S) -> _S:
-        return stmt.execution_options(**{_MARK: self})
+        return _mark(stmt, self.table)
+
+
+class _Statements:
+    """What every scope of one table shares: its tenant filter and cached statements."""
+
+    def __init__(self, table: Table) -> None:
+        self.tenant_is = table.c[TENANT_COLUMN] == bindparam(TENANT_PARAM)
+        self.select = _mark(select(table).where(self.tenant_is), table)
+        self.by_id = _mark(self.select.where(table.c.id == bindparam(ID_PARAM)), table)
+
+
+@functools.cache
+def _statements(table: Table) -> _Statements:
+    return _Statements(table)
+
+
+def _mark(stmt: _S, table: Table) -> _S:
+    return stmt.execution_options(**{_MARK: table})
 
 
 def _scalar_default(column: Column[Any]) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy import delete, event, or_, select, true, update
 from repositories.database import Database
 from repositories.errors import NotFound
 from repositories.scope import ScopeViolation, TenantScope
-from repositories.tables import users
+from repositories.tables import sessions, users
 from repositories.users import UserRepository
 from tests.integration.support import all_rows, create_users, fetch, other_tenant, user
 
@@ -178,7 +178,7 @@ async def test_repository_writes_refuse_a_tenant_change(database: Database, tena
     assert await all_rows(database, other) == []
 
 
-async def test_statements_not_built_by_the_scope_never_reach_the_database(
+async def test_statements_not_built_by_a_scope_never_reach_the_database(
     database: Database, tenant: str
 ) -> None:
     (row,) = await create_users(database, tenant, "target")
@@ -189,16 +189,13 @@ async def test_statements_not_built_by_the_scope_never_reach_the_database(
 
     async with database.unit_of_work(tenant) as uow:
         repo = uow.repository(UserRepository)
-        # Built by a scope for the same tenant, but not this repository's scope.
-        same_tenant_other_scope = TenantScope(users, tenant)
         unscoped = [
             select(users),
             select(users).where(users.c.tenant_id == tenant),
             update(users).values(display_name="x"),
             delete(users),
-            same_tenant_other_scope.select(),
-            same_tenant_other_scope.delete(),
-            TenantScope(users, other_tenant()).select(),
+            # Scoped, but to another table.
+            TenantScope(sessions, tenant).select(),
         ]
         event.listen(database.engine.sync_engine, "before_cursor_execute", record)
         try:
@@ -214,3 +211,25 @@ async def test_statements_not_built_by_the_scope_never_reach_the_database(
         await uow.commit()
 
     assert await fetch(database, tenant, row["id"]) == row
+
+
+async def test_a_statement_runs_with_the_executing_scopes_tenant_whoever_built_it(
+    database: Database, tenant: str
+) -> None:
+    other = other_tenant()
+    (mine,) = await create_users(database, tenant, "mine")
+    (theirs,) = await create_users(database, other, "theirs")
+    built_for_other = TenantScope(users, other)
+
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        found = (await repo._execute(built_for_other.select())).mappings().all()
+        assert [r["id"] for r in found] == [mine["id"]]
+        # A caller's own tenant parameter is overridden, not obeyed.
+        smuggled = await repo._execute(repo.scope.select(), {"repogate_tenant": other})
+        assert [r["id"] for r in smuggled.mappings()] == [mine["id"]]
+        deleted = await repo._execute(built_for_other.delete().where(users.c.id == theirs["id"]))
+        assert deleted.rowcount == 0
+        await uow.commit()
+
+    assert await fetch(database, other, theirs["id"]) == theirs

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from repositories.scope import ScopeViolation, TenantScope
-from repositories.tables import users
+from repositories.scope import TENANT_PARAM, ScopeViolation, TenantScope
+from repositories.tables import sessions, users
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +35,24 @@ def test_select_update_delete_filter_on_the_tenant(dialect: Any) -> None:
     ):
         compiled = stmt.compile(dialect=dialect)
         assert "WHERE users.tenant_id = " in str(compiled)
-        assert "acme" in compiled.params.values()
+        # The tenant is a parameter only the executing scope fills in.
+        assert compiled.construct_params(scope.bind(stmt, None))[TENANT_PARAM] == "acme"
+
+
+def test_bind_puts_the_scopes_tenant_over_any_other() -> None:
+    scope = TenantScope(users, "acme")
+    stmt = scope.select()
+    assert scope.bind(stmt, None) == {TENANT_PARAM: "acme"}
+    assert scope.bind(stmt, {TENANT_PARAM: "evil", "x": 1}) == {TENANT_PARAM: "acme", "x": 1}
+    many = scope.bind(scope.update({"display_name": "x"}), [{TENANT_PARAM: "evil"}, {}])
+    assert many == [{TENANT_PARAM: "acme"}, {TENANT_PARAM: "acme"}]
+
+
+def test_statements_are_shared_by_scopes_of_a_table_and_filter_by_the_executing_one() -> None:
+    acme, other = TenantScope(users, "acme"), TenantScope(users, "other")
+    assert acme.select() is other.select()
+    assert acme.select_by_id() is other.select_by_id()
+    assert other.bind(acme.select(), None) == {TENANT_PARAM: "other"}
 
 
 def test_insert_forces_the_tenant_on_every_row() -> None:
@@ -58,18 +75,16 @@ def test_update_refuses_a_tenant_change(key: Any) -> None:
         scope.update({"display_name": "x", key: "acme"})
 
 
-def test_check_accepts_only_this_scopes_statements() -> None:
+def test_check_accepts_only_statements_scoped_to_this_table() -> None:
     scope = TenantScope(users, "acme")
     refined = scope.select().where(users.c.username == "a").order_by(users.c.id).limit(3)
     for stmt in (scope.select(), refined, scope.update({"display_name": "x"}), scope.delete()):
         scope.check(stmt)
 
-    twin = TenantScope(users, "acme")
     for stmt in (
         select(users),
         select(users).where(users.c.tenant_id == "acme"),
-        twin.select(),
-        TenantScope(users, "other").delete(),
+        TenantScope(sessions, "acme").select(),
     ):
         with pytest.raises(ScopeViolation):
             scope.check(stmt)
