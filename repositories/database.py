@@ -9,12 +9,14 @@ on a lock upgrade halfway through.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from repositories.base import ScopedTable
@@ -22,6 +24,7 @@ from repositories.changes import Changes
 from repositories.errors import translate_db_errors
 
 _WRITE = "repogate_write"
+_RETURNED = "repogate_returned"
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=ScopedTable)
 
@@ -31,6 +34,8 @@ class EngineOptions:
     pool_size: int = 20
     max_overflow: int = 10
     pool_pre_ping: bool = True
+    # Only a connection idle in the pool this many seconds is pinged before use.
+    pre_ping_after: float = 1.0
     pool_recycle: int = 3600
     pool_timeout: float = 30.0
     sqlite_busy_timeout_ms: int = 5000
@@ -38,10 +43,7 @@ class EngineOptions:
 
 def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
     options = options or EngineOptions()
-    kwargs: dict[str, Any] = {
-        "pool_pre_ping": options.pool_pre_ping,
-        "pool_recycle": options.pool_recycle,
-    }
+    kwargs: dict[str, Any] = {"pool_recycle": options.pool_recycle}
     if ":memory:" not in url and "mode=memory" not in url:
         kwargs |= {
             "pool_size": options.pool_size,
@@ -49,9 +51,36 @@ def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine
             "pool_timeout": options.pool_timeout,
         }
     engine = create_async_engine(url, **kwargs)
+    if options.pool_pre_ping:
+        _ping_when_idle(engine, options.pre_ping_after)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, options.sqlite_busy_timeout_ms)
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
+    """SQLAlchemy's pool_pre_ping, for connections that sat idle `after` seconds or more.
+
+    A connection in steady use has just proven itself, and its ping costs three round
+    trips on asyncpg (BEGIN, ping, ROLLBACK); the ones a restart, a firewall or an
+    idle timeout killed sat unused. Raising DisconnectionError makes the pool drop the
+    connection and hand out another, as pool_pre_ping does.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED)  # None: connected just now
+        if returned is None or time.monotonic() - returned < after:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("pooled connection failed its ping") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

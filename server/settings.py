@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(20, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_pre_ping: bool = True
+    db_pre_ping_after: float = Field(
+        1.0, ge=0, description="seconds idle in the pool before a connection is pinged"
+    )
     db_pool_recycle: int = Field(3600, description="seconds; -1 never recycles")
     db_pool_timeout: float = Field(30.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)
@@ -301,6 +304,7 @@ class Settings(BaseSettings):
             pool_size=self.db_pool_size,
             max_overflow=self.db_max_overflow,
             pool_pre_ping=self.db_pool_pre_ping,
+            pre_ping_after=self.db_pre_ping_after,
             pool_recycle=self.db_pool_recycle,
             pool_timeout=self.db_pool_timeout,
             sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
