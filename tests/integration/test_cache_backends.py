@@ -294,6 +294,33 @@ async def test_an_unreachable_redis_is_cache_unavailable_every_time(prefix: str)
     await redis.close()
 
 
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(prefix: str) -> None:
+    await require_redis()
+    redis = RedisBackend(REDIS_URL, timeout=TIMEOUT, max_connections=2)
+    try:
+        await redis.set(prefix, b"v", 60)
+        values = await asyncio.gather(*(redis.get(prefix) for _ in range(50)))
+        assert values == [b"v"] * 50
+        assert redis.stats.errors == 0
+        assert sum(count for count, _ in redis._redis.connection_pool.get_connection_count()) <= 2
+    finally:
+        await redis.delete([prefix])
+        await redis.close()
+
+
+async def test_a_wait_for_a_connection_is_bounded_by_the_timeout(prefix: str) -> None:
+    await require_redis()
+    redis = RedisBackend(REDIS_URL, timeout=0.1, max_connections=1)
+    try:
+        async with redis._command:  # holds the only connection
+            with pytest.raises(CacheUnavailable):
+                await redis.get(prefix)
+        assert redis.stats.errors == 1
+        assert await redis.get(prefix) is None
+    finally:
+        await redis.close()
+
+
 async def test_set_if_newer_writes_only_over_lower_versions(
     cache: CacheBackend, prefix: str
 ) -> None:
