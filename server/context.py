@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable
@@ -91,6 +92,9 @@ def from_metadata(
 _KEYS = frozenset((TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY, TRANSACTION_KEY))
 
 
+# Every call checks its tenant several times over (metadata, scope, cache keys); the
+# answer for a valid tenant is remembered. Invalid ones raise, and are not kept.
+@functools.lru_cache(maxsize=4096)
 def validate_tenant(value: str | None) -> str:
     if value is None or value == "":
         raise InvalidArgument.field(TENANT_KEY, "metadata is required", reason="INVALID_TENANT")
