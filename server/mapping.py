@@ -6,7 +6,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -27,14 +27,18 @@ ETAG = "etag"
 MAX_VERSION = 2**31 - 1
 _TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
 _STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Integral JSON numbers up to this size are stored as integers (Struct holds doubles).
 _EXACT_INTEGERS = 2**53
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """`value` (naive: UTC) as a Timestamp. The same as Timestamp.FromDatetime, at a
+    third of its cost: it runs three times for every row a call returns."""
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from repogate.v1 import user_pb2
 from repositories.errors import InvalidArgument
-from server.mapping import MessageMapping, parse_etag
+from server.mapping import MessageMapping, parse_etag, timestamp
 from tests.unit.support import assert_invalid
 
 pytestmark = pytest.mark.unit
@@ -210,3 +212,17 @@ def test_parse_etag_stays_within_the_32_bit_version_column() -> None:
         with pytest.raises(InvalidArgument) as err:
             parse_etag(etag, "etag")
         assert_invalid(err.value, "etag")
+
+
+@given(
+    st.datetimes(
+        # A day inside Timestamp's range, so that no UTC offset leaves it.
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30, 23, 59, 59, 999999),
+        timezones=st.one_of(st.none(), st.just(UTC), st.timezones()),
+    )
+)
+def test_timestamp_agrees_with_from_datetime(value: datetime) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value)
+    assert timestamp(value) == expected
