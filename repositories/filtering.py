@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 import lark
@@ -83,6 +83,21 @@ def compile_filter(text: str, fields: Mapping[str, FilterField]) -> ColumnElemen
     tree = _parse(text)
     _check_depth(tree)
     return _Compiler(fields).expression(tree)
+
+
+class Filters:
+    """`compile_filter` over one entity's fields, remembering the texts it compiled:
+    clients send the same few filters again and again, and parsing one costs more
+    than the rest of building its query. The condition, with its values bound, is
+    a SQLAlchemy expression, immutable and so safe to reuse; invalid texts raise
+    every time and are not kept."""
+
+    def __init__(self, fields: Mapping[str, FilterField], remember: int = 256) -> None:
+        self.fields = fields
+        self.compile = lru_cache(maxsize=remember)(self._compile)
+
+    def _compile(self, text: str) -> ColumnElement[bool] | None:
+        return compile_filter(text, self.fields)
 
 
 # ---------------------------------------------------------------- parsing

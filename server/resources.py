@@ -21,7 +21,7 @@ from repogate.v1 import query_pb2
 from repositories.base import Repository, Row
 from repositories.database import RepositorySource
 from repositories.errors import AlreadyExists, Conflict, InvalidArgument
-from repositories.filtering import compile_filter
+from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
 from repositories.request_log import Recorded, RequestLog
 from server import context, validation
@@ -100,7 +100,8 @@ class StandardMethods(Generic[M]):
         self._tokens = tokens
         self._policy = policy
         entity = resource.repository.entity
-        self._filter_fields = entity.filter_fields()
+        # Shared with domain methods that filter the same entity (JobStatistics).
+        self.filters = Filters(entity.filter_fields())
         self._sort_columns = entity.sort_columns()
         self._unique = sorted(set(entity.unique_fields.values()))
 
@@ -129,7 +130,7 @@ class StandardMethods(Generic[M]):
             raise InvalidArgument.field("skip", "must not be negative")
         counting = self._count_mode(request.count_mode, default=CountMode.COUNT_MODE_NONE)
         tenant = context.tenant()
-        where = compile_filter(request.filter, self._filter_fields)
+        where = self.filters.compile(request.filter)
         order = parse_order_by(request.order_by, self._sort_columns, self._default_order)
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
@@ -163,7 +164,7 @@ class StandardMethods(Generic[M]):
         mode = self._count_mode(request.count_mode, default=CountMode.COUNT_MODE_EXACT)
         if mode == CountMode.COUNT_MODE_NONE:
             raise InvalidArgument.field("count_mode", "must be EXACT or ESTIMATED")
-        where = compile_filter(request.filter, self._filter_fields)
+        where = self.filters.compile(request.filter)
         return await self._units.read(
             lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
         )

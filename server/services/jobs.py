@@ -13,8 +13,6 @@ from grpc import aio
 from repogate.v1 import job_pb2 as pb
 from repogate.v1 import job_pb2_grpc
 from repositories.errors import InvalidArgument
-from repositories.filtering import compile_filter
-from repositories.jobs import JOB as JOB_ENTITY
 from repositories.jobs import JobRepository, Tally
 from server import validation
 from server.mapping import MessageMapping, duration, json_object, parse_etag, stored_enum_names
@@ -47,7 +45,6 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     ) -> None:
         self._units = units
         self._jobs = StandardMethods(JOB, units, tokens, policy, cache)
-        self._filter_fields = JOB_ENTITY.filter_fields()
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Context) -> pb.Job:
         return await self._jobs.create(request)
@@ -150,7 +147,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
     async def GetJobStatistics(
         self, request: pb.GetJobStatisticsRequest, context: Context
     ) -> pb.GetJobStatisticsResponse:
-        where = compile_filter(request.filter, self._filter_fields)
+        where = self._jobs.filters.compile(request.filter)
         tallies = await self._units.read(
             lambda uow: uow.repository(JobRepository).statistics(
                 where, show_deleted=request.show_deleted

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from repositories.errors import InvalidArgument
-from repositories.filtering import FilterField, compile_filter
+from repositories.filtering import FilterField, Filters, compile_filter
 from repositories.tables import users
 from repositories.users import USER
 from tests.unit.support import assert_invalid
@@ -327,3 +327,19 @@ def test_timestamps_finer_than_microseconds_are_refused_not_truncated() -> None:
     assert err.value.reason == "INVALID_FILTER"
     # Zeros past the microseconds lose nothing.
     assert compile_filter('create_time > "2026-01-01T00:00:00.123456000Z"', FIELDS) is not None
+
+
+def test_filters_remember_what_they_compiled_and_refuse_bad_text_every_time() -> None:
+    filters = Filters(FIELDS, remember=2)
+    first = filters.compile('username = "a"')
+    assert filters.compile('username = "a"') is first
+    assert filters.compile("") is None
+    for _ in range(2):
+        with pytest.raises(InvalidArgument):
+            filters.compile("username = ")
+    # The remembered condition is the one compile_filter builds.
+    assert first is not None
+    stmt = select(users.c.id).where(first).compile(dialect=postgresql.dialect())
+    assert (str(stmt).split("WHERE", 1)[1], dict(stmt.params)) == compiled(
+        'username = "a"', postgresql.dialect()
+    )
