@@ -105,10 +105,7 @@ def batch_size(count: int, field: str) -> None:
 
 def request_id(value: str) -> uuid.UUID:
     """An AIP-155 request id: a UUID, in any of the forms uuid.UUID reads."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument.field("request_id", "must be a UUID") from None
+    return resource_id(value, "request_id")
 
 
 def distinct(keys: list[Any], field: str, what: str) -> None:
