@@ -32,7 +32,6 @@ from repogate.v1 import (
 )
 from repositories.database import Database, create_engine
 from repositories.maintenance import purge_due
-from repositories.migrate import upgrade
 from repositories.profiler import SlowStatements
 from repositories.transactions import TransactionRegistry
 from server import auth, cache, tls
@@ -111,6 +110,9 @@ class Repogate:
         self.metrics = metrics = Metrics.from_settings(s)
         self._db = Database(tracing.engine(create_engine(s.database_url, s.engine_options())))
         if self._migrate:
+            # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
+            from repositories.migrate import upgrade
+
             await upgrade(self._db.engine)
         slow = SlowStatements(s.slow_statement_ms / 1000)
         slow.attach(self._db.engine)

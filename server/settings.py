@@ -244,7 +244,6 @@ class Settings(BaseSettings):
         # Imported here: server.auth pulls in the interceptors; Settings stays a leaf.
         from server import tls
         from server.auth.keys import ApiKeys
-        from server.auth.tokens import load_public_key
 
         kinds = self.auth_kinds()
         if ("keys" in kinds) != (self.api_keys_file is not None):
@@ -268,6 +267,9 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             ApiKeys.load(self.api_keys_file)
         if self.jwt_public_key_file is not None:
+            # Only here: PyJWT and cryptography add 11 MiB to a server that needs neither.
+            from server.auth.tokens import load_public_key
+
             load_public_key(self.jwt_public_key_file)
         if self.tls_cert_file is not None and self.tls_key_file is not None:
             tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)

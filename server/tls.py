@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
     from server.settings import Settings
+
+# cryptography (9 MiB of RSS) is imported only where the files are checked, which
+# happens when TLS is configured.
 
 
 def credentials(s: Settings) -> grpc.ServerCredentials | None:
@@ -29,6 +32,8 @@ def credentials(s: Settings) -> grpc.ServerCredentials | None:
 def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
     """ValueError unless the files hold a certificate chain, its unencrypted private key,
     and CA certificates. gRPC itself would only say it failed to bind."""
+    from cryptography.hazmat.primitives import serialization
+
     chain = _certificates(cert_file, "REPOGATE_TLS_CERT_FILE")
     pem = _read(key_file, "REPOGATE_TLS_KEY_FILE")
     try:
@@ -45,6 +50,8 @@ def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) ->
 
 
 def _certificates(path: Path, variable: str) -> list[x509.Certificate]:
+    from cryptography import x509
+
     pem = _read(path, variable)
     try:
         return x509.load_pem_x509_certificates(pem)
@@ -60,6 +67,8 @@ def _read(path: Path, variable: str) -> bytes:
 
 
 def _spki(key: PublicKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -16,9 +16,9 @@ from server.auth.interceptor import AuthInterceptor
 from server.auth.keys import ApiKeys
 from server.auth.network import check_listen, is_local
 from server.auth.principal import ADMIN_ONLY, ADMIN_SCOPE, Principal, authorize
-from server.auth.tokens import Rules, Tokens
 
 if TYPE_CHECKING:
+    from server.auth.tokens import Tokens
     from server.settings import Settings
 
 __all__ = [
@@ -51,6 +51,9 @@ def authenticator(s: Settings) -> Authenticator | None:
 
 
 def _tokens(s: Settings) -> Tokens:
+    # Imported only for JWTs: PyJWT loads cryptography, 11 MiB of RSS.
+    from server.auth.tokens import Rules, Tokens
+
     rules = Rules(s.jwt_audience, s.jwt_issuer, s.jwt_leeway, s.jwt_tenants_claim)
     if s.jwt_public_key_file is not None:
         return Tokens.rs256(s.jwt_public_key_file, rules)

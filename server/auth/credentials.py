@@ -9,11 +9,14 @@ repeated in an error or a log line.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from repositories.errors import Unauthenticated
 from server.auth.keys import ApiKeys
 from server.auth.principal import Principal
-from server.auth.tokens import Tokens
+
+if TYPE_CHECKING:
+    from server.auth.tokens import Tokens
 
 AUTHORIZATION_KEY = "authorization"
 _SCHEMES = ("bearer", "apikey")
