@@ -147,10 +147,15 @@ async def serve(args: argparse.Namespace) -> None:
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()]
     )
+    await serve_until_stopped(server, args.listen)
+
+
+async def serve_until_stopped(server: aio.Server, listen: str) -> None:
+    """Serves on `listen`, health saying SERVING, until SIGTERM or SIGINT."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if server.add_insecure_port(args.listen) == 0:
-        raise SystemExit(f"cannot listen on {args.listen}")
+    if server.add_insecure_port(listen) == 0:
+        raise SystemExit(f"cannot listen on {listen}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()

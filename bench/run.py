@@ -114,7 +114,7 @@ class Bench:
     # -- servers --------------------------------------------------------------
 
     def repogate_env(self, address: str, extra: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REPOGATE_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REPOGATE_", "OTEL_"))}
         env |= {
             "REPOGATE_DATABASE_URL": self.dsn,
             "REPOGATE_REDIS_URL": self.args.redis_url,
@@ -150,6 +150,14 @@ class Bench:
         argv += ["--pool-size", str(self.args.pool_size), "--redis-url", self.args.redis_url]
         name = f"baseline-{mode}"
         server = Server(name, argv, address, dict(os.environ), self.log(name))
+        self.servers.append(server)
+        server.wait_serving()
+        return Target(server)
+
+    def start_otlp_sink(self) -> Target:
+        address = f"127.0.0.1:{free_port()}"
+        argv = [sys.executable, "-m", "bench.otlp_sink", "--listen", address]
+        server = Server("otlp-sink", argv, address, dict(os.environ), self.log("otlp-sink"))
         self.servers.append(server)
         server.wait_serving()
         return Target(server)
@@ -352,6 +360,23 @@ class Bench:
         )
         judge(miss, self.found["pg_lookup"], "throughput", 0.75)
         miss.notes.append("every call misses: a tombstone no fill may replace is pinned on its key")
+        miss.notes.append("Redis GET, PostgreSQL lookup, Redis fill: three round trips to one")
+        uncached = self.start_repogate(
+            "repogate-no-entity-cache", {"REPOGATE_CACHE_ENTITIES": "false"}
+        )
+        direct = self.h2(
+            H2Scenario(
+                "GetUser, entity cache off",
+                get,
+                self.get_request(self.ids.miss),
+                TENANT,
+                expect_user(self.ids.miss),
+            ),
+            uncached,
+        )
+        self.stop(uncached)
+        judge(direct, self.found["pg_lookup"], "throughput")
+        direct.notes.append("the database path alone (REPOGATE_CACHE_ENTITIES=false): one lookup")
         self.stop(pg)
         rds = self.start_baseline("redis")
         value = rpc.get_user(main.address, TENANT, self.ids.hit).SerializeToString()
@@ -466,7 +491,16 @@ class Bench:
         judge(row, ceiling, "throughput")
 
     def interceptor_scenarios(self, main: Target) -> None:
-        everything = env_for({key: value for _, env in ONE_AT_A_TIME for key, value in env.items()})
+        sink = self.start_otlp_sink()
+        try:
+            self.interceptors_with(main, sink.address)
+        finally:
+            self.stop(sink)
+
+    def interceptors_with(self, main: Target, sink: str) -> None:
+        everything = env_for(
+            {key: value for _, env in ONE_AT_A_TIME for key, value in env.items()}, sink
+        )
         metrics = everything["REPOGATE_METRICS_LISTEN"]
         on = self.start_repogate("repogate-interceptors-on", everything)
         hit = self.get_request(self.ids.hit)
@@ -491,14 +525,14 @@ class Bench:
         on_row = self.add(middle(ons))
         judge(on_row, off_row, "latency", 1.15)
         on_row.notes.append(
-            "on: tracing (console exporter, stdout to /dev/null), Prometheus metrics "
+            "on: tracing (OTLP/gRPC to a local sink, 10 % of new traces), Prometheus metrics "
             f"(/metrics scraped once at the end: {scraped:,} bytes), JSON access log (to /dev/null)"
         )
         for row, runs in ((off_row, offs), (on_row, ons)):
             p50s = ", ".join(f"{r.p50_ms:.2f}" for r in runs if r.p50_ms is not None)
             row.notes.append(f"median of {len(runs)} alternating runs; p50s {p50s} ms")
-        for name, env in ONE_AT_A_TIME:
-            alone = self.start_repogate(f"repogate-{name.split()[0]}", env_for(env))
+        for i, (name, env) in enumerate((*ONE_AT_A_TIME, *ALONE)):
+            alone = self.start_repogate(f"repogate-{i}-{name.split()[0]}", env_for(env, sink))
             row, _ = run_h2load(
                 H2Scenario(f"GetUser hit, {name} only", get, hit, TENANT), alone, self.load
             )
@@ -659,16 +693,25 @@ class Bench:
 
 
 # What "interceptors on" turns on, each alone and then all together.
+OTLP = {"REPOGATE_TRACE_EXPORTER": "otlp", "REPOGATE_OTLP_ENDPOINT": "http://{sink}"}
+# The README's production advice: keep a tenth of the traces that start here, and
+# follow the caller's decision for the rest (h2load's calls carry no traceparent).
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 ONE_AT_A_TIME = (
-    ("tracing (console exporter)", {"REPOGATE_TRACE_EXPORTER": "console"}),
+    ("tracing (OTLP, 10 % of new traces)", OTLP | SAMPLED),
     ("metrics", {"REPOGATE_METRICS_LISTEN": "127.0.0.1:{port}"}),
     ("access log", {"REPOGATE_ACCESS_LOG": "true"}),
 )
+# Measured alone, for what tracing every call costs.
+ALONE = (
+    ("tracing (OTLP, every call)", OTLP),
+    ("tracing (console exporter, every call)", {"REPOGATE_TRACE_EXPORTER": "console"}),
+)
 
 
-def env_for(template: dict[str, str]) -> dict[str, str]:
-    """The settings with a free port wherever one is wanted."""
-    return {key: value.format(port=free_port()) for key, value in template.items()}
+def env_for(template: dict[str, str], sink: str = "") -> dict[str, str]:
+    """The settings with a free port wherever one is wanted, and the OTLP sink's address."""
+    return {key: value.format(port=free_port(), sink=sink) for key, value in template.items()}
 
 
 def expect_user(id_: str) -> Callable[[bytes], None]:
