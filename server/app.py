@@ -37,6 +37,7 @@ from repositories.transactions import TransactionRegistry
 from server import auth, cache, tls
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
+from server.handlers import generic_only
 from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
 from server.page_tokens import PageTokens
@@ -132,6 +133,8 @@ class Repogate:
                 ("grpc.so_reuseport", 1 if s.reuse_port else 0),
             ],
         )
+        # Where services are added; the server itself is still what binds and starts.
+        registry = generic_only(server)
         self.breakers = breakers = {
             "database": Breaker("database", s.breaker_policy()),
             "cache": cache.cache_breaker(s.breaker_policy()),
@@ -149,13 +152,13 @@ class Repogate:
         )
         entity = (units, PageTokens(s.page_token_secret), _policy(s), read_through)
         users = UserService(*entity)
-        user_pb2_grpc.add_UserServiceServicer_to_server(users, server)
+        user_pb2_grpc.add_UserServiceServicer_to_server(users, registry)
         sessions = SessionService(*entity)
-        session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
+        session_pb2_grpc.add_SessionServiceServicer_to_server(sessions, registry)
         messages = MessageService(*entity)
-        message_pb2_grpc.add_MessageServiceServicer_to_server(messages, server)
+        message_pb2_grpc.add_MessageServiceServicer_to_server(messages, registry)
         jobs = JobService(*entity)
-        job_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+        job_pb2_grpc.add_JobServiceServicer_to_server(jobs, registry)
         services = [
             (USER_SERVICE, users),
             (SESSION_SERVICE, sessions),
@@ -163,22 +166,22 @@ class Repogate:
             (JOB_SERVICE, jobs),
         ]
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
-            TransactionService(units, entity_methods(services)), server
+            TransactionService(units, entity_methods(services)), registry
         )
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheService(
                 self.cache, PageTokens(s.page_token_secret), cache.limits(s), breakers["cache"]
             ),
-            server,
+            registry,
         )
         observed = Observed(
             self._db, s.db_max_overflow, units, self.cache, breakers, self.calls, slow
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(observed), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(observed), registry)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, registry)
         reflection.enable_server_reflection(
             (*TENANT_SCOPED, ADMIN_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            server,
+            registry,
         )
         metrics.watch(
             self._db.engine,
