@@ -7,6 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import grpc
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2
+from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2, user_pb2_grpc
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
 from tests.polling import eventually
 from tests.rpc import md
@@ -197,6 +198,28 @@ async def test_health_needs_no_tenant(server) -> None:
     response = await stub.Check(health_pb2.HealthCheckRequest(), metadata=md("a b"), timeout=5)
 
     assert response.status == SERVING
+
+
+async def test_accepting_a_call_waits_on_one_pending_request_not_one_per_method(
+    server, tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # grpc.aio keeps a pending request per registered method and asyncio.waits on
+    # them all for every call it accepts (server/handlers.py). Watch what it waits on.
+    waited: list[int] = []
+    wait = asyncio.wait
+
+    async def watched(fs: Any, *args: Any, **kwargs: Any) -> Any:
+        fs = list(fs)
+        waited.append(len(fs))
+        return await wait(fs, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "wait", watched)
+    users = user_pb2_grpc.UserServiceStub(server.channel)
+    user = await create(users, tenant)
+    for _ in range(5):
+        assert (await get(users, tenant, user.id)).id == user.id
+
+    assert max(waited, default=0) <= 1, waited
 
 
 async def test_stop_turns_health_to_not_serving_then_closes(

@@ -35,7 +35,6 @@ class Recording:
 @dataclass(frozen=True)
 class Details:
     method: str
-    invocation_metadata: tuple[Any, ...] = ()
 
 
 def add_users(server: Any) -> None:
