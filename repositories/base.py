@@ -204,7 +204,8 @@ class Repository(ScopedTable):
         self, values: Sequence[Mapping[str, Any]], *, now: datetime | None = None
     ) -> list[Row]:
         """Inserts every row, created `now` (default: the current time); returns them in the
-        order given. One executemany: compiled once, sent as multi-row INSERTs."""
+        order given. One statement, compiled once: on PostgreSQL an INSERT from unnested
+        column arrays, elsewhere an executemany sent as multi-row INSERTs."""
         now = now or datetime.now(UTC)
         rows = [
             {
@@ -218,6 +219,11 @@ class Repository(ScopedTable):
             }
             for each in values
         ]
+        if len(rows) > 1 and self.dialect == "postgresql":
+            stmt, columns = self.scope.insert_columns(rows)
+            result = await self._execute(stmt.returning(self.entity.table), columns)
+            by_id = {row["id"]: row for row in result.mappings()}
+            return [by_id[row["id"]] for row in rows]
         stmt, params = self.scope.insert_many(rows)
         if len(params) == 1:
             # One row runs as a plain execute: SQLAlchemy's executemany path costs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -156,6 +157,43 @@ async def test_create_ignores_a_tenant_id_in_values(database: Database, tenant: 
     assert await fetch(database, other, row["id"]) is None
     assert await all_rows(database, other) == []
     assert {r["username"] for r in await all_rows(database, tenant)} == {"smuggler", "b"}
+
+
+async def test_batch_create_ignores_a_tenant_id_in_values(database: Database, tenant: str) -> None:
+    other = other_tenant()
+    values = [user(f"smuggler{i}", tenant_id=other) for i in range(3)]
+    async with database.unit_of_work(tenant) as uow:
+        rows = await uow.repository(UserRepository).create_many(values)
+        await uow.commit()
+
+    assert {row["tenant_id"] for row in rows} == {tenant}
+    assert await all_rows(database, other) == []
+    assert sorted(r["username"] for r in await all_rows(database, tenant)) == [
+        "smuggler0",
+        "smuggler1",
+        "smuggler2",
+    ]
+
+
+async def test_an_insert_from_columns_takes_the_executing_scopes_tenant(
+    database: Database, tenant: str
+) -> None:
+    if database.dialect != "postgresql":
+        pytest.skip("INSERT from unnested arrays is PostgreSQL's batch path")
+    other = other_tenant()
+    built_for_other = TenantScope(users, other)
+    rows = [{**user(f"col{i}"), "id": uuid.uuid4(), "version": 1} for i in range(2)]
+    now = datetime.now(UTC)
+    rows = [{**row, "create_time": now, "update_time": now} for row in rows]
+    stmt, columns = built_for_other.insert_columns(rows)
+    async with database.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        # A caller's own tenant parameter is overridden too.
+        await repo._execute(stmt, {**columns, "repogate_tenant": other})
+        await uow.commit()
+
+    assert await all_rows(database, other) == []
+    assert sorted(r["username"] for r in await all_rows(database, tenant)) == ["col0", "col1"]
 
 
 async def test_repository_writes_refuse_a_tenant_change(database: Database, tenant: str) -> None:
