@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -226,3 +226,9 @@ def test_timestamp_agrees_with_from_datetime(value: datetime) -> None:
     expected = timestamp_pb2.Timestamp()
     expected.FromDatetime(value)
     assert timestamp(value) == expected
+
+
+def test_a_mapping_refuses_a_message_field_it_cannot_read() -> None:
+    # google.protobuf.Value's list_value is a ListValue: no column type maps to it.
+    with pytest.raises(ValueError, match="list_value"):
+        MessageMapping(struct_pb2.Value, updatable=())
