@@ -207,23 +207,22 @@ class Repository(ScopedTable):
         order given. One statement, compiled once: on PostgreSQL an INSERT from unnested
         column arrays, elsewhere an executemany sent as multi-row INSERTs."""
         now = now or datetime.now(UTC)
-        rows = [
-            {
-                **each,
-                "id": uuid.uuid4(),
-                "version": 1,
-                "create_time": now,
-                "update_time": now,
-                "created_by": self.actor,
-                "updated_by": self.actor,
-            }
-            for each in values
-        ]
-        if len(rows) > 1 and self.dialect == "postgresql":
-            stmt, columns = self.scope.insert_columns(rows)
-            result = await self._execute(stmt.returning(self.entity.table), columns)
+        count = len(values)
+        ids = [uuid.uuid4() for _ in range(count)]
+        stamps = {
+            "version": 1,
+            "create_time": now,
+            "update_time": now,
+            "created_by": self.actor,
+            "updated_by": self.actor,
+        }
+        if count > 1 and self.dialect == "postgresql":
+            columns = {"id": ids} | {key: [value] * count for key, value in stamps.items()}
+            stmt, arrays = self.scope.insert_columns(values, columns)
+            result = await self._execute(stmt.returning(self.entity.table), arrays)
             by_id = {row["id"]: row for row in result.mappings()}
-            return [by_id[row["id"]] for row in rows]
+            return [by_id[id_] for id_ in ids]
+        rows = [{**each, "id": id_, **stamps} for each, id_ in zip(values, ids, strict=True)]
         stmt, params = self.scope.insert_many(rows)
         if len(params) == 1:
             # One row runs as a plain execute: SQLAlchemy's executemany path costs

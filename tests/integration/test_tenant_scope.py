@@ -182,10 +182,11 @@ async def test_an_insert_from_columns_takes_the_executing_scopes_tenant(
         pytest.skip("INSERT from unnested arrays is PostgreSQL's batch path")
     other = other_tenant()
     built_for_other = TenantScope(users, other)
-    rows = [{**user(f"col{i}"), "id": uuid.uuid4(), "version": 1} for i in range(2)]
     now = datetime.now(UTC)
-    rows = [{**row, "create_time": now, "update_time": now} for row in rows]
-    stmt, columns = built_for_other.insert_columns(rows)
+    rows = [user("col0"), user("col1", tenant_id=other)]
+    given = {"id": [uuid.uuid4(), uuid.uuid4()], "create_time": [now] * 2, "update_time": [now] * 2}
+    # Neither a row's tenant nor a tenant column given whole reaches the database.
+    stmt, columns = built_for_other.insert_columns(rows, {**given, "tenant_id": [other] * 2})
     async with database.unit_of_work(tenant) as uow:
         repo = uow.repository(UserRepository)
         # A caller's own tenant parameter is overridden too.
