@@ -16,6 +16,7 @@ TENANT_KEY = "x-tenant-id"
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "x-actor-id"
 TRANSACTION_KEY = "x-transaction-id"
+TRACEPARENT_KEY = "traceparent"
 
 _TENANT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -33,6 +34,8 @@ class RequestContext:
     transaction_id: str | None = None
     # time.monotonic() by which the caller wants an answer; None: no deadline.
     deadline: float | None = None
+    # Raw W3C traceparent, for the access log.
+    traceparent: str | None = None
 
     def require_tenant(self) -> str:
         """The validated tenant; INVALID_ARGUMENT when it is missing or malformed."""
@@ -86,10 +89,11 @@ def from_metadata(
         actor=values.get(ACTOR_KEY),
         transaction_id=values.get(TRANSACTION_KEY),
         deadline=deadline,
+        traceparent=values.get(TRACEPARENT_KEY),
     )
 
 
-_KEYS = frozenset((TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY, TRANSACTION_KEY))
+_KEYS = frozenset((TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY, TRANSACTION_KEY, TRACEPARENT_KEY))
 
 
 # Every call checks its tenant several times over (metadata, scope, cache keys); the

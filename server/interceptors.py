@@ -84,7 +84,7 @@ def _bounded(
             elapsed = time.perf_counter() - started
             if record is not None:
                 record(code, elapsed)
-            access.record(method, rc, code, elapsed, ctx)
+            access.record(method, rc, code, elapsed)
         raise AssertionError("unreachable: abort raises")
 
     return run

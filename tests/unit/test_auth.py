@@ -287,5 +287,5 @@ def test_is_local(listen: str, local: bool) -> None:
     ],
 )
 def test_trace_id_from_traceparent(value: str, expected: str | None) -> None:
-    assert trace_id([("traceparent", value)]) == expected
-    assert trace_id([]) is None
+    assert trace_id(value) == expected
+    assert trace_id(None) is None

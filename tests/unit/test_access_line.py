@@ -1,0 +1,71 @@
+"""The access line is built as text: it must be exactly what json.dumps of its fields gives."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.access import line
+from server.context import from_metadata
+
+pytestmark = pytest.mark.unit
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+METHOD = "/repogate.v1.UserService/GetUser"
+
+
+def _expected(text: str, fields: dict[str, object]) -> str:
+    """json.dumps of `fields`, with the time the line carries."""
+    return json.dumps({"time": json.loads(text)["time"], **fields})
+
+
+@given(
+    tenant=st.one_of(st.none(), st.text()),
+    transaction=st.one_of(st.none(), st.text()),
+    seconds=st.floats(min_value=0, max_value=1e6),
+)
+def test_a_line_is_json_dumps_of_its_fields(
+    tenant: str | None, transaction: str | None, seconds: float
+) -> None:
+    metadata = [("x-request-id", "req-1")]
+    if tenant is not None:
+        metadata.append(("x-tenant-id", tenant))
+    if transaction is not None:
+        metadata.append(("x-transaction-id", transaction))
+    rc = from_metadata(metadata)
+
+    text = line(METHOD, rc, grpc.StatusCode.NOT_FOUND, seconds)
+
+    fields = {
+        "method": METHOD,
+        "code": "NOT_FOUND",
+        "duration_ms": round(seconds * 1000, 3),
+        "tenant": tenant,
+        "request_id": "req-1",
+        "transaction_id": transaction,
+    }
+    assert text == _expected(text, {k: v for k, v in fields.items() if v is not None})
+
+
+def test_a_line_carries_the_trace_id_of_a_valid_traceparent_only() -> None:
+    valid = from_metadata([("traceparent", f"00-{TRACE}-00f067aa0ba902b7-01")])
+    invalid = from_metadata([("traceparent", "garbage")])
+
+    assert json.loads(line(METHOD, valid, grpc.StatusCode.OK, 0.1))["trace_id"] == TRACE
+    assert "trace_id" not in json.loads(line(METHOD, invalid, grpc.StatusCode.OK, 0.1))
+
+
+def test_a_lines_time_is_now_in_utc_to_the_millisecond() -> None:
+    before = datetime.now(UTC)
+    text = line(METHOD, from_metadata([]), grpc.StatusCode.OK, 0.1)
+    after = datetime.now(UTC)
+
+    stamp = json.loads(text)["time"]
+    moment = datetime.fromisoformat(stamp)
+    assert stamp.endswith("+00:00") and len(stamp) == len("2026-11-23T18:32:00.618+00:00")
+    assert before - timedelta(milliseconds=1) <= moment <= after
