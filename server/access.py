@@ -1,46 +1,49 @@
 """The access log: one JSON line per call to a Repogate service.
 
 What was called, how it ended, how long it took, for which tenant, under which
-request, trace and transaction ids; never credentials, never row data. It goes
-to the `repogate.access` logger at INFO, which `configure` prints as bare JSON
-lines on stdout (the server's own log keeps its format, on stderr).
+request, trace and transaction ids; never credentials, never row data. The lines
+go straight to a stream (stdout from the CLI; the server's own log keeps its
+format, on stderr), not through `logging`: its records, handler locks and
+formatter cost about 40 µs of CPU per call on a loaded server, a tenth of a
+cached GetUser.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _quoted
+from typing import TextIO
 
 import grpc
 
 from server.context import RequestContext
 
-log = logging.getLogger("repogate.access")
-
 # W3C Trace Context: version-traceid-parentid-flags; version ff is invalid.
 _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _NO_TRACE = "0" * 32
+# Where lines go; None: the access log is off.
+_out: TextIO | None = None
 
 
-def configure(enabled: bool) -> None:
-    """Prints the access log as bare JSON lines on stdout, or silences it."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(logging.INFO if enabled else logging.WARNING)
+def configure(enabled: bool, stream: TextIO | None = None) -> None:
+    """Writes the access log as JSON lines to `stream` (default: stdout), or turns it off."""
+    global _out
+    _out = (stream or sys.stdout) if enabled else None
 
 
 def record(method: str, rc: RequestContext, code: grpc.StatusCode, seconds: float) -> None:
     """Logs a call as it ends."""
-    if log.isEnabledFor(logging.INFO):
-        # makeRecord and handle, not info(): no search of the stack for a caller
-        # that no access line prints.
-        text = line(method, rc, code, seconds)
-        log.handle(log.makeRecord(log.name, logging.INFO, "", 0, text, (), None))
+    out = _out
+    if out is None:
+        return
+    try:
+        out.write(line(method, rc, code, seconds) + "\n")
+        out.flush()
+    except (OSError, ValueError):
+        # A closed or broken stdout loses the line, never the call.
+        pass
 
 
 def line(method: str, rc: RequestContext, code: grpc.StatusCode, seconds: float) -> str:

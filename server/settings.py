@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     tls_cert_file: FilePath | None = None
     tls_key_file: FilePath | None = None
     tls_client_ca_file: FilePath | None = None
-    # One JSON line per call on the repogate.access logger (stdout from the CLI).
+    # One JSON line per call on stdout (from the CLI).
     access_log: bool = True
 
     @field_validator("log_level", mode="before")

@@ -4,9 +4,10 @@ to find the call again, and nothing a credential or a row could leak through."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import logging
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from repogate.v1 import user_pb2
+from server import access as access_log
 from tests.e2e.support import Dedicated, StartRepogate, eventually, fails
 from tests.e2e.test_transactions import TxStub, begin, rollback
 from tests.rpc import md
@@ -26,21 +28,34 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
+class Captured:
+    """The access lines an in-process server wrote."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
 @pytest.fixture
-def access(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="repogate.access")
-    return caplog
+def access() -> Iterator[Captured]:
+    captured = Captured()
+    access_log.configure(True, captured.stream)
+    yield captured
+    access_log.configure(False)
 
 
-def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "repogate.access"]
+def lines(captured: Captured) -> list[dict[str, Any]]:
+    return [json.loads(text) for text in captured.text.splitlines()]
 
 
-async def logged(caplog: pytest.LogCaptureFixture, count: int) -> list[dict[str, Any]]:
+async def logged(captured: Captured, count: int) -> list[dict[str, Any]]:
     """The access lines once there are `count`: an aborted call's status reaches the
     client before the server has finished the call, and logged it."""
-    await eventually(lambda: len(lines(caplog)) >= count, f"{count} access log lines")
-    return lines(caplog)
+    await eventually(lambda: len(lines(captured)) >= count, f"{count} access log lines")
+    return lines(captured)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server import access
 from server.access import line
 from server.context import from_metadata
 
@@ -67,5 +70,35 @@ def test_a_lines_time_is_now_in_utc_to_the_millisecond() -> None:
 
     stamp = json.loads(text)["time"]
     moment = datetime.fromisoformat(stamp)
-    assert stamp.endswith("+00:00") and len(stamp) == len("2026-11-23T18:32:00.618+00:00")
+    assert stamp.endswith("+00:00")
+    assert len(stamp) == len("2026-11-23T18:32:00.618+00:00")
     assert before - timedelta(milliseconds=1) <= moment <= after
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    yield out
+    access.configure(False)
+
+
+def test_record_writes_one_line_per_call_while_on(stream: io.StringIO) -> None:
+    rc = from_metadata([("x-tenant-id", "acme")])
+
+    access.configure(True, stream)
+    access.record(METHOD, rc, grpc.StatusCode.OK, 0.002)
+    access.record(METHOD, rc, grpc.StatusCode.NOT_FOUND, 0.003)
+    access.configure(False)
+    access.record(METHOD, rc, grpc.StatusCode.OK, 0.004)
+
+    codes = [json.loads(text)["code"] for text in stream.getvalue().splitlines()]
+    assert codes == ["OK", "NOT_FOUND"]
+
+
+def test_a_closed_stream_loses_the_line_not_the_call(stream: io.StringIO) -> None:
+    access.configure(True, stream)
+    stream.close()
+
+    access.record(METHOD, from_metadata([]), grpc.StatusCode.OK, 0.002)
+
+    assert stream.closed
