@@ -89,6 +89,32 @@ async def test_a_call_without_traceparent_starts_a_trace(
     assert span.context.trace_id != int(TRACE_ID, 16)
 
 
+async def test_a_call_the_caller_did_not_sample_records_no_span_at_all(
+    start_repogate: StartRepogate, spans: InMemorySpanExporter, database_url: str, tenant: str
+) -> None:
+    # Cache off: the Get runs a statement, which would have a span of its own.
+    app = await start_repogate(span_exporter=spans, database_url=database_url, cache_entities=False)
+    user = await create(app.users, tenant)
+    spans.clear()
+
+    unsampled = f"00-{TRACE_ID}-{CALLER_SPAN_ID}-00"
+    got = await app.users.GetUser(
+        user_pb2.GetUserRequest(id=user.id), metadata=md(tenant, traceparent=unsampled)
+    )
+    # A sampled call after it: its spans show that the unsampled one's would be there by now.
+    await app.users.GetUser(
+        user_pb2.GetUserRequest(id=user.id), metadata=md(tenant, traceparent=TRACEPARENT)
+    )
+
+    assert got.id == user.id
+    [span] = await finished(spans, GET_USER)
+    assert span.context.trace_id == int(TRACE_ID, 16)
+    # Every span there is belongs to the sampled call: its own, and its statements'.
+    others = [s for s in spans.get_finished_spans() if s is not span]
+    assert "SELECT" in {s.name for s in others}
+    assert others == children(spans, span)
+
+
 async def test_a_calls_span_carries_the_rpc_conventions_and_the_tenant(
     start_repogate: StartRepogate, spans: InMemorySpanExporter, tenant: str
 ) -> None:
