@@ -109,6 +109,16 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The same pool, with each unit's options set on the engine: a connection
+        # checked out from these needs no execution_options() round through
+        # SQLAlchemy's greenlet, about 20 µs a call. Reads on PostgreSQL run single
+        # statements in autocommit: no BEGIN/ROLLBACK round trips.
+        self._writes = engine.execution_options(**{_WRITE: True})
+        self._reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
 
     @property
     def dialect(self) -> str:
@@ -123,7 +133,8 @@ class Database:
         self, tenant: str, *, actor: str | None = None, read_only: bool = False
     ) -> UnitOfWork:
         """A transaction for `tenant`; `actor` is recorded in created_by/updated_by."""
-        return UnitOfWork(self.engine, tenant, actor=actor, read_only=read_only)
+        engine = self._reads if read_only else self._writes
+        return UnitOfWork(engine, tenant, actor=actor, read_only=read_only)
 
     async def ping(self) -> None:
         """One round trip to the database; Unavailable when it does not answer."""
@@ -213,12 +224,6 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         with translate_db_errors():
             conn = await self._engine.connect()
-            if not self._read_only:
-                await conn.execution_options(**{_WRITE: True})
-            elif conn.dialect.name == "postgresql":
-                # A read-only unit runs single statements: skipping BEGIN/ROLLBACK saves
-                # two round trips per call.
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn = conn
         self._repositories = Repositories(
             conn, self._tenant, actor=self._actor, read_only=self._read_only

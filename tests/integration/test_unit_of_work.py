@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -194,3 +195,23 @@ async def test_changes_name_every_row_written_and_every_bulk_statement(
         key=str,
     )
     assert changes.tables == {("users", tenant)}
+
+
+async def test_read_only_units_run_each_statement_on_its_own_on_postgresql(
+    database: Database, tenant: str
+) -> None:
+    """Autocommit: no BEGIN/ROLLBACK round trips around a read. Write units stay one
+    transaction."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite reads run in a transaction: WAL gives them one snapshot")
+    query = "SELECT transaction_timestamp()"
+
+    async def two_statements(read_only: bool) -> set[object]:
+        async with database.unit_of_work(tenant, read_only=read_only) as uow:
+            conn = uow.repository(UserRepository)._conn
+            first = (await conn.exec_driver_sql(query)).scalar_one()
+            await asyncio.sleep(0.01)
+            return {first, (await conn.exec_driver_sql(query)).scalar_one()}
+
+    assert len(await two_statements(read_only=True)) == 2
+    assert len(await two_statements(read_only=False)) == 1
