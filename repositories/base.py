@@ -217,9 +217,8 @@ class Repository(ScopedTable):
             "updated_by": self.actor,
         }
         if count > 1 and self.dialect == "postgresql":
-            columns = {"id": ids} | {key: [value] * count for key, value in stamps.items()}
-            stmt, arrays = self.scope.insert_columns(values, columns)
-            result = await self._execute(stmt.returning(self.entity.table), arrays)
+            insert, columns = self.scope.insert_columns(values, {"id": ids}, stamps)
+            result = await self._execute(insert.returning(self.entity.table), columns)
             by_id = {row["id"]: row for row in result.mappings()}
             return [by_id[id_] for id_ in ids]
         rows = [{**each, "id": id_, **stamps} for each, id_ in zip(values, ids, strict=True)]

@@ -184,9 +184,10 @@ async def test_an_insert_from_columns_takes_the_executing_scopes_tenant(
     built_for_other = TenantScope(users, other)
     now = datetime.now(UTC)
     rows = [user("col0"), user("col1", tenant_id=other)]
-    given = {"id": [uuid.uuid4(), uuid.uuid4()], "create_time": [now] * 2, "update_time": [now] * 2}
-    # Neither a row's tenant nor a tenant column given whole reaches the database.
-    stmt, columns = built_for_other.insert_columns(rows, {**given, "tenant_id": [other] * 2})
+    ids = {"id": [uuid.uuid4(), uuid.uuid4()], "tenant_id": [other] * 2}
+    same = {"create_time": now, "update_time": now, "tenant_id": other}
+    # Neither a row's tenant nor a tenant given for every row reaches the database.
+    stmt, columns = built_for_other.insert_columns(rows, ids, same)
     async with database.unit_of_work(tenant) as uow:
         repo = uow.repository(UserRepository)
         # A caller's own tenant parameter is overridden too.
