@@ -126,7 +126,7 @@ class TracingInterceptor(BehaviourInterceptor):
             if not span.is_recording():
                 # Not sampled, as most calls are under a ratio sampler: the span records
                 # nothing, and statements and cache calls start no span without a
-                # recording one current. Skipping the rest saves about 40 µs a call.
+                # recording one current. Skipping the rest saves about 30 µs a call.
                 return await behaviour(request, ctx)
             with trace.use_span(
                 span, end_on_exit=True, record_exception=False, set_status_on_exception=False
