@@ -117,21 +117,9 @@ class Bench:
     # -- servers --------------------------------------------------------------
 
     def repogate_env(self, address: str, extra: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REPOGATE_", "OTEL_"))}
-        env |= {
-            "REPOGATE_DATABASE_URL": self.dsn,
-            "REPOGATE_REDIS_URL": self.args.redis_url,
-            "REPOGATE_LISTEN": address,
-            "REPOGATE_PURGE_INTERVAL": "0",
-            "REPOGATE_ACCESS_LOG": "false",
-            "REPOGATE_TRACE_EXPORTER": "none",
-            "REPOGATE_PAGE_TOKEN_SECRET": PAGE_SECRET,
-            "REPOGATE_DB_POOL_SIZE": str(self.args.pool_size),
-            "REPOGATE_DB_MAX_OVERFLOW": str(self.args.pool_size // 2),
-            "REPOGATE_MAX_TRANSACTIONS": str(max(1, self.args.pool_size - 2)),
-            "REPOGATE_LOG_LEVEL": "INFO",
-        }
-        for setting in self.args.server_env:
+        args = self.args
+        env = repogate_env(self.dsn, args.redis_url, address, args.pool_size)
+        for setting in args.server_env:
             key, _, value = setting.partition("=")
             env[key] = value
         return env | extra
@@ -722,6 +710,25 @@ ALONE = (
     ("tracing (OTLP, every call)", OTLP),
     ("tracing (console exporter, every call)", {"REPOGATE_TRACE_EXPORTER": "console"}),
 )
+
+
+def repogate_env(dsn: str, redis_url: str, address: str, pool_size: int) -> dict[str, str]:
+    """A bench Repogate's settings: this environment without REPOGATE_ and OTEL_ ones, and
+    everything optional off (access log, tracing, the purge)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPOGATE_", "OTEL_"))}
+    return env | {
+        "REPOGATE_DATABASE_URL": dsn,
+        "REPOGATE_REDIS_URL": redis_url,
+        "REPOGATE_LISTEN": address,
+        "REPOGATE_PURGE_INTERVAL": "0",
+        "REPOGATE_ACCESS_LOG": "false",
+        "REPOGATE_TRACE_EXPORTER": "none",
+        "REPOGATE_PAGE_TOKEN_SECRET": PAGE_SECRET,
+        "REPOGATE_DB_POOL_SIZE": str(pool_size),
+        "REPOGATE_DB_MAX_OVERFLOW": str(pool_size // 2),
+        "REPOGATE_MAX_TRANSACTIONS": str(max(1, pool_size - 2)),
+        "REPOGATE_LOG_LEVEL": "INFO",
+    }
 
 
 def env_for(template: dict[str, str], sink: str = "") -> dict[str, str]:
