@@ -109,11 +109,12 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # The same pool, with each unit's options set on the engine: a connection
-        # checked out from these needs no execution_options() round through
-        # SQLAlchemy's greenlet, about 20 µs a call. Reads on PostgreSQL run single
-        # statements in autocommit: no BEGIN/ROLLBACK round trips.
-        self._writes = engine.execution_options(**{_WRITE: True})
+        # The same pool, with options set on the engine: a connection checked out from
+        # these needs no execution_options() round through SQLAlchemy's greenlet, about
+        # 20 µs a call. `writes`: for connections that will write (BEGIN IMMEDIATE on
+        # SQLite). Short reads on PostgreSQL run single statements in autocommit: no
+        # BEGIN/ROLLBACK round trips.
+        self.writes = engine.execution_options(**{_WRITE: True})
         self._reads = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql"
@@ -124,16 +125,11 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    @property
-    def write_options(self) -> dict[str, bool]:
-        """Execution options for a connection that will write (BEGIN IMMEDIATE on SQLite)."""
-        return {_WRITE: True}
-
     def unit_of_work(
         self, tenant: str, *, actor: str | None = None, read_only: bool = False
     ) -> UnitOfWork:
         """A transaction for `tenant`; `actor` is recorded in created_by/updated_by."""
-        engine = self._reads if read_only else self._writes
+        engine = self._reads if read_only else self.writes
         return UnitOfWork(engine, tenant, actor=actor, read_only=read_only)
 
     async def ping(self) -> None:

@@ -62,8 +62,7 @@ async def _purge(db: Database, table: Table, due: Column[datetime], now: datetim
     total = 0
     while True:
         with translate_db_errors():
-            async with db.engine.connect() as conn:
-                await conn.execution_options(**db.write_options)
+            async with db.writes.connect() as conn:
                 result = await conn.execute(delete(table).where(keys.in_(batch)))
                 await conn.commit()
         total += result.rowcount

@@ -189,17 +189,17 @@ class TransactionRegistry:
         return tx
 
     async def _connect(self, read_only: bool, isolation: Isolation) -> AsyncConnection:
+        # On SQLite a writing transaction's BEGIN is IMMEDIATE: the write lock now, not a
+        # failed upgrade later.
+        engine = self._db.engine if read_only else self._db.writes
         with translate_db_errors():
-            conn = await self._db.engine.connect()
+            conn = await engine.connect()
         try:
             with translate_db_errors():
                 if self._db.dialect == "postgresql":
                     await conn.execution_options(
                         isolation_level=isolation.value, postgresql_readonly=read_only
                     )
-                elif not read_only:
-                    # BEGIN IMMEDIATE: the write lock now, not a failed upgrade later.
-                    await conn.execution_options(**self._db.write_options)
                 await conn.begin()
         except BaseException:
             await asyncio.shield(_discard(conn))
