@@ -90,17 +90,18 @@ class TenantScope:
         column's default). Given columns win over the rows' own values. Per row it costs
         about a quarter less CPU than the multi-row VALUES of `insert_many`. The tenant is
         a parameter that `bind` supplies; RETURNING gives the rows in no promised order."""
-        given = columns.keys() | same.keys()
-        from_rows = {key for row in rows for key in row} - given - {TENANT_COLUMN}
-        params = {_column_param(key): values for key, values in columns.items()}
-        params |= {_column_param(key): value for key, value in same.items()}
-        for key in from_rows:
-            default = _scalar_default(self.table.c[key])
-            params[_column_param(key)] = [row.get(key, default) for row in rows]
-        params.pop(_column_param(TENANT_COLUMN), None)
-        arrays = tuple(sorted(from_rows | (columns.keys() - same.keys() - {TENANT_COLUMN})))
-        scalars = tuple(sorted(same.keys() - {TENANT_COLUMN}))
-        return self._statements.insert_columns(arrays, scalars), params
+        same = {key: value for key, value in same.items() if key != TENANT_COLUMN}
+        arrays = {
+            key: values
+            for key, values in columns.items()
+            if key != TENANT_COLUMN and key not in same
+        }
+        for key in {key for row in rows for key in row} - same.keys() - arrays.keys():
+            if key != TENANT_COLUMN:
+                default = _scalar_default(self.table.c[key])
+                arrays[key] = [row.get(key, default) for row in rows]
+        stmt = self._statements.insert_columns(tuple(sorted(arrays)), tuple(sorted(same)))
+        return stmt, {_column_param(key): value for key, value in (arrays | same).items()}
 
     def update(self, values: Mapping[str, Any]) -> Update:
         # Keys may be names or Column objects; both name the tenant column.
