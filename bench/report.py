@@ -27,6 +27,7 @@ class Row:
     server_cpu_us: float | None = None  # server CPU per operation
     generator_cpu_us: float | None = None  # the load generator's CPU per operation
     peak_rss_mb: float | None = None
+    machine_busy: float | None = None  # share of all cores busy while it ran, 0-1
     errors: int = 0
     baseline: str = ""
     ratio: float | None = None
@@ -55,6 +56,32 @@ def judge(row: Row, base: Row | None, kind: Kind, bound: float | None = None) ->
         row.target = f"<= {bound:g}"
         passed = row.ratio is not None and row.ratio <= bound
     row.verdict = "pass" if passed else "MISS"
+
+
+def judge_scaling(row: Row, base: Row, bound: float) -> None:
+    """As `judge` on throughput, for a target that holds only where the machine has room
+    for `bound` times `base`'s whole load: the generator's, the databases' and the
+    server's. A miss where `base` left the machine no such room is not judged."""
+    judge(row, base, "throughput", bound)
+    busy = base.machine_busy
+    if row.verdict == "MISS" and busy and bound * busy > 1:
+        row.verdict = "n/a"
+        row.notes.append(
+            f"not judged: the machine was {busy:.0%} busy with {base.name!r}, so it holds "
+            f"at most {1 / busy:.2f}x that load, and the target needs {bound:g}x"
+        )
+
+
+def round_trip_ceiling(lookup: Row, noop: Row, cache: Row, cache_trips: int) -> float | None:
+    """The best throughput ratio to `lookup` (a bare RPC doing one database lookup) of a
+    server that also made `cache_trips` round trips to the cache and did nothing else,
+    each costing what `cache` (a bare RPC doing one) costs over `noop`. Rates of a
+    CPU-bound server go as the inverse of its CPU per call."""
+    costs = (lookup.server_cpu_us, noop.server_cpu_us, cache.server_cpu_us)
+    if any(cost is None for cost in costs):
+        return None
+    base, bare, one_trip = (float(cost or 0) for cost in costs)
+    return base / (base + cache_trips * max(one_trip - bare, 0.0))
 
 
 def check(row: Row, value: float | None, bound: float, unit: str) -> None:

@@ -385,6 +385,12 @@ class Bench:
         )
         judge(hit, self.found["redis_get"], "throughput", 0.75)
         self.stop(rds)
+        best = report.round_trip_ceiling(self.found["pg_lookup"], ceiling, bare, 2)
+        if best is not None:
+            miss.notes.append(
+                f"a server making these round trips and nothing else, each at its bare RPC's "
+                f"cost, would reach about {best:.2f}"
+            )
 
     def list_scenarios(self, main: Target, noop: Target) -> None:
         """The deep page alternates with the first, `--repeat` times; each side is judged
@@ -629,9 +635,8 @@ class Bench:
         self.stop(two)
         one = self.add(by_rate(ones))
         row = self.add(by_rate(twos))
-        judge(row, one, "throughput", 1.5)
+        report.judge_scaling(row, one, 1.5)
         alternated(one, ones, row, twos)
-        row.notes.append("two workers need two free cores; h2load and Redis want some too")
         idle = Row("Repogate idle RSS per worker (2 workers)", "-", peak_rss_mb=max(after) / MB)
         report.check(idle, max(after) / MB, 120, "MiB")
         idle.notes.append(

@@ -88,6 +88,7 @@ def fill(row: Row, window: Window, ops: int, generator_cpu: float | None) -> Row
         if generator_cpu is not None:
             row.generator_cpu_us = generator_cpu / ops * 1e6
     row.peak_rss_mb = window.usage.peak_rss / MB
+    row.machine_busy = window.machine_busy
     busy = f"machine busy {window.machine_busy:.0%} of {psutil.cpu_count()} cores"
     if len(window.per_process_cpu) > 1:
         shares = ", ".join(f"{cpu:.1f}" for cpu in window.per_process_cpu)

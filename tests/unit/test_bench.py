@@ -83,6 +83,33 @@ def test_judging_ratios_against_bounds() -> None:
     assert "base" in report.table([base, deep])
 
 
+def test_scaling_is_judged_only_where_the_machine_has_room() -> None:
+    one = report.Row("1 worker", "g", rate=1000.0, machine_busy=0.5)
+    two = report.Row("2 workers", "g", rate=1400.0)
+    report.judge_scaling(two, one, 1.5)
+    assert (two.ratio, two.verdict) == (pytest.approx(1.4), "MISS")
+
+    crowded = report.Row("1 worker", "g", rate=1000.0, machine_busy=0.8)
+    two = report.Row("2 workers", "g", rate=1200.0)
+    report.judge_scaling(two, crowded, 1.5)
+    assert (two.ratio, two.verdict) == (pytest.approx(1.2), "n/a")
+    assert "1.25x" in two.notes[-1]
+
+    # A pass stands on any machine.
+    two = report.Row("2 workers", "g", rate=1600.0)
+    report.judge_scaling(two, crowded, 1.5)
+    assert two.verdict == "pass"
+
+
+def test_the_round_trip_ceiling_adds_each_cache_trip_to_the_lookup() -> None:
+    lookup = report.Row("pg", "g", server_cpu_us=400.0)
+    noop = report.Row("noop", "g", server_cpu_us=200.0)
+    cache = report.Row("redis", "g", server_cpu_us=300.0)
+    assert report.round_trip_ceiling(lookup, noop, cache, 2) == pytest.approx(400 / 600)
+    assert report.round_trip_ceiling(lookup, noop, cache, 0) == pytest.approx(1.0)
+    assert report.round_trip_ceiling(lookup, report.Row("noop", "g"), cache, 2) is None
+
+
 def test_profile_summary_attributes_leaves_and_packages() -> None:
     raw = (
         'process 1:"repogate";<module> (repogate:6);Runner.run (asyncio/runners.py:118);'
