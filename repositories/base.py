@@ -32,11 +32,14 @@ from repositories.changes import Changes
 from repositories.entity import Entity
 from repositories.errors import (
     Conflict,
+    DeadlineExceeded,
+    DomainError,
     ErrorContext,
     EtagMismatch,
     NotDeleted,
     NotFound,
     ResourceDeleted,
+    Unavailable,
     translate_db_errors,
 )
 from repositories.explain import Explain
@@ -46,6 +49,41 @@ from repositories.scope import ID_PARAM, Params, ScopeViolation, TenantScope
 
 Row = RowMapping
 T = TypeVar("T", bound="ScopedTable")
+
+
+class Writes:
+    """The writes the repositories of one unit of work may still run, shared by them:
+    none (a read-only unit), one (a unit in autocommit, whose write commits as it runs,
+    so a second could leave half a call behind), or any (`allowed` None). A locking read
+    counts as a write: its lock is worth nothing outside a transaction."""
+
+    def __init__(self, allowed: int | None = None) -> None:
+        self._allowed = allowed
+        self._left = allowed
+
+    def take(self, stmt: Executable) -> bool:
+        """Counts `stmt` if it writes; refuses it if no write is left. Whether it writes."""
+        if not _writes(stmt):
+            return False
+        if self._left is None:
+            return True
+        if self._left == 0:
+            if self._allowed == 0:
+                raise ScopeViolation("a read-only unit of work cannot write")
+            raise ScopeViolation(f"a unit of work in autocommit runs {self._allowed} write")
+        self._left -= 1
+        return True
+
+
+def _writes(stmt: Executable) -> bool:
+    if isinstance(stmt, Select):
+        return stmt._for_update_arg is not None
+    return not isinstance(stmt, Explain)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the database answered a statement with an error, so that it did nothing."""
+    return isinstance(exc, DomainError) and not isinstance(exc, (Unavailable, DeadlineExceeded))
 
 
 class ScopedTable:
@@ -65,12 +103,12 @@ class ScopedTable:
         tenant: str,
         *,
         actor: str | None = None,
-        read_only: bool = False,
+        writes: Writes | None = None,
         changes: Changes | None = None,
         source: Callable[[type[ScopedTable]], ScopedTable] | None = None,
     ) -> None:
         self._conn = conn
-        self._read_only = read_only
+        self._writes = writes or Writes()
         self.changes = changes if changes is not None else Changes()
         # What built this repository (the unit of work's Repositories), for `sibling`.
         self._source = source
@@ -95,7 +133,7 @@ class ScopedTable:
                 self._conn,
                 self.scope.tenant,
                 actor=self.actor,
-                read_only=self._read_only,
+                writes=self._writes,
                 changes=self.changes,
             )
         assert isinstance(repo, cls)
@@ -111,13 +149,16 @@ class ScopedTable:
         """Runs a statement of this scope. An UPDATE or DELETE whose caller does not record
         the rows it changed (`rows_recorded`) counts as changing the tenant's whole table."""
         self.scope.check(stmt)
-        if self._read_only and not isinstance(stmt, (Select, Explain)):
-            raise ScopeViolation("a read-only unit of work cannot write")
+        writing = self._writes.take(stmt)
         try:
             with translate_db_errors(self.errors):
                 result = await self._conn.execute(stmt, self.scope.bind(stmt, params))
-        except Exception:
+        except BaseException as exc:
             self.failed = True
+            if writing and not _refused(exc):
+                # Cut off (cancelled, connection lost) rather than refused: in autocommit
+                # it may have committed, so what caches this table must forget the tenant's.
+                self.changes.tables.add((self.table.name, self.scope.tenant))
             raise
         if not rows_recorded and isinstance(stmt, (Update, Delete)):
             self.changes.tables.add((self.table.name, self.scope.tenant))
@@ -139,6 +180,12 @@ class Repository(ScopedTable):
         if "entity" in cls.__dict__:
             cls.table = cls.entity.table
             cls.errors = cls.entity.errors
+
+    @classmethod
+    def inherits(cls, *methods: str) -> bool:
+        """Whether this repository runs the generic `methods` as they are. For one row,
+        `create`, `update`, `undelete` and `delete_many` each run one write statement."""
+        return all(getattr(cls, name) is getattr(Repository, name) for name in methods)
 
     async def get(self, id_: uuid.UUID) -> Row:
         result = await self._execute(self.scope.select_by_id(), {ID_PARAM: id_})

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from repositories.base import ScopedTable
+from repositories.base import ScopedTable, Writes
 from repositories.changes import Changes
 from repositories.errors import translate_db_errors
 
@@ -112,13 +112,13 @@ class Database:
         # The same pool, with options set on the engine: a connection checked out from
         # these needs no execution_options() round through SQLAlchemy's greenlet, about
         # 20 µs a call. `writes`: for connections that will write (BEGIN IMMEDIATE on
-        # SQLite). Short reads on PostgreSQL run single statements in autocommit: no
-        # BEGIN/ROLLBACK round trips.
+        # SQLite). On PostgreSQL, reads and units of one write run in autocommit: no
+        # BEGIN/COMMIT round trips.
         self.writes = engine.execution_options(**{_WRITE: True})
-        self._reads = (
+        self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql"
-            else engine
+            else None
         )
 
     @property
@@ -126,11 +126,27 @@ class Database:
         return self.engine.dialect.name
 
     def unit_of_work(
-        self, tenant: str, *, actor: str | None = None, read_only: bool = False
+        self,
+        tenant: str,
+        *,
+        actor: str | None = None,
+        read_only: bool = False,
+        one_write: bool = False,
     ) -> UnitOfWork:
-        """A transaction for `tenant`; `actor` is recorded in created_by/updated_by."""
-        engine = self._reads if read_only else self.writes
-        return UnitOfWork(engine, tenant, actor=actor, read_only=read_only)
+        """A transaction for `tenant`; `actor` is recorded in created_by/updated_by.
+
+        `read_only` units run no writes; `one_write` units at most one write. Either
+        runs in autocommit on PostgreSQL: one statement is atomic on its own, and the
+        BEGIN and COMMIT round trips are saved."""
+        writes = 0 if read_only else 1 if one_write else None
+        if writes is None:
+            engine = self.writes
+        elif self._autocommit is not None:
+            engine = self._autocommit
+        else:
+            engine = self.engine if read_only else self.writes
+        autocommit = engine is self._autocommit
+        return UnitOfWork(engine, tenant, actor=actor, writes=writes, autocommit=autocommit)
 
     async def ping(self) -> None:
         """One round trip to the database; Unavailable when it does not answer."""
@@ -165,12 +181,13 @@ class Repositories:
         tenant: str,
         *,
         actor: str | None = None,
-        read_only: bool = False,
+        writes: int | None = None,
     ) -> None:
         self._conn = conn
         self._tenant = tenant
         self._actor = actor
-        self._read_only = read_only
+        # How many writes the unit may run (see Writes); None: any.
+        self._writes = Writes(writes)
         self._built: dict[type[ScopedTable], ScopedTable] = {}
         self.changes = Changes()
 
@@ -181,7 +198,7 @@ class Repositories:
                 self._conn,
                 self._tenant,
                 actor=self._actor,
-                read_only=self._read_only,
+                writes=self._writes,
                 changes=self.changes,
                 source=self.repository,
             )
@@ -198,8 +215,9 @@ class UnitOfWork:
     """One transaction: rolls back on exit unless `commit()` was called.
 
     Repositories are built here, with the tenant; callers never pass it per call.
-    `read_only` units are for single-statement reads: on PostgreSQL they run in
-    autocommit, so two reads in one such unit may see different snapshots.
+    `writes` limits the writes it may run (see Writes). Units limited to none or one
+    run in autocommit on PostgreSQL: each statement commits as it runs (a lone write
+    is as atomic as in a transaction), and two reads may see different snapshots.
     """
 
     def __init__(
@@ -208,12 +226,16 @@ class UnitOfWork:
         tenant: str,
         *,
         actor: str | None = None,
-        read_only: bool = False,
+        writes: int | None = None,
+        autocommit: bool = False,
     ) -> None:
         self._engine = engine
         self._tenant = tenant
         self._actor = actor
-        self._read_only = read_only
+        self._writes = writes
+        self._autocommit = autocommit
+        self._commit_sent = False
+        self._recorded = Changes()
         self._conn: AsyncConnection | None = None
         self._repositories: Repositories | None = None
 
@@ -222,8 +244,9 @@ class UnitOfWork:
             conn = await self._engine.connect()
         self._conn = conn
         self._repositories = Repositories(
-            conn, self._tenant, actor=self._actor, read_only=self._read_only
+            conn, self._tenant, actor=self._actor, writes=self._writes
         )
+        self._recorded = self._repositories.changes
         return self
 
     async def __aexit__(
@@ -263,5 +286,12 @@ class UnitOfWork:
             raise RuntimeError("unit of work used outside its `async with` block")
         if self._repositories.failed:
             raise RuntimeError("a statement in this unit of work failed; it cannot commit")
+        self._commit_sent = True
         with translate_db_errors():
             await self._conn.commit()
+
+    def written(self) -> Changes:
+        """What this unit may have made durable, for caches to forget, during or after it,
+        whether or not it then failed: all it recorded once it sent COMMIT (which may have
+        landed though no answer came) or, in autocommit, as its statements ran."""
+        return self._recorded if self._autocommit or self._commit_sent else Changes()

@@ -232,7 +232,7 @@ class TransactionRegistry:
     async def _savepoint(
         self, tx: Transaction, actor: str | None, write: bool
     ) -> AsyncIterator[Repositories]:
-        repositories = Repositories(tx.conn, tx.tenant, actor=actor, read_only=not write)
+        repositories = Repositories(tx.conn, tx.tenant, actor=actor, writes=None if write else 0)
         # False while the transaction's state is unknown: a call cancelled
         # mid-statement, or a savepoint that could not be undone.
         known = False
@@ -277,6 +277,9 @@ class TransactionRegistry:
                 raise TransactionAborted(tx.id, "it conflicted at commit") from exc
             except BaseException:
                 await asyncio.shield(self._end(tx, Outcome.UNKNOWN, discard=True))
+                # It may have committed: caches forget what it changed, as after a commit.
+                if self._on_commit is not None and tx.changes:
+                    await asyncio.shield(self._on_commit(tx.changes))
                 raise
             await self._end(tx, Outcome.COMMITTED)
         committed = datetime.now(UTC)

@@ -104,6 +104,14 @@ class StandardMethods(Generic[M]):
         self.filters = Filters(entity.filter_fields())
         self._sort_columns = entity.sort_columns()
         self._unique = sorted(set(entity.unique_fields.values()))
+        # Single-row writes whose one statement may run in autocommit (Units.write).
+        repository = resource.repository
+        self._one_write = {
+            "create": repository.inherits("create", "create_many"),
+            "update": repository.inherits("update", "_change_one"),
+            "undelete": repository.inherits("undelete", "_change_one"),
+            "delete": repository.inherits("delete_many"),
+        }
 
     # ------------------------------------------------------------ reads
 
@@ -173,7 +181,11 @@ class StandardMethods(Generic[M]):
 
     async def create(self, request: Any) -> M:
         values = self._create_values(getattr(request, self._r.name), self._r.name)
-        (message,) = await self._write(request, lambda repo: self._one(repo.create(values)))
+        (message,) = await self._write(
+            request,
+            lambda repo: self._one(repo.create(values)),
+            one_write=self._one_write["create"],
+        )
         return message
 
     async def batch_create(self, request: Any) -> list[M]:
@@ -192,7 +204,9 @@ class StandardMethods(Generic[M]):
     async def update(self, request: Any) -> M:
         key, values, version = self._update_values(request, "")
         (message,) = await self._write(
-            None, lambda repo: self._one(repo.update(key, values, version))
+            None,
+            lambda repo: self._one(repo.update(key, values, version)),
+            one_write=self._one_write["update"],
         )
         return message
 
@@ -213,7 +227,9 @@ class StandardMethods(Generic[M]):
 
     async def delete(self, request: Any) -> M:
         item = self._delete_item(request, "")
-        (message,) = await self._write(None, lambda repo: self._delete_many(repo, [item]))
+        (message,) = await self._write(
+            None, lambda repo: self._delete_many(repo, [item]), one_write=self._one_write["delete"]
+        )
         return message
 
     async def batch_delete(self, request: Any) -> list[M]:
@@ -237,7 +253,11 @@ class StandardMethods(Generic[M]):
     async def undelete(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
         version = parse_etag(request.etag, "etag")
-        (message,) = await self._write(None, lambda repo: self._one(repo.undelete(key, version)))
+        (message,) = await self._write(
+            None,
+            lambda repo: self._one(repo.undelete(key, version)),
+            one_write=self._one_write["undelete"],
+        )
         return message
 
     # ------------------------------------------------------------ helpers
@@ -291,12 +311,16 @@ class StandardMethods(Generic[M]):
     ) -> Awaitable[list[Row]]:
         return repo.delete_many(items, retention=self._policy.retention)
 
-    async def _write(self, request: Message | None, work: Work) -> list[M]:
+    async def _write(
+        self, request: Message | None, work: Work, *, one_write: bool = False
+    ) -> list[M]:
         """Runs `work` in the call's transaction. With a request id on `request`, a
-        retry replays the first response (AIP-155)."""
+        retry replays the first response (AIP-155). `one_write`: `work` runs one write
+        statement at most (it also records the request id otherwise)."""
         raw_id = getattr(request, "request_id", "") if request is not None else ""
         if not raw_id:
-            return self._messages(await self._units.write(lambda uow: work(self._repo(uow))))
+            rows = await self._units.write(lambda uow: work(self._repo(uow)), one_write=one_write)
+            return self._messages(rows)
         assert request is not None
         key = validation.request_id(raw_id)
         method, digest = request.DESCRIPTOR.full_name, _digest(request)

@@ -2,9 +2,11 @@
 
 With `x-transaction-id`, inside that transaction (never retried: a conflict
 there ends the transaction, and only its client can retry all of it).
-Without, in a short transaction of its own that is retried on conflicts
-(serialization failure, deadlock, SQLite busy) with exponential backoff and
-full jitter, within the call's deadline.
+Without, in a short transaction of its own (a read, or work of one write, runs
+in autocommit on PostgreSQL) that is retried on conflicts (serialization
+failure, deadlock, SQLite busy) with exponential backoff and full jitter, within
+the call's deadline. What it changed is forgotten by caches once committed, and
+also when the call failed after its changes may have landed.
 
 Either way the work passes the database's circuit breaker, and is cancelled
 (its statement with it) when the caller's deadline passes, gRPC cancelling
@@ -73,22 +75,24 @@ class Units:
     async def read(self, work: Work[T]) -> T:
         return await self._run(work, write=False)
 
-    async def write(self, work: Work[T]) -> T:
-        """Runs `work` and commits it (or keeps it, inside the call's transaction)."""
-        return await self._run(work, write=True)
+    async def write(self, work: Work[T], *, one_write: bool = False) -> T:
+        """Runs `work` and commits it (or keeps it, inside the call's transaction).
+        `one_write`: the work runs at most one write statement, so outside a transaction
+        it may run in autocommit (see Database.unit_of_work)."""
+        return await self._run(work, write=True, one_write=one_write)
 
-    async def _run(self, work: Work[T], *, write: bool) -> T:
+    async def _run(self, work: Work[T], *, write: bool, one_write: bool = False) -> T:
         # With a deadline, gRPC cancels the call when it passes; without, this does.
         limit = None if context.current().deadline is not None else self._retry.statement_timeout
         try:
             async with asyncio.timeout(limit), self.breaker.guard():
-                return await self._routed(work, write=write)
+                return await self._routed(work, write=write, one_write=one_write)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the call's database work took longer than {limit:g}s and was cancelled"
             ) from None
 
-    async def _routed(self, work: Work[T], *, write: bool) -> T:
+    async def _routed(self, work: Work[T], *, write: bool, one_write: bool) -> T:
         tenant = context.tenant()
         actor = context.actor() if write else None
         transaction_id = context.transaction_id()
@@ -99,18 +103,30 @@ class Units:
                 return await work(repositories)
 
         async def once() -> tuple[T, Changes]:
-            async with self._db.unit_of_work(tenant, actor=actor, read_only=not write) as uow:
-                result = await work(uow)
-                if write:
-                    await uow.commit()
-                return result, uow.changes
+            uow = self._db.unit_of_work(
+                tenant, actor=actor, read_only=not write, one_write=one_write
+            )
+            try:
+                async with uow:
+                    result = await work(uow)
+                    if write:
+                        await uow.commit()
+            except BaseException:
+                # Failed, but perhaps after its changes landed (autocommit, or a COMMIT
+                # whose answer was cut off): caches forget them all the same.
+                await self._committed(uow.written())
+                raise
+            return result, uow.written()
 
         result, changes = await self.retrying(once)
-        # Outside the retries: a committed write is never run again. Shielded: a
-        # deadline passing now must not leave the cache half told.
+        # Outside the retries: a committed write is never run again.
+        await self._committed(changes)
+        return result
+
+    async def _committed(self, changes: Changes) -> None:
+        # Shielded: a deadline passing now must not leave the cache half told.
         if changes and self._on_commit is not None:
             await asyncio.shield(self._on_commit(changes))
-        return result
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Runs `attempt` again while it fails on a conflict, within the call's deadline

@@ -10,6 +10,7 @@ import pytest
 from repositories.database import Database
 from repositories.errors import AlreadyExists
 from repositories.scope import ScopeViolation
+from repositories.sessions import SessionRepository
 from repositories.users import UserRepository
 from tests.integration.support import all_rows, create_users, fetch, user
 
@@ -169,6 +170,60 @@ async def test_a_read_only_unit_refuses_writes(database: Database, tenant: str) 
         with pytest.raises(ScopeViolation, match="read-only"):
             await repo.create(user("never"))
     assert await all_rows(database, tenant) == []
+
+
+async def test_a_one_write_unit_refuses_a_second_write_before_it_runs(
+    database: Database, tenant: str
+) -> None:
+    async with database.unit_of_work(tenant, one_write=True) as uow:
+        repo = uow.repository(UserRepository)
+        assert await repo.count() == 0  # reads run before the write...
+        first = await repo.create(user("first"))
+        assert (await repo.get(first["id"]))["id"] == first["id"]  # ...and after it
+        with pytest.raises(ScopeViolation, match="runs 1 write"):
+            await repo.create(user("second"))
+        # Every repository of the unit shares its limit.
+        sessions = uow.repository(SessionRepository)
+        with pytest.raises(ScopeViolation, match="runs 1 write"):
+            await sessions.delete_where(sessions.c.name == "none")
+        await uow.commit()
+
+    assert [row["username"] for row in await all_rows(database, tenant)] == ["first"]
+
+
+async def test_a_locking_read_counts_as_the_one_write(database: Database, tenant: str) -> None:
+    (live,) = await create_users(database, tenant, "live")
+    async with database.unit_of_work(tenant, one_write=True) as uow:
+        repo = uow.repository(UserRepository)
+        await repo.lock_live([live["id"]])
+        with pytest.raises(ScopeViolation, match="runs 1 write"):
+            await repo.create(user("after-lock"))
+    assert [row["username"] for row in await all_rows(database, tenant)] == ["live"]
+
+
+async def test_a_one_write_unit_runs_in_autocommit_on_postgresql(
+    database: Database, tenant: str
+) -> None:
+    """Its write is everyone's as soon as it runs: no BEGIN or COMMIT round trips."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite writes take BEGIN IMMEDIATE, one write or many")
+    async with database.unit_of_work(tenant, one_write=True) as uow:
+        created = await uow.repository(UserRepository).create(user("at-once"))
+        assert await fetch(database, tenant, created["id"]) is not None
+    # Leaving without commit() cannot take back what autocommit committed.
+    assert await fetch(database, tenant, created["id"]) is not None
+
+    async with database.unit_of_work(tenant) as uow:
+        pending = await uow.repository(UserRepository).create(user("pending"))
+        assert await fetch(database, tenant, pending["id"]) is None
+
+
+async def test_a_failed_one_write_leaves_nothing(database: Database, tenant: str) -> None:
+    (taken,) = await create_users(database, tenant, "taken")
+    async with database.unit_of_work(tenant, one_write=True) as uow:
+        with pytest.raises(AlreadyExists):
+            await uow.repository(UserRepository).create(user("dup", email=taken["email"]))
+    assert [row["username"] for row in await all_rows(database, tenant)] == ["taken"]
 
 
 async def test_changes_name_every_row_written_and_every_bulk_statement(
