@@ -1,5 +1,5 @@
-"""Where a single call's work runs (server.units), against a real database: what caches
-are told when the call fails after its write may have landed."""
+"""What caches are told when a write may have landed though its call failed: single
+calls (server.units) and transactions across calls, against a real database."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
+from repositories.errors import Unavailable
 from repositories.transactions import Limits, TransactionRegistry
 from repositories.users import UserRepository
 from server import context
@@ -124,3 +125,24 @@ async def test_a_refused_write_tells_caches_nothing(
         await as_tenant(tenant, lambda: units.write(take_email, one_write=True))
 
     assert told.changes == []
+
+
+async def test_a_commit_cut_off_makes_caches_forget_the_transactions_writes(
+    database: Database, told: Told, tenant: str
+) -> None:
+    if database.dialect != "postgresql":
+        pytest.skip("a SQLite connection cannot be cut off from outside")
+    (ann,) = await create_users(database, tenant, "ann")
+    registry = TransactionRegistry(database, Limits(), on_commit=told)
+    tx = await registry.begin(tenant)
+    async with registry.call(tx.id, tenant, actor=None, write=True) as repositories:
+        await repositories.repository(UserRepository).update(ann["id"], {"display_name": "b"})
+    pid = (await tx.conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    async with database.engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    # Here it did not land, but a COMMIT cut off on its way back looks the same.
+    with pytest.raises(Unavailable):
+        await registry.commit(tx.id, tenant)
+
+    assert told.rows() == [("users", tenant, ann["id"], ann["version"] + 1)]
