@@ -316,7 +316,7 @@ class StandardMethods(Generic[M]):
     ) -> list[M]:
         """Runs `work` in the call's transaction. With a request id on `request`, a
         retry replays the first response (AIP-155). `one_write`: `work` runs one write
-        statement at most (it also records the request id otherwise)."""
+        statement at most; it counts only without a request id, whose record is a write too."""
         raw_id = getattr(request, "request_id", "") if request is not None else ""
         if not raw_id:
             rows = await self._units.write(lambda uow: work(self._repo(uow)), one_write=one_write)
