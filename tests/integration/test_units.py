@@ -61,6 +61,20 @@ async def as_tenant(tenant: str, call: Callable[[], Awaitable[Any]]) -> Any:
         context.unbind(token)
 
 
+async def until_waiting_on_a_lock(database: Database) -> None:
+    """Returns once some statement waits on a row lock (within ten seconds)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE users%'"
+    )
+    for _ in range(1000):
+        async with database.engine.connect() as conn:
+            if (await conn.execute(query)).scalar_one():
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the update never waited on the lock")
+
+
 @pytest.mark.parametrize("one_write", [False, True])
 async def test_a_write_that_landed_before_its_call_failed_is_still_forgotten(
     database: Database, units: Units, told: Told, tenant: str, one_write: bool
@@ -98,7 +112,7 @@ async def test_a_write_cut_off_in_autocommit_makes_caches_forget_its_table(
             text("SELECT 1 FROM users WHERE id = :id FOR UPDATE"), {"id": ann["id"]}
         )
         call = asyncio.create_task(as_tenant(tenant, lambda: units.write(update, one_write=True)))
-        await asyncio.sleep(0.3)
+        await until_waiting_on_a_lock(database)
         assert not call.done()
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
