@@ -273,7 +273,7 @@ class Repository(ScopedTable):
         if len(params) == 1:
             # One row runs as a plain execute: SQLAlchemy's executemany path costs
             # about 60 µs more, for nothing to batch.
-            result = await self._execute(stmt.returning(self.entity.table), params[0])
+            result = await self._execute(self.scope.insert_returning(), params[0])
             return list(result.mappings())
         returning = stmt.returning(self.entity.table, sort_by_parameter_order=True)
         return list((await self._execute(returning, params)).mappings())

@@ -76,7 +76,12 @@ class TenantScope:
         keys = {key for row in rows for key in row} - {TENANT_COLUMN}
         defaults = {key: _scalar_default(self.table.c[key]) for key in keys}
         params = [{**defaults, **row, TENANT_COLUMN: self.tenant} for row in rows]
-        return self._mark(insert(self.table)), params
+        return self._statements.insert, params
+
+    def insert_returning(self) -> Insert:
+        """`insert_many`'s statement returning the whole row, for one row: built once per
+        table, as SQLAlchemy's key for its compiled form costs more than running it."""
+        return self._statements.insert_returning
 
     def insert_columns(
         self,
@@ -145,6 +150,8 @@ class _Statements:
         self.tenant_is = table.c[TENANT_COLUMN] == bindparam(TENANT_PARAM)
         self.select = _mark(select(table).where(self.tenant_is), table)
         self.by_id = _mark(self.select.where(table.c.id == bindparam(ID_PARAM)), table)
+        self.insert = _mark(insert(table), table)
+        self.insert_returning = self.insert.returning(table)
         self._table = table
         self._inserts: dict[tuple[tuple[str, ...], tuple[str, ...]], Insert] = {}
 
