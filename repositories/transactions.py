@@ -85,6 +85,13 @@ class Stats:
 OnCommit = Callable[[Changes], Awaitable[None]]
 
 
+async def tell(on_commit: OnCommit | None, changes: Changes) -> None:
+    """Tells `on_commit` of `changes` that committed, or may have. Shielded: a deadline
+    passing now must not leave caches half told."""
+    if on_commit is not None and changes:
+        await asyncio.shield(on_commit(changes))
+
+
 @dataclass(eq=False)
 class Transaction:
     id: str
@@ -278,13 +285,11 @@ class TransactionRegistry:
             except BaseException:
                 await asyncio.shield(self._end(tx, Outcome.UNKNOWN, discard=True))
                 # It may have committed: caches forget what it changed, as after a commit.
-                if self._on_commit is not None and tx.changes:
-                    await asyncio.shield(self._on_commit(tx.changes))
+                await tell(self._on_commit, tx.changes)
                 raise
             await self._end(tx, Outcome.COMMITTED)
         committed = datetime.now(UTC)
-        if self._on_commit is not None and tx.changes:
-            await asyncio.shield(self._on_commit(tx.changes))
+        await tell(self._on_commit, tx.changes)
         return committed
 
     async def rollback(self, id_: str, tenant: str) -> None:

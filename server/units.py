@@ -34,7 +34,7 @@ from tenacity.stop import stop_base
 from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
 from repositories.errors import Conflict, DeadlineExceeded
-from repositories.transactions import OnCommit, TransactionRegistry
+from repositories.transactions import OnCommit, TransactionRegistry, tell
 from server import context
 from server.breaker import Breaker, BreakerPolicy
 
@@ -114,19 +114,14 @@ class Units:
             except BaseException:
                 # Failed, but perhaps after its changes landed (autocommit, or a COMMIT
                 # whose answer was cut off): caches forget them all the same.
-                await self._committed(uow.written())
+                await tell(self._on_commit, uow.written())
                 raise
             return result, uow.written()
 
         result, changes = await self.retrying(once)
         # Outside the retries: a committed write is never run again.
-        await self._committed(changes)
+        await tell(self._on_commit, changes)
         return result
-
-    async def _committed(self, changes: Changes) -> None:
-        # Shielded: a deadline passing now must not leave the cache half told.
-        if changes and self._on_commit is not None:
-            await asyncio.shield(self._on_commit(changes))
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Runs `attempt` again while it fails on a conflict, within the call's deadline
