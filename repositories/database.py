@@ -139,14 +139,10 @@ class Database:
         runs in autocommit on PostgreSQL: one statement is atomic on its own, and the
         BEGIN and COMMIT round trips are saved."""
         writes = 0 if read_only else 1 if one_write else None
-        if writes is None:
-            engine = self.writes
-        elif self._autocommit is not None:
-            engine = self._autocommit
-        else:
-            engine = self.engine if read_only else self.writes
-        autocommit = engine is self._autocommit
-        return UnitOfWork(engine, tenant, actor=actor, writes=writes, autocommit=autocommit)
+        if writes is not None and self._autocommit is not None:
+            return UnitOfWork(self._autocommit, tenant, actor=actor, writes=writes, autocommit=True)
+        engine = self.engine if read_only else self.writes
+        return UnitOfWork(engine, tenant, actor=actor, writes=writes)
 
     async def ping(self) -> None:
         """One round trip to the database; Unavailable when it does not answer."""
