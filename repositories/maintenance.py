@@ -1,5 +1,6 @@
 """Purging what has outlived its retention: soft-deleted rows past their
-purge_time and request ids past their expire_time.
+purge_time, request ids past their expire_time, and the
+outcomes of transactions past theirs.
 
 This is the one place that writes across tenants, on purpose: it acts on no
 tenant's behalf and only removes rows whose own timestamps say they are due.
@@ -15,7 +16,7 @@ from sqlalchemy import Column, ColumnElement, Table, and_, delete, exists, selec
 
 from repositories.database import Database
 from repositories.errors import translate_db_errors
-from repositories.tables import metadata, request_ids
+from repositories.tables import metadata, request_ids, transaction_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ DUE: tuple[tuple[Table, str], ...] = (
         if "purge_time" in table.c
     ),
     (request_ids, "expire_time"),
+    (transaction_outcomes, "expire_time"),
 )
 
 

@@ -247,3 +247,18 @@ request_ids = Table(
     Column("expire_time", UTCDateTime(), nullable=False),
 )
 Index("ix_request_ids_expire_time", request_ids.c.expire_time)
+
+# How transactions across calls ended (see migration 0004): the row that commits
+# with a transaction, or the one a peer writes first to keep it from committing.
+TRANSACTION_ID_MAX = 256
+TRANSACTION_OUTCOMES = ("COMMITTED", "ABORTED")
+transaction_outcomes = Table(
+    "transaction_outcomes",
+    metadata,
+    Column("id", String(TRANSACTION_ID_MAX), primary_key=True),
+    Column("tenant_id", String(TENANT_ID_MAX), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("expire_time", UTCDateTime(), nullable=False),
+    one_of("ck_transaction_outcomes_outcome", "outcome", TRANSACTION_OUTCOMES),
+)
+Index("ix_transaction_outcomes_expire_time", transaction_outcomes.c.expire_time)

@@ -260,7 +260,11 @@ def test_purge_removes_only_what_is_due(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     purged = dict(item.split("=") for item in result.stdout.split())
-    assert purged == {"users": "1", "request_ids": "1"} | dict.fromkeys(DOMAIN_TABLES, "0")
+    assert purged == {
+        "users": "1",
+        "request_ids": "1",
+        "transaction_outcomes": "0",
+    } | dict.fromkeys(DOMAIN_TABLES, "0")
     with contextlib.closing(sqlite3.connect(db)) as conn:
         names = sorted(row[0] for row in conn.execute("SELECT username FROM users"))
         expiries = [row[0] for row in conn.execute("SELECT expire_time FROM request_ids")]

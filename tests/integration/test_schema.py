@@ -116,6 +116,7 @@ async def test_migrated_database_matches_the_table_metadata(database: Database) 
         "sessions",
         "messages",
         "jobs",
+        "transaction_outcomes",
     }
 
 
