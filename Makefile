@@ -7,6 +7,8 @@ DCLINT := node_modules/.bin/dclint
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 GO_EXAMPLE  := clients/go/build/repogate-example
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
+# Every Kubernetes manifest in deploy/ (compose.yaml is not one).
+K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
 BENCH_TOOLS := $(VENV)/.bench-tools
 
 .DEFAULT_GOAL := help
@@ -70,9 +72,9 @@ $(DEPLOY_TOOLS): deploy/requirements.txt | $(BIN)/repogate
 	$(BIN)/pip install -q -r deploy/requirements.txt
 	@touch $@
 
-deploy-check: $(DEPLOY_TOOLS) $(DCLINT) ## Validate deploy/: Pods against Kubernetes 1.29 and 1.37 schemas, compose.yaml against the compose spec.
-	$(BIN)/kubernetes-validate --strict -k 1.29.0 deploy/pod.yaml deploy/pod-unix-socket.yaml
-	$(BIN)/kubernetes-validate --strict -k 1.37.0 deploy/pod.yaml deploy/pod-unix-socket.yaml
+deploy-check: $(DEPLOY_TOOLS) $(DCLINT) ## Validate deploy/: manifests against Kubernetes 1.29 and 1.37 schemas, compose.yaml against the compose spec.
+	$(BIN)/kubernetes-validate --strict -k 1.29.0 $(K8S_MANIFESTS)
+	$(BIN)/kubernetes-validate --strict -k 1.37.0 $(K8S_MANIFESTS)
 	$(DCLINT) deploy/compose.yaml && echo "deploy/compose.yaml: valid (compose spec, dclint rules)"
 
 $(BENCH_TOOLS): bench/requirements.txt | $(BIN)/repogate

@@ -31,8 +31,8 @@ R = TypeVar("R", bound=ScopedTable)
 
 @dataclass(frozen=True)
 class EngineOptions:
-    pool_size: int = 20
-    max_overflow: int = 10
+    pool_size: int = 10
+    max_overflow: int = 0
     pool_pre_ping: bool = True
     # Only a connection idle in the pool this many seconds is pinged before use.
     pre_ping_after: float = 1.0

@@ -72,8 +72,21 @@ TENANT_SCOPED = (
     MESSAGE_SERVICE.full_name,
     JOB_SERVICE.full_name,
 )
-# Those that need the database: NOT_SERVING while its breaker is open.
+# Those that need the database.
 DATABASE_SERVICES = tuple(name for name in TENANT_SCOPED if name != CACHE_SERVICE.full_name)
+# Health names (grpc.health.v1) for Kubernetes' two questions. LIVENESS is about this
+# process alone: SERVING from start until stop, whatever the database does, so that a
+# kubelet restarts a wedged process (the health service answers on the event loop: a
+# loop that does not turn times the probe out) and never a fleet whose database is
+# away. READINESS is whether calls should be sent here: SERVING while the database
+# breaker is closed and the server is not stopping.
+LIVENESS = "liveness"
+READINESS = "readiness"
+# Every name the health service answers for: the server (""), the two above, and each
+# service.
+HEALTH_NAMES = ("", LIVENESS, READINESS, *TENANT_SCOPED, ADMIN_SERVICE.full_name)
+# NOT_SERVING while the database breaker is open.
+NEEDS_DATABASE = ("", READINESS, *DATABASE_SERVICES)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # Seconds between looks at the database breaker.
 WATCH_INTERVAL = 0.5
@@ -192,7 +205,7 @@ class Repogate:
         self.address = _bind(server, s.listen, tls.credentials(s))
         self._server = server
         await server.start()
-        for name in ("", *TENANT_SCOPED, ADMIN_SERVICE.full_name):
+        for name in HEALTH_NAMES:
             await self._health.set(name, SERVING)
         if s.purge_interval > 0:
             self._purger = asyncio.create_task(self._purge_every(s.purge_interval, self._db))
@@ -202,8 +215,8 @@ class Repogate:
         log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, stops accepting, drains calls for `grace` seconds, rolls back
-        open transactions, closes pools."""
+        """Reports NOT_SERVING (every name, LIVENESS included), stops accepting, drains calls
+        for `grace` seconds, rolls back open transactions, closes pools."""
         grace = self.settings.shutdown_grace if grace is None else grace
         await self._health.enter_graceful_shutdown()
         for task in (self._purger, self._reaper, self._watcher):
@@ -246,7 +259,7 @@ class Repogate:
             if (breaker.state is State.CLOSED) != serving:
                 serving = not serving
                 status = SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-                for name in ("", *DATABASE_SERVICES):
+                for name in NEEDS_DATABASE:
                     await self._health.set(name, status)
 
     @staticmethod

@@ -3,7 +3,8 @@ transactions, retries, cache and circuit breakers, read when scraped.
 
 Each server keeps its own CollectorRegistry (tests run many servers in one
 process) and serves it on REPOGATE_METRICS_LISTEN. Without that setting no
-metric is kept and no call is timed.
+metric is kept and no call is timed. Under `serve --workers N` each worker serves
+its own on a private port, and the supervisor serves them all (worker_metrics.py).
 """
 
 from __future__ import annotations
@@ -53,15 +54,17 @@ def no_breakers() -> Mapping[str, str]:
 class Metrics:
     """A server's registry, the interceptor that feeds it and the endpoint that serves it."""
 
-    def __init__(self, listen: str | None = None) -> None:
+    def __init__(self, listen: str | None = None, *, reuse_port: bool = False) -> None:
         self.listen = listen
+        # A worker's endpoint binds the loopback port its supervisor holds for it.
+        self._reuse_port = reuse_port
         self.registry = CollectorRegistry()
         self.address = ""  # host:port actually bound, once started
         self._server: asyncio.Server | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Metrics:
-        return cls(settings.metrics_listen)
+        return cls(settings.metrics_listen, reuse_port=settings.reuse_port)
 
     def interceptors(self) -> list[aio.ServerInterceptor]:
         return [] if self.listen is None else [RpcMetrics(self.registry)]
@@ -91,7 +94,9 @@ class Metrics:
 
     async def start(self) -> None:
         if self.listen is not None:
-            self._server, self.address = await metrics_http.serve(self.registry, self.listen)
+            self._server, self.address = await metrics_http.serve(
+                self.registry, self.listen, reuse_port=self._reuse_port
+            )
             log.info("metrics on http://%s%s", self.address, metrics_http.PATH)
 
     async def stop(self) -> None:

@@ -27,8 +27,10 @@ class Settings(BaseSettings):
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
     database_url: str = "sqlite+aiosqlite:///./repogate.db"
     redis_url: str | None = None
-    db_pool_size: int = Field(20, ge=1)
-    db_max_overflow: int = Field(10, ge=0)
+    # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
+    # most, kept open rather than opened and closed per burst (docs/fleet.md).
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(0, ge=0)
     db_pool_pre_ping: bool = True
     db_pre_ping_after: float = Field(
         1.0, ge=0, description="seconds idle in the pool before a connection is pinged"

@@ -3,7 +3,8 @@
 The supervisor migrates once, then starts each worker as a fresh `repogate serve`
 process: exec, not fork, so no event loop, pool or gRPC state is copied into it.
 It passes on what every worker must agree on (the page-token secret, the shared
-port) and what each must have of its own (its metrics port). SIGTERM or SIGINT
+port) and what each must have of its own (a private metrics port, which the
+supervisor scrapes to serve one endpoint for all: worker_metrics.py). SIGTERM or SIGINT
 is passed to every worker, which drains as a single server does. A worker that
 dies on its own is started again; one that cannot even start stops them all.
 """
@@ -19,6 +20,7 @@ import sys
 import time
 
 from server.settings import Settings
+from server.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("repogate.workers")
 
@@ -33,11 +35,25 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._failed = False
+        self._metrics = (
+            WorkerMetrics(settings.metrics_listen, settings.workers)
+            if settings.metrics_listen
+            else None
+        )
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        if self._metrics is not None:
+            await self._metrics.start()
+        try:
+            return await self._supervise()
+        finally:
+            if self._metrics is not None:
+                await self._metrics.stop()
+
+    async def _supervise(self) -> int:
         keepers = [asyncio.create_task(self._keep(i)) for i in range(self._settings.workers)]
         log.info("supervising %d workers on %s", len(keepers), self._settings.listen)
         await self._stop.wait()
@@ -82,7 +98,6 @@ class Supervisor:
             # Page tokens must verify on whichever worker the next page lands on.
             "REPOGATE_PAGE_TOKEN_SECRET": s.page_token_secret,
         }
-        if s.metrics_listen:
-            host, port = s.metrics_listen.rsplit(":", 1)
-            env["REPOGATE_METRICS_LISTEN"] = f"{host}:{int(port) + index}"
+        if self._metrics is not None:
+            env["REPOGATE_METRICS_LISTEN"] = self._metrics.worker_listen(index)
         return env

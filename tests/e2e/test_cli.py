@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from repogate.v1 import user_pb2, user_pb2_grpc
 from repositories.migrate import head_revision
+from server.app import LIVENESS, READINESS
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
@@ -367,6 +368,38 @@ async def test_health_against_a_running_server_and_a_closed_port(tmp_path: Path)
     assert code != 0
     assert "UNAVAILABLE" in err
     assert "Traceback" not in err
+
+
+async def test_liveness_and_readiness_serve_until_sigterm(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = cli_env(tmp_path, listen=address)
+    async with (
+        serving(env, tmp_path, address) as server,
+        aio.insecure_channel(address) as channel,
+    ):
+        asked = {
+            name: await run_async(["health", "--service", name], env, tmp_path)
+            for name in (LIVENESS, READINESS)
+        }
+        stub = health_pb2_grpc.HealthStub(channel)
+        watches = {
+            name: stub.Watch(health_pb2.HealthCheckRequest(service=name))
+            for name in (LIVENESS, READINESS)
+        }
+        before = {name: (await watch.read()).status for name, watch in watches.items()}
+        server.proc.send_signal(signal.SIGTERM)
+        after = {name: (await watch.read()).status for name, watch in watches.items()}
+        for watch in watches.values():
+            watch.cancel()  # an open watch is a call the drain would wait for
+        code = await server.stop()
+
+    assert {name: (c, out.strip()) for name, (c, out, _) in asked.items()} == {
+        LIVENESS: (0, "SERVING"),
+        READINESS: (0, "SERVING"),
+    }
+    assert before == dict.fromkeys(watches, health_pb2.HealthCheckResponse.SERVING)
+    assert after == dict.fromkeys(watches, health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert code == 0, server.output()
 
 
 # --- failures -----------------------------------------------------------------------------

@@ -10,10 +10,12 @@ import uuid
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from repogate.v1 import transaction_pb2, transaction_pb2_grpc
-from server.metrics import LATENCY_BUCKETS
+from server.metrics import LATENCY_BUCKETS, Metrics
+from server.worker_metrics import WorkerMetrics
 from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.rpc import md
 
@@ -195,3 +197,40 @@ async def test_metrics_are_off_by_default(start_repogate: StartRepogate) -> None
     assert app.app.metrics is not None
     assert app.app.metrics.address == ""
     assert app.app.metrics.interceptors() == []
+
+
+async def test_the_workers_endpoint_labels_each_worker_and_says_which_answered() -> None:
+    # As `serve --workers 3` would run it, in one process: worker 0 answers, worker 1
+    # answers something that is not metrics, worker 2 is not listening (yet).
+    endpoint = WorkerMetrics("127.0.0.1:0", 3)
+    await endpoint.start()
+    worker = Metrics(endpoint.worker_listen(0), reuse_port=True)
+    Counter("repogate_things", "Things done.", registry=worker.registry).inc(2)
+    await worker.start()
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot this\n")
+        await writer.drain()
+        writer.close()
+
+    host, _, port = endpoint.worker_listen(1).rpartition(":")
+    confused = await asyncio.start_server(garbage, host, int(port), reuse_port=True)
+    try:
+        status, body = await asyncio.to_thread(fetch, f"http://{endpoint.address}/metrics")
+    finally:
+        confused.close()
+        await worker.stop()
+        await endpoint.stop()
+
+    assert status == 200
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    assert value(samples, "repogate_things_total", worker="0") == 2
+    assert [key for key in samples if key[0] == "repogate_things_total"] == [
+        ("repogate_things_total", frozenset({("worker", "0")}))
+    ]
+    up = {worker: value(samples, "repogate_worker_up", worker=worker) for worker in "012"}
+    assert up == {"0": 1, "1": 0, "2": 0}

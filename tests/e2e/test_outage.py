@@ -3,6 +3,7 @@ health says NOT_SERVING, and both heal by themselves once it answers again."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import cache_pb2, cache_pb2_grpc
+from server.app import LIVENESS, READINESS
 from server.errors import PUSHBACK_KEY
 from tests.e2e.support import Dedicated, StartRepogate, create, eventually, fails, get
 from tests.proxy import Proxy
@@ -76,6 +78,30 @@ async def test_a_lost_database_fails_fast_reports_not_serving_and_heals(
 
 async def health_is(app: Dedicated, service: str, status: int) -> bool:
     return await health(app, service) == status
+
+
+async def test_readiness_follows_the_database_while_liveness_stays_serving(
+    app: Dedicated, proxy: Proxy, tenant: str
+) -> None:
+    stub = health_pb2_grpc.HealthStub(app.channel)
+    liveness = stub.Watch(health_pb2.HealthCheckRequest(service=LIVENESS))
+    assert (await liveness.read()).status == SERVING
+
+    await proxy.close()
+    for _ in range(2):
+        await fails(get(app.users, tenant, "6f1c1f0e-0000-4000-8000-000000000000"))
+    await eventually(lambda: health_is(app, READINESS, NOT_SERVING))
+    alive_while_cut = await health(app, LIVENESS)
+    await proxy.open()
+    await eventually(lambda: health_is(app, READINESS, SERVING))
+    await app.app.stop(1)  # the one change liveness may see: stopping
+    changes = []
+    with contextlib.suppress(grpc.aio.AioRpcError):  # the stop ends the watch
+        while (reply := await liveness.read()) is not grpc.aio.EOF:
+            changes.append(reply.status)
+
+    assert alive_while_cut == SERVING
+    assert changes == [NOT_SERVING]
 
 
 async def test_an_open_circuit_tells_clients_when_to_retry(

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2, user_pb2_grpc
+from server.app import LIVENESS, READINESS
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
 from tests.polling import eventually
 from tests.rpc import md
@@ -177,7 +178,7 @@ async def _check(channel: aio.Channel, service: str) -> health_pb2.HealthCheckRe
     return await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
 
 
-@pytest.mark.parametrize("service", ["", USER_SERVICE])
+@pytest.mark.parametrize("service", ["", USER_SERVICE, LIVENESS, READINESS])
 async def test_health_reports_serving(server, service: str) -> None:
     response = await _check(server.channel, service)
 
@@ -229,7 +230,7 @@ async def test_stop_turns_health_to_not_serving_then_closes(
     stub = health_pb2_grpc.HealthStub(running.channel)
     watches = {
         service: stub.Watch(health_pb2.HealthCheckRequest(service=service))
-        for service in ("", USER_SERVICE)
+        for service in ("", USER_SERVICE, LIVENESS, READINESS)
     }
     for watch in watches.values():
         assert (await watch.read()).status == SERVING

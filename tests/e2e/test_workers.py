@@ -10,11 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
+from prometheus_client.parser import text_string_to_metric_families
 
 from repogate.v1 import transaction_pb2 as pb
 from repogate.v1 import transaction_pb2_grpc, user_pb2, user_pb2_grpc
 from tests.cache_support import REDIS_URL, require_redis
 from tests.e2e.test_cli import RPC_TIMEOUT, cli_env, free_port, run, serving
+from tests.e2e.test_metrics import fetch
 from tests.rpc import details, md
 
 pytestmark = pytest.mark.e2e
@@ -148,3 +150,61 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None
 
     assert result.returncode == 1, result.stderr
     assert "could not start" in result.stderr
+
+
+async def test_one_metrics_endpoint_serves_every_worker_labelled(
+    postgresql_url: str, tmp_path: Path, tenant: str
+) -> None:
+    await require_redis()
+    port, metrics_port = free_port(), free_port()
+    env = cli_env(
+        tmp_path,
+        database_url=postgresql_url,
+        redis_url=REDIS_URL,
+        cache_timeout="5",
+        workers=str(WORKERS),
+        metrics_listen=f"127.0.0.1:{metrics_port}",
+    )
+    env["REPOGATE_LISTEN"] = f"127.0.0.1:{port}"
+    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+        channels = await _workers_of(server.address, tenant)
+        try:
+            for name, channel in zip(("ann", "bob"), channels.values(), strict=True):
+                await user_pb2_grpc.UserServiceStub(channel).CreateUser(
+                    user_pb2.CreateUserRequest(
+                        user=user_pb2.User(email=f"{name}@example.com", username=name)
+                    ),
+                    metadata=md(tenant),
+                    timeout=RPC_TIMEOUT,
+                )
+            status, body = await asyncio.to_thread(
+                fetch, f"http://127.0.0.1:{metrics_port}/metrics"
+            )
+        finally:
+            for channel in channels.values():
+                await channel.close()
+        code = await server.stop()
+
+    assert status == 200
+    samples = [
+        sample for family in text_string_to_metric_families(body) for sample in family.samples
+    ]
+    workers = [str(i) for i in range(WORKERS)]
+
+    def by_worker(name: str, **labels: str) -> dict[str, float]:
+        return {
+            s.labels["worker"]: s.value
+            for s in samples
+            if s.name == name and labels.items() <= s.labels.items()
+        }
+
+    # One CreateUser reached each worker: counters stay per worker, never summed.
+    created = {"service": "repogate.v1.UserService", "method": "CreateUser", "code": "OK"}
+    assert by_worker("repogate_rpc_handled_total", **created) == dict.fromkeys(workers, 1)
+    # What each worker reads at scrape time comes through too.
+    assert set(by_worker("repogate_db_pool_size")) == set(workers)
+    closed = by_worker("repogate_breaker_state", breaker="database", state="CLOSED")
+    assert closed == dict.fromkeys(workers, 1)
+    assert by_worker("repogate_worker_up") == dict.fromkeys(workers, 1)
+    assert [s.name for s in samples if "worker" not in s.labels] == []
+    assert code == 0
