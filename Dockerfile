@@ -53,9 +53,11 @@ ENV REPOGATE_LISTEN=0.0.0.0:50051 \
 EXPOSE 50051
 
 # REPOGATE_LISTEN is 0.0.0.0 (bind everywhere), so dial loopback explicitly.
-# If you change the port, override this too (docker run --health-cmd ...).
+# If you change the port, override this too (docker run --health-cmd ...). It asks
+# `liveness`, the process alone: an engine that restarts unhealthy containers must not
+# restart every replica while the database is away (`readiness` is for routing).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["repogate", "health", "--listen", "127.0.0.1:50051", "--timeout", "3"]
+  CMD ["repogate", "health", "--listen", "127.0.0.1:50051", "--service", "liveness", "--timeout", "3"]
 
 # SIGTERM (and SIGINT) stop the server gracefully: NOT_SERVING, drain, exit 0.
 STOPSIGNAL SIGTERM
