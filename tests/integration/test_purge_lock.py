@@ -42,7 +42,8 @@ def bouncer(own_url: str) -> Iterator[PgBouncer]:
 
 @pytest.fixture
 async def direct(own_url: str) -> AsyncIterator[Database]:
-    db = Database(create_engine(own_url, EngineOptions(pool_size=3, max_overflow=0)))
+    # Two purges (two connections each), a blocker and a look at pg_locks at once.
+    db = Database(create_engine(own_url, EngineOptions(pool_size=6, max_overflow=0)))
     yield db
     await db.dispose()
 
