@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from repositories.base import ScopedTable, Writes
 from repositories.changes import Changes
+from repositories.drivers import connect_arguments
 from repositories.errors import translate_db_errors
 
 _WRITE = "repogate_write"
@@ -39,18 +40,22 @@ class EngineOptions:
     pool_recycle: int = 3600
     pool_timeout: float = 30.0
     sqlite_busy_timeout_ms: int = 5000
+    # PostgreSQL is reached through PgBouncer in transaction pooling mode (see drivers.py).
+    pgbouncer: bool = False
 
 
 def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
+    """The engine for `url`; ValueError when its query says what the driver cannot take."""
     options = options or EngineOptions()
-    kwargs: dict[str, Any] = {"pool_recycle": options.pool_recycle}
+    target, connect_args = connect_arguments(url, pgbouncer=options.pgbouncer)
+    kwargs: dict[str, Any] = {"pool_recycle": options.pool_recycle, "connect_args": connect_args}
     if ":memory:" not in url and "mode=memory" not in url:
         kwargs |= {
             "pool_size": options.pool_size,
             "max_overflow": options.max_overflow,
             "pool_timeout": options.pool_timeout,
         }
-    engine = create_async_engine(url, **kwargs)
+    engine = create_async_engine(target, **kwargs)
     if options.pool_pre_ping:
         _ping_when_idle(engine, options.pre_ping_after)
     if engine.dialect.name == "sqlite":
@@ -113,7 +118,8 @@ class Database:
         # these needs no execution_options() round through SQLAlchemy's greenlet, about
         # 20 µs a call. `writes`: for connections that will write (BEGIN IMMEDIATE on
         # SQLite). On PostgreSQL, reads and units of one write run in autocommit: no
-        # BEGIN/COMMIT round trips.
+        # BEGIN/COMMIT round trips. Behind PgBouncer too: each statement then goes as one
+        # Parse/Bind/Execute/Sync group, which PgBouncer keeps on one server connection.
         self.writes = engine.execution_options(**{_WRITE: True})
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT")

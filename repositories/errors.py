@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -296,6 +297,11 @@ class Unavailable(DomainError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+# A prepared statement the server connection lacks (26000) or already has (42P05).
+# Repogate prepares none by name itself: these come from a pooler in transaction mode
+# handing the driver's cached statements to server connections that never saw them.
+_POOLER_SQLSTATES = {"26000", "42P05"}
+_pooler_advised = False
 # SQLSTATEs that mean "another transaction won": serialization failure, deadlock.
 _CONFLICT_SQLSTATES = {"40001", "40P01"}
 # A write in a READ ONLY transaction: the database's own guard behind ours.
@@ -345,14 +351,48 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
             ) from exc
         if _sqlstate(exc) == _READ_ONLY_SQLSTATE:
             raise ReadOnlyTransaction() from exc
-        if _is_unavailable(exc):
-            log.warning("database unavailable: %s", exc.orig)
-            raise Unavailable("the database is unavailable; retry later") from exc
-        raise
+        if _sqlstate(exc) in _POOLER_SQLSTATES:
+            _advise_pgbouncer()
+        elif not _is_unavailable(exc):
+            raise
+        log.warning("database unavailable: %s", exc.orig)
+        raise Unavailable("the database is unavailable; retry later") from exc
     except (OSError, TimeoutError, sa_exc.TimeoutError) as exc:
         # Connection refused or pool checkout timeout: raised before any statement runs.
         log.warning("database unavailable: %r", exc)
         raise Unavailable("the database is unavailable; retry later") from exc
+    except Exception as exc:
+        if not _is_driver_fault(exc):
+            raise
+        log.warning("database driver failed: %r", exc)
+        raise Unavailable("the database is unavailable; retry later") from exc
+
+
+def _advise_pgbouncer() -> None:
+    """Says once per process what the prepared-statement errors of a pooler mean."""
+    global _pooler_advised
+    if not _pooler_advised:
+        _pooler_advised = True
+        log.error(
+            "a prepared statement was missing on (or already on) the database connection: "
+            "a pooler in transaction mode (PgBouncer) stands between Repogate and "
+            "PostgreSQL; set REPOGATE_DB_PGBOUNCER=true"
+        )
+
+
+def _is_driver_fault(exc: BaseException | None) -> bool:
+    """asyncpg's side of the connection failed: its InterfaceErrors (an operation it
+    found in progress, a connection it closed), but not those about the values given
+    (DataError, ClientConfigurationError, both ValueErrors); and its internal errors,
+    which SQLAlchemy passes on unwrapped (a protocol state it did not expect, a stale
+    schema cache). Looked up only when asyncpg is loaded: SQLite never imports it."""
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is None:
+        return False
+    errors = asyncpg.exceptions
+    return isinstance(exc, errors.InternalClientError) or (
+        isinstance(exc, errors.InterfaceError) and not isinstance(exc, ValueError)
+    )
 
 
 def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
@@ -368,6 +408,7 @@ def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
         "unable to open database" in text
         or "disk I/O error" in text
         or (isinstance(exc, sa_exc.InterfaceError) and "closed" in text)
+        or _is_driver_fault(getattr(exc.orig, "__cause__", None))
     )
 
 

@@ -4,15 +4,26 @@ outcomes of transactions past theirs.
 
 This is the one place that writes across tenants, on purpose: it acts on no
 tenant's behalf and only removes rows whose own timestamps say they are due.
+
+On PostgreSQL one purge runs at a time across every process sharing the
+database: a run first takes a transaction-level advisory lock on a connection
+of its own, holds that transaction open while its chunks commit on another,
+and ends it (releasing the lock) when done. A process that finds the lock
+taken skips the run. The lock belongs to a transaction, not a session, so it
+also holds behind PgBouncer in transaction mode; a process that dies
+mid-run loses its connection, and the database ends the transaction and the
+lock with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, ColumnElement, Table, and_, delete, exists, select, tuple_
+from sqlalchemy import Column, ColumnElement, Table, and_, delete, exists, select, text, tuple_
 
 from repositories.database import Database
 from repositories.errors import translate_db_errors
@@ -22,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Rows removed per statement: short transactions, short locks.
 CHUNK = 1000
+# Any fixed 64-bit number, the same for every process; not the migration's.
+PURGE_LOCK_ID = 0x7265706F70757267  # "repopurg"
 # Each table with the column that says when its rows are due: every entity
 # table (they all have purge_time), children before the tables they refer to
 # (so a parent whose children go in this run goes in it too), and the request ids.
@@ -46,15 +59,39 @@ def _still_needed(table: Table) -> Iterator[ColumnElement[bool]]:
                 yield exists().where(and_(*(column == ref.column for column, ref in pairs)))
 
 
-async def purge_due(db: Database, now: datetime | None = None) -> dict[str, int]:
-    """Deletes every due row; returns how many per table."""
+async def purge_due(db: Database, now: datetime | None = None) -> dict[str, int] | None:
+    """Deletes every due row; returns how many per table, or None when another process
+    is purging the same PostgreSQL database (this run is skipped)."""
     now = now or datetime.now(UTC)
-    purged = {}
-    for table, column in DUE:
-        purged[table.name] = await _purge(db, table, table.c[column], now)
+    async with _only_purge(db) as alone:
+        if not alone:
+            log.debug("another process is purging this database; skipping this run")
+            return None
+        purged = {}
+        for table, column in DUE:
+            purged[table.name] = await _purge(db, table, table.c[column], now)
     if any(purged.values()):
         log.info("purged %s", purged)
     return purged
+
+
+@contextlib.asynccontextmanager
+async def _only_purge(db: Database) -> AsyncIterator[bool]:
+    """Whether this run holds the purge lock (always, on SQLite: one file, one host)."""
+    if db.dialect != "postgresql":
+        yield True
+        return
+    with translate_db_errors():
+        conn = await db.engine.connect()
+    try:
+        with translate_db_errors():
+            taken = await conn.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": PURGE_LOCK_ID}
+            )
+        yield bool(taken)
+    finally:
+        # Rolling back ends the transaction, and the lock with it.
+        await asyncio.shield(conn.close())
 
 
 async def _purge(db: Database, table: Table, due: Column[datetime], now: datetime) -> int:

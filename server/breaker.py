@@ -52,13 +52,19 @@ class CircuitOpen(Unavailable):
         self.pushback_ms = ms
 
 
+def database_fault(exc: BaseException) -> bool:
+    """The database (or the pooler or driver in front of it) failed: Unavailable, or an
+    error raised because of one (a transaction aborted when its connection was lost)."""
+    return isinstance(exc, Unavailable) or isinstance(exc.__cause__, Unavailable)
+
+
 class Breaker:
     def __init__(
         self,
         name: str,
         policy: BreakerPolicy,
         *,
-        is_fault: Callable[[BaseException], bool] = lambda exc: isinstance(exc, Unavailable),
+        is_fault: Callable[[BaseException], bool] = database_fault,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name

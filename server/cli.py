@@ -117,7 +117,10 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     db = Database(create_engine(settings.database_url, settings.engine_options()))
     try:
         purged = await purge_due(db)
-        print(" ".join(f"{table}={count}" for table, count in purged.items()))
+        if purged is None:
+            print("skipped: another process is purging this database")
+        else:
+            print(" ".join(f"{table}={count}" for table, count in purged.items()))
     finally:
         await db.dispose()
     return 0

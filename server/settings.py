@@ -9,6 +9,7 @@ from pydantic import Field, FilePath, SecretStr, field_validator, model_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from repositories.database import EngineOptions
+from repositories.drivers import connect_arguments
 from repositories.transactions import Limits
 from server.breaker import BreakerPolicy
 from server.units import RetryPolicy
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
     db_pool_recycle: int = Field(3600, description="seconds; -1 never recycles")
     db_pool_timeout: float = Field(30.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)
+    # PostgreSQL is reached through PgBouncer in transaction pooling mode (docs/pgbouncer.md).
+    db_pgbouncer: bool = False
     log_level: LogLevel = "INFO"
     shutdown_grace: float = Field(10.0, ge=0, description="seconds to drain calls on stop")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
@@ -182,6 +185,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _driver_takes_the_url(self) -> Settings:
+        """The URL's query parameters are ones the driver takes, with values it can use,
+        and that work with REPOGATE_DB_PGBOUNCER: a settings error now, not a traceback
+        at the first connect."""
+        connect_arguments(self.database_url, pgbouncer=self.db_pgbouncer)
+        return self
+
+    @model_validator(mode="after")
     def _otlp_has_endpoint(self) -> Settings:
         if self.trace_exporter == "otlp" and self.otlp_endpoint is None:
             raise ValueError("REPOGATE_TRACE_EXPORTER=otlp needs REPOGATE_OTLP_ENDPOINT")
@@ -312,4 +323,5 @@ class Settings(BaseSettings):
             pool_recycle=self.db_pool_recycle,
             pool_timeout=self.db_pool_timeout,
             sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
+            pgbouncer=self.db_pgbouncer,
         )

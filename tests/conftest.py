@@ -94,7 +94,10 @@ class Running:
 
 @pytest.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[Running]:
-    settings = Settings(listen="127.0.0.1:0", database_url=database_url, shutdown_grace=1)
+    # No background purge: a test's own purge_due would skip while the server's held the lock.
+    settings = Settings(
+        listen="127.0.0.1:0", database_url=database_url, shutdown_grace=1, purge_interval=0
+    )
     async with Repogate(settings) as app, aio.insecure_channel(app.address) as channel:
         yield Running(app, channel)
 

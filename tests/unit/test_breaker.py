@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from repositories.errors import NotFound, Unavailable
+from repositories.errors import NotFound, TransactionAborted, Unavailable
 from server.breaker import Breaker, BreakerPolicy, CircuitOpen, State
 
 pytestmark = pytest.mark.unit
@@ -129,3 +129,18 @@ async def test_listeners_hear_every_change() -> None:
     await run(b)
 
     assert heard == [State.OPEN, State.HALF_OPEN, State.CLOSED]
+
+
+async def test_a_transaction_aborted_by_a_lost_connection_counts_as_a_fault() -> None:
+    # A pooler's or driver's failure inside a transaction reaches the caller as ABORTED.
+    b = breaker(Clock(), trip_after=2)
+    lost = TransactionAborted("tx", "its database connection was lost")
+    lost.__cause__ = fault()
+
+    await run(b, lost)
+    await run(b, TransactionAborted("tx", "it conflicted with a concurrent transaction"))
+    assert b.state is State.CLOSED  # a conflict is an answer: it reset the count
+    await run(b, lost)
+    await run(b, lost)
+
+    assert b.state is State.OPEN
