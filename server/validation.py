@@ -123,8 +123,12 @@ def distinct(keys: list[Any], field: str, what: str) -> None:
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 _DECIMAL_RE = re.compile(r"[0-9]{1,10}(\.[0-9]{1,9})?")
-# How deep a stored JSON document may nest.
-MAX_JSON_DEPTH = 64
+# How deep a stored JSON document may nest: as deep as every request and response that
+# carries one can hold. protobuf parses at most 100 nested messages, each JSON object
+# level costs three (Struct, map entry, Value), and the deepest request holds the
+# Struct three levels down (BatchCreateSessionsRequest.requests.session.preferences):
+# 3 + 3 * 32 = 99 fits, a 33rd level does not.
+MAX_JSON_DEPTH = 32
 
 
 def uuid_text(value: Any) -> str | None:
