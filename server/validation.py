@@ -12,7 +12,9 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from repositories import ids
 from repositories.errors import FieldViolation, InvalidArgument
+from repositories.ids import parse_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -29,9 +31,9 @@ def resource_id(value: str, field: str) -> uuid.UUID:
     if not value:
         raise InvalidArgument.field(field, "is required")
     try:
-        return uuid.UUID(value)
+        return parse_uuid(value)
     except ValueError:
-        raise InvalidArgument.field(field, "must be a UUID") from None
+        raise InvalidArgument.field(field, ids.problem(value)) from None
 
 
 def page_size(value: int) -> int:
@@ -104,7 +106,7 @@ def batch_size(count: int, field: str) -> None:
 
 
 def request_id(value: str) -> uuid.UUID:
-    """An AIP-155 request id: a UUID, in any of the forms uuid.UUID reads."""
+    """An AIP-155 request id: a UUID, written as every id is."""
     return resource_id(value, "request_id")
 
 
@@ -135,7 +137,7 @@ def uuid_text(value: Any) -> str | None:
     """For reference fields the mapping turned into UUIDs: what is still text was none."""
     if isinstance(value, uuid.UUID):
         return None
-    return "is required" if not value else "must be a UUID"
+    return "is required" if not value else ids.problem(str(value))
 
 
 def token(limit: int) -> Check:
