@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from repositories import ids
 from repositories.errors import FieldViolation, InvalidArgument
@@ -216,6 +216,30 @@ def count(value: int, field: str, limit: int = 2**48) -> int:
     if not 0 <= value <= limit:
         raise InvalidArgument.field(field, f"must be from 0 to {limit}")
     return value
+
+
+# google.protobuf.Duration: seconds within about 10,000 years either way, nanos within a
+# second either way and of the seconds' sign.
+_DURATION_SECONDS = 315_576_000_000
+_DURATION_NANOS = 999_999_999
+
+
+def duration(value: duration_pb2.Duration, field: str) -> float:
+    """The seconds of a Duration that keeps google.protobuf.Duration's rules; else
+    INVALID_ARGUMENT naming `field`."""
+    seconds, nanos = value.seconds, value.nanos
+    if (
+        abs(seconds) > _DURATION_SECONDS
+        or abs(nanos) > _DURATION_NANOS
+        or (seconds < 0 < nanos)
+        or (nanos < 0 < seconds)
+    ):
+        raise InvalidArgument.field(
+            field,
+            "is not a valid google.protobuf.Duration: seconds within ±315576000000, "
+            "nanos within ±999999999 and of the same sign",
+        )
+    return seconds + nanos / 1e9
 
 
 def timestamp(value: timestamp_pb2.Timestamp, field: str, *, not_after: datetime) -> datetime:
