@@ -16,6 +16,7 @@ from repogate.v1 import admin_pb2, admin_pb2_grpc, session_pb2, transaction_pb2
 from server.validation import MAX_JSON_DEPTH
 from tests.e2e.domain import Stubs, new_user, plain
 from tests.e2e.support import StartRepogate, fails
+from tests.e2e.test_auth import SECRET
 from tests.e2e.test_metrics import scrape, value
 from tests.rpc import ErrorDetails, details, md
 
@@ -115,6 +116,17 @@ async def test_a_malformed_request_is_counted_and_logs_no_traceback(
     )
     assert handled == 3
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_unparsable_bytes_are_refused_before_authentication(
+    start_repogate: StartRepogate, tenant: str
+) -> None:
+    # No credential makes them parse; the answer says what is wrong with the call itself.
+    app = await start_repogate(auth_mode="jwt", jwt_secret=SECRET)
+
+    error = await refusal(app.channel, "/repogate.v1.UserService/GetUser", BAD_UTF8, tenant)
+
+    assert_malformed(error)
 
 
 async def test_a_malformed_call_inside_transact_names_the_call(server, tenant: str) -> None:
