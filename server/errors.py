@@ -54,13 +54,14 @@ def code_for(error: e.DomainError) -> grpc.StatusCode:
 def to_status(error: e.DomainError, request_id: str) -> Status:
     code = code_for(error)
     metadata = {**error.metadata, "request_id": request_id}
-    details = []
+    bad_request = None
     if isinstance(error, e.InvalidArgument) and error.violations:
         bad_request, omitted = _bad_request(error.violations)
-        details.append(_pack(bad_request))
         if omitted:
             metadata["omitted_violations"] = str(omitted)
-    details.insert(0, _error_info(error.reason, metadata))
+    details = [_error_info(error.reason, metadata)]
+    if bad_request is not None:
+        details.append(_pack(bad_request))
     pushback = getattr(error, "pushback_ms", None)
     extra = () if pushback is None else ((PUSHBACK_KEY, str(pushback)),)
     return _status(code, error.message, details, extra)

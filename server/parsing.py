@@ -9,13 +9,14 @@ reason MALFORMED_REQUEST, as it refuses any other bad request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
 from repositories.errors import FieldViolation, InvalidArgument
+from server.validation import MAX_JSON_DEPTH
+from server.wrapping import Deserializer
 
 REASON = "MALFORMED_REQUEST"
 # protobuf refuses to parse messages nested deeper than this (upb's default, which
@@ -24,11 +25,13 @@ PROTOBUF_DEPTH_LIMIT = 100
 # What upb's DecodeError says, in words of our own; anything else is the fallback.
 _PROBLEMS = (
     ("UTF-8", "a string field is not valid UTF-8"),
-    ("MaxDepth", f"messages nest deeper than protobuf's limit of {PROTOBUF_DEPTH_LIMIT}"),
+    (
+        "MaxDepth",
+        f"messages nest deeper than protobuf's limit of {PROTOBUF_DEPTH_LIMIT} "
+        f"(a JSON document may nest {MAX_JSON_DEPTH} levels)",
+    ),
 )
 _FALLBACK = "the bytes are not in this message's wire format"
-
-Deserializer = Callable[[bytes], Any]
 
 
 @dataclass(frozen=True, slots=True)

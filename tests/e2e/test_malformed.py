@@ -238,14 +238,18 @@ async def test_a_document_deeper_than_documented_is_refused_by_every_write(
     user = await new_user(stubs, tenant)
 
     for call in (
-        stubs.sessions.CreateSession(create(user.id, document), metadata=md(tenant)),
-        stubs.sessions.BatchCreateSessions(batch_create(user.id, document), metadata=md(tenant)),
+        lambda: stubs.sessions.CreateSession(create(user.id, document), metadata=md(tenant)),
+        lambda: stubs.sessions.BatchCreateSessions(
+            batch_create(user.id, document), metadata=md(tenant)
+        ),
     ):
-        error = await fails(call)
+        error = await fails(call())
         assert error.code == INVALID, error
         # Refused by protobuf (MALFORMED_REQUEST) or by Repogate's own check, which
         # names the field; either way nothing is written.
-        if error.reason != "MALFORMED_REQUEST":
+        if error.reason == "MALFORMED_REQUEST":
+            assert f"a JSON document may nest {DEPTH} levels" in error.message
+        else:
             assert error.reason == "INVALID_ARGUMENT"
             (field,) = error.violations
             assert field.endswith("session.preferences")
