@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +54,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from repositories.errors import InvalidArgument
+from repositories.ids import parse_uuid
 
 FilterKind = Literal["string", "int", "float", "bool", "timestamp", "uuid", "json_array"]
 
@@ -541,7 +541,7 @@ class _Compiler:
                 return stamp
         if kind == "uuid" and lit.kind == "string" and len(lit.segments) == 1:
             try:
-                return uuid.UUID(lit.segments[0])
+                return parse_uuid(lit.segments[0])
             except ValueError:
                 pass
         raise self.mismatch(name, kind, lit)

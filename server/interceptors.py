@@ -18,9 +18,15 @@ import grpc
 from grpc import aio
 
 from repositories.errors import DomainError
-from server import access, context, errors
+from server import access, context, errors, parsing
 from server.call_stats import CallStats
-from server.wrapping import Behaviour, BehaviourInterceptor, final_code, split_method
+from server.wrapping import (
+    Behaviour,
+    BehaviourInterceptor,
+    Deserializer,
+    final_code,
+    split_method,
+)
 
 log = logging.getLogger("repogate.rpc")
 
@@ -51,6 +57,10 @@ class RequestInterceptor(BehaviourInterceptor):
         record = partial(self._calls.record, method) if self._calls else None
         return _bounded(behaviour, tenant_required, record, method)
 
+    def deserializer(self, deserializer: Deserializer | None) -> Deserializer | None:
+        # A request that does not parse arrives as an Unparsable, refused below.
+        return parsing.tolerant(deserializer)
+
 
 def _bounded(
     behaviour: Behaviour, tenant_required: bool, record: Record | None, method: str
@@ -67,6 +77,8 @@ def _bounded(
                 rc.require_tenant()
                 context.validate_actor(rc.actor)
                 context.validate_transaction_id(rc.transaction_id)
+            if isinstance(request, parsing.Unparsable):
+                raise request.error()
             return await behaviour(request, ctx)
         except DomainError as exc:
             status = errors.to_status(exc, rc.request_id)

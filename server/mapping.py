@@ -15,6 +15,7 @@ from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from repositories.errors import InvalidArgument
+from repositories.ids import parse_uuid
 
 M = TypeVar("M", bound=Message)
 Row = Mapping[Any, Any]
@@ -119,7 +120,7 @@ def _message_kind(field: Any) -> str | None:
 def _uuid_or_text(value: str) -> uuid.UUID | str:
     """A reference's UUID; text that is none is left for the field's check to refuse."""
     try:
-        return uuid.UUID(value)
+        return parse_uuid(value)
     except ValueError:
         return value
 

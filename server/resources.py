@@ -127,6 +127,7 @@ class StandardMethods(Generic[M]):
     async def batch_get(self, request: Any) -> list[M]:
         validation.batch_size(len(request.ids), "ids")
         keys = [validation.resource_id(id_, f"ids[{i}]") for i, id_ in enumerate(request.ids)]
+        validation.distinct(keys, "ids[{}]", "id")
         rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys))
         return self._messages(rows)
 

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     jwt_tenants_claim: str = Field("tenants", min_length=1)
     # Seconds of clock skew forgiven on exp and nbf.
     jwt_leeway: float = Field(30.0, ge=0, le=300)
+    # Whether "*" in a key's or a token's tenants means every tenant. True by default, as
+    # before it existed; false refuses such tokens and makes such keys a settings error.
+    auth_allow_any_tenant: bool = True
     # Listening beyond loopback with authentication off is refused unless this is true.
     allow_unauthenticated_network: bool = False
     # TLS with this certificate chain and key (PEM); with a client CA, mutual TLS:
@@ -278,7 +281,7 @@ class Settings(BaseSettings):
             raise ValueError("REPOGATE_TLS_CLIENT_CA_FILE needs REPOGATE_TLS_CERT_FILE")
         # Read the files now, so that a bad one is a settings error, not a failed start.
         if self.api_keys_file is not None:
-            ApiKeys.load(self.api_keys_file)
+            ApiKeys.load(self.api_keys_file, allow_any_tenant=self.auth_allow_any_tenant)
         if self.jwt_public_key_file is not None:
             # Only here: PyJWT and cryptography add 11 MiB to a server that needs neither.
             from server.auth.tokens import load_public_key

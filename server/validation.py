@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
+from repositories import ids
 from repositories.errors import FieldViolation, InvalidArgument
+from repositories.ids import parse_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -29,9 +31,9 @@ def resource_id(value: str, field: str) -> uuid.UUID:
     if not value:
         raise InvalidArgument.field(field, "is required")
     try:
-        return uuid.UUID(value)
+        return parse_uuid(value)
     except ValueError:
-        raise InvalidArgument.field(field, "must be a UUID") from None
+        raise InvalidArgument.field(field, ids.problem(value)) from None
 
 
 def page_size(value: int) -> int:
@@ -104,7 +106,7 @@ def batch_size(count: int, field: str) -> None:
 
 
 def request_id(value: str) -> uuid.UUID:
-    """An AIP-155 request id: a UUID, in any of the forms uuid.UUID reads."""
+    """An AIP-155 request id: a UUID, written as every id is."""
     return resource_id(value, "request_id")
 
 
@@ -123,15 +125,19 @@ def distinct(keys: list[Any], field: str, what: str) -> None:
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 _DECIMAL_RE = re.compile(r"[0-9]{1,10}(\.[0-9]{1,9})?")
-# How deep a stored JSON document may nest.
-MAX_JSON_DEPTH = 64
+# How deep a stored JSON document may nest: as deep as every request and response that
+# carries one can hold. protobuf parses at most 100 nested messages, each JSON object
+# level costs three (Struct, map entry, Value), and the deepest request holds the
+# Struct three levels down (BatchCreateSessionsRequest.requests.session.preferences):
+# 3 + 3 * 32 = 99 fits, a 33rd level does not.
+MAX_JSON_DEPTH = 32
 
 
 def uuid_text(value: Any) -> str | None:
     """For reference fields the mapping turned into UUIDs: what is still text was none."""
     if isinstance(value, uuid.UUID):
         return None
-    return "is required" if not value else "must be a UUID"
+    return "is required" if not value else ids.problem(str(value))
 
 
 def token(limit: int) -> Check:
@@ -210,6 +216,30 @@ def count(value: int, field: str, limit: int = 2**48) -> int:
     if not 0 <= value <= limit:
         raise InvalidArgument.field(field, f"must be from 0 to {limit}")
     return value
+
+
+# google.protobuf.Duration: seconds within about 10,000 years either way, nanos within a
+# second either way and of the seconds' sign.
+_DURATION_SECONDS = 315_576_000_000
+_DURATION_NANOS = 999_999_999
+
+
+def duration(value: duration_pb2.Duration, field: str) -> float:
+    """The seconds of a Duration that keeps google.protobuf.Duration's rules; else
+    INVALID_ARGUMENT naming `field`."""
+    seconds, nanos = value.seconds, value.nanos
+    if (
+        abs(seconds) > _DURATION_SECONDS
+        or abs(nanos) > _DURATION_NANOS
+        or (seconds < 0 < nanos)
+        or (nanos < 0 < seconds)
+    ):
+        raise InvalidArgument.field(
+            field,
+            "is not a valid google.protobuf.Duration: seconds within ±315576000000, "
+            "nanos within ±999999999 and of the same sign",
+        )
+    return seconds + nanos / 1e9
 
 
 def timestamp(value: timestamp_pb2.Timestamp, field: str, *, not_after: datetime) -> datetime:

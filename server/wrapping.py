@@ -20,6 +20,7 @@ from grpc import aio
 log = logging.getLogger("repogate.rpc")
 
 Behaviour = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+Deserializer = Callable[[bytes], Any]
 
 # Codes that mean the server failed; the rest are the caller's doing or an answer.
 SERVER_FAULTS = frozenset(
@@ -55,6 +56,11 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         """The behaviour to run in place of `behaviour` for calls of `method`."""
 
+    def deserializer(self, deserializer: Deserializer | None) -> Deserializer | None:
+        """The request deserializer the wrapped handler uses: the same one, unless a
+        subclass must see requests that do not parse."""
+        return deserializer
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -73,7 +79,7 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         if wrapped is None:
             wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
                 self.wrap(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return wrapped

@@ -46,7 +46,11 @@ def authenticator(s: Settings) -> Authenticator | None:
     kinds = s.auth_kinds()
     if not kinds:
         return None
-    keys = ApiKeys.load(s.api_keys_file) if "keys" in kinds and s.api_keys_file else None
+    keys = (
+        ApiKeys.load(s.api_keys_file, allow_any_tenant=s.auth_allow_any_tenant)
+        if "keys" in kinds and s.api_keys_file
+        else None
+    )
     return Authenticator(keys, _tokens(s) if "jwt" in kinds else None)
 
 
@@ -54,7 +58,9 @@ def _tokens(s: Settings) -> Tokens:
     # Imported only for JWTs: PyJWT loads cryptography, 11 MiB of RSS.
     from server.auth.tokens import Rules, Tokens
 
-    rules = Rules(s.jwt_audience, s.jwt_issuer, s.jwt_leeway, s.jwt_tenants_claim)
+    rules = Rules(
+        s.jwt_audience, s.jwt_issuer, s.jwt_leeway, s.jwt_tenants_claim, s.auth_allow_any_tenant
+    )
     if s.jwt_public_key_file is not None:
         return Tokens.rs256(s.jwt_public_key_file, rules)
     assert s.jwt_secret is not None, "Settings require a secret or a public key for jwt"

@@ -36,8 +36,9 @@ class ApiKeys:
         self._entries = entries
 
     @classmethod
-    def load(cls, path: Path) -> ApiKeys:
-        """Reads the keys file; ValueError saying what is wrong, never quoting a value."""
+    def load(cls, path: Path, *, allow_any_tenant: bool = True) -> ApiKeys:
+        """Reads the keys file; ValueError saying what is wrong, never quoting a value.
+        A key for every tenant ("*") is one unless `allow_any_tenant`."""
         try:
             text = path.read_text(encoding="utf-8")
             document = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
@@ -46,7 +47,7 @@ class ApiKeys:
         keys = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(keys, dict) or not keys:
             raise ValueError(f"{path} needs a 'keys' table naming at least one key")
-        entries = [_entry(f"keys.{name}", spec) for name, spec in keys.items()]
+        entries = [_entry(f"keys.{name}", spec, allow_any_tenant) for name, spec in keys.items()]
         if len({entry.digest for entry in entries}) != len(entries):
             raise ValueError(f"{path} lists one sha256 under two names")
         return cls(entries)
@@ -65,7 +66,7 @@ class ApiKeys:
         return found
 
 
-def _entry(where: str, spec: object) -> _Entry:
+def _entry(where: str, spec: object, allow_any_tenant: bool) -> _Entry:
     if not isinstance(spec, dict):
         raise ValueError(f"{where} must be a table with sha256, tenants and scopes")
     digest = spec.get("sha256")
@@ -75,7 +76,7 @@ def _entry(where: str, spec: object) -> _Entry:
     if not isinstance(scopes, list) or not all(isinstance(s, str) and s in SCOPES for s in scopes):
         raise ValueError(f"{where}.scopes may only list {sorted(SCOPES)}")
     try:
-        tenants = parse_tenants(spec.get("tenants"))
+        tenants = parse_tenants(spec.get("tenants"), allow_any=allow_any_tenant)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
     return _Entry(bytes.fromhex(digest), Principal(tenants, frozenset(scopes)))

@@ -42,12 +42,17 @@ def authorize(principal: Principal, tenant: str | None, needs_admin: bool) -> No
         )
 
 
-def parse_tenants(value: object) -> frozenset[str]:
-    """A list of tenant ids, or "*" (alone or in the list) for every tenant; else ValueError."""
+def parse_tenants(value: object, *, allow_any: bool = True) -> frozenset[str]:
+    """A list of tenant ids, or "*" (alone or in the list) for every tenant; else ValueError.
+    "*" is a ValueError too unless `allow_any` (REPOGATE_AUTH_ALLOW_ANY_TENANT)."""
     if value == ALL_TENANTS:
-        return frozenset({ALL_TENANTS})
+        value = [ALL_TENANTS]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError('tenants must be a list of tenant ids, or "*"')
+    if ALL_TENANTS in value and not allow_any:
+        raise ValueError(
+            '"*" (every tenant) is not allowed here: REPOGATE_AUTH_ALLOW_ANY_TENANT is false'
+        )
     for tenant in value:
         if tenant != ALL_TENANTS:
             try:

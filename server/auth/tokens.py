@@ -7,6 +7,7 @@ claim (`tenants` by default: a list, or "*"), its scopes in `scope`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ class Rules:
     issuer: str | None = None
     leeway: float = 30.0
     tenants_claim: str = "tenants"
+    # Whether "*" in the tenants claim means every tenant; if not, such a token is refused.
+    allow_any_tenant: bool = True
+
+
+# The claims RFC 7519 makes NumericDates.
+_NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 class Tokens:
@@ -61,14 +68,28 @@ class Tokens:
             raise Unauthenticated("the token has expired", reason="TOKEN_EXPIRED") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(_refusal(exc), reason="CREDENTIALS_INVALID") from exc
+        for claim in _NUMERIC_DATES:
+            if claim in claims and not _numeric_date(claims[claim]):
+                raise Unauthenticated(
+                    f"the token's {claim!r} claim is not a NumericDate (a number of seconds)",
+                    reason="CREDENTIALS_INVALID",
+                )
         try:
-            tenants = parse_tenants(claims.get(rules.tenants_claim, []))
+            tenants = parse_tenants(
+                claims.get(rules.tenants_claim, []), allow_any=rules.allow_any_tenant
+            )
         except ValueError as exc:
             raise Unauthenticated(
                 f"the token's {rules.tenants_claim!r} claim is not valid: {exc}",
                 reason="CREDENTIALS_INVALID",
             ) from exc
         return Principal(tenants, parse_scopes(claims.get("scope")))
+
+
+def _numeric_date(value: object) -> bool:
+    """RFC 7519's NumericDate: a JSON number. PyJWT reads exp, nbf and iat with int(),
+    which also takes "1767225600" and true."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _refusal(exc: jwt.PyJWTError) -> str:

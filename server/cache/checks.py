@@ -14,7 +14,6 @@ from server.cache.glob import compile_glob
 
 MAX_KEY_BYTES = 512
 MAX_PATTERN_BYTES = 1024
-_MAX_NANOS = 999_999_999
 
 
 @dataclass(frozen=True)
@@ -69,12 +68,9 @@ def ttl(request: Message, field: str, limits: Limits, *, required: bool = False)
         if required:
             raise InvalidArgument.field(field, "is required")
         return float(limits.max_ttl)
-    duration = getattr(request, field)
-    if duration.seconds < 0 or duration.nanos < 0:
+    seconds = validation.duration(getattr(request, field), field)
+    if seconds < 0:
         raise InvalidArgument.field(field, "must not be negative")
-    if duration.nanos > _MAX_NANOS:
-        raise InvalidArgument.field(field, "is not a valid duration (nanos above 999999999)")
-    seconds = float(duration.seconds + duration.nanos / 1e9)
     if seconds > limits.max_ttl:
         raise InvalidArgument.field(field, f"must be at most {limits.max_ttl} seconds")
     return seconds or (0.0 if required else float(limits.max_ttl))

@@ -19,7 +19,7 @@ from repogate.v1 import transaction_pb2 as pb
 from repogate.v1 import transaction_pb2_grpc
 from repositories.errors import DomainError, FieldViolation, InvalidArgument
 from repositories.transactions import Isolation, Limits, Transaction
-from server import context
+from server import context, parsing, validation
 from server.mapping import duration, timestamp
 from server.units import Units
 
@@ -124,10 +124,7 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
                 f"calls[{index}].method", "must name a method of an entity service"
             )
         message = method.request_type()
-        if not call.request.Unpack(message):
-            raise InvalidArgument.field(
-                f"calls[{index}].request", f"must be a {message.DESCRIPTOR.full_name}"
-            )
+        parsing.unpack(call.request, message, f"calls[{index}].request")
         return method, message
 
 
@@ -162,7 +159,7 @@ def _isolation(level: int, field: str) -> Isolation | None:
 def _idle_timeout(options: pb.TransactionOptions, limits: Limits) -> float | None:
     if not options.HasField("idle_timeout"):
         return None
-    seconds = options.idle_timeout.ToTimedelta().total_seconds()
+    seconds = validation.duration(options.idle_timeout, "options.idle_timeout")
     if not MIN_IDLE_TIMEOUT <= seconds <= limits.max_lifetime:
         raise InvalidArgument.field(
             "options.idle_timeout",

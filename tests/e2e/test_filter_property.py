@@ -346,14 +346,9 @@ def other_leaf(draw: st.DrawFn, seeds: Seeded) -> Expr:
         return Expr(f"is_active {op} {str(flag).lower()}", lambda r: OPS[op](r["is_active"], flag))
 
     def spell(ident: uuid.UUID) -> str:
-        form = draw(st.sampled_from(["plain", "upper", "hex", "braces", "urn"]))
-        return {
-            "plain": str(ident),
-            "upper": str(ident).upper(),
-            "hex": ident.hex,
-            "braces": "{" + str(ident) + "}",
-            "urn": ident.urn,
-        }[form]
+        # Either case; other spellings are refused (tests/e2e/test_ids.py).
+        upper = draw(st.booleans())
+        return str(ident).upper() if upper else str(ident)
 
     pick = st.sampled_from([r["id"] for r in seeds.rows]) | st.uuids()
     if draw(st.booleans()):

@@ -177,7 +177,7 @@ def test_json_documents_are_bounded_in_depth() -> None:
         node["a"] = {}
         node = node["a"]
 
-    assert validation.json_document(deep) == "must not nest deeper than 64 levels"
+    assert validation.json_document(deep) == "must not nest deeper than 32 levels"
 
 
 @pytest.mark.parametrize(

@@ -118,11 +118,26 @@ def test_negative_page_size(requested: int) -> None:
     [
         "0b6e4d8c-6a0f-4a7e-9c55-0d3b8b0f9a11",
         "0B6E4D8C-6A0F-4A7E-9C55-0D3B8B0F9A11",
-        "0b6e4d8c6a0f4a7e9c550d3b8b0f9a11",
     ],
 )
 def test_resource_id(value: str) -> None:
     assert validation.resource_id(value, "id") == uuid.UUID("0b6e4d8c-6a0f-4a7e-9c55-0d3b8b0f9a11")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0b6e4d8c6a0f4a7e9c550d3b8b0f9a11",
+        "{0b6e4d8c-6a0f-4a7e-9c55-0d3b8b0f9a11}",
+        "urn:uuid:0b6e4d8c-6a0f-4a7e-9c55-0d3b8b0f9a11",
+        "{0b6e4d8c6a0f4a7e9c550d3b8b0f9a11}",
+    ],
+)
+def test_resource_id_in_another_spelling_says_which_form(value: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validation.resource_id(value, "id")
+    assert_invalid(err.value, "id")
+    assert "8-4-4-4-12" in err.value.violations[0].description
 
 
 @pytest.mark.parametrize(
@@ -199,10 +214,13 @@ def test_batch_sizes_out_of_bounds(count: int) -> None:
     assert_invalid(err.value, "requests")
 
 
-def test_request_id_accepts_uuids_in_their_usual_forms() -> None:
+def test_request_id_is_a_uuid_in_either_case() -> None:
     key = uuid.uuid4()
-    for text in (str(key), key.hex, str(key).upper(), f"{{{key}}}"):
+    for text in (str(key), str(key).upper()):
         assert validation.request_id(text) == key
+    for text in (key.hex, f"{{{key}}}", key.urn):
+        with pytest.raises(InvalidArgument):
+            validation.request_id(text)
 
 
 @pytest.mark.parametrize("text", ["x", "1234", str(uuid.uuid4())[:-1], "\x00"])
