@@ -89,7 +89,9 @@ class Forwarder:
     def owner(self, id_: str | None, tenant: str | None) -> Route | None:
         """Where transaction `id_` lives when that is not here; None when this process
         answers: its own transaction, or an id that does not verify for `tenant`."""
-        if id_ is None or tenant is None:
+        # This process's own tag: answered here, and no MAC to check (about 5 µs) for it;
+        # a forgery under this tag is simply not found.
+        if id_ is None or tenant is None or id_.startswith(f"{self._ids.tag}."):
             return None
         route = self._ids.route(id_, tenant)
         return None if route is None or route.tag == self._ids.tag else route
