@@ -6,6 +6,7 @@ committing what it did get."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from grpc import aio
 from sqlalchemy import select, text
 
 from repogate.v1 import transaction_pb2 as pb
-from repogate.v1 import transaction_pb2_grpc, user_pb2
+from repogate.v1 import transaction_pb2_grpc, user_pb2, user_pb2_grpc
 from repositories.database import Database, create_engine
 from repositories.tables import transaction_outcomes
 from repositories.transaction_ids import TransactionIds
@@ -455,8 +456,7 @@ async def test_peers_forward_to_each_other_over_mutual_tls(
         aio.secure_channel(owner.app.address, credentials) as to_owner,
         aio.secure_channel(peer.app.address, credentials) as to_peer,
     ):
-        on_owner = Dedicated(owner.app, to_owner, owner.users.__class__(to_owner))
-        on_peer = Dedicated(peer.app, to_peer, peer.users.__class__(to_peer))
+        on_owner, on_peer = over_tls(owner, to_owner), over_tls(peer, to_peer)
         tx = await begin(on_owner, tenant)
         await create_in(on_peer, tenant, tx, "ann")
         await commit(on_peer, tenant, tx)
@@ -465,3 +465,37 @@ async def test_peers_forward_to_each_other_over_mutual_tls(
     assert [u.username for u in found] == ["ann"]
     assert owner.app.units is not None
     assert owner.app.units.transactions.stats().outcomes["COMMITTED"] == 1
+
+
+async def test_peers_trust_the_peer_ca_file_for_server_only_tls(
+    start_repogate: StartRepogate, database_url: str, tmp_path: Path, tenant: str
+) -> None:
+    ca = Authority(tmp_path, "ca")
+    issued = ca.server()
+    tls = {"tls_cert_file": issued.cert_file, "tls_key_file": issued.key_file}
+    owner, trusting = await fleet(
+        start_repogate, database_url, **tls, tls_peer_ca_file=ca.cert_file
+    )
+    # No peer CA and no client CA: the system's roots, which do not know this CA.
+    untrusting = await start_repogate(
+        database_url=database_url, db_pool_size=4, page_token_secret=SECRET, **tls
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem)
+    async with contextlib.AsyncExitStack() as stack:
+        on_owner, on_trusting, on_untrusting = [
+            over_tls(
+                app,
+                await stack.enter_async_context(aio.secure_channel(app.app.address, credentials)),
+            )
+            for app in (owner, trusting, untrusting)
+        ]
+        tx = await begin(on_owner, tenant)
+        await create_in(on_trusting, tenant, tx, "ann")
+        refused = await fails(create_in(on_untrusting, tenant, tx, "bob"))
+
+    assert (refused.code, refused.reason) == (UNAVAILABLE, "TRANSACTION_OWNER_UNAVAILABLE")
+    assert refused.metadata["owner"] == owner.app.address
+
+
+def over_tls(app: Dedicated, channel: aio.Channel) -> Dedicated:
+    return Dedicated(app.app, channel, user_pb2_grpc.UserServiceStub(channel))
