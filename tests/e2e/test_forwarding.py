@@ -201,6 +201,10 @@ async def test_a_forged_or_edited_id_is_not_found_and_dials_no_one(
             ).mint(tenant),
             "address edited": with_address(tx.id, listener.address),
             "old format": f"{tx.id.partition('.')[0]}.{uuid.uuid4().hex}",
+            # Signed, but under the tag of the process it lands on: its own, not found there.
+            "its own tag": TransactionIds(
+                SECRET, tag=peer.app.units.transactions.owner, address=listener.address
+            ).mint(tenant),
         }
         answers = {}
         for why, id_ in forged.items():
