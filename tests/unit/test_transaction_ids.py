@@ -13,8 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from repositories.transaction_ids import ADDRESS_MAX, Route, TransactionIds
+from server import peers as peers_module
 from server.context import validate_transaction_id
-from server.peers import advertised, host_address
+from server.peers import Peers, advertised, host_address
 from server.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -141,3 +142,23 @@ def test_empty_peer_addresses_are_unset() -> None:
     settings = Settings(advertise_address="", peer_listen="")
 
     assert (settings.advertise_address, settings.peer_listen) == (None, None)
+
+
+async def test_peers_keep_one_channel_per_address_and_drop_the_least_recently_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(peers_module, "MAX_CHANNELS", 2)
+    peers = Peers()
+    try:
+        first = peers.method("127.0.0.1:1", "/s/M")
+        second = peers.method("127.0.0.1:2", "/s/M")
+        same = peers.method("127.0.0.1:1", "/s/M")  # used again: the second is now the oldest
+        peers.method("127.0.0.1:3", "/s/M")  # one too many: the second goes
+        kept = peers.method("127.0.0.1:1", "/s/M")
+        redialled = peers.method("127.0.0.1:2", "/s/M")
+    finally:
+        await peers.close()
+
+    assert same is first
+    assert kept is first
+    assert redialled is not second
