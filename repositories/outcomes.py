@@ -17,7 +17,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from repositories.database import Database
-from repositories.errors import AlreadyExists, TransactionAborted, translate_db_errors
+from repositories.errors import (
+    AlreadyExists,
+    SerializationFailure,
+    TransactionAborted,
+    translate_db_errors,
+)
 from repositories.tables import transaction_outcomes
 
 COMMITTED = "COMMITTED"
@@ -41,6 +46,9 @@ async def record_commit(
             await conn.execute(insert(transaction_outcomes).values(row))
     except AlreadyExists as exc:
         raise TransactionAborted(id_, "a call of it failed to reach its owner") from exc
+    except SerializationFailure as exc:
+        # A snapshot transaction may be told of the peer's row so instead.
+        raise TransactionAborted(id_, "it conflicted at commit") from exc
 
 
 async def poison(db: Database, id_: str, tenant: str, expire_time: datetime) -> str:

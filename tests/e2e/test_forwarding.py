@@ -503,3 +503,23 @@ async def test_peers_trust_the_peer_ca_file_for_server_only_tls(
 
 def over_tls(app: Dedicated, channel: aio.Channel) -> Dedicated:
     return Dedicated(app.app, channel, user_pb2_grpc.UserServiceStub(channel))
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE_READ", "SERIALIZABLE"])
+async def test_a_snapshot_transaction_whose_call_could_not_reach_its_owner_is_aborted_too(
+    cut_off_owner: tuple[Dedicated, Dedicated, Proxy], db: Database, tenant: str, isolation: str
+) -> None:
+    owner, peer, proxy = cut_off_owner
+    options = pb.TransactionOptions(isolation_level=getattr(pb, f"ISOLATION_LEVEL_{isolation}"))
+    tx = await TxStub(owner.channel).BeginTransaction(
+        pb.BeginTransactionRequest(options=options), metadata=md(tenant)
+    )
+    await create_in(owner, tenant, tx, "ann")  # its snapshot is taken here
+    await proxy.close()
+
+    await fails(create_in(peer, tenant, tx, "bob"))
+    aborted = await fails(commit(owner, tenant, tx))
+
+    assert (aborted.code, aborted.reason) == (grpc.StatusCode.ABORTED, "TRANSACTION_ABORTED")
+    assert await outcome(db, tx) == "ABORTED"
+    assert await all_users(owner.users, tenant) == []
