@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Insert, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +27,15 @@ from repositories.tables import transaction_outcomes
 
 COMMITTED = "COMMITTED"
 ABORTED = "ABORTED"
+# Built once, values bound per call: SQLAlchemy compiles each only the first time.
+_RECORD = insert(transaction_outcomes)
+_READ = select(transaction_outcomes.c.outcome).where(
+    transaction_outcomes.c.id == bindparam("outcome_id")
+)
+_IF_ABSENT = {
+    "postgresql": postgresql.insert(transaction_outcomes).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(transaction_outcomes).on_conflict_do_nothing(),
+}
 
 
 def expiry(max_lifetime: float) -> datetime:
@@ -43,7 +52,7 @@ async def record_commit(
     row = {"id": id_, "tenant_id": tenant, "outcome": COMMITTED, "expire_time": expire_time}
     try:
         with translate_db_errors():
-            await conn.execute(insert(transaction_outcomes).values(row))
+            await conn.execute(_RECORD, row)
     except AlreadyExists as exc:
         raise TransactionAborted(id_, "a call of it failed to reach its owner") from exc
     except SerializationFailure as exc:
@@ -61,15 +70,7 @@ async def poison(db: Database, id_: str, tenant: str, expire_time: datetime) -> 
                 # Each statement its own snapshot: the select sees the row the insert
                 # waited for, whatever the database's default isolation.
                 await conn.execution_options(isolation_level="READ COMMITTED")
-            await conn.execute(_insert_if_absent(db.dialect).values(row))
-            outcome = await conn.scalar(
-                select(transaction_outcomes.c.outcome).where(transaction_outcomes.c.id == id_)
-            )
+            await conn.execute(_IF_ABSENT[db.dialect], row)
+            outcome = await conn.scalar(_READ, {"outcome_id": id_})
             await conn.commit()
     return str(outcome)
-
-
-def _insert_if_absent(dialect: str) -> Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(transaction_outcomes).on_conflict_do_nothing()
-    return sqlite.insert(transaction_outcomes).on_conflict_do_nothing()
