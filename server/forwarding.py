@@ -226,11 +226,12 @@ class ForwardingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or handler.unary_unary is None or not method.startswith(self._prefixes):
             return handler
+        # The first of each key, as the request context reads them.
         id_ = tenant = None
         for key, value in details.invocation_metadata or ():
-            if key == context.TRANSACTION_KEY:
+            if key == context.TRANSACTION_KEY and id_ is None:
                 id_ = value
-            elif key == context.TENANT_KEY:
+            elif key == context.TENANT_KEY and tenant is None:
                 tenant = value
         if not isinstance(id_, str) or not isinstance(tenant, str):
             return handler

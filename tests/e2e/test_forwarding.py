@@ -523,3 +523,28 @@ async def test_a_snapshot_transaction_whose_call_could_not_reach_its_owner_is_ab
     assert (aborted.code, aborted.reason) == (grpc.StatusCode.ABORTED, "TRANSACTION_ABORTED")
     assert await outcome(db, tx) == "ABORTED"
     assert await all_users(owner.users, tenant) == []
+
+
+async def test_the_first_transaction_id_of_a_call_decides_where_it_runs(
+    start_repogate: StartRepogate, database_url: str, tenant: str
+) -> None:
+    postgresql_only(database_url)  # two writing transactions at once
+    owner, peer = await fleet(start_repogate, database_url)
+    elsewhere, here = await begin(owner, tenant), await begin(peer, tenant)
+
+    for name, first, second in (("ann", here, elsewhere), ("bob", elsewhere, here)):
+        user = user_pb2.User(email=f"{name}@example.com", username=name)
+        await peer.users.CreateUser(
+            user_pb2.CreateUserRequest(user=user),
+            metadata=(
+                ("x-tenant-id", tenant),
+                ("x-transaction-id", first.id),
+                ("x-transaction-id", second.id),
+            ),
+        )
+    await commit(peer, tenant, here)
+    committed_here = [u.username for u in await all_users(peer.users, tenant)]
+    await commit(peer, tenant, elsewhere)
+
+    assert committed_here == ["ann"]
+    assert sorted(u.username for u in await all_users(peer.users, tenant)) == ["ann", "bob"]
