@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select, text
 
 from repogate.v1 import transaction_pb2 as pb
@@ -23,7 +25,7 @@ from repogate.v1 import transaction_pb2_grpc, user_pb2, user_pb2_grpc
 from repositories.database import Database, create_engine
 from repositories.tables import transaction_outcomes
 from repositories.transaction_ids import TransactionIds
-from tests.e2e.support import Dedicated, StartRepogate, all_users, fails
+from tests.e2e.support import Dedicated, StartRepogate, all_users, eventually, fails
 from tests.e2e.test_cli import free_port
 from tests.pki import Authority
 from tests.proxy import Proxy
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.e2e
 TxStub = transaction_pb2_grpc.TransactionServiceStub
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 SECRET = "a-secret-every-process-of-the-fleet-shares"
+CREATE = "/repogate.v1.UserService/CreateUser"
 
 
 @pytest.fixture
@@ -548,3 +551,33 @@ async def test_the_first_transaction_id_of_a_call_decides_where_it_runs(
 
     assert committed_here == ["ann"]
     assert sorted(u.username for u in await all_users(peer.users, tenant)) == ["ann", "bob"]
+
+
+# ------------------------------------------------------------------ observed like any other
+
+
+async def test_a_forwarded_call_is_traced_logged_and_counted_on_both_processes(
+    start_repogate: StartRepogate, database_url: str, tenant: str
+) -> None:
+    trace_id, caller = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    owner_spans, peer_spans = InMemorySpanExporter(), InMemorySpanExporter()
+    shared = {"database_url": database_url, "db_pool_size": 4, "page_token_secret": SECRET}
+    owner = await start_repogate(**shared, span_exporter=owner_spans)
+    peer = await start_repogate(**shared, span_exporter=peer_spans)
+    tx = await begin(owner, tenant)
+
+    await create_in(peer, tenant, tx, "ann", traceparent=f"00-{trace_id}-{caller}-01")
+    await rollback(owner, tenant, tx)
+
+    def server_span(spans: InMemorySpanExporter) -> ReadableSpan:
+        (span,) = [s for s in spans.get_finished_spans() if s.name == CREATE[1:]]
+        return span
+
+    await eventually(lambda: bool(owner_spans.get_finished_spans()), "the owner's spans")
+    at_peer, at_owner = server_span(peer_spans), server_span(owner_spans)
+    assert at_peer.context.trace_id == at_owner.context.trace_id == int(trace_id, 16)
+    assert at_peer.parent is not None
+    assert at_peer.parent.span_id == int(caller, 16)
+    assert at_owner.parent is not None
+    assert at_owner.parent.span_id == at_peer.context.span_id  # the hop, as a child
+    assert calls_of(peer, CREATE[1:]) == calls_of(owner, CREATE[1:]) == 1
