@@ -556,7 +556,7 @@ async def test_the_first_transaction_id_of_a_call_decides_where_it_runs(
 # ------------------------------------------------------------------ observed like any other
 
 
-async def test_a_forwarded_call_is_traced_logged_and_counted_on_both_processes(
+async def test_a_forwarded_call_is_traced_and_counted_on_both_processes(
     start_repogate: StartRepogate, database_url: str, tenant: str
 ) -> None:
     trace_id, caller = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
