@@ -261,6 +261,20 @@ async def test_an_owner_that_restarted_at_its_address_is_gone(
     assert await all_users(peer.users, tenant) == []
 
 
+async def test_a_call_forwarded_once_is_never_forwarded_again(
+    start_repogate: StartRepogate, database_url: str, db: Database, tenant: str
+) -> None:
+    owner, peer = await fleet(start_repogate, database_url)
+    tx = await begin(owner, tenant)
+
+    # As a forwarded call that reached the wrong process would arrive.
+    again = await fails(create_in(peer, tenant, tx, "ann", x_repogate_forwarded=peer.app.address))
+
+    assert (again.code, again.reason) == (UNAVAILABLE, "TRANSACTION_OWNER_UNAVAILABLE")
+    assert calls_of(owner, CREATE[1:]) == 0
+    assert await outcome(db, tx) == "ABORTED"
+
+
 # ------------------------------------------------------------------ an owner out of reach
 
 
