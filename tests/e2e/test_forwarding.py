@@ -265,7 +265,11 @@ async def test_a_call_forwarded_once_is_never_forwarded_again(
     start_repogate: StartRepogate, database_url: str, db: Database, tenant: str
 ) -> None:
     owner, peer = await fleet(start_repogate, database_url)
-    tx = await begin(owner, tenant)
+    # Read-only: on SQLite, a writing one would hold the lock the peer's record needs.
+    tx = await TxStub(owner.channel).BeginTransaction(
+        pb.BeginTransactionRequest(options=pb.TransactionOptions(read_only=True)),
+        metadata=md(tenant),
+    )
 
     # As a forwarded call that reached the wrong process would arrive.
     again = await fails(create_in(peer, tenant, tx, "ann", x_repogate_forwarded=peer.app.address))
