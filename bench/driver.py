@@ -1,5 +1,6 @@
 """A closed-loop Python gRPC driver for scenarios h2load cannot express: every request
-different (CreateUser, BatchCreateUsers), or calls chained (a transaction).
+different (CreateUser, BatchCreateUsers), calls chained (a transaction), or calls in
+transactions of their own, begun on one server and read through another (txget).
 
 Runs as its own process: `python -m bench.driver KIND --target HOST:PORT ...`. It
 connects, warms up, prints `ready`, waits for a line on stdin (the caller samples the
@@ -29,7 +30,7 @@ from grpc import aio
 from bench import stats
 from repogate.v1 import transaction_pb2, user_pb2
 
-KINDS = ("create", "batch", "tx")
+KINDS = ("create", "batch", "tx", "txget")
 USERS = "/repogate.v1.UserService/"
 TRANSACTIONS = "/repogate.v1.TransactionService/"
 
@@ -43,6 +44,9 @@ class Driver:
         self.channels = [aio.insecure_channel(args.target) for _ in range(args.channels)]
         self.names = itertools.count()
         self.tag = uuid.uuid4().hex[:10]
+        # txget: where its transactions are begun and rolled back, and each loop's one.
+        self.owner = aio.insecure_channel(args.owner or args.target)
+        self.transactions: dict[int, str] = {}
 
     def call(self, index: int, path: str) -> aio.UnaryUnaryMultiCallable:
         channel = self.channels[index % len(self.channels)]
@@ -55,6 +59,8 @@ class Driver:
         )
 
     def op(self, index: int) -> Op:
+        if self.args.kind == "txget":
+            return self.read_in_transaction(index)
         create = self.call(index, USERS + "CreateUser")
         if self.args.kind == "create":
 
@@ -97,6 +103,34 @@ class Driver:
 
         return transaction
 
+    def read_in_transaction(self, index: int) -> Op:
+        """GetUser of one user inside a read-only transaction of this loop's own, begun
+        once on the owner; the calls go to the target, which may be another server."""
+        get = self.call(index, USERS + "GetUser")
+        begin = self.owner.unary_unary(TRANSACTIONS + "BeginTransaction")
+        options = transaction_pb2.TransactionOptions(read_only=True)
+        begin_request = transaction_pb2.BeginTransactionRequest(options=options)
+        request = user_pb2.GetUserRequest(id=self.args.user_id).SerializeToString()
+
+        async def read() -> int:
+            tx = self.transactions.get(index)
+            if tx is None:
+                reply = await begin(begin_request.SerializeToString(), metadata=self.tenant)
+                tx = self.transactions[index] = transaction_pb2.Transaction.FromString(reply).id
+            await get(request, metadata=(*self.tenant, ("x-transaction-id", tx)))
+            return 1
+
+        return read
+
+    async def close(self) -> None:
+        """Rolls back txget's transactions, then closes every channel."""
+        rollback = self.owner.unary_unary(TRANSACTIONS + "Rollback")
+        for tx in self.transactions.values():
+            end = transaction_pb2.RollbackRequest(transaction_id=tx).SerializeToString()
+            await rollback(end, metadata=self.tenant)
+        for channel in (*self.channels, self.owner):
+            await channel.close()
+
     async def loop(self, op: Op, until: float, latencies: list[float], tally: Counter[str]) -> None:
         while time.perf_counter() < until:
             started = time.perf_counter()
@@ -136,8 +170,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     cpu = cpu_seconds()
     latencies, tally, elapsed = await driver.phase(args.seconds)
     cpu = cpu_seconds() - cpu
-    for channel in driver.channels:
-        await channel.close()
+    await driver.close()
     ok, rows = tally.pop("ok", 0), tally.pop("rows", 0)
     return {
         "ops": ok,
@@ -160,6 +193,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--owner", help="txget: host:port that begins the transactions (default: the target)"
+    )
+    parser.add_argument("--user-id", default="", help="txget: the user to read")
     return parser.parse_args(argv)
 
 

@@ -27,7 +27,7 @@ from repogate.v1 import user_pb2
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-GROUPS = ("get", "list", "write", "tx", "interceptors", "soak", "workers")
+GROUPS = ("get", "list", "write", "tx", "forward", "interceptors", "soak", "workers")
 PAGE_SECRET = "repogate-bench-page-token-secret"
 DEEP_TENANT, TENANT = f"{seed.TENANT_PREFIX}0", f"{seed.TENANT_PREFIX}1"
 WRITE_TENANT = "bench-writes"
@@ -256,6 +256,7 @@ class Bench:
             ("list", lambda: self.list_scenarios(main, noop)),
             ("write", lambda: self.write_scenarios(main, noop)),
             ("tx", lambda: self.transaction_scenarios(main, noop)),
+            ("forward", lambda: self.forward_scenarios(main)),
         ):
             if group in groups:
                 self.guarded(group, run)
@@ -500,6 +501,35 @@ class Bench:
             main,
         )
         judge(row, ceiling, "throughput")
+
+    def forward_scenarios(self, main: Target) -> None:
+        """An in-transaction GetUser sent to the transaction's owner, and through a peer
+        that forwards it there, alternating `--repeat` times; each judged by its median."""
+        peer = self.start_repogate("repogate-peer", {})
+        concurrency = max(1, self.args.pool_size - 2)  # the owner's REPOGATE_MAX_TRANSACTIONS
+        extra = ("--owner", main.address, "--user-id", self.ids.hit)
+        direct = DriverScenario(
+            "in-transaction GetUser at its owner", "txget", TENANT, concurrency, extra=extra
+        )
+        forwarded = DriverScenario(
+            "in-transaction GetUser through a peer", "txget", TENANT, concurrency, extra=extra
+        )
+        directs: list[Row] = []
+        forwardeds: list[Row] = []
+        for _ in range(self.args.repeat):
+            directs.append(run_driver(direct, main, self.args.seconds))
+            forwardeds.append(run_driver(forwarded, peer, self.args.seconds))
+        self.stop(peer)
+        base = self.add(by_rate(directs))
+        row = self.add(by_rate(forwardeds))
+        judge(row, base, "throughput")
+        alternated(base, directs, row, forwardeds)
+        latency = stats.ratio(row.p50_ms, base.p50_ms)
+        row.notes.append(
+            f"ratio: forwarded calls/s over direct ones; p50 {latency or 0:.2f}x. Each of "
+            f"{concurrency} loops reads in a read-only transaction of its own, begun on the "
+            "owner; srv CPU/op is the peer's alone (the owner serves every call either way)"
+        )
 
     def interceptor_scenarios(self, main: Target) -> None:
         sink = self.start_otlp_sink()

@@ -168,13 +168,14 @@ class DriverScenario:
     tenant: str
     concurrency: int
     unit: str = "req/s"
+    extra: tuple[str, ...] = ()  # more bench.driver arguments
 
 
 def run_driver(scenario: DriverScenario, target: Target, seconds: float) -> Row:
     """Runs bench.driver against `target`; the server is measured only while it drives."""
     argv = [sys.executable, "-m", "bench.driver", scenario.kind, "--target", target.address]
     argv += ["--tenant", scenario.tenant, "--seconds", f"{seconds:g}"]
-    argv += ["--concurrency", str(scenario.concurrency)]
+    argv += ["--concurrency", str(scenario.concurrency), *scenario.extra]
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdin is not None
         assert proc.stdout is not None

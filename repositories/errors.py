@@ -205,8 +205,8 @@ class SerializationFailure(Conflict):
 
 
 class TransactionNotFound(NotFound):
-    """Unknown, expired, finished, another tenant's, or on another worker: one answer,
-    so transaction ids cannot be probed."""
+    """Unknown, expired, finished, another tenant's, or an id that does not verify: one
+    answer, so transaction ids cannot be probed."""
 
     reason = "TRANSACTION_NOT_FOUND"
 

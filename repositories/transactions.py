@@ -6,9 +6,10 @@ itself. A serialization failure or deadlock, a lost connection or a call
 cancelled mid-statement ends the whole transaction: what it did is lost or
 unknowable, and only a retry of all of it is safe (AIP-194).
 
-A transaction belongs to the tenant that began it and to this process: its
-id starts with the process's owner tag, so a call that reaches another
-worker process can be told precisely why its transaction is not there.
+A transaction belongs to the tenant that began it and to this process, which
+its id names with the address peers reach it at (transaction_ids.py). One whose
+id left the process records its commit (outcomes.py), unless a peer that could
+not hand it a call recorded its abort first.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from repositories.errors import (
     Unavailable,
     translate_db_errors,
 )
+from repositories.outcomes import expiry, record_commit
+from repositories.transaction_ids import TransactionIds
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class Transaction:
     last_active: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     busy: bool = False
+    # Whether its id left this process (not a Transact's): its commit is then recorded.
+    shared: bool = True
     # What its calls changed; a call that failed adds nothing.
     changes: Changes = field(default_factory=Changes)
 
@@ -128,13 +133,13 @@ class TransactionRegistry:
         db: Database,
         limits: Limits,
         *,
-        owner: str | None = None,
+        ids: TransactionIds | None = None,
         on_commit: OnCommit | None = None,
     ) -> None:
         self._db = db
         self._limits = limits
         self._on_commit = on_commit
-        self.owner = owner or secrets.token_hex(4)
+        self.ids = ids or TransactionIds(secrets.token_urlsafe(32))
         self._open: dict[str, Transaction] = {}
         self._opening = 0
         self._ended: OrderedDict[str, tuple[str, Outcome]] = OrderedDict()
@@ -143,6 +148,10 @@ class TransactionRegistry:
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    @property
+    def owner(self) -> str:
+        return self.ids.tag
 
     def default_isolation(self) -> Isolation:
         # SQLite serialises writers and reads from a snapshot: always SERIALIZABLE.
@@ -164,7 +173,9 @@ class TransactionRegistry:
         read_only: bool = False,
         isolation: Isolation | None = None,
         idle_timeout: float | None = None,
+        shared: bool = True,
     ) -> Transaction:
+        """`shared`: the id will be handed out (not a Transact's own)."""
         if isinstance(self._db.engine.pool, StaticPool):
             raise FailedPrecondition(
                 "an in-memory SQLite database has one connection; it cannot hold "
@@ -181,7 +192,7 @@ class TransactionRegistry:
             self._opening -= 1
         now = time.monotonic()
         tx = Transaction(
-            id=f"{self.owner}.{secrets.token_urlsafe(24)}",
+            id=self.ids.mint(tenant),
             tenant=tenant,
             read_only=read_only,
             isolation=isolation,
@@ -190,6 +201,7 @@ class TransactionRegistry:
             began=now,
             lifetime_end=now + self._limits.max_lifetime,
             last_active=now,
+            shared=shared,
         )
         self._open[tx.id] = tx
         self._counts["BEGUN"] += 1
@@ -276,6 +288,8 @@ class TransactionRegistry:
         tx = self._live(id_, tenant)
         async with tx.lock:
             tx = self._live(id_, tenant)
+            if tx.shared and not tx.read_only:
+                await self._record_commit(tx)
             try:
                 with translate_db_errors():
                     await tx.conn.commit()
@@ -291,6 +305,15 @@ class TransactionRegistry:
         committed = datetime.now(UTC)
         await tell(self._on_commit, tx.changes)
         return committed
+
+    async def _record_commit(self, tx: Transaction) -> None:
+        """Writes its COMMITTED row in it; any failure ends it (a peer's row came first)."""
+        try:
+            await record_commit(tx.conn, tx.id, tx.tenant, expiry(self._limits.max_lifetime))
+        except BaseException as exc:
+            known = isinstance(exc, TransactionAborted)
+            await asyncio.shield(self._end(tx, Outcome.ABORTED, discard=not known))
+            raise
 
     async def rollback(self, id_: str, tenant: str) -> None:
         """Rolls back; an unknown, ended or other tenant's transaction is left alone."""
@@ -349,15 +372,6 @@ class TransactionRegistry:
         tx = self._open.get(id_)
         if tx is not None and tx.tenant == tenant and not tx.expired(time.monotonic()):
             return tx
-        owner = id_.partition(".")[0]
-        if tx is None and owner != self.owner and id_.count(".") == 1:
-            raise TransactionNotFound(
-                id_,
-                f"it was begun by server process {owner!r} and this call reached "
-                f"{self.owner!r}; send every call of a transaction on one channel",
-                owner=owner,
-                worker=self.owner,
-            )
         ended = self._ended.get(id_)
         if ended is not None and ended[0] == tenant:
             # Only the owner learns how it ended (a retried Commit wants to know).

@@ -33,10 +33,12 @@ from repogate.v1 import (
 from repositories.database import Database, create_engine
 from repositories.maintenance import purge_due
 from repositories.profiler import SlowStatements
+from repositories.transaction_ids import TransactionIds
 from repositories.transactions import TransactionRegistry
-from server import auth, cache, tls
+from server import auth, cache, peers, tls
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
+from server.forwarding import Forwarder, ForwardingInterceptor
 from server.handlers import generic_only
 from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
@@ -110,6 +112,7 @@ class Repogate:
         self._purger: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._peers: peers.Peers | None = None
         self.breakers: dict[str, Breaker] = {}
         self.calls = CallStats()
         self.units: Units | None = None
@@ -130,6 +133,12 @@ class Repogate:
             await upgrade(self._db.engine)
         slow = SlowStatements(s.slow_statement_ms / 1000)
         slow.attach(self._db.engine)
+        # Transaction ids are signed with the key the fleet shares; the address in them
+        # is known once the server has bound its ports.
+        ids = TransactionIds(s.page_token_secret)
+        self._peers = peers.Peers(peers.credentials(s), s.max_message_bytes)
+        limits = s.transaction_limits()
+        forwarder = Forwarder(ids, self._peers, self._db, limits.max_lifetime)
         server = aio.server(
             # Outermost first: spans and metrics see the status the client gets.
             interceptors=[
@@ -138,6 +147,9 @@ class Repogate:
                 RequestInterceptor(TENANT_SCOPED, calls=self.calls),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *auth.interceptors(s),
+                # Innermost: a call is authenticated here before it is forwarded, and
+                # everything above sees a forwarded call as any other.
+                ForwardingInterceptor(forwarder, DATABASE_SERVICES),
             ],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
@@ -159,7 +171,7 @@ class Repogate:
             enabled=s.cache_entities,
         )
         forget = read_through.forget
-        transactions = TransactionRegistry(self._db, s.transaction_limits(), on_commit=forget)
+        transactions = TransactionRegistry(self._db, limits, ids=ids, on_commit=forget)
         self.units = units = Units(
             self._db, transactions, s.retry_policy(), forget, breakers["database"]
         )
@@ -179,7 +191,7 @@ class Repogate:
             (JOB_SERVICE, jobs),
         ]
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
-            TransactionService(units, entity_methods(services)), registry
+            TransactionService(units, entity_methods(services), forwarder), registry
         )
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheService(
@@ -202,7 +214,14 @@ class Repogate:
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
         )
-        self.address = _bind(server, s.listen, tls.credentials(s))
+        credentials = tls.credentials(s)
+        self.address = _bind(server, s.listen, credentials)
+        peer_address = None
+        if s.peer_listen is not None:
+            # A Unix socket for peers lies in a directory only this user can open.
+            private = s.peer_listen.startswith("unix:")
+            peer_address = _bind(server, s.peer_listen, None if private else credentials)
+        ids.address = s.advertise_address or peers.advertised(peer_address or self.address)
         self._server = server
         await server.start()
         for name in HEALTH_NAMES:
@@ -212,7 +231,12 @@ class Repogate:
         self._reaper = asyncio.create_task(transactions.reap_forever())
         self._watcher = asyncio.create_task(self._watch_database(breakers["database"], self._db))
         await metrics.start()
-        log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
+        log.info(
+            "repogate listening on %s (%s); peers reach it at %s",
+            self.address,
+            self._db.dialect,
+            ids.address,
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING (every name, LIVENESS included), stops accepting, drains calls
@@ -228,6 +252,9 @@ class Repogate:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._peers is not None:
+            await self._peers.close()
+            self._peers = None
         if self.cache is not None:
             await self.cache.close()
             self.cache = None

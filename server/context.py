@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from repositories.errors import InvalidArgument
-from repositories.tables import ACTOR_MAX, TENANT_ID_MAX
+from repositories.tables import ACTOR_MAX, TENANT_ID_MAX, TRANSACTION_ID_MAX
 
 TENANT_KEY = "x-tenant-id"
 REQUEST_ID_KEY = "x-request-id"
@@ -20,7 +20,7 @@ TRACEPARENT_KEY = "traceparent"
 
 _TENANT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_TRANSACTION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_TRANSACTION_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{TRANSACTION_ID_MAX}}}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from repositories.database import EngineOptions
 from repositories.drivers import connect_arguments
+from repositories.transaction_ids import ADDRESS_MAX
 from repositories.transactions import Limits
 from server.breaker import BreakerPolicy
 from server.units import RetryPolicy
@@ -78,6 +79,13 @@ class Settings(BaseSettings):
     # process bind a port others hold, as each worker does.
     workers: int = Field(1, ge=1, le=64)
     reuse_port: bool = False
+    # Where the other processes of a fleet reach this one with the calls of its
+    # transactions that land on them: host:port or unix:path. Unset: the peer listen
+    # address, else the listen address, a wildcard host replaced by this host's address.
+    advertise_address: str | None = None
+    # One more address to listen on, for peers' forwarded calls (the supervisor gives
+    # each worker one of its own).
+    peer_listen: str | None = None
     # Statements slower than this (milliseconds) are listed by AdminService.GetStats.
     slow_statement_ms: float = Field(100.0, ge=0)
 
@@ -133,6 +141,9 @@ class Settings(BaseSettings):
     tls_cert_file: FilePath | None = None
     tls_key_file: FilePath | None = None
     tls_client_ca_file: FilePath | None = None
+    # CA certificate(s) a peer's certificate is checked against when a call is forwarded
+    # to it over TLS; unset: the client CA, else the system's roots.
+    tls_peer_ca_file: FilePath | None = None
     # One JSON line per call on stdout (from the CLI).
     access_log: bool = True
 
@@ -187,6 +198,22 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
         return value
 
+    @field_validator("advertise_address", "peer_listen")
+    @classmethod
+    def _peer_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if len(value.encode()) > ADDRESS_MAX:
+            raise ValueError(f"must be at most {ADDRESS_MAX} bytes")
+        if value.startswith("unix:"):
+            if len(value) == len("unix:"):
+                raise ValueError("must name a socket path after unix:")
+            return value
+        host, colon, port = value.rpartition(":")
+        if not (host and colon and port.isdigit() and int(port) <= 65535):
+            raise ValueError("must be host:port or unix:/path/to.sock")
+        return value
+
     @model_validator(mode="after")
     def _driver_takes_the_url(self) -> Settings:
         """The URL's query parameters are ones the driver takes, with values it can use,
@@ -207,6 +234,13 @@ class Settings(BaseSettings):
             return self
         if self.listen.startswith("unix:") or self.listen.endswith(":0"):
             raise ValueError("REPOGATE_WORKERS above 1 needs a TCP listen address with a port")
+        if self.advertise_address is not None and (
+            self.advertise_address.startswith("unix:") or self.advertise_address.endswith(":0")
+        ):
+            raise ValueError(
+                "REPOGATE_WORKERS above 1 takes a REPOGATE_ADVERTISE_ADDRESS host:port with a "
+                "port (worker i advertises port + i), or none (each advertises its own socket)"
+            )
         if not self.redis_url:
             raise ValueError(
                 "REPOGATE_WORKERS above 1 needs REPOGATE_REDIS_URL: each worker would otherwise "
@@ -239,6 +273,7 @@ class Settings(BaseSettings):
         "tls_cert_file",
         "tls_key_file",
         "tls_client_ca_file",
+        "tls_peer_ca_file",
         mode="before",
     )
     @classmethod
@@ -277,8 +312,9 @@ class Settings(BaseSettings):
             raise ValueError("set REPOGATE_JWT_SECRET or REPOGATE_JWT_PUBLIC_KEY_FILE, not both")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("REPOGATE_TLS_CERT_FILE and REPOGATE_TLS_KEY_FILE go together")
-        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError("REPOGATE_TLS_CLIENT_CA_FILE needs REPOGATE_TLS_CERT_FILE")
+        for name in ("tls_client_ca_file", "tls_peer_ca_file"):
+            if getattr(self, name) is not None and self.tls_cert_file is None:
+                raise ValueError(f"REPOGATE_{name.upper()} needs REPOGATE_TLS_CERT_FILE")
         # Read the files now, so that a bad one is a settings error, not a failed start.
         if self.api_keys_file is not None:
             ApiKeys.load(self.api_keys_file, allow_any_tenant=self.auth_allow_any_tenant)
@@ -289,6 +325,8 @@ class Settings(BaseSettings):
             load_public_key(self.jwt_public_key_file)
         if self.tls_cert_file is not None and self.tls_key_file is not None:
             tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+            if self.tls_peer_ca_file is not None:
+                tls.check_ca_file(self.tls_peer_ca_file, "REPOGATE_TLS_PEER_CA_FILE")
         return self
 
     def auth_kinds(self) -> frozenset[str]:

@@ -49,6 +49,11 @@ def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) ->
         _certificates(client_ca_file, "REPOGATE_TLS_CLIENT_CA_FILE")
 
 
+def check_ca_file(path: Path, variable: str) -> None:
+    """ValueError unless the file holds PEM certificates."""
+    _certificates(path, variable)
+
+
 def _certificates(path: Path, variable: str) -> list[x509.Certificate]:
     from cryptography import x509
 

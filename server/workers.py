@@ -3,10 +3,13 @@
 The supervisor migrates once, then starts each worker as a fresh `repogate serve`
 process: exec, not fork, so no event loop, pool or gRPC state is copied into it.
 It passes on what every worker must agree on (the page-token secret, the shared
-port) and what each must have of its own (a private metrics port, which the
-supervisor scrapes to serve one endpoint for all: worker_metrics.py). SIGTERM or SIGINT
-is passed to every worker, which drains as a single server does. A worker that
-dies on its own is started again; one that cannot even start stops them all.
+port) and what each must have of its own: a private metrics port, which the
+supervisor scrapes to serve one endpoint for all (worker_metrics.py), and the
+address its peers forward calls of its transactions to (a Unix socket in a
+directory only this user can open, or port + i of the advertise address).
+SIGTERM or SIGINT is passed to every worker, which drains as a single server
+does. A worker that dies on its own is started again; one that cannot even start
+stops them all.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 from server.settings import Settings
@@ -40,8 +45,10 @@ class Supervisor:
             if settings.metrics_listen
             else None
         )
+        self._runtime = ""
 
     async def run(self) -> int:
+        self._runtime = tempfile.mkdtemp(prefix="repogate-")  # workers' sockets; mode 0700
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -52,6 +59,7 @@ class Supervisor:
         finally:
             if self._metrics is not None:
                 await self._metrics.stop()
+            shutil.rmtree(self._runtime, ignore_errors=True)
 
     async def _supervise(self) -> int:
         keepers = [asyncio.create_task(self._keep(i)) for i in range(self._settings.workers)]
@@ -100,4 +108,18 @@ class Supervisor:
         }
         if self._metrics is not None:
             env["REPOGATE_METRICS_LISTEN"] = self._metrics.worker_listen(index)
-        return env
+        return env | self._peer_env(index)
+
+    def _peer_env(self, index: int) -> dict[str, str]:
+        """Where worker `index` listens for its peers' forwarded calls, and says it does."""
+        s = self._settings
+        if s.advertise_address is None:
+            private = f"unix:{self._runtime}/worker-{index}.sock"
+            return {"REPOGATE_PEER_LISTEN": private, "REPOGATE_ADVERTISE_ADDRESS": private}
+        host, port = s.advertise_address.rsplit(":", 1)
+        listen_host = s.listen.rsplit(":", 1)[0]
+        own = int(port) + index
+        return {
+            "REPOGATE_PEER_LISTEN": f"{listen_host}:{own}",
+            "REPOGATE_ADVERTISE_ADDRESS": f"{host}:{own}",
+        }

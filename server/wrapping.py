@@ -50,7 +50,9 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, prefix: str = "/repogate.") -> None:
         self._prefix = prefix
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        # By method and behaviour: a method has two handlers, its own and the one that
+        # forwards it to the process owning its transaction (server/forwarding.py).
+        self._wrapped: dict[tuple[str, Behaviour], grpc.RpcMethodHandler] = {}
 
     @abc.abstractmethod
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
@@ -75,9 +77,10 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 log.warning("not serving %s: %s wraps unary methods only", method, self)
                 return None
             return handler
-        wrapped = self._wrapped.get(method)
+        key = (method, handler.unary_unary)
+        wrapped = self._wrapped.get(key)
         if wrapped is None:
-            wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
+            wrapped = self._wrapped[key] = grpc.unary_unary_rpc_method_handler(
                 self.wrap(handler.unary_unary, method),
                 request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,

@@ -71,24 +71,26 @@ class Authority:
 
     def server(self, name: str = "server") -> Issued:
         """For 127.0.0.1, ::1 and localhost."""
-        names = x509.SubjectAlternativeName(
-            [
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("::1")),
-            ]
-        )
-        return self._issue(name, ExtendedKeyUsageOID.SERVER_AUTH, names)
+        return self._issue(name, [ExtendedKeyUsageOID.SERVER_AUTH], _LOCAL)
+
+    def peer(self, name: str = "peer") -> Issued:
+        """A server's certificate that may also act as a client's: a fleet's processes
+        present theirs to each other."""
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        return self._issue(name, usages, _LOCAL)
 
     def client(self, name: str = "client") -> Issued:
-        return self._issue(name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        return self._issue(name, [ExtendedKeyUsageOID.CLIENT_AUTH], None)
 
     def _issue(
-        self, name: str, usage: x509.ObjectIdentifier, names: x509.SubjectAlternativeName | None
+        self,
+        name: str,
+        usages: list[x509.ObjectIdentifier],
+        names: x509.SubjectAlternativeName | None,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = _builder(_name(name), self.cert.subject, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
+            x509.ExtendedKeyUsage(usages), critical=False
         )
         if names is not None:
             builder = builder.add_extension(names, critical=False)
@@ -103,6 +105,15 @@ class Authority:
         cert_file.write_bytes(cert_pem)
         key_file.write_bytes(key_pem)
         return Issued(cert_pem, key_pem, cert_file, key_file)
+
+
+_LOCAL = x509.SubjectAlternativeName(
+    [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+)
 
 
 def _name(common_name: str) -> x509.Name:

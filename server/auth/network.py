@@ -23,12 +23,16 @@ def is_local(listen: str) -> bool:
 
 
 def check_listen(s: Settings) -> None:
-    """PermissionError when anyone who can reach `s.listen` could act for every tenant."""
+    """PermissionError when anyone who can reach `s.listen` (or `s.peer_listen`) could act
+    for every tenant."""
     authenticated = bool(s.auth_kinds()) or s.tls_client_ca_file is not None
-    if authenticated or s.allow_unauthenticated_network or is_local(s.listen):
+    if authenticated or s.allow_unauthenticated_network:
+        return
+    exposed = [a for a in (s.listen, s.peer_listen) if a is not None and not is_local(a)]
+    if not exposed:
         return
     raise PermissionError(
-        f"refusing to listen on {s.listen} without authentication: anyone who can reach it "
+        f"refusing to listen on {exposed[0]} without authentication: anyone who can reach it "
         "could act for every tenant. Set REPOGATE_AUTH_MODE (keys, jwt), or require client "
         "certificates (REPOGATE_TLS_CLIENT_CA_FILE), or, if only trusted peers can reach "
         "this address, REPOGATE_ALLOW_UNAUTHENTICATED_NETWORK=true"

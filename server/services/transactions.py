@@ -20,6 +20,7 @@ from repogate.v1 import transaction_pb2_grpc
 from repositories.errors import DomainError, FieldViolation, InvalidArgument
 from repositories.transactions import Isolation, Limits, Transaction
 from server import context, parsing, validation
+from server.forwarding import Forwarder
 from server.mapping import duration, timestamp
 from server.units import Units
 
@@ -57,10 +58,12 @@ def entity_methods(services: Iterable[tuple[ServiceDescriptor, object]]) -> dict
 
 
 class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, units: Units, methods: Mapping[str, Method]) -> None:
+    def __init__(self, units: Units, methods: Mapping[str, Method], forwarder: Forwarder) -> None:
         self._units = units
         self._transactions = units.transactions
         self._methods = methods
+        # Commit and Rollback name their transaction in the request: routed here.
+        self._forwarder = forwarder
 
     async def BeginTransaction(
         self, request: pb.BeginTransactionRequest, context: Context
@@ -79,12 +82,19 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
         return _message(tx)
 
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
-        id_ = _transaction_id(request.transaction_id)
-        committed = await self._transactions.commit(id_, _tenant())
+        id_, tenant = _transaction_id(request.transaction_id), _tenant()
+        owner = self._forwarder.owner(id_, tenant)
+        if owner is not None:
+            return await self._forwarder.commit(owner, request, context)
+        committed = await self._transactions.commit(id_, tenant)
         return pb.CommitResponse(commit_time=timestamp(committed))
 
     async def Rollback(self, request: pb.RollbackRequest, context: Context) -> pb.RollbackResponse:
-        await self._transactions.rollback(_transaction_id(request.transaction_id), _tenant())
+        id_, tenant = _transaction_id(request.transaction_id), _tenant()
+        owner = self._forwarder.owner(id_, tenant)
+        if owner is not None:
+            return await self._forwarder.rollback(owner, request, context)
+        await self._transactions.rollback(id_, tenant)
         return pb.RollbackResponse()
 
     async def Transact(
@@ -98,7 +108,8 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
         tenant = _tenant()
 
         async def attempt() -> tuple[list[Message], datetime]:
-            tx = await self._transactions.begin(tenant, isolation=isolation)
+            # Its id never leaves this call: no peer can see it, nor its commit need recording.
+            tx = await self._transactions.begin(tenant, isolation=isolation, shared=False)
             token = context.bind(dataclasses.replace(context.current(), transaction_id=tx.id))
             try:
                 responses = [

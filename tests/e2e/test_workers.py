@@ -1,13 +1,15 @@
 """`repogate serve --workers N` as real processes: one port, several workers, one
-shutdown. Transactions live in the worker that began them, and say so elsewhere."""
+shutdown. A transaction lives in the worker that began it; its calls that reach
+another worker are forwarded to it over the owner's private socket."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import socket
 from pathlib import Path
 
-import grpc
 import pytest
 from grpc import aio
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,7 +19,7 @@ from repogate.v1 import transaction_pb2_grpc, user_pb2, user_pb2_grpc
 from tests.cache_support import REDIS_URL, require_redis
 from tests.e2e.test_cli import RPC_TIMEOUT, cli_env, free_port, run, serving
 from tests.e2e.test_metrics import fetch
-from tests.rpc import details, md
+from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +70,7 @@ async def test_workers_share_one_port_and_stop_together(
     env["REPOGATE_LISTEN"] = f"127.0.0.1:{port}"
     async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
         channels = await _workers_of(server.address, tenant)
-        (first, a), (second, b) = channels.items()
+        (first, a), (_, b) = channels.items()
         try:
             begun = await transaction_pb2_grpc.TransactionServiceStub(a).BeginTransaction(
                 pb.BeginTransactionRequest(), metadata=md(tenant), timeout=RPC_TIMEOUT
@@ -82,12 +84,12 @@ async def test_workers_share_one_port_and_stop_together(
                     metadata=md(tenant),
                     timeout=RPC_TIMEOUT,
                 )
-            with pytest.raises(aio.AioRpcError) as elsewhere:
-                await users_b.ListUsers(
-                    user_pb2.ListUsersRequest(),
-                    metadata=md(tenant, x_transaction_id=begun.id),
-                    timeout=RPC_TIMEOUT,
-                )
+            # Begun on the first worker, listed through the second.
+            elsewhere = await users_b.ListUsers(
+                user_pb2.ListUsersRequest(),
+                metadata=md(tenant, x_transaction_id=begun.id),
+                timeout=RPC_TIMEOUT,
+            )
             # A page token from one worker is good on the other: they share its key.
             page = await users_b.ListUsers(
                 user_pb2.ListUsersRequest(page_size=2), metadata=md(tenant), timeout=RPC_TIMEOUT
@@ -102,9 +104,8 @@ async def test_workers_share_one_port_and_stop_together(
                 await channel.close()
         code = await server.stop()
 
-    error = details(elsewhere.value)
-    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND")
-    assert (error.metadata["owner"], error.metadata["worker"]) == (first, second)
+    assert begun.id.startswith(f"{first}.")
+    assert [u.username for u in elsewhere.users] == ["ann", "bob", "cy"]
     assert [u.username for u in page.users] + [u.username for u in rest.users] == [
         "ann",
         "bob",
@@ -113,6 +114,52 @@ async def test_workers_share_one_port_and_stop_together(
     assert code == 0
     assert server.output().count("stopped") == WORKERS
     await _port_is_free(port)
+
+
+async def test_a_transaction_spread_over_two_workers_commits_whole(
+    postgresql_url: str, tmp_path: Path, tenant: str
+) -> None:
+    await require_redis()
+    port = free_port()
+    env = cli_env(
+        tmp_path,
+        database_url=postgresql_url,
+        redis_url=REDIS_URL,
+        cache_timeout="5",
+        workers=str(WORKERS),
+        listen=f"127.0.0.1:{port}",
+    )
+    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+        channels = list((await _workers_of(server.address, tenant)).values())
+        try:
+            txs = transaction_pb2_grpc.TransactionServiceStub(channels[0])
+            tx = await txs.BeginTransaction(
+                pb.BeginTransactionRequest(), metadata=md(tenant), timeout=RPC_TIMEOUT
+            )
+            for i in range(8):
+                # Alternately on the owner and on the other worker.
+                await user_pb2_grpc.UserServiceStub(channels[i % 2]).CreateUser(
+                    user_pb2.CreateUserRequest(
+                        user=user_pb2.User(email=f"u{i}@example.com", username=f"u{i}")
+                    ),
+                    metadata=md(tenant, x_transaction_id=tx.id),
+                    timeout=RPC_TIMEOUT,
+                )
+            await transaction_pb2_grpc.TransactionServiceStub(channels[1]).Commit(
+                pb.CommitRequest(transaction_id=tx.id), metadata=md(tenant), timeout=RPC_TIMEOUT
+            )
+            listed = await user_pb2_grpc.UserServiceStub(channels[1]).ListUsers(
+                user_pb2.ListUsersRequest(), metadata=md(tenant), timeout=RPC_TIMEOUT
+            )
+        finally:
+            for channel in channels:
+                await channel.close()
+        assert await server.stop() == 0
+
+    assert sorted(u.username for u in listed.users) == [f"u{i}" for i in range(8)]
+    # The owner is reached at its private socket (the id's second part, base64url).
+    address = base64.urlsafe_b64decode(tx.id.split(".")[1] + "==").decode()
+    assert re.fullmatch(r"unix:/.+/worker-[01]\.sock", address), address
 
 
 async def _port_is_free(port: int) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
-from repositories.errors import Unavailable
+from repositories.errors import TransactionNotFound, Unavailable
 from repositories.transactions import Limits, TransactionRegistry
 from repositories.users import UserRepository
 from server import context
@@ -148,15 +149,43 @@ async def test_a_commit_cut_off_makes_caches_forget_the_transactions_writes(
         pytest.skip("a SQLite connection cannot be cut off from outside")
     (ann,) = await create_users(database, tenant, "ann")
     registry = TransactionRegistry(database, Limits(), on_commit=told)
-    tx = await registry.begin(tenant)
+    # Not shared (a Transact's): COMMIT is the first statement sent after the cut.
+    tx = await registry.begin(tenant, shared=False)
     async with registry.call(tx.id, tenant, actor=None, write=True) as repositories:
         await repositories.repository(UserRepository).update(ann["id"], {"display_name": "b"})
-    pid = (await tx.conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
-    async with database.engine.connect() as admin:
-        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await _cut_off(database, tx.conn)
 
     # Here it did not land, but a COMMIT cut off on its way back looks the same.
     with pytest.raises(Unavailable):
         await registry.commit(tx.id, tenant)
 
     assert told.rows() == [("users", tenant, ann["id"], ann["version"] + 1)]
+
+
+async def test_a_shared_transaction_cut_off_before_its_commit_is_recorded_is_aborted(
+    database: Database, told: Told, tenant: str
+) -> None:
+    if database.dialect != "postgresql":
+        pytest.skip("a SQLite connection cannot be cut off from outside")
+    (ann,) = await create_users(database, tenant, "ann")
+    registry = TransactionRegistry(database, Limits(), on_commit=told)
+    tx = await registry.begin(tenant)
+    async with registry.call(tx.id, tenant, actor=None, write=True) as repositories:
+        await repositories.repository(UserRepository).update(ann["id"], {"display_name": "b"})
+    await _cut_off(database, tx.conn)
+
+    # Its outcome row goes first: COMMIT was never sent, so nothing may have landed.
+    with pytest.raises(Unavailable):
+        await registry.commit(tx.id, tenant)
+    with pytest.raises(TransactionNotFound) as again:
+        await registry.commit(tx.id, tenant)
+
+    assert again.value.metadata["state"] == "ABORTED"
+    assert told.rows() == []
+
+
+async def _cut_off(database: Database, conn: AsyncConnection) -> None:
+    """Terminates the server side of `conn`, as a network cut would."""
+    pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    async with database.engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
