@@ -109,7 +109,9 @@ class Repogate:
         auth.check_listen(s)  # before anything is built
         self.tracing = tracing = Tracing.from_settings(s, self._span_exporter)
         self.metrics = metrics = Metrics.from_settings(s)
-        self._db = Database(tracing.engine(create_engine(s.database_url, s.engine_options())))
+        self._db = Database(
+            tracing.engine(create_engine(s.database_url, s.engine_options())), s.bulkheads()
+        )
         if self._migrate:
             # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
             from repositories.migrate import upgrade

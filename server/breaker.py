@@ -3,8 +3,10 @@
 Closed: calls pass; `trip_after` server faults in a row open it. Open: calls
 fail fast for `open_for` seconds. Half-open: `probes` calls pass; as many
 successes close it, one fault opens it again. Only faults of the dependency
-count (connection refused, timeouts, pool exhaustion); a NOT_FOUND proves
-the database answers and counts as a success.
+count (connection refused, timeouts); a NOT_FOUND proves
+the database answers and counts as a success. A call the server turned away
+before it reached the dependency (an exhausted pool, a tenant over its share)
+counts for nothing either way.
 
 pybreaker's asyncio support runs through Tornado, and a state machine this
 size reads better than an adapter around it.
@@ -20,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from repositories.errors import Unavailable
+from repositories.errors import Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,9 @@ class Breaker:
             raise CircuitOpen(self.name, self.retry_after() or self._policy.open_for)
         try:
             yield
+        except Overloaded:
+            self.release()  # turned away before it reached the dependency
+            raise
         except Exception as exc:
             self.failure() if self._is_fault(exc) else self.success()
             raise

@@ -31,6 +31,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from repositories.bulkheads import Bulkheads
 from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
 from repositories.errors import Conflict, DeadlineExceeded
@@ -72,6 +73,11 @@ class Units:
         # Retries done since start, for statistics.
         self.retried = 0
 
+    @property
+    def bulkheads(self) -> Bulkheads:
+        """Each tenant's share of the database's connections."""
+        return self._db.bulkheads
+
     async def read(self, work: Work[T]) -> T:
         return await self._run(work, write=False)
 
@@ -82,11 +88,16 @@ class Units:
         return await self._run(work, write=True, one_write=one_write)
 
     async def _run(self, work: Work[T], *, write: bool, one_write: bool = False) -> T:
+        return await self.guarded(lambda: self._routed(work, write=write, one_write=one_write))
+
+    async def guarded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Runs a call's database work through the database's breaker, within the call's
+        deadline or, when it set none, the statement timeout."""
         # With a deadline, gRPC cancels the call when it passes; without, this does.
         limit = None if context.current().deadline is not None else self._retry.statement_timeout
         try:
             async with asyncio.timeout(limit), self.breaker.guard():
-                return await self._routed(work, write=write, one_write=one_write)
+                return await work()
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the call's database work took longer than {limit:g}s and was cancelled"

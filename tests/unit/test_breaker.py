@@ -7,7 +7,8 @@ import contextlib
 
 import pytest
 
-from repositories.errors import NotFound, Unavailable
+from repositories.bulkheads import TooManyConcurrentCalls
+from repositories.errors import NotFound, PoolExhausted, Unavailable
 from server.breaker import Breaker, BreakerPolicy, CircuitOpen, State
 
 pytestmark = pytest.mark.unit
@@ -129,3 +130,23 @@ async def test_listeners_hear_every_change() -> None:
     await run(b)
 
     assert heard == [State.OPEN, State.HALF_OPEN, State.CLOSED]
+
+
+async def test_calls_turned_away_before_the_dependency_count_for_nothing() -> None:
+    clock = Clock()
+    b = breaker(clock, trip_after=2, probes=1)
+    turned_away = [PoolExhausted("busy"), TooManyConcurrentCalls(3, 0.1)]
+
+    await run(b, fault())
+    for error in turned_away * 3:
+        await run(b, error)
+    assert b.state is State.CLOSED  # nor did they reset the count of faults in a row:
+    await run(b, fault())
+    assert b.state is State.OPEN
+
+    clock.now += 10
+    for error in turned_away:
+        await run(b, error)  # no verdict: the probe's place is freed, not counted
+    assert b.state is State.HALF_OPEN
+    await run(b)
+    assert b.state is State.CLOSED
