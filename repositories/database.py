@@ -8,6 +8,7 @@ on a lock upgrade halfway through.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from repositories.base import ScopedTable, Writes
 from repositories.bulkheads import NO_CAP, Bulkheads, Slot
 from repositories.changes import Changes
-from repositories.errors import translate_db_errors
+from repositories.errors import Unavailable, translate_db_errors
 
 _WRITE = "repogate_write"
 _RETURNED = "repogate_returned"
@@ -112,6 +114,7 @@ class Database:
     def __init__(self, engine: AsyncEngine, bulkheads: Bulkheads | None = None) -> None:
         self.engine = engine
         self.bulkheads = bulkheads or NO_CAP
+        self._prober: AsyncEngine | None = None  # see probe()
         # The same pool, with options set on the engine: a connection checked out from
         # these needs no execution_options() round through SQLAlchemy's greenlet, about
         # 20 µs a call. `writes`: for connections that will write (BEGIN IMMEDIATE on
@@ -160,8 +163,27 @@ class Database:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
 
+    async def probe(self, within: float) -> None:
+        """SELECT 1 on a connection of its own, outside the pool (whose connections may all
+        be taken, or stuck on a database that answers nothing): Unavailable when it fails,
+        or gets no answer within `within` seconds."""
+        if self._prober is None:
+            self._prober = create_async_engine(self.engine.url, poolclass=NullPool)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(within):
+                with translate_db_errors():
+                    async with self._prober.connect() as conn:
+                        await conn.exec_driver_sql("SELECT 1")
+        except TimeoutError:
+            log.warning("database probe: no answer within %gs", within)
+            raise Unavailable(f"the database did not answer within {within:g}s") from None
+        log.debug("database probe answered in %.1f ms", (time.monotonic() - started) * 1000)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._prober is not None:
+            await self._prober.dispose()
 
 
 class RepositorySource(Protocol):

@@ -237,14 +237,15 @@ class Repogate:
 
     async def _watch_database(self, breaker: Breaker, db: Database) -> None:
         """Keeps health in step with the database breaker, and probes the database when
-        the breaker lets a probe through, so that both recover with no traffic."""
+        the breaker wants it: half-open, so that both recover with no traffic; closed but
+        suspect (calls ran out of time), so that a database answering nothing opens it."""
         serving = True
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            if breaker.state is State.HALF_OPEN:
+            if breaker.wants_probe:
                 with contextlib.suppress(Exception):  # the breaker counts the outcome
                     async with breaker.guard():
-                        await db.ping()
+                        await db.probe(self.settings.db_probe_timeout)
             if (breaker.state is State.CLOSED) != serving:
                 serving = not serving
                 status = SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

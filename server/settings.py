@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Seconds a call beyond its tenant's cap keeps waiting in the tenant's line while none
     # of the tenant's calls finishes, before RESOURCE_EXHAUSTED; 0 refuses at once.
     tenant_queue_timeout: float = Field(0.5, ge=0)
+    # Seconds the database's probe (a fresh connection and SELECT 1) may take, when calls
+    # ran out of time or the breaker is half-open, before it counts as a fault.
+    db_probe_timeout: float = Field(1.0, gt=0)
     # Circuit breakers (database, cache), as Dapr's: open after this many server faults
     # in a row, stay open this many seconds, then let this many probes through.
     breaker_trip_after: int = Field(5, ge=1)

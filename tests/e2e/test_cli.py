@@ -395,6 +395,7 @@ def test_invalid_settings_exit_2_with_a_message(tmp_path: Path, command: str) ->
             "TENANT_MAX_CONCURRENCY",
         ),
         ({"tenant_queue_timeout": "-1"}, "tenant_queue_timeout"),
+        ({"db_probe_timeout": "0"}, "db_probe_timeout"),
         ({"retry_max_attempts": "0"}, "retry_max_attempts"),
         ({"redis_url": "localhost:6379"}, "redis_url"),
     ],

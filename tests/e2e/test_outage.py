@@ -3,8 +3,6 @@ health says NOT_SERVING, and both heal by themselves once it answers again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,15 +18,6 @@ pytestmark = pytest.mark.e2e
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture
-async def proxy(postgresql_url: str) -> AsyncIterator[Proxy]:
-    url = make_url(postgresql_url)
-    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
-    await proxy.open()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture

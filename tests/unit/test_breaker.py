@@ -150,3 +150,35 @@ async def test_calls_turned_away_before_the_dependency_count_for_nothing() -> No
     assert b.state is State.HALF_OPEN
     await run(b)
     assert b.state is State.CLOSED
+
+
+async def test_suspicion_asks_for_probes_until_one_succeeds() -> None:
+    clock = Clock()
+    b = breaker(clock, trip_after=3)
+    assert not b.wants_probe
+
+    b.suspect()
+    assert b.wants_probe
+    await run(b, fault())  # a probe unanswered: still suspect, one fault nearer
+    assert b.wants_probe
+    await run(b)
+
+    assert not b.wants_probe
+    assert b.state is State.CLOSED
+
+
+async def test_probes_that_go_unanswered_open_it_and_half_open_asks_for_more() -> None:
+    clock = Clock()
+    b = breaker(clock, trip_after=2, probes=1)
+    b.suspect()
+
+    await run(b, fault())
+    await run(b, fault())
+    assert b.state is State.OPEN
+    assert not b.wants_probe  # open: nothing to ask until its period ends
+
+    clock.now += 10
+    assert b.wants_probe
+    await run(b)
+    assert b.state is State.CLOSED
+    assert not b.wants_probe
