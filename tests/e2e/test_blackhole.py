@@ -29,7 +29,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 USERS = "repogate.v1.UserService"
 PROBE_TIMEOUT = 0.3
-OPEN_FOR = 0.5
+OPEN_FOR = 2.0  # long enough that the call made once NOT_SERVING is seen meets it open
 TRIP_AFTER = 2
 DEADLINE = 0.5  # seconds each call gives itself
 
@@ -75,9 +75,10 @@ async def test_a_database_that_answers_nothing_is_found_out_and_healed(
     # Calls of four tenants on a pool of two: two wait on the silent database, two on
     # the pool; each waits out its deadline.
     await asyncio.gather(*(times_out(listing(app, t)) for t in tenants))
-    # Each round of the watcher probes once, for at most PROBE_TIMEOUT; TRIP_AFTER
-    # unanswered probes open the breaker. A generous bound on that, not a speed claim.
-    rounds = TRIP_AFTER + 2
+    # Each round of the watcher (0.5 s apart) probes once, for at most PROBE_TIMEOUT;
+    # TRIP_AFTER unanswered probes open the breaker. Three times as many rounds, each
+    # given a second beside its probe, bound the wait: a bound, not a speed claim.
+    rounds = 3 * TRIP_AFTER
     await eventually(
         lambda: health_is(app, NOT_SERVING), "NOT_SERVING", within=rounds * (PROBE_TIMEOUT + 1)
     )
