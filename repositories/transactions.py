@@ -321,8 +321,10 @@ class TransactionRegistry:
                     await asyncio.shield(self._end(tx, Outcome.EXPIRED))
         return len(due)
 
-    async def reap_forever(self, most: float = 1.0) -> None:
-        """Reaps as transactions come due, at least every `most` seconds."""
+    async def reap_forever(self, most: float = 0.1) -> None:
+        """Reaps as transactions come due, at least every `most` seconds: often enough
+        that one begun or left idle after the reaper went to sleep gives back its
+        connection, and its tenant's slot, well within the tenant's queue timeout."""
         while True:
             now = time.monotonic()
             # A transaction with a call running cannot idle out; only its lifetime can end it.
