@@ -8,6 +8,7 @@ on a lock upgrade halfway through.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from repositories.base import ScopedTable, Writes
+from repositories.bulkheads import NO_CAP, Bulkheads, Slot
 from repositories.changes import Changes
 from repositories.drivers import connect_arguments
-from repositories.errors import translate_db_errors
+from repositories.errors import Unavailable, translate_db_errors
 
 _WRITE = "repogate_write"
 _RETURNED = "repogate_returned"
@@ -110,10 +113,13 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 class Database:
-    """The engine plus the factory for units of work."""
+    """The engine plus the factory for units of work, and the tenants' bulkheads, which
+    every connection opened for a tenant's work passes (units of work and transactions)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, bulkheads: Bulkheads | None = None) -> None:
         self.engine = engine
+        self.bulkheads = bulkheads or NO_CAP
+        self._prober: AsyncEngine | None = None  # see probe()
         # The same pool, with options set on the engine: a connection checked out from
         # these needs no execution_options() round through SQLAlchemy's greenlet, about
         # 20 µs a call. `writes`: for connections that will write (BEGIN IMMEDIATE on
@@ -146,9 +152,16 @@ class Database:
         BEGIN and COMMIT round trips are saved."""
         writes = 0 if read_only else 1 if one_write else None
         if writes is not None and self._autocommit is not None:
-            return UnitOfWork(self._autocommit, tenant, actor=actor, writes=writes, autocommit=True)
+            return UnitOfWork(
+                self._autocommit,
+                tenant,
+                actor=actor,
+                writes=writes,
+                autocommit=True,
+                bulkheads=self.bulkheads,
+            )
         engine = self.engine if read_only else self.writes
-        return UnitOfWork(engine, tenant, actor=actor, writes=writes)
+        return UnitOfWork(engine, tenant, actor=actor, writes=writes, bulkheads=self.bulkheads)
 
     async def ping(self) -> None:
         """One round trip to the database; Unavailable when it does not answer."""
@@ -156,8 +169,27 @@ class Database:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
 
+    async def probe(self, within: float) -> None:
+        """SELECT 1 on a connection of its own, outside the pool (whose connections may all
+        be taken, or stuck on a database that answers nothing): Unavailable when it fails,
+        or gets no answer within `within` seconds."""
+        if self._prober is None:
+            self._prober = create_async_engine(self.engine.url, poolclass=NullPool)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(within):
+                with translate_db_errors():
+                    async with self._prober.connect() as conn:
+                        await conn.exec_driver_sql("SELECT 1")
+        except TimeoutError:
+            log.warning("database probe: no answer within %gs", within)
+            raise Unavailable(f"the database did not answer within {within:g}s") from None
+        log.debug("database probe answered in %.1f ms", (time.monotonic() - started) * 1000)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._prober is not None:
+            await self._prober.dispose()
 
 
 class RepositorySource(Protocol):
@@ -230,8 +262,11 @@ class UnitOfWork:
         actor: str | None = None,
         writes: int | None = None,
         autocommit: bool = False,
+        bulkheads: Bulkheads | None = None,
     ) -> None:
         self._engine = engine
+        self._bulkheads = bulkheads or NO_CAP
+        self._slot: Slot | None = None
         self._tenant = tenant
         self._actor = actor
         self._writes = writes
@@ -242,8 +277,15 @@ class UnitOfWork:
         self._repositories: Repositories | None = None
 
     async def __aenter__(self) -> UnitOfWork:
-        with translate_db_errors():
-            conn = await self._engine.connect()
+        # The tenant's slot first: a tenant at its cap never queues for the pool.
+        slot = await self._bulkheads.take(self._tenant)
+        try:
+            with translate_db_errors():
+                conn = await self._engine.connect()
+        except BaseException:
+            slot.release()
+            raise
+        self._slot = slot
         self._conn = conn
         self._repositories = Repositories(
             conn, self._tenant, actor=self._actor, writes=self._writes
@@ -258,7 +300,8 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn, self._repositories = self._conn, None, None
-        if conn is None:
+        slot, self._slot = self._slot, None
+        if conn is None or slot is None:
             return
         try:
             if conn.in_transaction():
@@ -268,7 +311,10 @@ class UnitOfWork:
             # the error that brought us here behind this one.
             log.warning("rollback failed", exc_info=True)
         finally:
-            await conn.close()
+            try:
+                await conn.close()
+            finally:
+                slot.release()
 
     def repository(self, cls: type[R]) -> R:
         return self._inside().repository(cls)

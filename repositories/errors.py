@@ -261,6 +261,12 @@ class TooManyTransactions(ResourceExhausted):
         )
 
 
+class Overloaded(Exception):
+    """Marks an error raised before the call reached the database: the server turned it
+    away (its tenant's share of the pool was taken, or the whole pool was). It says
+    nothing of the database's health, so no circuit breaker counts it."""
+
+
 class DeadlineExceeded(DomainError):
     """The work outlasted the time it was given; it was cancelled and undone."""
 
@@ -302,6 +308,13 @@ class Unavailable(DomainError):
 # handing the driver's cached statements to server connections that never saw them.
 _POOLER_SQLSTATES = {"26000", "42P05"}
 _pooler_advised = False
+
+
+class PoolExhausted(Unavailable, Overloaded):
+    """No pooled connection became free in time: the server is busy, the database may
+    be fine."""
+
+
 # SQLSTATEs that mean "another transaction won": serialization failure, deadlock.
 _CONFLICT_SQLSTATES = {"40001", "40P01"}
 # A write in a READ ONLY transaction: the database's own guard behind ours.
@@ -357,8 +370,12 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
             raise
         log.warning("database unavailable: %s", exc.orig)
         raise Unavailable("the database is unavailable; retry later") from exc
-    except (OSError, TimeoutError, sa_exc.TimeoutError) as exc:
-        # Connection refused or pool checkout timeout: raised before any statement runs.
+    except sa_exc.TimeoutError as exc:
+        # The pool's checkout timeout: every connection stayed in use.
+        log.warning("database pool exhausted: %s", exc)
+        raise PoolExhausted("no database connection became free in time; retry later") from exc
+    except (OSError, TimeoutError) as exc:
+        # Connection refused, or connecting timed out: raised before any statement runs.
         log.warning("database unavailable: %r", exc)
         raise Unavailable("the database is unavailable; retry later") from exc
     except Exception as exc:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import StaticPool
 
+from repositories.bulkheads import Slot
 from repositories.changes import Changes
 from repositories.database import Database, Repositories
 from repositories.errors import (
@@ -103,6 +104,8 @@ class Transaction:
     isolation: Isolation
     idle_timeout: float
     conn: AsyncConnection
+    # Its tenant's bulkhead slot, held as long as it holds its connection.
+    slot: Slot
     began: float  # time.monotonic()
     lifetime_end: float
     last_active: float
@@ -187,7 +190,12 @@ class TransactionRegistry:
         isolation = self.effective_isolation(isolation)
         self._opening += 1
         try:
-            conn = await self._connect(read_only, isolation)
+            slot = await self._db.bulkheads.take(tenant)
+            try:
+                conn = await self._connect(read_only, isolation)
+            except BaseException:
+                slot.release()
+                raise
         finally:
             self._opening -= 1
         now = time.monotonic()
@@ -198,6 +206,7 @@ class TransactionRegistry:
             isolation=isolation,
             idle_timeout=idle_timeout or self._limits.idle_timeout,
             conn=conn,
+            slot=slot,
             began=now,
             lifetime_end=now + self._limits.max_lifetime,
             last_active=now,
@@ -335,8 +344,10 @@ class TransactionRegistry:
                     await asyncio.shield(self._end(tx, Outcome.EXPIRED))
         return len(due)
 
-    async def reap_forever(self, most: float = 1.0) -> None:
-        """Reaps as transactions come due, at least every `most` seconds."""
+    async def reap_forever(self, most: float = 0.1) -> None:
+        """Reaps as transactions come due, at least every `most` seconds: often enough
+        that one begun or left idle after the reaper went to sleep gives back its
+        connection, and its tenant's slot, well within the tenant's queue timeout."""
         while True:
             now = time.monotonic()
             # A transaction with a call running cannot idle out; only its lifetime can end it.
@@ -391,16 +402,19 @@ class TransactionRegistry:
         self._ended[tx.id] = (tx.tenant, outcome)
         while len(self._ended) > _REMEMBERED:
             self._ended.popitem(last=False)
-        if discard:
-            await _discard(tx.conn)
-            return
         try:
-            if tx.conn.in_transaction():
-                await tx.conn.rollback()
-            await tx.conn.close()
-        except Exception:
-            log.warning("ending transaction %s failed; discarding its connection", tx.id)
-            await _discard(tx.conn)
+            if discard:
+                await _discard(tx.conn)
+                return
+            try:
+                if tx.conn.in_transaction():
+                    await tx.conn.rollback()
+                await tx.conn.close()
+            except Exception:
+                log.warning("ending transaction %s failed; discarding its connection", tx.id)
+                await _discard(tx.conn)
+        finally:
+            tx.slot.release()  # its connection is back in the pool, or gone
 
 
 async def _discard(conn: AsyncConnection) -> None:

@@ -125,7 +125,9 @@ class Repogate:
         auth.check_listen(s)  # before anything is built
         self.tracing = tracing = Tracing.from_settings(s, self._span_exporter)
         self.metrics = metrics = Metrics.from_settings(s)
-        self._db = Database(tracing.engine(create_engine(s.database_url, s.engine_options())))
+        self._db = Database(
+            tracing.engine(create_engine(s.database_url, s.engine_options())), s.bulkheads()
+        )
         if self._migrate:
             # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
             from repositories.migrate import upgrade
@@ -275,14 +277,15 @@ class Repogate:
 
     async def _watch_database(self, breaker: Breaker, db: Database) -> None:
         """Keeps health in step with the database breaker, and probes the database when
-        the breaker lets a probe through, so that both recover with no traffic."""
+        the breaker wants it: half-open, so that both recover with no traffic; closed but
+        suspect (calls ran out of time), so that a database answering nothing opens it."""
         serving = True
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            if breaker.state is State.HALF_OPEN:
+            if breaker.wants_probe:
                 with contextlib.suppress(Exception):  # the breaker counts the outcome
                     async with breaker.guard():
-                        await db.ping()
+                        await db.probe(self.settings.db_probe_timeout)
             if (breaker.state is State.CLOSED) != serving:
                 serving = not serving
                 status = SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -3,8 +3,16 @@
 Closed: calls pass; `trip_after` server faults in a row open it. Open: calls
 fail fast for `open_for` seconds. Half-open: `probes` calls pass; as many
 successes close it, one fault opens it again. Only faults of the dependency
-count (connection refused, timeouts, pool exhaustion); a NOT_FOUND proves
-the database answers and counts as a success.
+count (connection refused or lost, a probe unanswered); a NOT_FOUND proves
+the database answers and counts as a success. A call the server turned away
+before it reached the dependency (an exhausted pool, a tenant over its share)
+counts for nothing either way.
+
+Some outcomes give no verdict but cast doubt: a call that waited out its
+deadline, or the pool, may have met a slow statement or a dependency that
+answers nothing. They make the breaker `suspect`, and its watcher probes the
+dependency (with a timeout of its own) until a probe answers or the faults
+open it: a database that stops answering opens it, a slow statement does not.
 
 pybreaker's asyncio support runs through Tornado, and a state machine this
 size reads better than an adapter around it.
@@ -20,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from repositories.errors import Unavailable
+from repositories.errors import Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,7 @@ class Breaker:
         self._opened_at = 0.0
         self._probing = 0  # probes in flight, while half-open
         self._passed = 0  # probes that succeeded, while half-open
+        self._suspect = False  # doubt cast since the last success, while closed
         # Called with the new state on every change (health, logs, metrics).
         self.listeners: list[Callable[[State], None]] = []
 
@@ -90,6 +99,17 @@ class Breaker:
         if self._state is not State.OPEN:
             return 0.0
         return max(0.0, self._opened_at + self._policy.open_for - self._clock())
+
+    @property
+    def wants_probe(self) -> bool:
+        """Whether the dependency should be probed: half-open, or closed under suspicion."""
+        state = self.state
+        return state is State.HALF_OPEN or (state is State.CLOSED and self._suspect)
+
+    def suspect(self) -> None:
+        """A call's outcome gave no verdict but casts doubt (it ran out of time): the
+        dependency should be probed until it answers."""
+        self._suspect = True
 
     def allow(self) -> bool:
         state = self.state
@@ -107,6 +127,7 @@ class Breaker:
             if self._passed >= self._policy.probes:
                 self._become(State.CLOSED)
         self._faults = 0
+        self._suspect = False
 
     def failure(self) -> None:
         if self._state is State.HALF_OPEN:
@@ -128,6 +149,9 @@ class Breaker:
             raise CircuitOpen(self.name, self.retry_after() or self._policy.open_for)
         try:
             yield
+        except Overloaded:
+            self.release()  # turned away before it reached the dependency
+            raise
         except Exception as exc:
             self.failure() if self._is_fault(exc) else self.success()
             raise
@@ -139,6 +163,7 @@ class Breaker:
     def _become(self, state: State) -> None:
         self._state = state
         self._faults = self._probing = self._passed = 0
+        self._suspect = False
         if state is State.OPEN:
             self._opened_at = self._clock()
         log.log(

@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from repositories.bulkheads import OTHER, TRACKED
 from repositories.transactions import Outcome
 from server import metrics_http
 from server.cache.backend import CacheBackend
@@ -180,7 +181,8 @@ class PoolCollector:
 
 
 class UnitCollector:
-    """Transactions across calls, and retries of single calls."""
+    """Transactions across calls, retries of single calls, and calls the tenants'
+    bulkheads refused."""
 
     def __init__(self, units: Units) -> None:
         self._units = units
@@ -207,6 +209,15 @@ class UnitCollector:
             "Single calls run again after a conflict (serialization failure, deadlock, busy).",
             self._units.retried,
         )
+        refused = CounterMetricFamily(
+            "repogate_tenant_calls_refused",
+            "Calls refused because their tenant held REPOGATE_TENANT_MAX_CONCURRENCY "
+            f"connections, by tenant (the first {TRACKED} refused; the rest as {OTHER!r}).",
+            labels=["tenant"],
+        )
+        for tenant, count in sorted(self._units.bulkheads.refused.items()):
+            refused.add_metric([tenant], count)
+        yield refused
 
 
 class CacheCollector:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from repositories.bulkheads import Bulkheads
 from repositories.database import EngineOptions
 from repositories.drivers import connect_arguments
 from repositories.transaction_ids import ADDRESS_MAX
@@ -70,6 +71,16 @@ class Settings(BaseSettings):
     retry_max_backoff: float = Field(1.0, gt=0)
     # Seconds a call without a deadline may spend on the database; 0: no bound.
     db_statement_timeout: float = Field(30.0, ge=0)
+    # Connections one tenant's calls and transactions may hold at once (its bulkhead).
+    # Unset: half the pool (size + overflow), so one tenant's pile-up always leaves the
+    # other half to the rest; 0: no cap (one tenant, as a sidecar often serves).
+    tenant_max_concurrency: int | None = Field(None, ge=0)
+    # Seconds a call beyond its tenant's cap keeps waiting in the tenant's line while none
+    # of the tenant's calls finishes, before RESOURCE_EXHAUSTED; 0 refuses at once.
+    tenant_queue_timeout: float = Field(0.5, ge=0)
+    # Seconds the database's probe (a fresh connection and SELECT 1) may take, when calls
+    # ran out of time or the breaker is half-open, before it counts as a fault.
+    db_probe_timeout: float = Field(1.0, gt=0)
     # Circuit breakers (database, cache), as Dapr's: open after this many server faults
     # in a row, stay open this many seconds, then let this many probes through.
     breaker_trip_after: int = Field(5, ge=1)
@@ -257,6 +268,12 @@ class Settings(BaseSettings):
                 f"(REPOGATE_DB_POOL_SIZE + REPOGATE_DB_MAX_OVERFLOW = {pool}), or single calls "
                 "could find no connection"
             )
+        if self.tenant_max_concurrency is not None and self.tenant_max_concurrency > pool:
+            raise ValueError(
+                f"REPOGATE_TENANT_MAX_CONCURRENCY ({self.tenant_max_concurrency}) must not "
+                f"exceed the pool (REPOGATE_DB_POOL_SIZE + REPOGATE_DB_MAX_OVERFLOW = {pool}); "
+                "0 turns the cap off"
+            )
         if self.transaction_idle_timeout > self.transaction_max_lifetime:
             raise ValueError(
                 "REPOGATE_TRANSACTION_IDLE_TIMEOUT must not exceed "
@@ -339,6 +356,13 @@ class Settings(BaseSettings):
             idle_timeout=self.transaction_idle_timeout,
             max_lifetime=self.transaction_max_lifetime,
         )
+
+    def bulkheads(self) -> Bulkheads:
+        """Each tenant's cap on connections; see tenant_max_concurrency."""
+        limit = self.tenant_max_concurrency
+        if limit is None:
+            limit = max(1, (self.db_pool_size + self.db_max_overflow) // 2)
+        return Bulkheads(limit or None, self.tenant_queue_timeout)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

@@ -11,6 +11,10 @@ also when the call failed after its changes may have landed.
 Either way the work passes the database's circuit breaker, and is cancelled
 (its statement with it) when the caller's deadline passes, gRPC cancelling
 the call, or, when the caller set none, after the server's statement timeout.
+Work that runs out of time, or waits out the pool, proves nothing about the
+database, but makes its breaker suspect it: the server then probes the database
+to tell a slow statement (it answers the probe) from a database that answers
+nothing (the probe times out, a fault).
 """
 
 from __future__ import annotations
@@ -31,15 +35,19 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from repositories.bulkheads import Bulkheads
 from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
-from repositories.errors import Conflict, DeadlineExceeded
+from repositories.errors import Conflict, DeadlineExceeded, PoolExhausted
 from repositories.transactions import OnCommit, TransactionRegistry, tell
 from server import context
 from server.breaker import Breaker, BreakerPolicy
 
 T = TypeVar("T")
 Work = Callable[[RepositorySource], Awaitable[T]]
+# Seconds before its deadline at which a cancelled call counts as cut off by it (gRPC
+# cancels the call when the deadline passes, by its own clock).
+DEADLINE_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,11 @@ class Units:
         # Retries done since start, for statistics.
         self.retried = 0
 
+    @property
+    def bulkheads(self) -> Bulkheads:
+        """Each tenant's share of the database's connections."""
+        return self._db.bulkheads
+
     async def read(self, work: Work[T]) -> T:
         return await self._run(work, write=False)
 
@@ -82,15 +95,29 @@ class Units:
         return await self._run(work, write=True, one_write=one_write)
 
     async def _run(self, work: Work[T], *, write: bool, one_write: bool = False) -> T:
+        return await self.guarded(lambda: self._routed(work, write=write, one_write=one_write))
+
+    async def guarded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Runs a call's database work through the database's breaker, within the call's
+        deadline or, when it set none, the statement timeout."""
         # With a deadline, gRPC cancels the call when it passes; without, this does.
-        limit = None if context.current().deadline is not None else self._retry.statement_timeout
+        deadline = context.current().deadline
+        limit = None if deadline is not None else self._retry.statement_timeout
         try:
             async with asyncio.timeout(limit), self.breaker.guard():
-                return await self._routed(work, write=write, one_write=one_write)
+                return await work()
         except TimeoutError:
+            self.breaker.suspect()
             raise DeadlineExceeded(
                 f"the call's database work took longer than {limit:g}s and was cancelled"
             ) from None
+        except PoolExhausted:
+            self.breaker.suspect()
+            raise
+        except asyncio.CancelledError:
+            if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK:
+                self.breaker.suspect()
+            raise
 
     async def _routed(self, work: Work[T], *, write: bool, one_write: bool) -> T:
         tenant = context.tenant()

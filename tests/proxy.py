@@ -1,4 +1,5 @@
-"""A TCP proxy on loopback that a test closes and reopens: a database that goes away."""
+"""A TCP proxy on loopback that a test closes and reopens (a database that goes away), or
+blackholes (a database behind a network that drops every packet)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ class Proxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # Cleared while blackholed: nothing is forwarded and no upstream connection made.
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     async def open(self) -> int:
@@ -28,21 +32,36 @@ class Proxy:
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()
+        self._flowing.set()  # connections held by a blackhole end now too
+
+    def blackhole(self) -> None:
+        """Keeps every connection open but forwards nothing either way; new connections
+        are accepted and get no answer. The database answers nothing, as behind a
+        network that drops its packets: no error, no reset, only silence."""
+        self._flowing.clear()
+
+    def restore(self) -> None:
+        """Ends the blackhole: what was held back flows on, as TCP retransmits it once
+        the path is back, and held connections reach the database."""
+        self._flowing.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
             writer.close()
+            self._writers.discard(writer)
             return
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        self._writers.add(up_writer)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.close()

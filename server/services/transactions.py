@@ -73,12 +73,13 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
         isolation = _isolation(options.isolation_level, "options.isolation_level")
         idle = _idle_timeout(options, self._transactions.limits)
         tenant = _tenant()
-        async with self._units.breaker.guard():
-            tx = await self._units.retrying(
+        tx = await self._units.guarded(
+            lambda: self._units.retrying(
                 lambda: self._transactions.begin(
                     tenant, read_only=options.read_only, isolation=isolation, idle_timeout=idle
                 )
             )
+        )
         return _message(tx)
 
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:

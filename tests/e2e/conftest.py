@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from grpc import aio
 from opentelemetry.sdk.trace.export import SpanExporter
+from sqlalchemy.engine import make_url
 
 from repogate.v1 import user_pb2_grpc
 from server.app import Repogate
@@ -15,6 +16,7 @@ from server.settings import Settings
 from tests.conftest import Running
 from tests.e2e.domain import Stubs
 from tests.e2e.support import Dedicated, StartRepogate
+from tests.proxy import Proxy
 
 
 @pytest.fixture
@@ -54,6 +56,16 @@ async def start_repogate(tmp_path) -> AsyncIterator[StartRepogate]:
     for running in reversed(started):
         await running.channel.close()
         await running.app.stop(0)
+
+
+@pytest.fixture
+async def proxy(postgresql_url: str) -> AsyncIterator[Proxy]:
+    """A proxy in front of the test run's PostgreSQL, for the test to cut or blackhole."""
+    url = make_url(postgresql_url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.open()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture

@@ -423,6 +423,12 @@ def test_invalid_settings_exit_2_with_a_message(tmp_path: Path, command: str) ->
             "MAX_TRANSACTIONS",
         ),
         ({"transaction_idle_timeout": "700"}, "TRANSACTION_IDLE_TIMEOUT"),
+        (
+            {"db_pool_size": "4", "db_max_overflow": "2", "tenant_max_concurrency": "7"},
+            "TENANT_MAX_CONCURRENCY",
+        ),
+        ({"tenant_queue_timeout": "-1"}, "tenant_queue_timeout"),
+        ({"db_probe_timeout": "0"}, "db_probe_timeout"),
         ({"retry_max_attempts": "0"}, "retry_max_attempts"),
         ({"redis_url": "localhost:6379"}, "redis_url"),
     ],

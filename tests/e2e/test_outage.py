@@ -4,7 +4,6 @@ health says NOT_SERVING, and both heal by themselves once it answers again."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -22,15 +21,6 @@ pytestmark = pytest.mark.e2e
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture
-async def proxy(postgresql_url: str) -> AsyncIterator[Proxy]:
-    url = make_url(postgresql_url)
-    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
-    await proxy.open()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture

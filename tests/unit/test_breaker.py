@@ -7,7 +7,8 @@ import contextlib
 
 import pytest
 
-from repositories.errors import NotFound, TransactionAborted, Unavailable
+from repositories.bulkheads import TooManyConcurrentCalls
+from repositories.errors import NotFound, PoolExhausted, TransactionAborted, Unavailable
 from server.breaker import Breaker, BreakerPolicy, CircuitOpen, State
 
 pytestmark = pytest.mark.unit
@@ -144,3 +145,55 @@ async def test_a_transaction_aborted_by_a_lost_connection_counts_as_a_fault() ->
     await run(b, lost)
 
     assert b.state is State.OPEN
+
+
+async def test_calls_turned_away_before_the_dependency_count_for_nothing() -> None:
+    clock = Clock()
+    b = breaker(clock, trip_after=2, probes=1)
+    turned_away = [PoolExhausted("busy"), TooManyConcurrentCalls(3, 0.1)]
+
+    await run(b, fault())
+    for error in turned_away * 3:
+        await run(b, error)
+    assert b.state is State.CLOSED  # nor did they reset the count of faults in a row:
+    await run(b, fault())
+    assert b.state is State.OPEN
+
+    clock.now += 10
+    for error in turned_away:
+        await run(b, error)  # no verdict: the probe's place is freed, not counted
+    assert b.state is State.HALF_OPEN
+    await run(b)
+    assert b.state is State.CLOSED
+
+
+async def test_suspicion_asks_for_probes_until_one_succeeds() -> None:
+    clock = Clock()
+    b = breaker(clock, trip_after=3)
+    assert not b.wants_probe
+
+    b.suspect()
+    assert b.wants_probe
+    await run(b, fault())  # a probe unanswered: still suspect, one fault nearer
+    assert b.wants_probe
+    await run(b)
+
+    assert not b.wants_probe
+    assert b.state is State.CLOSED
+
+
+async def test_probes_that_go_unanswered_open_it_and_half_open_asks_for_more() -> None:
+    clock = Clock()
+    b = breaker(clock, trip_after=2, probes=1)
+    b.suspect()
+
+    await run(b, fault())
+    await run(b, fault())
+    assert b.state is State.OPEN
+    assert not b.wants_probe  # open: nothing to ask until its period ends
+
+    clock.now += 10
+    assert b.wants_probe
+    await run(b)
+    assert b.state is State.CLOSED
+    assert not b.wants_probe
