@@ -17,6 +17,7 @@ from sqlalchemy import Connection, MetaData, Table, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from repositories import notify
 from repositories.database import Database, create_engine
 from repositories.errors import AlreadyExists
 from repositories.messages import MessageRepository
@@ -313,3 +314,59 @@ async def test_0003_downgrades_and_upgrades_again(fresh: Database) -> None:
     assert await current_revision(fresh.engine) == head_revision()
     assert await run_sync(fresh.engine, schema_diff) == []
     assert await fetch(fresh, tenant, kept["id"]) == kept
+
+
+# ------------------------------------------------------------ 0005: change notifications
+
+
+def triggers(conn: Connection) -> set[tuple[str, str]]:
+    """(table, trigger) for every trigger the schema defines (none internal)."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"))
+    else:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, t.tgname FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal"
+            )
+        )
+    return {(table, name) for table, name in rows}
+
+
+def notify_function_exists(conn: Connection) -> bool:
+    query = text("SELECT count(*) FROM pg_proc WHERE proname = :name")
+    return bool(conn.execute(query, {"name": notify.FUNCTION}).scalar_one())
+
+
+ENTITY_TABLES = ("users", "sessions", "messages", "jobs")
+
+
+def announcing(*tables: str) -> set[tuple[str, str]]:
+    events = ("update", "delete", "truncate")
+    return {(table, notify.trigger_name(table, event)) for table in tables for event in events}
+
+
+async def test_entity_tables_announce_their_writes_on_postgresql_only(database: Database) -> None:
+    found = await run_sync(database.engine, triggers)
+
+    if database.dialect == "sqlite":
+        assert found == set()
+    else:
+        assert found == announcing(*ENTITY_TABLES)
+
+
+@pytest.mark.filterwarnings(*EXPRESSION_INDEX_WARNINGS)
+async def test_0005_downgrades_and_upgrades_again(fresh: Database) -> None:
+    await downgrade(fresh.engine, "0004")
+
+    assert await current_revision(fresh.engine) == "0004"
+    assert await run_sync(fresh.engine, triggers) == set()
+    if fresh.dialect == "postgresql":
+        assert not await run_sync(fresh.engine, notify_function_exists)
+
+    await upgrade(fresh.engine)
+
+    assert await current_revision(fresh.engine) == head_revision()
+    expected = announcing(*ENTITY_TABLES) if fresh.dialect == "postgresql" else set()
+    assert await run_sync(fresh.engine, triggers) == expected
+    assert await run_sync(fresh.engine, schema_diff) == []
