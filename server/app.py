@@ -34,7 +34,7 @@ from repositories.database import Database, create_engine
 from repositories.maintenance import purge_due
 from repositories.profiler import SlowStatements
 from repositories.transactions import TransactionRegistry
-from server import auth, cache, tls
+from server import auth, cache, coherence, tls
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
 from server.handlers import generic_only
@@ -102,6 +102,7 @@ class Repogate:
         self.units: Units | None = None
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
+        self.listener: coherence.ChangeListener | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -140,11 +141,19 @@ class Repogate:
             "cache": cache.cache_breaker(s.breaker_policy()),
         }
         self.cache = tracing.cache(cache.build(s))
+        # On PostgreSQL every process hears of every committed write; its own memory
+        # cache is used only while that channel keeps proving itself (server/coherence.py).
+        listens = s.cache_entities and self._db.dialect == "postgresql"
         self.read_through = read_through = ReadThrough(
             cache.ResilientCache(self.cache, breakers["cache"]),
             s.cache_ttl,
             enabled=s.cache_entities,
+            bound=coherence.BOUND if listens and s.redis_url is None else None,
         )
+        if listens:
+            self.listener = coherence.ChangeListener(
+                s.database_listen_url or s.database_url, read_through, shared=bool(s.redis_url)
+            )
         forget = read_through.forget
         transactions = TransactionRegistry(self._db, s.transaction_limits(), on_commit=forget)
         self.units = units = Units(
@@ -189,6 +198,8 @@ class Repogate:
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
         )
+        if self.listener is not None:
+            await self.listener.start()
         self.address = _bind(server, s.listen, tls.credentials(s))
         self._server = server
         await server.start()
@@ -215,6 +226,9 @@ class Repogate:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
         if self.cache is not None:
             await self.cache.close()
             self.cache = None

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
     database_url: str = "sqlite+aiosqlite:///./repogate.db"
+    # Where a PostgreSQL process listens for committed writes, on a session of its own
+    # (a pooler in transaction mode cannot hold LISTEN). Unset: database_url.
+    database_listen_url: str | None = None
     redis_url: str | None = None
     db_pool_size: int = Field(20, ge=1)
     db_max_overflow: int = Field(10, ge=0)
@@ -133,10 +136,12 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_listen_url")
     @classmethod
-    def _async_driver(cls, value: str) -> str:
+    def _async_driver(cls, value: str | None) -> str | None:
         """Accepts plain postgresql:// and sqlite:// URLs and picks the async driver."""
+        if value is None:
+            return None
         for plain, driver in (
             ("postgresql://", "postgresql+asyncpg://"),
             ("postgres://", "postgresql+asyncpg://"),
@@ -145,6 +150,16 @@ class Settings(BaseSettings):
             if value.startswith(plain):
                 return driver + value[len(plain) :]
         return value
+
+    @model_validator(mode="after")
+    def _listen_on_postgresql(self) -> Settings:
+        if self.database_listen_url is None:
+            return self
+        if not self.database_url.startswith("postgresql+asyncpg://"):
+            raise ValueError("REPOGATE_DATABASE_LISTEN_URL is for a PostgreSQL database only")
+        if not self.database_listen_url.startswith("postgresql+asyncpg://"):
+            raise ValueError("REPOGATE_DATABASE_LISTEN_URL must be a postgresql:// URL")
+        return self
 
     @field_validator("redis_url")
     @classmethod
@@ -215,6 +230,7 @@ class Settings(BaseSettings):
         return self
 
     @field_validator(
+        "database_listen_url",
         "api_keys_file",
         "jwt_secret",
         "jwt_public_key_file",

@@ -1,0 +1,150 @@
+"""Applying what the invalidation channel delivers, over a real in-memory backend that
+can fail as Redis would; and the listener's connection arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from google.protobuf import wrappers_pb2
+
+from server import coherence, context
+from server.cache import ResilientCache
+from server.coherence import Applier
+from server.read_through import ReadThrough
+from tests.cache_support import Flaky
+
+pytestmark = pytest.mark.unit
+
+Value = wrappers_pb2.StringValue
+TENANT = "acme"
+ROW = uuid.uuid4()
+
+
+@pytest.fixture(autouse=True)
+def _request() -> AsyncIterator[None]:
+    token = context.bind(context.RequestContext(tenant=TENANT, request_id="r"))
+    yield
+    context.unbind(token)
+
+
+class Row:
+    def __init__(self) -> None:
+        self.value, self.version = "v1", 1
+
+    async def load(self) -> tuple[Value, int]:
+        return Value(value=self.value), self.version
+
+    def update(self, value: str) -> str:
+        """Changes the row; returns the notification PostgreSQL would send."""
+        self.value, self.version = value, self.version + 1
+        return json.dumps({"t": "users", "r": [[TENANT, str(ROW), self.version]]})
+
+
+async def read(cache: ReadThrough, row: Row) -> str:
+    return (await cache.get("users", ROW, row.load, Value.FromString)).value
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[Flaky, ReadThrough, Applier]]:
+    backend = Flaky()
+    cache = ReadThrough(ResilientCache(backend), 60, bound=60)
+    cache.register("users", Value)
+    applier = Applier(cache)
+    task = asyncio.create_task(applier.run())
+    yield backend, cache, applier
+    task.cancel()
+
+
+async def test_announced_changes_are_applied_and_beats_open_the_gate(
+    running: tuple[Flaky, ReadThrough, Applier],
+) -> None:
+    _, cache, applier = running
+    row = Row()
+    closed = cache.gate_open
+    applier.beat(time.monotonic())
+    await applier.settled()
+    await read(cache, row)
+
+    applier.changed(row.update("v2"))
+    await applier.settled()
+
+    assert not closed
+    assert cache.gate_open
+    assert await read(cache, row) == "v2"
+
+
+async def test_a_change_the_cache_did_not_take_is_made_up_for_by_a_drop(
+    running: tuple[Flaky, ReadThrough, Applier],
+) -> None:
+    backend, cache, applier = running
+    row = Row()
+    applier.beat(time.monotonic())
+    await applier.settled()
+    await read(cache, row)  # cached: v1
+    held = len(backend)
+
+    backend.down = True
+    applier.changed(row.update("v2"))  # its tombstone is lost: v1 stays in the cache
+    await applier.settled()
+    lost = applier.dirty
+    backend.down = False
+    applier.beat(time.monotonic())
+    await applier.settled()
+
+    assert (held, lost) == (1, True)
+    assert not applier.dirty
+    assert len(backend) == 0  # the next beat dropped every entity entry
+
+
+async def test_while_the_cache_keeps_failing_no_beat_confirms(
+    running: tuple[Flaky, ReadThrough, Applier],
+) -> None:
+    backend, cache, applier = running
+    backend.down = True
+    applier.changed(Row().update("v2"))
+    applier.beat(time.monotonic())
+    await applier.settled()
+
+    assert applier.dirty
+    assert not cache.gate_open
+
+
+async def test_an_unreadable_notification_drops_every_entity(
+    running: tuple[Flaky, ReadThrough, Applier],
+) -> None:
+    _, cache, applier = running
+    row = Row()
+    applier.beat(time.monotonic())
+    await applier.settled()
+    await read(cache, row)
+    row.value = "changed in a way nobody could read"
+
+    applier.changed("{not json")
+    await applier.settled()
+
+    assert await read(cache, row) == "changed in a way nobody could read"
+
+
+def test_the_listener_connects_as_the_engine_would_under_a_name_of_its_own() -> None:
+    args = coherence.connect_args(
+        "postgresql+asyncpg://ann:secret@db.example:6543/app"
+        "?prepared_statement_cache_size=0&ssl=require"
+    )
+
+    settings = args.pop("server_settings")
+    assert args == {
+        "host": "db.example",
+        "port": 6543,
+        "user": "ann",
+        "password": "secret",
+        "database": "app",
+        "ssl": "require",
+        "timeout": coherence.DEAD_AFTER,
+    }
+    assert settings["application_name"].startswith(coherence.APPLICATION_NAME + "-")
+    assert int(settings["tcp_keepalives_idle"]) > 0
