@@ -179,11 +179,7 @@ class ChangeListener:
                     await self.applier.confirmed.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(self._tasks)
         self._tasks = []
 
     async def _listen_forever(self) -> None:
@@ -251,6 +247,19 @@ class ChangeListener:
     def _on_beat(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._heard = time.monotonic()
         self.applier.beat(float(str(payload)))
+
+
+async def cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancels `tasks` and waits for them to end. redis-py may swallow a cancellation
+    that lands inside a command (the command then completes): such a task is
+    cancelled again wherever it waits next."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def connect_args(url: str) -> dict[str, Any]:

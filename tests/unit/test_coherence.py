@@ -148,3 +148,25 @@ def test_the_listener_connects_as_the_engine_would_under_a_name_of_its_own() -> 
     }
     assert settings["application_name"].startswith(coherence.APPLICATION_NAME + "-")
     assert int(settings["tcp_keepalives_idle"]) > 0
+
+
+async def test_stopping_ends_a_task_that_swallowed_its_cancellation() -> None:
+    started = asyncio.Event()
+
+    async def like_redis_py() -> None:
+        while True:
+            try:
+                started.set()
+                await asyncio.sleep(3600)  # a command: the cancellation lands here...
+            except asyncio.CancelledError:
+                pass  # ...and the command completes anyway
+            await asyncio.Event().wait()  # then it waits for more work
+
+    task = asyncio.create_task(like_redis_py())
+    await started.wait()
+
+    stopping = asyncio.ensure_future(coherence.cancel([task]))
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+
+    assert done == {stopping}, "the task outlived every cancellation"
+    assert task.cancelled()
