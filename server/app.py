@@ -102,7 +102,7 @@ class Repogate:
         self.units: Units | None = None
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
-        self.listener: coherence.ChangeListener | None = None
+        self.feed: coherence.ChangeFeed | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -141,17 +141,17 @@ class Repogate:
             "cache": cache.cache_breaker(s.breaker_policy()),
         }
         self.cache = tracing.cache(cache.build(s))
-        # On PostgreSQL every process hears of every committed write; its own memory
-        # cache is used only while that channel keeps proving itself (server/coherence.py).
-        listens = s.cache_entities and self._db.dialect == "postgresql"
+        # On PostgreSQL every process reads every committed write from the change log; its
+        # own memory cache is used only while it keeps up (server/coherence.py).
+        follows = s.cache_entities and self._db.dialect == "postgresql"
         self.read_through = read_through = ReadThrough(
             cache.ResilientCache(self.cache, breakers["cache"]),
             s.cache_ttl,
             enabled=s.cache_entities,
-            bound=coherence.BOUND if listens and s.redis_url is None else None,
+            bound=coherence.BOUND if follows and s.redis_url is None else None,
         )
-        if listens:
-            self.listener = coherence.ChangeListener(
+        if follows:
+            self.feed = coherence.ChangeFeed(
                 s.database_listen_url or s.database_url, read_through, shared=bool(s.redis_url)
             )
         forget = read_through.forget
@@ -198,8 +198,8 @@ class Repogate:
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
         )
-        if self.listener is not None:
-            await self.listener.start()
+        if self.feed is not None:
+            await self.feed.start()
         self.address = _bind(server, s.listen, tls.credentials(s))
         self._server = server
         await server.start()
@@ -226,9 +226,9 @@ class Repogate:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        if self.listener is not None:
-            await self.listener.stop()
-            self.listener = None
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
         if self.cache is not None:
             await self.cache.close()
             self.cache = None

@@ -1,69 +1,78 @@
-"""Coherent caches across processes: every process hears of every committed write.
+"""Coherent caches across processes: every process reads every committed write.
 
-On PostgreSQL the entity tables announce each committed write on a channel
-(repositories/notify.py). Each process keeps one connection of its own, outside
-the pool (LISTEN needs a session: REPOGATE_DATABASE_LISTEN_URL may point past a
-pooler), and turns each announcement into the invalidation the writer's own
-process made after its commit (ReadThrough.forget).
+On PostgreSQL the entity tables record each write in a change log, inside the
+writing transaction (repositories/change_log.py). Each process follows the log on
+a connection of its own, outside the pool (REPOGATE_DATABASE_LISTEN_URL, default
+the database URL), and turns each entry into the invalidation the writer's own
+process made after its commit (ReadThrough.apply).
 
-A bound, not a hope: every BEAT_EVERY seconds the listener sends itself a
-notification on a channel of its own. PostgreSQL delivers notifications in commit
-order, so once the beat sent at time t has come back, and everything queued
-before it has been applied, every write committed before t has been forgotten.
+A bound, not a hope: every POLL_EVERY seconds the process reads the entries of
+transactions that committed since its previous read, by PostgreSQL snapshots (the
+previous read's snapshot against this one's). Once the read sent at time t has
+been applied, every write committed before t has been forgotten: the read's
+snapshot, taken after t, sees them all.
 
 - Without Redis each process caches in its own memory, gated (ReadThrough
-  `bound`): it is used only within BOUND seconds of the last beat that came
-  back, and when the listener reconnects the process drops every entity entry
-  (writes may have gone unheard meanwhile) before using its cache again.
+  `bound`): it is used only within BOUND seconds of the last read applied. When
+  the connection is lost, or reads stop for RESYNC_AFTER seconds, the process
+  starts again from a fresh snapshot and drops every entity entry, since it cannot
+  know what it missed. A broken, slow or stuck feed costs misses, never an answer
+  older than the bound.
 - With Redis the cache is shared, and writers tombstone it after their commits.
   One process of the fleet, the holder of a session-level advisory lock taken on
-  its listener connection (PostgreSQL releases it when that connection dies),
-  also applies every announcement to Redis: a backstop for a writer that died
-  between its commit and its invalidation, or whose Redis call failed. On taking
-  the role, and after an announcement Redis did not take, it drops every entity
-  entry in Redis, since it cannot know what went unapplied meanwhile.
+  its feed connection (PostgreSQL releases it when that connection dies), follows
+  the log and applies it to Redis: a backstop for a writer that died between its
+  commit and its invalidation, whose Redis call failed, or a tool. On taking the
+  role, and after Redis refused an entry, it drops every entity entry in Redis.
+
+Whoever follows the log also trims it: entries of transactions that ended more
+than KEEP_LOG seconds ago go, one process at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import random
-import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from repositories import notify
-from repositories.changes import Changes
+from repositories import change_log
 from server.read_through import ReadThrough
 
 log = logging.getLogger(__name__)
 
-# Seconds between beats.
-BEAT_EVERY = 0.25
-# A gated cache is used only this long after the send time of the last beat back.
+# Seconds between reads of the log.
+POLL_EVERY = 0.1
+# A gated cache is used only this long after the send time of the last read applied.
 BOUND = 1.0
-# No beat back for this long: the connection is given up and made again.
-DEAD_AFTER = 5.0
-# How long start() waits for the channel before serving with the cache gated shut.
+# No read for this long: entries may have been trimmed since; start again.
+RESYNC_AFTER = 10.0
+# Entries stay this long after their transactions ended, then one process trims them.
+KEEP_LOG = 60.0
+TRIM_EVERY = 10.0
+# How long start() waits for the feed before serving with the cache gated shut.
 START_WAIT = 2.0
 # Seconds between attempts to take the backstop role (Redis).
 ELECT_EVERY = 1.0
 # Reconnection backoff, in seconds: from the first to the longest.
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0
-# Announcements waiting to be applied at most; beyond, they give way to one drop.
-MAX_BACKLOG = 10_000
-# The session-level advisory lock whose holder applies announcements to Redis.
+# A read that takes longer than this ends the connection.
+READ_TIMEOUT = 5.0
+# The session-level advisory lock whose holder applies the log to Redis, and the
+# transaction-level one that lets one process trim at a time.
 BACKSTOP_LOCK_ID = 0x72672D6361636865  # "rg-cache"
-APPLICATION_NAME = "repogate-listener"
-# The listener's backend notices a vanished client (and frees the lock) within
-# about idle + interval x count seconds.
+TRIM_LOCK_ID = 0x72672D7472696D00  # "rg-trim"
+APPLICATION_NAME = "repogate-changes"
+# The backend notices a vanished client (and frees the lock) within about
+# idle + interval x count seconds.
 _KEEPALIVES = {
     "tcp_keepalives_idle": "5",
     "tcp_keepalives_interval": "2",
@@ -74,161 +83,144 @@ _CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.Inte
 _DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func")
 
 
-@dataclass(frozen=True)
-class _Beat:
-    sent: float  # time.monotonic() when it was sent
-
-
-@dataclass(frozen=True)
-class _Drop:
-    """Every entity entry must go: announcements may have been missed."""
-
-
-_Item = Changes | _Beat | _Drop
+class _Stale(Exception):
+    """The feed fell too far behind to go on from where it was."""
 
 
 class Applier:
-    """Applies what the channel delivers to `read_through`'s cache, one item at a time
-    in the order it was delivered: announced changes, beats (which confirm every
-    change delivered before them, once applied), and drops (after announcements may
-    have been missed). While the cache did not take something, beats confirm nothing
-    and each one tries a drop instead."""
+    """Applies what was read from the log to `read_through`'s cache. While the cache
+    has not taken something, nothing is confirmed and each read tries a drop of
+    every entity entry instead."""
 
     def __init__(self, read_through: ReadThrough) -> None:
         self._read_through = read_through
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self.dirty = False
         self.confirmed = asyncio.Event()  # set by the first confirmation
-        self.applied = 0  # announcements applied
+        self.applied = 0  # log entries applied
 
-    def changed(self, payload: str) -> None:
-        try:
-            changes: _Item = notify.parse(payload)
-        except ValueError:
-            log.warning("unreadable change notification; dropping every cached entity")
-            changes = _Drop()
-        self._put(changes)
+    async def resync(self, sent: float) -> None:
+        """What committed before `sent` is in the database, and nothing of it may be
+        in the cache: drop every entity entry."""
+        self.dirty = True
+        await self.apply([], sent)
 
-    def beat(self, sent: float) -> None:
-        self._put(_Beat(sent))
-
-    def missed(self) -> None:
-        self._put(_Drop())
-
-    async def settled(self) -> None:
-        """Returns once everything delivered so far has been applied."""
-        await self._queue.join()
-
-    async def run(self) -> None:
-        while True:
-            item = await self._queue.get()
+    async def apply(self, payloads: Sequence[str], sent: float) -> None:
+        """Applies the entries read by a read sent at `sent` (time.monotonic())."""
+        for payload in payloads:
             try:
-                await self._apply(item)
-            finally:
-                self._queue.task_done()
-
-    async def _apply(self, item: _Item) -> None:
-        if isinstance(item, Changes):
-            self.dirty |= not await self._read_through.apply(item)
+                changes = change_log.parse(payload)
+            except ValueError:
+                log.warning("unreadable change log entry; dropping every cached entity")
+                self.dirty = True
+                continue
+            self.dirty |= not await self._read_through.apply(changes)
             self.applied += 1
-            return
-        if isinstance(item, _Drop) or self.dirty:
-            # Missed or unapplied announcements: only dropping everything makes up.
+        if self.dirty:
+            # Missed or unapplied entries: only dropping everything makes up.
             self.dirty = not await self._read_through.drop()
-        if isinstance(item, _Beat) and not self.dirty:
-            self._read_through.confirm(item.sent)
+        if not self.dirty:
+            self._read_through.confirm(sent)
             self.confirmed.set()
 
-    def _put(self, item: _Item) -> None:
-        if self._queue.qsize() >= MAX_BACKLOG:
-            log.warning("change notifications pile up; dropping every cached entity instead")
-            while not self._queue.empty():
-                self._queue.get_nowait()
-                self._queue.task_done()
-            item = _Drop()
-        self._queue.put_nowait(item)
 
-
-class ChangeListener:
-    """Listens for announced writes on a connection of its own and has an Applier
-    apply them to `read_through`'s cache.
+class ChangeFeed:
+    """Follows the change log on a connection of its own and has an Applier apply it
+    to `read_through`'s cache.
 
     `shared`: the cache is Redis, which one process of the fleet keeps coherent;
-    otherwise it is this process's memory, which this listener keeps and gates."""
+    otherwise it is this process's memory, which this feed keeps and gates."""
 
     def __init__(self, url: str, read_through: ReadThrough, *, shared: bool) -> None:
         self._connect_args = connect_args(url)
         self._shared = shared
-        self._beats = f"repogate_beat_{os.getpid()}_{secrets.token_hex(4)}"
         self.applier = Applier(read_through)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._heard = 0.0  # monotonic time the last beat came back on the connection
-        self.listening = False
-        self.backstop = False  # this process applies announcements to the shared cache
+        self._task: asyncio.Task[None] | None = None
+        # (monotonic time, snapshot) now and then, to trim the log by.
+        self._history: collections.deque[tuple[float, str]] = collections.deque()
+        self.following = False
+        self.backstop = False  # this process applies the log to the shared cache
 
     async def start(self) -> None:
-        """Starts listening; waits up to START_WAIT for this process's own gated cache
+        """Starts following; waits up to START_WAIT for this process's own gated cache
         to become usable (it serves meanwhile, reading around the cache)."""
-        self._tasks = [
-            asyncio.create_task(self.applier.run(), name="repogate-changes-apply"),
-            asyncio.create_task(self._listen_forever(), name="repogate-changes-listen"),
-        ]
+        self._task = asyncio.create_task(self._follow_forever(), name="repogate-changes")
         if not self._shared:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(START_WAIT):
                     await self.applier.confirmed.wait()
 
     async def stop(self) -> None:
-        await cancel(self._tasks)
-        self._tasks = []
+        if self._task is not None:
+            await cancel([self._task])
+            self._task = None
 
-    async def _listen_forever(self) -> None:
+    async def _follow_forever(self) -> None:
         wait, failing = RETRY_FIRST, False
         while True:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(**self._connect_args)
                 wait, failing = RETRY_FIRST, False
-                await self._session(conn)
+                await self._follow(conn)
             except Exception as exc:
                 # Logged once per outage; unexpected errors with their traceback.
-                if self.listening or not failing:
+                if self.following or not failing:
                     log.warning(
-                        "change notifications lost (%s); %s until they are back",
+                        "change log lost (%s: %s); %s until it is back",
                         type(exc).__name__,
+                        exc,
                         "the shared cache has no backstop"
                         if self._shared
                         else "reading around the cache",
-                        exc_info=not isinstance(exc, _CONNECTION_ERRORS),
+                        exc_info=not isinstance(exc, (*_CONNECTION_ERRORS, _Stale)),
                     )
                 failing = True
             finally:
-                self.listening = self.backstop = False
+                self.following = self.backstop = False
                 if conn is not None:
                     conn.terminate()
             await asyncio.sleep(random.uniform(wait / 2, wait))
             wait = min(wait * 2, RETRY_MAX)
 
-    async def _session(self, conn: asyncpg.Connection) -> None:
+    async def _follow(self, conn: asyncpg.Connection) -> None:
         if self._shared:
             await self._take_backstop(conn)
-        await conn.add_listener(notify.CHANNEL, self._on_change)
-        await conn.add_listener(self._beats, self._on_beat)
-        # Listening now: whatever committed before is read from the database after this.
-        self.applier.missed()
-        self.listening = True
+        sent = time.monotonic()
+        snapshot: str = await conn.fetchval(change_log.SNAPSHOT, timeout=READ_TIMEOUT)
+        await self.applier.resync(sent)
+        self._history.clear()
+        self.following = True
         log.info(
-            "listening for committed writes%s",
-            "; applying them to the shared cache" if self._shared else "",
+            "following the change log%s",
+            "; applying it to the shared cache" if self._shared else "",
         )
-        self._heard = time.monotonic()
+        read = sent
         while True:
+            await asyncio.sleep(POLL_EVERY)
             sent = time.monotonic()
-            if sent - self._heard > DEAD_AFTER:
-                raise TimeoutError(f"no heartbeat came back for {DEAD_AFTER:g}s")
-            # Simple query protocol: nothing is prepared on the connection.
-            await conn.execute(f"NOTIFY {self._beats}, '{sent!r}'", timeout=DEAD_AFTER)
-            await asyncio.sleep(BEAT_EVERY)
+            if sent - read > RESYNC_AFTER:
+                raise _Stale(f"no read of the change log for {sent - read:.0f}s")
+            row = await conn.fetchrow(change_log.SINCE, snapshot, timeout=READ_TIMEOUT)
+            assert row is not None  # one row, always
+            snapshot = row["taken"]
+            await self.applier.apply(row["payloads"], sent)
+            read = sent
+            await self._trim(conn, sent, snapshot)
+
+    async def _trim(self, conn: asyncpg.Connection, now: float, snapshot: str) -> None:
+        """Every TRIM_EVERY seconds, removes entries of transactions that had ended
+        KEEP_LOG seconds ago, unless another process is doing it."""
+        if self._history and now - self._history[-1][0] < TRIM_EVERY:
+            return
+        self._history.append((now, snapshot))
+        old = None
+        while self._history and now - self._history[0][0] >= KEEP_LOG:
+            old = self._history.popleft()[1]
+        if old is None:
+            return
+        async with conn.transaction():
+            if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", TRIM_LOCK_ID):
+                await conn.execute(change_log.FORGET_BEFORE, old, timeout=READ_TIMEOUT)
 
     async def _take_backstop(self, conn: asyncpg.Connection) -> None:
         """Returns once this process holds the backstop role, which PostgreSQL takes
@@ -238,15 +230,6 @@ class ChangeListener:
                 self.backstop = True
                 return
             await asyncio.sleep(ELECT_EVERY)
-
-    # asyncpg calls these, in the order the notifications arrived.
-
-    def _on_change(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self.applier.changed(str(payload))
-
-    def _on_beat(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self._heard = time.monotonic()
-        self.applier.beat(float(str(payload)))
 
 
 async def cancel(tasks: list[asyncio.Task[None]]) -> None:
@@ -264,11 +247,11 @@ async def cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 def connect_args(url: str) -> dict[str, Any]:
     """asyncpg.connect's arguments for a SQLAlchemy PostgreSQL URL, as the engine's
-    own connections get them, plus this listener's name and keepalives."""
+    own connections get them, plus the feed's name and keepalives."""
     parsed = make_url(url).set(drivername="postgresql+asyncpg")
     _, args = parsed.get_dialect()().create_connect_args(parsed)
     for key in _DIALECT_ONLY:
         args.pop(key, None)
     settings = dict(args.pop("server_settings", None) or {})
     settings |= _KEEPALIVES | {"application_name": f"{APPLICATION_NAME}-{os.getpid()}"}
-    return {**args, "server_settings": settings, "timeout": DEAD_AFTER}
+    return {**args, "server_settings": settings, "timeout": READ_TIMEOUT}

@@ -26,8 +26,9 @@ class Settings(BaseSettings):
 
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
     database_url: str = "sqlite+aiosqlite:///./repogate.db"
-    # Where a PostgreSQL process listens for committed writes, on a session of its own
-    # (a pooler in transaction mode cannot hold LISTEN). Unset: database_url.
+    # Where a PostgreSQL process follows the change log, on a session of its own (with
+    # Redis it holds a session lock there, which a pooler in transaction mode cannot
+    # keep). Unset: database_url.
     database_listen_url: str | None = None
     redis_url: str | None = None
     db_pool_size: int = Field(20, ge=1)

@@ -11,7 +11,6 @@ never asserted.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import time
 import uuid
@@ -26,7 +25,8 @@ from grpc import aio
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import admin_pb2, admin_pb2_grpc, user_pb2, user_pb2_grpc
-from repositories import notify
+from repositories import change_log
+from repositories.changes import Changes
 from server import coherence
 from server.cache import keys
 from server.read_through import schema_version
@@ -188,9 +188,10 @@ async def test_a_batch_too_large_to_name_its_rows_is_seen_through_another_proces
     start_fleet: StartFleet, postgresql_url: str, tenant: str
 ) -> None:
     a, b = await start_fleet()
+    count = change_log.MAX_ROWS + 100
     requests = [
         user_pb2.CreateUserRequest(user=user_pb2.User(email=f"u{i}@example.com", username=f"u{i}"))
-        for i in range(150)
+        for i in range(count)
     ]
     created = await a.users.BatchCreateUsers(
         user_pb2.BatchCreateUsersRequest(requests=requests), metadata=md(tenant)
@@ -198,8 +199,8 @@ async def test_a_batch_too_large_to_name_its_rows_is_seen_through_another_proces
     last = created.users[-1]
     await cached(b, tenant, last.id)
 
-    async with listening(postgresql_url) as heard:
-        # One UPDATE soft-deletes all 150: their ids do not fit in one notification.
+    async with recording(postgresql_url) as recorded:
+        # One UPDATE soft-deletes them all: too many to name, so their tenant is.
         await a.users.BatchDeleteUsers(
             user_pb2.BatchDeleteUsersRequest(
                 requests=[user_pb2.DeleteUserRequest(id=user.id) for user in created.users]
@@ -208,7 +209,7 @@ async def test_a_batch_too_large_to_name_its_rows_is_seen_through_another_proces
         )
         await seen(b, tenant, last.id, lambda user: user.HasField("delete_time"))
 
-    assert {"t": "users", "n": [tenant]} in heard
+    assert ("users", tenant) in {table for changes in recorded for table in changes.tables}
 
 
 async def test_a_purge_by_another_command_is_seen(
@@ -271,22 +272,26 @@ async def seen_gone(process: Process, tenant: str, id_: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def listening(postgresql_url: str) -> AsyncIterator[list[object]]:
-    """The change notifications the database sends meanwhile, decoded."""
-    heard: list[object] = []
+async def recording(postgresql_url: str) -> AsyncIterator[list[Changes]]:
+    """What the change log records meanwhile (read when the block ends)."""
+    recorded: list[Changes] = []
     conn = await asyncpg.connect(_plain_dsn(postgresql_url))
     try:
-        await conn.add_listener(notify.CHANNEL, lambda *args: heard.append(json.loads(args[3])))
-        yield heard
+        snapshot = await conn.fetchval(change_log.SNAPSHOT)
+        yield recorded
+        row = await conn.fetchrow(change_log.SINCE, snapshot)
+        assert row is not None
+        recorded += [change_log.parse(payload) for payload in row["payloads"]]
     finally:
         await conn.close()
 
 
-# -- the invalidation channel breaks ---------------------------------------------------
+# -- the feed breaks ------------------------------------------------------------------
 
 
-async def listener_backend(postgresql_url: str, process: Process) -> int:
-    """The PostgreSQL backend of `process`'s listener, found by its application_name."""
+async def feed_backend(postgresql_url: str, process: Process) -> int:
+    """The PostgreSQL backend `process` follows the change log on, found by its
+    application_name."""
     name = f"{coherence.APPLICATION_NAME}-{process.server.proc.pid}"
     conn = await asyncpg.connect(_plain_dsn(postgresql_url))
     try:
@@ -299,7 +304,7 @@ async def listener_backend(postgresql_url: str, process: Process) -> int:
     return int(pid)
 
 
-async def test_while_its_listener_is_down_a_process_never_serves_a_row_it_missed(
+async def test_while_its_feed_is_down_a_process_never_serves_a_row_it_missed(
     start_fleet: StartFleet, postgresql_url: str, tenant: str
 ) -> None:
     url = make_url(postgresql_url)
@@ -312,9 +317,9 @@ async def test_while_its_listener_is_down_a_process_never_serves_a_row_it_missed
         )
         ann = await create(b, tenant, "ann")
         await cached(b, tenant, ann.id)
-        backend = await listener_backend(postgresql_url, b)
+        backend = await feed_backend(postgresql_url, b)
 
-        # The listener's session ends, and it cannot connect again.
+        # The feed's session ends, and it cannot connect again.
         await proxy.refuse()
         admin = await asyncpg.connect(_plain_dsn(postgresql_url))
         try:
@@ -328,7 +333,7 @@ async def test_while_its_listener_is_down_a_process_never_serves_a_row_it_missed
             return await b.hits() == before
 
         await eventually(around_the_cache, "Gets to go around the cache", WITHIN)
-        await write_directly(postgresql_url, tenant, ann.id, "while nobody listened")
+        await write_directly(postgresql_url, tenant, ann.id, "while nobody read the log")
         while_down = [await b.get(tenant, ann.id) for _ in range(5)]
 
         await proxy.open()
@@ -343,17 +348,17 @@ async def test_while_its_listener_is_down_a_process_never_serves_a_row_it_missed
     finally:
         await proxy.close()
 
-    assert {user.display_name for user in while_down} == {"while nobody listened"}
-    # The entry cached before the outage was dropped when the listener came back.
-    assert {user.display_name for user in after} == {"while nobody listened"}
-    assert "change notifications lost" in b.server.output()
+    assert {user.display_name for user in while_down} == {"while nobody read the log"}
+    # The entry cached before the outage was dropped when the feed came back.
+    assert {user.display_name for user in after} == {"while nobody read the log"}
+    assert "change log lost" in b.server.output()
 
 
 # -- with Redis: writers tombstone the shared cache, one process backs them up ---------
 
 
 async def backstop_holder(postgresql_url: str) -> int | None:
-    """The pid of the `repogate serve` process whose listener holds the backstop lock."""
+    """The pid of the `repogate serve` process whose feed holds the backstop lock."""
     conn = await asyncpg.connect(_plain_dsn(postgresql_url))
     try:
         name = await conn.fetchval(

@@ -1,5 +1,5 @@
-"""Applying what the invalidation channel delivers, over a real in-memory backend that
-can fail as Redis would; and the listener's connection arguments."""
+"""Applying what was read from the change log, over a real in-memory backend that can
+fail as Redis would; stopping; and the feed's connection arguments."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class Row:
         return Value(value=self.value), self.version
 
     def update(self, value: str) -> str:
-        """Changes the row; returns the notification PostgreSQL would send."""
+        """Changes the row; returns the entry the change log would hold."""
         self.value, self.version = value, self.version + 1
         return json.dumps({"t": "users", "r": [[TENANT, str(ROW), self.version]]})
 
@@ -50,87 +50,77 @@ async def read(cache: ReadThrough, row: Row) -> str:
 
 
 @pytest.fixture
-async def running() -> AsyncIterator[tuple[Flaky, ReadThrough, Applier]]:
+def applying() -> tuple[Flaky, ReadThrough, Applier]:
     backend = Flaky()
     cache = ReadThrough(ResilientCache(backend), 60, bound=60)
     cache.register("users", Value)
-    applier = Applier(cache)
-    task = asyncio.create_task(applier.run())
-    yield backend, cache, applier
-    task.cancel()
+    return backend, cache, Applier(cache)
 
 
-async def test_announced_changes_are_applied_and_beats_open_the_gate(
-    running: tuple[Flaky, ReadThrough, Applier],
+async def test_entries_read_are_applied_and_open_the_gate(
+    applying: tuple[Flaky, ReadThrough, Applier],
 ) -> None:
-    _, cache, applier = running
+    _, cache, applier = applying
     row = Row()
     closed = cache.gate_open
-    applier.beat(time.monotonic())
-    await applier.settled()
+    await applier.resync(time.monotonic())
     await read(cache, row)
 
-    applier.changed(row.update("v2"))
-    await applier.settled()
+    await applier.apply([row.update("v2")], time.monotonic())
 
     assert not closed
     assert cache.gate_open
     assert await read(cache, row) == "v2"
 
 
-async def test_a_change_the_cache_did_not_take_is_made_up_for_by_a_drop(
-    running: tuple[Flaky, ReadThrough, Applier],
+async def test_an_entry_the_cache_did_not_take_is_made_up_for_by_a_drop(
+    applying: tuple[Flaky, ReadThrough, Applier],
 ) -> None:
-    backend, cache, applier = running
+    backend, cache, applier = applying
     row = Row()
-    applier.beat(time.monotonic())
-    await applier.settled()
+    await applier.resync(time.monotonic())
     await read(cache, row)  # cached: v1
     held = len(backend)
 
     backend.down = True
-    applier.changed(row.update("v2"))  # its tombstone is lost: v1 stays in the cache
-    await applier.settled()
+    await applier.apply([row.update("v2")], time.monotonic())  # the tombstone is lost
     lost = applier.dirty
     backend.down = False
-    applier.beat(time.monotonic())
-    await applier.settled()
+    await applier.apply([], time.monotonic())
 
     assert (held, lost) == (1, True)
     assert not applier.dirty
-    assert len(backend) == 0  # the next beat dropped every entity entry
+    assert len(backend) == 0  # the next read dropped every entity entry
 
 
-async def test_while_the_cache_keeps_failing_no_beat_confirms(
-    running: tuple[Flaky, ReadThrough, Applier],
+async def test_while_the_cache_keeps_failing_nothing_is_confirmed(
+    applying: tuple[Flaky, ReadThrough, Applier],
 ) -> None:
-    backend, cache, applier = running
+    backend, cache, applier = applying
     backend.down = True
-    applier.changed(Row().update("v2"))
-    applier.beat(time.monotonic())
-    await applier.settled()
+
+    await applier.resync(time.monotonic())
+    await applier.apply([Row().update("v2")], time.monotonic())
 
     assert applier.dirty
     assert not cache.gate_open
 
 
-async def test_an_unreadable_notification_drops_every_entity(
-    running: tuple[Flaky, ReadThrough, Applier],
+async def test_an_unreadable_entry_drops_every_entity(
+    applying: tuple[Flaky, ReadThrough, Applier],
 ) -> None:
-    _, cache, applier = running
+    _, cache, applier = applying
     row = Row()
-    applier.beat(time.monotonic())
-    await applier.settled()
+    await applier.resync(time.monotonic())
     await read(cache, row)
     row.value = "changed in a way nobody could read"
 
-    applier.changed("{not json")
-    await applier.settled()
+    await applier.apply(["{not json"], time.monotonic())
 
     assert await read(cache, row) == "changed in a way nobody could read"
 
 
-def test_the_listener_connects_as_the_engine_would_under_a_name_of_its_own() -> None:
+def test_the_feed_connects_as_the_engine_would_under_a_name_of_its_own() -> None:
     args = coherence.connect_args(
         "postgresql+asyncpg://ann:secret@db.example:6543/app"
         "?prepared_statement_cache_size=0&ssl=require"
@@ -144,7 +134,7 @@ def test_the_listener_connects_as_the_engine_would_under_a_name_of_its_own() -> 
         "password": "secret",
         "database": "app",
         "ssl": "require",
-        "timeout": coherence.DEAD_AFTER,
+        "timeout": coherence.READ_TIMEOUT,
     }
     assert settings["application_name"].startswith(coherence.APPLICATION_NAME + "-")
     assert int(settings["tcp_keepalives_idle"]) > 0

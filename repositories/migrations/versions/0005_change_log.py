@@ -1,5 +1,5 @@
-"""Entity tables announce their committed writes (PostgreSQL only), so that every
-process's cache can forget them; see repositories/notify.py.
+"""Entity tables record their committed writes in a change log (PostgreSQL only), so
+that every process's cache can forget them; see repositories/change_log.py.
 
 Revision ID: 0005
 Revises: 0004
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from repositories import notify
+from repositories import change_log
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -27,9 +27,11 @@ TABLES = ("users", "sessions", "messages", "jobs")
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite has one process: its writer's own invalidation is enough
-    op.execute(notify.CREATE_FUNCTION)
+    op.execute(change_log.CREATE_TABLE)
+    op.execute(change_log.CREATE_INDEX)
+    op.execute(change_log.CREATE_FUNCTION)
     for table in TABLES:
-        for statement in notify.create_triggers(table):
+        for statement in change_log.create_triggers(table):
             op.execute(statement)
 
 
@@ -37,6 +39,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for table in TABLES:
-        for statement in notify.drop_triggers(table):
+        for statement in change_log.drop_triggers(table):
             op.execute(statement)
-    op.execute(notify.DROP_FUNCTION)
+    op.execute(change_log.DROP_FUNCTION)
+    op.execute(change_log.DROP_TABLE)
