@@ -169,9 +169,7 @@ class ChangeFeed:
                         "change log lost (%s: %s); %s until it is back",
                         type(exc).__name__,
                         exc,
-                        "the shared cache has no backstop"
-                        if self._shared
-                        else "reading around the cache",
+                        self._without(),
                         exc_info=not isinstance(exc, (*_CONNECTION_ERRORS, _Stale)),
                     )
                 failing = True
@@ -181,6 +179,14 @@ class ChangeFeed:
                     conn.terminate()
             await asyncio.sleep(random.uniform(wait / 2, wait))
             wait = min(wait * 2, RETRY_MAX)
+
+    def _without(self) -> str:
+        """What is missing while the feed is down."""
+        if not self._shared:
+            return "reading around the cache"
+        if self.backstop:
+            return "the shared cache has no backstop"
+        return "this process cannot take the backstop role"
 
     async def _follow(self, conn: asyncpg.Connection) -> None:
         if self._shared:

@@ -14,11 +14,11 @@ they must see the transaction's own writes.
 Entries dropped without tombstones (a bulk write's tables, `drop`) bump a
 generation: a reader that loaded its row before the drop does not fill.
 
-Writes made through other processes reach a `gated` cache over an invalidation
-channel (server/coherence.py) that calls `forget` for them and `confirm`s every
-so often that all writes committed before a time have been forgotten. A gated
-cache is used only within `bound` seconds of that time, so a channel that
-stalls or breaks costs misses, never an answer older than the bound.
+Writes made through other processes reach a gated cache (`bound`) through a feed
+(server/coherence.py) that `apply`s them and `confirm`s every so often that all
+writes committed before a time have been forgotten. A gated cache is used only
+within `bound` seconds of that time, so a feed that stalls or breaks costs
+misses, never an answer older than the bound.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class ReadThrough:
 
     async def drop(self) -> bool:
         """Forgets every entity entry, when writes may have gone unannounced (the
-        invalidation channel was down); says whether the cache took it."""
+        feed of other processes' writes was down); says whether the cache took it."""
         if not self._enabled:
             return True
         self._generation += 1
@@ -150,7 +150,7 @@ class ReadThrough:
 
     @property
     def gate_open(self) -> bool:
-        """Whether the invalidation channel has proven itself within the bound."""
+        """Whether the feed of other processes' writes has kept up within the bound."""
         return time.monotonic() < self._fresh_until
 
     def _usable(self) -> bool:
