@@ -1,12 +1,14 @@
 """A closed-loop Python gRPC driver for scenarios h2load cannot express: every request
-different (CreateUser, BatchCreateUsers), calls chained (a transaction), or calls in
-transactions of their own, begun on one server and read through another (txget).
+different (CreateUser, BatchCreateUsers, UpdateUser of a user of each caller's own),
+calls chained (a transaction), or calls in transactions of their own, begun on one
+server and read through another (txget).
 
 Runs as its own process: `python -m bench.driver KIND --target HOST:PORT ...`. It
 connects, warms up, prints `ready`, waits for a line on stdin (the caller samples the
 server's CPU then), runs for `--seconds` and prints one JSON line of results. Requests
 and responses are raw bytes over grpc.aio on uvloop: the driver serializes requests
-but never parses a response, except BeginTransaction's id.
+but never parses a response, except BeginTransaction's id and the user each UpdateUser
+caller creates for itself.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from grpc import aio
 from bench import stats
 from repogate.v1 import transaction_pb2, user_pb2
 
-KINDS = ("create", "batch", "tx", "txget")
+KINDS = ("create", "batch", "update", "tx", "txget")
 USERS = "/repogate.v1.UserService/"
 TRANSACTIONS = "/repogate.v1.TransactionService/"
 
@@ -47,6 +49,8 @@ class Driver:
         # txget: where its transactions are begun and rolled back, and each loop's one.
         self.owner = aio.insecure_channel(args.owner or args.target)
         self.transactions: dict[int, str] = {}
+        # For "update": caller index -> the id of the user it alone updates.
+        self.owned: dict[int, str] = {}
 
     def call(self, index: int, path: str) -> aio.UnaryUnaryMultiCallable:
         channel = self.channels[index % len(self.channels)]
@@ -69,6 +73,21 @@ class Driver:
                 return 1
 
             return create_one
+        if self.args.kind == "update":
+            update = self.call(index, USERS + "UpdateUser")
+
+            async def update_own() -> int:
+                if index not in self.owned:  # no two callers wait on one row's lock
+                    reply = await create(self.user().SerializeToString(), metadata=self.tenant)
+                    self.owned[index] = user_pb2.User.FromString(reply).id
+                name = f"n{next(self.names)}"
+                request = user_pb2.UpdateUserRequest(
+                    user=user_pb2.User(id=self.owned[index], display_name=name)
+                )
+                await update(request.SerializeToString(), metadata=self.tenant)
+                return 1
+
+            return update_own
         if self.args.kind == "batch":
             batch = self.call(index, USERS + "BatchCreateUsers")
             size = self.args.batch

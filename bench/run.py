@@ -27,7 +27,17 @@ from repogate.v1 import user_pb2
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-GROUPS = ("get", "list", "write", "tx", "forward", "interceptors", "soak", "workers")
+GROUPS = (
+    "get",
+    "list",
+    "write",
+    "tx",
+    "forward",
+    "coherence",
+    "interceptors",
+    "soak",
+    "workers",
+)
 PAGE_SECRET = "repogate-bench-page-token-secret"
 DEEP_TENANT, TENANT = f"{seed.TENANT_PREFIX}0", f"{seed.TENANT_PREFIX}1"
 WRITE_TENANT = "bench-writes"
@@ -55,6 +65,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="alternations: list pages, writes vs baselines, interceptors on/off, 1/2 workers",
     )
     parser.add_argument("--pool-size", type=int, default=10, help="per server process")
+    parser.add_argument(
+        "--invalidation-rate",
+        type=float,
+        default=200.0,
+        help="UpdateUser calls/s through another process while the coherence group reads",
+    )
+    parser.add_argument(
+        "--staleness-writes", type=int, default=200, help="writes the staleness row times"
+    )
     parser.add_argument(
         "--profile",
         type=float,
@@ -261,6 +280,8 @@ class Bench:
             if group in groups:
                 self.guarded(group, run)
         self.stop(noop)
+        if "coherence" in groups:
+            self.guarded("coherence", self.coherence_scenarios)
         if "interceptors" in groups:
             self.guarded("interceptors", lambda: self.interceptor_scenarios(main))
         if "soak" in groups and self.args.soak > 0:
@@ -530,6 +551,11 @@ class Bench:
             f"{concurrency} loops reads in a read-only transaction of its own, begun on the "
             "owner; srv CPU/op is the peer's alone (the owner serves every call either way)"
         )
+
+    def coherence_scenarios(self) -> None:
+        from bench import coherence  # it builds on this module
+
+        coherence.scenarios(self)
 
     def interceptor_scenarios(self, main: Target) -> None:
         sink = self.start_otlp_sink()

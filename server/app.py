@@ -35,7 +35,7 @@ from repositories.maintenance import purge_due
 from repositories.profiler import SlowStatements
 from repositories.transaction_ids import TransactionIds
 from repositories.transactions import TransactionRegistry
-from server import auth, cache, peers, tls
+from server import auth, cache, coherence, peers, tls
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
 from server.forwarding import Forwarder, ForwardingInterceptor
@@ -118,6 +118,7 @@ class Repogate:
         self.units: Units | None = None
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
+        self.feed: coherence.ChangeFeed | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -167,11 +168,19 @@ class Repogate:
             "cache": cache.cache_breaker(s.breaker_policy()),
         }
         self.cache = tracing.cache(cache.build(s))
+        # On PostgreSQL every process reads every committed write from the change log; its
+        # own memory cache is used only while it keeps up (server/coherence.py).
+        follows = s.cache_entities and self._db.dialect == "postgresql"
         self.read_through = read_through = ReadThrough(
             cache.ResilientCache(self.cache, breakers["cache"]),
             s.cache_ttl,
             enabled=s.cache_entities,
+            bound=coherence.BOUND if follows and s.redis_url is None else None,
         )
+        if follows:
+            self.feed = coherence.ChangeFeed(
+                s.database_session_url or s.database_url, read_through, shared=bool(s.redis_url)
+            )
         forget = read_through.forget
         transactions = TransactionRegistry(self._db, limits, ids=ids, on_commit=forget)
         self.units = units = Units(
@@ -216,6 +225,8 @@ class Repogate:
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
         )
+        if self.feed is not None:
+            await self.feed.start()
         credentials = tls.credentials(s)
         self.address = _bind(server, s.listen, credentials)
         peer_address = None
@@ -257,6 +268,9 @@ class Repogate:
         if self._peers is not None:
             await self._peers.close()
             self._peers = None
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
         if self.cache is not None:
             await self.cache.close()
             self.cache = None

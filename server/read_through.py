@@ -10,11 +10,21 @@ If forgetting fails (the cache was unreachable at commit), entries from before
 the failure may be stale: reads then skip the cache for one TTL, after which
 every such entry has expired. Reads inside a transaction never use the cache:
 they must see the transaction's own writes.
+
+Entries dropped without tombstones (a bulk write's tables, `drop`) bump a
+generation: a reader that loaded its row before the drop does not fill.
+
+Writes made through other processes reach a gated cache (`bound`) through a feed
+(server/coherence.py) that `apply`s them and `confirm`s every so often that all
+writes committed before a time have been forgotten. A gated cache is used only
+within `bound` seconds of that time, so a feed that stalls or breaks costs
+misses, never an answer older than the bound.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 import zlib
@@ -24,6 +34,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from repositories.changes import Changes
+from repositories.errors import InvalidArgument
 from server import context
 from server.cache import ResilientCache, keys
 
@@ -44,13 +55,25 @@ def schema_version(message_cls: type[Message]) -> int:
 
 
 class ReadThrough:
-    def __init__(self, cache: ResilientCache, ttl: float, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        cache: ResilientCache,
+        ttl: float,
+        *,
+        enabled: bool = True,
+        bound: float | None = None,
+    ) -> None:
+        """`bound`: the cache is gated, usable only within `bound` seconds of the last
+        `confirm`; None: always usable (this process sees every write)."""
         self._cache = cache
         self._ttl = ttl
         self._enabled = enabled
+        self.bound = bound
         # table -> schema version of the message cached for it
         self._versions: dict[str, int] = {}
         self._skip_until = 0.0
+        self._fresh_until = math.inf if bound is None else -math.inf
+        self._generation = 0
 
     def register(self, table: str, message_cls: type[Message]) -> None:
         self._versions[table] = schema_version(message_cls)
@@ -70,36 +93,81 @@ class ReadThrough:
         entry = await self._cache.get(key)
         if entry is not None and entry[_WIDTH : _WIDTH + 1] == _VALUE:
             return parse(entry[_WIDTH + 1 :])
+        generation = self._generation
         message, version = await load()
-        await self._cache.set_if_newer(
-            key, _entry(version, _VALUE, message.SerializeToString()), self._ttl
-        )
+        if generation == self._generation:
+            await self._cache.set_if_newer(
+                key, _entry(version, _VALUE, message.SerializeToString()), self._ttl
+            )
         return message
 
     async def forget(self, changes: Changes) -> None:
         """Leaves tombstones for the rows `changes` names, and drops every entry of the
         tables it changed in bulk. Called once the changes have committed."""
+        await self.apply(changes)
+
+    async def apply(self, changes: Changes) -> bool:
+        """`forget`, saying whether the cache took all of it."""
         if not self._enabled:
-            return
+            return True
         done = True
         for table, tenant, id_, version in changes.rows:
-            if table in self._versions:
+            if table in self._versions and _servable(tenant):
                 tombstone = _entry(_GONE if version is None else version, _TOMBSTONE, b"")
                 key = self._key(table, tenant, id_)
                 done &= await self._cache.set_if_newer(key, tombstone, self._ttl)
-        for table, tenant in changes.tables:
-            if table in self._versions:
-                pattern = keys.entity_pattern(table, self._versions[table], tenant)
-                done &= await self._cache.delete_matching(pattern)
+        patterns = [
+            keys.entity_pattern(table, self._versions[table], tenant)
+            for table, tenant in changes.tables
+            if table in self._versions and _servable(tenant)
+        ] + [
+            keys.entity_pattern(table, self._versions[table])
+            for table in changes.everywhere
+            if table in self._versions
+        ]
+        if patterns:
+            self._generation += 1
+        for pattern in patterns:
+            done &= await self._cache.delete_matching(pattern)
         if not done:
             self._skip_until = time.monotonic() + self._ttl
             log.warning("cache invalidation failed; reading around the cache for %ss", self._ttl)
+        return done
+
+    def confirm(self, sent: float) -> None:
+        """Every write that committed before `sent` (time.monotonic()) has been
+        forgotten: a gated cache may be used until `bound` seconds after it."""
+        if self.bound is not None:
+            self._fresh_until = max(self._fresh_until, sent + self.bound)
+
+    async def drop(self) -> bool:
+        """Forgets every entity entry, when writes may have gone unannounced (the
+        feed of other processes' writes was down); says whether the cache took it."""
+        if not self._enabled:
+            return True
+        self._generation += 1
+        return await self._cache.delete_matching(keys.every_entity_pattern())
+
+    @property
+    def gate_open(self) -> bool:
+        """Whether the feed of other processes' writes has kept up within the bound."""
+        return time.monotonic() < self._fresh_until
 
     def _usable(self) -> bool:
-        return self._enabled and time.monotonic() >= self._skip_until
+        return self._enabled and self._skip_until <= time.monotonic() < self._fresh_until
 
     def _key(self, table: str, tenant: str, id_: uuid.UUID) -> str:
         return keys.entity_key(table, self._versions[table], tenant, id_)
+
+
+def _servable(tenant: str) -> bool:
+    """Whether calls can act for `tenant` (and so have cached its rows): the database
+    may announce rows that a tool wrote for tenants Repogate would refuse."""
+    try:
+        context.validate_tenant(tenant)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _entry(version: int, kind: bytes, payload: bytes) -> bytes:

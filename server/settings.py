@@ -29,6 +29,10 @@ class Settings(BaseSettings):
 
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
     database_url: str = "sqlite+aiosqlite:///./repogate.db"
+    # Where a PostgreSQL process follows the change log, on a session of its own (with
+    # Redis it holds a session lock there, which a pooler in transaction mode cannot
+    # keep). Unset: database_url.
+    database_session_url: str | None = None
     redis_url: str | None = None
     # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
     # most, kept open rather than opened and closed per burst (docs/fleet.md).
@@ -163,10 +167,12 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_session_url")
     @classmethod
-    def _async_driver(cls, value: str) -> str:
+    def _async_driver(cls, value: str | None) -> str | None:
         """Accepts plain postgresql:// and sqlite:// URLs and picks the async driver."""
+        if value is None:
+            return None
         for plain, driver in (
             ("postgresql://", "postgresql+asyncpg://"),
             ("postgres://", "postgresql+asyncpg://"),
@@ -175,6 +181,16 @@ class Settings(BaseSettings):
             if value.startswith(plain):
                 return driver + value[len(plain) :]
         return value
+
+    @model_validator(mode="after")
+    def _session_on_postgresql(self) -> Settings:
+        if self.database_session_url is None:
+            return self
+        if not self.database_url.startswith("postgresql+asyncpg://"):
+            raise ValueError("REPOGATE_DATABASE_SESSION_URL is for a PostgreSQL database only")
+        if not self.database_session_url.startswith("postgresql+asyncpg://"):
+            raise ValueError("REPOGATE_DATABASE_SESSION_URL must be a postgresql:// URL")
+        return self
 
     @field_validator("redis_url")
     @classmethod
@@ -234,6 +250,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _pgbouncer_leaves_the_feed_a_session(self) -> Settings:
+        if self.database_session_url is None and self.db_pgbouncer and self.cache_entities:
+            # The change log is followed on a connection of the process's own, with
+            # session settings (and, with Redis, a session-level lock) that a pooler
+            # in transaction mode does not keep.
+            raise ValueError(
+                "REPOGATE_DB_PGBOUNCER=true needs REPOGATE_DATABASE_SESSION_URL: a "
+                "connection straight to PostgreSQL (or through a session-mode pool) on "
+                "which each process follows the change log that keeps caches coherent; "
+                "or set REPOGATE_CACHE_ENTITIES=false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _otlp_has_endpoint(self) -> Settings:
         if self.trace_exporter == "otlp" and self.otlp_endpoint is None:
             raise ValueError("REPOGATE_TRACE_EXPORTER=otlp needs REPOGATE_OTLP_ENDPOINT")
@@ -282,6 +312,7 @@ class Settings(BaseSettings):
         return self
 
     @field_validator(
+        "database_session_url",
         "api_keys_file",
         "jwt_secret",
         "jwt_public_key_file",

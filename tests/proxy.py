@@ -23,12 +23,15 @@ class Proxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
-    async def close(self) -> None:
-        """Stops listening and cuts every connection, as a database that dies would."""
+    async def refuse(self) -> None:
+        """Stops listening: new connections are refused, those made go on."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
+
+    async def close(self) -> None:
+        """Stops listening and cuts every connection, as a database that dies would."""
+        await self.refuse()
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()

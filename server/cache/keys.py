@@ -8,7 +8,7 @@ the client writes can reach back over the prefix.
 
 Entity read-through keys are `rg:v1:e:{entity}:{schema_version}:{tenant}:{id}`:
 bumping an entity's schema version orphans its old entries (they expire), and
-`entity_pattern` finds one tenant's entries of one entity.
+`entity_pattern` finds one tenant's entries of one entity, or every tenant's.
 """
 
 from __future__ import annotations
@@ -40,14 +40,26 @@ def entity_key(entity: str, schema_version: int, tenant: str, id_: uuid.UUID | s
     return f"{_entity_prefix(entity, schema_version, tenant)}{id_}"
 
 
-def entity_pattern(entity: str, schema_version: int, tenant: str) -> str:
-    """A glob for every cached `entity` of `tenant` at `schema_version`."""
+def entity_pattern(entity: str, schema_version: int, tenant: str | None = None) -> str:
+    """A glob for every cached `entity` of `tenant` (None: of every tenant) at
+    `schema_version`."""
+    if tenant is None:
+        return escape(_table_prefix(entity, schema_version)) + "*"
     return escape(_entity_prefix(entity, schema_version, tenant)) + "*"
 
 
+def every_entity_pattern() -> str:
+    """A glob for every entity entry, whatever its entity, version and tenant."""
+    return f"{ROOT}e:*"
+
+
 def _entity_prefix(entity: str, schema_version: int, tenant: str) -> str:
+    return f"{_table_prefix(entity, schema_version)}{validate_tenant(tenant)}:"
+
+
+def _table_prefix(entity: str, schema_version: int) -> str:
     if not _ENTITY.fullmatch(entity):
         raise ValueError(f"entity names are lower_snake_case, not {entity!r}")
     if schema_version < 0:
         raise ValueError("schema_version must not be negative")
-    return f"{ROOT}e:{entity}:{schema_version}:{validate_tenant(tenant)}:"
+    return f"{ROOT}e:{entity}:{schema_version}:"

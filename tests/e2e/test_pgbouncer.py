@@ -67,6 +67,8 @@ async def start(bouncer: PgBouncer, own_url: str) -> AsyncIterator[Any]:
         fields: dict[str, Any] = {
             "listen": "127.0.0.1:0",
             "database_url": bouncer.url(own_url),
+            # The change log is followed past the pooler, as the README says.
+            "database_session_url": own_url,
             "shutdown_grace": 1,
             "purge_interval": 0,
             "access_log": False,
@@ -287,7 +289,12 @@ async def test_without_the_flag_pooler_failures_are_unavailable_and_open_the_bre
 def test_commands_run_through_pgbouncer(
     tmp_path: Path, bouncer: PgBouncer, own_url: str, command: str
 ) -> None:
-    env = cli_env(tmp_path, database_url=bouncer.url(own_url), db_pgbouncer="true")
+    env = cli_env(
+        tmp_path,
+        database_url=bouncer.url(own_url),
+        db_pgbouncer="true",
+        database_session_url=own_url,
+    )
 
     results = [run([command], env, tmp_path) for _ in range(2)]
 
@@ -298,7 +305,12 @@ async def test_two_migrations_at_once_through_pgbouncer(own_url: str, tmp_path: 
     # The migration lock is transaction-level: it serialises them through the pooler too.
     async with fresh_database() as empty:
         with running(empty) as bouncer:
-            env = cli_env(tmp_path, database_url=bouncer.url(empty), db_pgbouncer="true")
+            env = cli_env(
+                tmp_path,
+                database_url=bouncer.url(empty),
+                db_pgbouncer="true",
+                database_session_url=empty,
+            )
             results = await asyncio.gather(
                 *(asyncio.to_thread(run, ["migrate"], env, tmp_path) for _ in range(2))
             )

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, MetaData, Table, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from repositories import change_log
 from repositories.database import Database, create_engine
 from repositories.errors import AlreadyExists
 from repositories.messages import MessageRepository
@@ -47,6 +48,12 @@ EXPRESSION_INDEX_WARNINGS = [
 ]
 
 
+def described(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Leaves out, before reflecting it, the change log: the migrations' own table, read
+    with plain SQL only (repositories/change_log.py)."""
+    return not (type_ == "table" and name == change_log.TABLE)
+
+
 def schema_diff(conn: Connection, target: MetaData = metadata) -> list[Any]:
     dialect = conn.dialect.name
 
@@ -58,7 +65,12 @@ def schema_diff(conn: Connection, target: MetaData = metadata) -> list[Any]:
 
     context = MigrationContext.configure(
         conn,
-        opts={"compare_type": True, "compare_server_default": True, "include_object": made_here},
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            "include_object": made_here,
+            "include_name": described,
+        },
     )
     return list(compare_metadata(context, target))
 
@@ -313,3 +325,65 @@ async def test_0003_downgrades_and_upgrades_again(fresh: Database) -> None:
     assert await current_revision(fresh.engine) == head_revision()
     assert await run_sync(fresh.engine, schema_diff) == []
     assert await fetch(fresh, tenant, kept["id"]) == kept
+
+
+# ------------------------------------------------------------ 0005: change notifications
+
+
+def triggers(conn: Connection) -> set[tuple[str, str]]:
+    """(table, trigger) for every trigger the schema defines (none internal)."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"))
+    else:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, t.tgname FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal"
+            )
+        )
+    return {(table, name) for table, name in rows}
+
+
+def change_log_exists(conn: Connection) -> tuple[bool, bool]:
+    """Whether the change log's function and its table exist."""
+    function = text("SELECT count(*) FROM pg_proc WHERE proname = :name")
+    table = text("SELECT count(*) FROM pg_class WHERE relname = :name AND relpersistence = 'u'")
+    return (
+        bool(conn.execute(function, {"name": change_log.FUNCTION}).scalar_one()),
+        bool(conn.execute(table, {"name": change_log.TABLE}).scalar_one()),
+    )
+
+
+ENTITY_TABLES = ("users", "sessions", "messages", "jobs")
+
+
+def recording(*tables: str) -> set[tuple[str, str]]:
+    events = ("update", "delete", "truncate")
+    return {(table, change_log.trigger_name(table, event)) for table in tables for event in events}
+
+
+async def test_entity_tables_record_their_writes_on_postgresql_only(database: Database) -> None:
+    found = await run_sync(database.engine, triggers)
+
+    if database.dialect == "sqlite":
+        assert found == set()
+    else:
+        assert found == recording(*ENTITY_TABLES)
+        assert await run_sync(database.engine, change_log_exists) == (True, True)
+
+
+@pytest.mark.filterwarnings(*EXPRESSION_INDEX_WARNINGS)
+async def test_0005_downgrades_and_upgrades_again(fresh: Database) -> None:
+    await downgrade(fresh.engine, "0004")
+
+    assert await current_revision(fresh.engine) == "0004"
+    assert await run_sync(fresh.engine, triggers) == set()
+    if fresh.dialect == "postgresql":
+        assert await run_sync(fresh.engine, change_log_exists) == (False, False)
+
+    await upgrade(fresh.engine)
+
+    assert await current_revision(fresh.engine) == head_revision()
+    expected = recording(*ENTITY_TABLES) if fresh.dialect == "postgresql" else set()
+    assert await run_sync(fresh.engine, triggers) == expected
+    assert await run_sync(fresh.engine, schema_diff) == []

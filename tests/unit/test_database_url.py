@@ -44,7 +44,18 @@ def test_the_flag_turns_the_statement_cache_off() -> None:
     _, arguments = connect_arguments("postgresql+asyncpg://app@db/app", pgbouncer=True)
 
     assert arguments == {"statement_cache_size": 0}
-    assert Settings(database_url=PG, db_pgbouncer=True).engine_options().pgbouncer
+    assert (
+        Settings(database_url=PG, db_pgbouncer=True, database_session_url=PG)
+        .engine_options()
+        .pgbouncer
+    )
+
+
+def test_the_flag_needs_a_session_url_for_coherent_caches() -> None:
+    with pytest.raises(ValidationError, match="REPOGATE_DATABASE_SESSION_URL"):
+        Settings(database_url=PG, db_pgbouncer=True)
+
+    assert Settings(database_url=PG, db_pgbouncer=True, cache_entities=False).db_pgbouncer
 
 
 def test_other_databases_keep_their_query_as_it_is() -> None:

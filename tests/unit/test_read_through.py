@@ -4,6 +4,7 @@ between a slow reader and a committed write, and a failed invalidation."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -172,3 +173,110 @@ async def test_turned_off_it_always_loads() -> None:
 
     assert table.loads == 2
     assert len(backend) == 0
+
+
+async def test_a_slow_reader_cannot_fill_over_a_bulk_change() -> None:
+    table, cache = Table(), read_through(MemoryBackend())
+    loaded, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_load() -> tuple[Value, int]:
+        old = Value(value=table.value), table.version
+        loaded.set()
+        await release.wait()  # a bulk write commits and is forgotten meanwhile
+        return old
+
+    slow = asyncio.ensure_future(cache.get("users", ROW, slow_load, Value.FromString))
+    await loaded.wait()
+    table.value = "bulk"  # a statement that named no rows: no tombstone to outrank the fill
+    await cache.forget(Changes(tables={("users", TENANT)}))
+    release.set()
+
+    assert (await slow).value == "v1"
+    assert await get(cache, table) == "bulk"
+
+
+async def test_a_change_to_every_tenant_drops_each_ones_entries() -> None:
+    backend = MemoryBackend()
+    table, cache = Table(), read_through(backend)
+    await get(cache, table)
+    await backend.set("rg:v1:c:acme:mine", b"a client's key")
+
+    table.value = "truncated and refilled"
+    await cache.forget(Changes(everywhere={"users"}))
+
+    assert await get(cache, table) == "truncated and refilled"
+    assert await backend.get("rg:v1:c:acme:mine") == b"a client's key"
+
+
+async def test_rows_of_tenants_no_call_can_name_are_skipped() -> None:
+    table, cache = Table(), read_through(MemoryBackend())
+    await get(cache, table)
+
+    done = await cache.apply(
+        Changes(rows=[("users", "a tool's tenant", ROW, 5)], tables={("users", "x:y")})
+    )
+
+    assert done
+    assert await get(cache, table) == "v1"
+
+
+def gated(backend: MemoryBackend, bound: float = 60) -> ReadThrough:
+    cache = ReadThrough(ResilientCache(backend), 60, bound=bound)
+    cache.register("users", Value)
+    return cache
+
+
+async def test_a_gated_cache_is_unused_until_its_channel_confirms() -> None:
+    backend = MemoryBackend()
+    table, cache = Table(), gated(backend)
+
+    before = [await get(cache, table), await get(cache, table)]
+    cache.confirm(time.monotonic())
+    after = [await get(cache, table), await get(cache, table)]
+
+    assert before == after == ["v1", "v1"]
+    assert table.loads == 3  # two around the cache, then one fill and a hit
+
+
+async def test_a_gated_cache_is_unused_once_its_last_confirmation_is_older_than_the_bound() -> None:
+    table, cache = Table(), gated(MemoryBackend(), bound=1.0)
+    cache.confirm(time.monotonic())
+    await get(cache, table)
+
+    cache.confirm(time.monotonic() - 5)  # an old beat moves nothing back
+    still = cache.gate_open
+    stale = gated(MemoryBackend(), bound=1.0)
+    stale.confirm(time.monotonic() - 1.5)  # the channel last proved itself 1.5 s ago
+
+    assert still
+    assert not stale.gate_open
+    await get(stale, table)
+    await get(stale, table)
+    assert table.loads == 3  # the stale gate kept both reads off its cache
+
+
+async def test_drop_forgets_every_entity_entry_and_keeps_a_slow_fill_out() -> None:
+    backend = MemoryBackend()
+    table, cache = Table(), read_through(backend)
+    await get(cache, table)
+    await backend.set("rg:v1:c:acme:mine", b"a client's key")
+    loaded, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_load() -> tuple[Value, int]:
+        loaded.set()
+        await release.wait()  # the process drops its cache meanwhile
+        return Value(value="read before the drop"), 1
+
+    slow = asyncio.ensure_future(cache.get("users", uuid.uuid4(), slow_load, Value.FromString))
+    await loaded.wait()
+    dropped = await cache.drop()
+    release.set()
+    await slow
+
+    assert dropped
+    assert await _keys(backend) == ["rg:v1:c:acme:mine"]
+
+
+async def _keys(backend: MemoryBackend) -> list[str]:
+    found, _ = await backend.scan("*", "", 1000)
+    return found
