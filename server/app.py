@@ -35,6 +35,7 @@ from repositories.maintenance import purge_due
 from repositories.profiler import SlowStatements
 from repositories.transactions import TransactionRegistry
 from server import auth, cache, tls
+from server.answers import Answers
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
 from server.handlers import generic_only
@@ -166,7 +167,8 @@ class Repogate:
             (JOB_SERVICE, jobs),
         ]
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
-            TransactionService(units, entity_methods(services)), registry
+            TransactionService(units, entity_methods(services), Answers(s.max_message_bytes)),
+            registry,
         )
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheService(
@@ -285,6 +287,7 @@ def _policy(s: Settings) -> Policy:
         retention=timedelta(seconds=s.soft_delete_retention) if s.soft_delete_retention else None,
         request_id_ttl=timedelta(seconds=s.request_id_ttl),
         estimate_threshold=s.count_estimate_threshold,
+        max_message_bytes=s.max_message_bytes,
     )
 
 

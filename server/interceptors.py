@@ -18,9 +18,9 @@ import grpc
 from grpc import aio
 
 from repositories.errors import DomainError
-from server import access, context, errors
+from server import access, answers, context, errors
 from server.call_stats import CallStats
-from server.wrapping import Behaviour, BehaviourInterceptor, final_code, split_method
+from server.wrapping import Behaviour, BehaviourInterceptor, Serializer, final_code, split_method
 
 log = logging.getLogger("repogate.rpc")
 
@@ -50,6 +50,10 @@ class RequestInterceptor(BehaviourInterceptor):
         tenant_required = service_of(method) in self._tenant_scoped
         record = partial(self._calls.record, method) if self._calls else None
         return _bounded(behaviour, tenant_required, record, method)
+
+    def serializer(self, serialize: Serializer) -> Serializer:
+        # Writes answer with their response already serialized (server/answers.py).
+        return answers.passing(serialize)
 
 
 def _bounded(

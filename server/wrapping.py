@@ -20,6 +20,7 @@ from grpc import aio
 log = logging.getLogger("repogate.rpc")
 
 Behaviour = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+Serializer = Callable[[Any], bytes] | None
 
 # Codes that mean the server failed; the rest are the caller's doing or an answer.
 SERVER_FAULTS = frozenset(
@@ -55,6 +56,10 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         """The behaviour to run in place of `behaviour` for calls of `method`."""
 
+    def serializer(self, serialize: Serializer) -> Serializer:
+        """The response serializer to use in place of `serialize`; the same by default."""
+        return serialize
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -74,7 +79,7 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
                 self.wrap(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=self.serializer(handler.response_serializer),
             )
         return wrapped
 
