@@ -85,14 +85,16 @@ class Units:
         # With a deadline, gRPC cancels the call when it passes; without, this does.
         limit = None if context.current().deadline is not None else self._retry.statement_timeout
         try:
-            async with asyncio.timeout(limit), self.breaker.guard():
-                return await self._routed(work, write=write, one_write=one_write)
+            async with asyncio.timeout(limit) as timer, self.breaker.guard():
+                return await self._routed(work, write=write, one_write=one_write, timer=timer)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the call's database work took longer than {limit:g}s and was cancelled"
             ) from None
 
-    async def _routed(self, work: Work[T], *, write: bool, one_write: bool) -> T:
+    async def _routed(
+        self, work: Work[T], *, write: bool, one_write: bool, timer: asyncio.Timeout
+    ) -> T:
         tenant = context.tenant()
         actor = context.actor() if write else None
         transaction_id = context.transaction_id()
@@ -111,6 +113,9 @@ class Units:
                     result = await work(uow)
                     if write:
                         await uow.commit()
+                        # Committed: the statement timeout, which answers that the work
+                        # was undone, no longer applies (caches are told next).
+                        timer.reschedule(None)
             except BaseException:
                 # Failed, but perhaps after its changes landed (autocommit, or a COMMIT
                 # whose answer was cut off): caches forget them all the same.

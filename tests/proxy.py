@@ -1,4 +1,5 @@
-"""A TCP proxy on loopback that a test closes and reopens: a database that goes away."""
+"""A TCP proxy on loopback that a test closes and reopens: a database that goes away,
+or (with `reply_delay`) one that answers slowly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        # Seconds each reply from the target waits before it is passed on.
+        self.reply_delay = 0.0
 
     async def open(self) -> int:
         """Listens (again, on the same port once it has one); returns the port."""
@@ -36,13 +39,17 @@ class Proxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer, self))
         self._writers -= {writer, up_writer}
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slowed: Proxy | None = None
+) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         while data := await reader.read(65536):
+            if slowed is not None and slowed.reply_delay > 0:
+                await asyncio.sleep(slowed.reply_delay)
             writer.write(data)
             await writer.drain()
     writer.close()

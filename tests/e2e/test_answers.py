@@ -21,6 +21,7 @@ from google.protobuf import any_pb2, field_mask_pb2
 from google.protobuf.message import Message
 from grpc import aio
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2
 from repogate.v1 import transaction_pb2 as tx_pb2
@@ -28,8 +29,10 @@ from repositories.database import Database
 from repositories.tables import jobs, messages, request_ids, sessions, users
 from server.app import Repogate
 from server.settings import Settings
+from tests.cache_support import REDIS_URL, require_redis
 from tests.e2e.domain import Stubs, new_session, new_user, struct
-from tests.e2e.support import fails
+from tests.e2e.support import StartRepogate, create, fails, get, update
+from tests.proxy import Proxy
 from tests.rpc import ErrorDetails, details, md
 
 pytestmark = pytest.mark.e2e
@@ -351,3 +354,34 @@ async def test_an_update_whose_row_grew_past_the_limit_is_not_written(
 
     assert await snapshot(database, tenant) == before
     too_large(error)
+
+
+# ------------------------------------------------------------ after COMMIT
+
+
+async def test_a_committed_write_is_not_answered_as_timed_out_while_caches_are_told(
+    start_repogate: StartRepogate, tenant: str
+) -> None:
+    """The statement timeout bounds the database work; once that has committed, a slow
+    cache invalidation cannot turn the answer into STATEMENT_TIMEOUT ("undone")."""
+    await require_redis()
+    redis = make_url(REDIS_URL)
+    proxy = Proxy(redis.host or "127.0.0.1", redis.port or 6379)
+    await proxy.open()
+    try:
+        app = await start_repogate(
+            redis_url=redis.set(host="127.0.0.1", port=proxy.port).render_as_string(),
+            cache_timeout=5,
+            db_statement_timeout=0.5,
+        )
+        ann = await create(app.users, tenant, username="ann")
+        ann.display_name = "Ann"
+        proxy.reply_delay = 0.8  # every Redis reply, the invalidation's included
+
+        renamed = await update(app.users, tenant, ann, ["display_name"])
+
+        proxy.reply_delay = 0.0
+        assert (await get(app.users, tenant, ann.id)) == renamed
+        assert renamed.display_name == "Ann"
+    finally:
+        await proxy.close()
