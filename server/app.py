@@ -38,6 +38,7 @@ from server import auth, cache, tls
 from server.answers import Answers
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
+from server.drain import Drain
 from server.handlers import generic_only
 from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
@@ -100,6 +101,7 @@ class Repogate:
         self._watcher: asyncio.Task[None] | None = None
         self.breakers: dict[str, Breaker] = {}
         self.calls = CallStats()
+        self._drain = Drain()
         self.units: Units | None = None
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
@@ -123,7 +125,7 @@ class Repogate:
             interceptors=[
                 *tracing.interceptors(),
                 *metrics.interceptors(),
-                RequestInterceptor(TENANT_SCOPED, calls=self.calls),
+                RequestInterceptor(TENANT_SCOPED, calls=self.calls, drain=self._drain),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *auth.interceptors(s),
             ],
@@ -204,9 +206,12 @@ class Repogate:
         log.info("repogate listening on %s (%s)", self.address, self._db.dialect)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, stops accepting, drains calls for `grace` seconds, rolls back
-        open transactions, closes pools."""
+        """Reports NOT_SERVING, refuses new calls (UNAVAILABLE) while those in flight finish
+        within `grace` seconds, then closes the port, rolls back open transactions, closes
+        pools (see server/drain.py)."""
         grace = self.settings.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
         await self._health.enter_graceful_shutdown()
         for task in (self._purger, self._reaper, self._watcher):
             if task is not None:
@@ -215,7 +220,9 @@ class Repogate:
                     await task
         self._purger = self._reaper = self._watcher = None
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._drain.close(max(0.0, end - loop.time()))
+            # No Repogate call is left; health and reflection calls get what grace remains.
+            await self._server.stop(max(0.0, end - loop.time()))
             self._server = None
         if self.cache is not None:
             await self.cache.close()
