@@ -23,7 +23,17 @@ from sqlalchemy.engine import make_url
 from repogate.v1 import user_pb2, user_pb2_grpc
 from tests.cache_support import REDIS_URL, require_redis
 from tests.e2e.support import StartRepogate, create, update
-from tests.e2e.test_cli import EXIT_TIMEOUT, RPC_TIMEOUT, Server, cli_env, free_port, serving
+from tests.e2e.test_cli import (
+    EXIT_TIMEOUT,
+    REPOGATE,
+    RPC_TIMEOUT,
+    START_TIMEOUT,
+    Server,
+    _kill,
+    cli_env,
+    free_port,
+    serving,
+)
 from tests.polling import eventually
 from tests.rpc import details, md
 
@@ -121,6 +131,31 @@ async def test_a_burst_before_sigterm_to_the_supervisor_is_answered_ok_or_unavai
     env["REPOGATE_LISTEN"] = f"127.0.0.1:{free_port()}"
 
     await check_bursts(env, tmp_path, postgresql_url)
+
+
+async def test_sigterm_while_the_workers_start_stops_the_supervisor_with_exit_0(
+    tmp_path: Path, postgresql_url: str
+) -> None:
+    """Workers still starting die of the SIGTERM they cannot catch yet, or are told to
+    stop as they are started: either way they stopped as asked, having served nothing."""
+    await require_redis()
+    env = cli_env(tmp_path, database_url=postgresql_url, redis_url=REDIS_URL, workers="2")
+    env["REPOGATE_LISTEN"] = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "supervisor.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(REPOGATE), "serve", env=env, cwd=tmp_path, stdout=out, stderr=out
+        )
+    try:
+        await eventually(
+            lambda: "supervising" in log.read_text(), "the supervisor to start", START_TIMEOUT
+        )
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), EXIT_TIMEOUT)
+    finally:
+        await _kill(proc)
+
+    assert code == 0, log.read_text()
 
 
 async def test_a_call_that_outlives_the_grace_is_unavailable_and_undone(
