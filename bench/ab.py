@@ -3,9 +3,10 @@
 Two Repogate servers run side by side on one seeded database, A and B, each with its
 own settings (`--a`, `--b`) or code (`--a-path`, `--b-path`: a checkout put first on
 PYTHONPATH, e.g. a `git worktree` of the commit before). Rounds alternate ABAB, BABA,
-each a few seconds of h2load GetUser on one server, and the report is the median of
-the rounds' differences in server CPU per call. Single runs drift by a fifth on shared
-machines; a paired median holds to about ten microseconds.
+each a few seconds of h2load on one server calling GetUser (a cached read), or
+UpdateUser of one row (`--call UpdateUser`, a single-row write), and the report is the
+median of the rounds' differences in server CPU per call. Single runs drift by a fifth
+on shared machines; a paired median holds to about ten microseconds.
 
     python -m bench.ab --b REPOGATE_ACCESS_LOG=true
     python -m bench.ab --a-path /tmp/before --a REPOGATE_CACHE_ENTITIES=false \\
@@ -23,13 +24,28 @@ import statistics
 import sys
 from pathlib import Path
 
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+
 from bench import h2load, seed
 from bench.procs import Server, free_port
 from bench.run import BIN, RESULTS, env_for, repogate_env
 from repogate.v1 import user_pb2
 
 TENANT = f"{seed.TENANT_PREFIX}0"
-GET_USER = "repogate.v1.UserService/GetUser"
+
+
+def _update_user(id_: str) -> Message:
+    user = user_pb2.User(id=id_, display_name="ab")
+    mask = field_mask_pb2.FieldMask(paths=["display_name"])
+    return user_pb2.UpdateUserRequest(user=user, update_mask=mask)
+
+
+# Calls that can be repeated with one request body, by method: the request for a user id.
+CALLS = {
+    "GetUser": lambda id_: user_pb2.GetUserRequest(id=id_),
+    "UpdateUser": _update_user,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--a-path", type=Path, help="checkout whose code A runs")
     parser.add_argument("--b-path", type=Path, help="checkout whose code B runs")
+    parser.add_argument("--call", choices=sorted(CALLS), default="GetUser")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8, help="h2load connections")
+    parser.add_argument("--streams", type=int, default=4, help="h2load streams per connection")
     parser.add_argument("--seconds", type=float, default=3.0, help="per server per round")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database", default="repogate_ab")
@@ -96,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(server)
             server.wait_serving()
             started[name] = server
-        body = h2load.frame(user_pb2.GetUserRequest(id=user_id))
-        load = h2load.Load(8, 4, args.seconds)
+        body = h2load.frame(CALLS[args.call](user_id))
+        load = h2load.Load(args.clients, args.streams, args.seconds)
         costs: dict[str, list[float]] = {"A": [], "B": []}
         for round_ in range(args.rounds):
             order = "AB" if round_ % 2 == 0 else "BA"
             for name in order:
                 server = started[name]
-                url = f"http://{server.address}/{GET_USER}"
+                url = f"http://{server.address}/repogate.v1.UserService/{args.call}"
                 costs[name].append(cpu_per_call(server, url, body, load))
             print(
                 f"round {round_ + 1}: A {costs['A'][-1]:.0f} µs, B {costs['B'][-1]:.0f} µs",
@@ -113,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"A: {templates['A'] or 'defaults'}")
         print(f"B: {templates['B'] or 'defaults'}")
         print(
-            f"server CPU per GetUser: A {statistics.median(costs['A']):.0f} µs, "
+            f"server CPU per {args.call}: A {statistics.median(costs['A']):.0f} µs, "
             f"B {statistics.median(costs['B']):.0f} µs; B - A per round "
             f"{', '.join(f'{d:+.0f}' for d in sorted(differences))}; "
             f"median {statistics.median(differences):+.0f} µs"

@@ -9,6 +9,7 @@ rolls back and it replays what the winner stored.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,11 @@ class Recorded:
     method: str
     digest: str
     response: bytes
+
+    @property
+    def items(self) -> list[bytes]:
+        """The serialized messages its response held, in order."""
+        return unpack(self.response)
 
 
 class RequestLog(ScopedTable):
@@ -60,6 +66,21 @@ class RequestLog(ScopedTable):
         }
         await self._execute(self.scope.insert([row]))
 
-    async def complete(self, id_: uuid.UUID, response: bytes) -> None:
-        """Stores the response a retry will get."""
-        await self._execute(self.scope.update({"response": response}).where(self.c.id == id_))
+    async def complete(self, id_: uuid.UUID, items: Sequence[bytes]) -> None:
+        """Stores the response a retry will get: the messages it held, serialized."""
+        stmt = self.scope.update({"response": pack(items)}).where(self.c.id == id_)
+        await self._execute(stmt)
+
+
+def pack(items: Sequence[bytes]) -> bytes:
+    """Length-prefixed items."""
+    return b"".join(len(item).to_bytes(4, "big") + item for item in items)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    items, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        items.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return items

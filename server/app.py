@@ -36,8 +36,10 @@ from repositories.profiler import SlowStatements
 from repositories.transaction_ids import TransactionIds
 from repositories.transactions import TransactionRegistry
 from server import auth, cache, coherence, peers, tls
+from server.answers import Answers
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
+from server.drain import Drain
 from server.forwarding import Forwarder, ForwardingInterceptor
 from server.handlers import generic_only
 from server.interceptors import RequestInterceptor
@@ -115,6 +117,7 @@ class Repogate:
         self._peers: peers.Peers | None = None
         self.breakers: dict[str, Breaker] = {}
         self.calls = CallStats()
+        self._drain = Drain()
         self.units: Units | None = None
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
@@ -147,7 +150,7 @@ class Repogate:
             interceptors=[
                 *tracing.interceptors(),
                 *metrics.interceptors(),
-                RequestInterceptor(TENANT_SCOPED, calls=self.calls),
+                RequestInterceptor(TENANT_SCOPED, calls=self.calls, drain=self._drain),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *auth.interceptors(s),
                 # Innermost: a call is authenticated here before it is forwarded, and
@@ -202,7 +205,10 @@ class Repogate:
             (JOB_SERVICE, jobs),
         ]
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
-            TransactionService(units, entity_methods(services), forwarder), registry
+            TransactionService(
+                units, entity_methods(services), forwarder, Answers(s.max_message_bytes)
+            ),
+            registry,
         )
         cache_pb2_grpc.add_CacheServiceServicer_to_server(
             CacheService(
@@ -252,9 +258,12 @@ class Repogate:
         )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING (every name, LIVENESS included), stops accepting, drains calls
-        for `grace` seconds, rolls back open transactions, closes pools."""
+        """Reports NOT_SERVING (every name, LIVENESS included), refuses new calls
+        (UNAVAILABLE) while those in flight finish within `grace` seconds, then closes the
+        port, rolls back open transactions, closes pools (see server/drain.py)."""
         grace = self.settings.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
         await self._health.enter_graceful_shutdown()
         for task in (self._purger, self._reaper, self._watcher):
             if task is not None:
@@ -263,7 +272,9 @@ class Repogate:
                     await task
         self._purger = self._reaper = self._watcher = None
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._drain.close(max(0.0, end - loop.time()))
+            # No Repogate call is left; health and reflection calls get what grace remains.
+            await self._server.stop(max(0.0, end - loop.time()))
             self._server = None
         if self._peers is not None:
             await self._peers.close()
@@ -342,6 +353,7 @@ def _policy(s: Settings) -> Policy:
         retention=timedelta(seconds=s.soft_delete_retention) if s.soft_delete_retention else None,
         request_id_ttl=timedelta(seconds=s.request_id_ttl),
         estimate_threshold=s.count_estimate_threshold,
+        max_message_bytes=s.max_message_bytes,
     )
 
 

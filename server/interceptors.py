@@ -18,12 +18,14 @@ import grpc
 from grpc import aio
 
 from repositories.errors import DomainError
-from server import access, context, errors, parsing
+from server import access, answers, context, errors, parsing
 from server.call_stats import CallStats
+from server.drain import Drain, ShuttingDown
 from server.wrapping import (
     Behaviour,
     BehaviourInterceptor,
     Deserializer,
+    Serializer,
     final_code,
     split_method,
 )
@@ -47,15 +49,21 @@ class RequestInterceptor(BehaviourInterceptor):
         tenant_scoped: Collection[str],
         prefix: str = "/repogate.",
         calls: CallStats | None = None,
+        drain: Drain | None = None,
     ) -> None:
         super().__init__(prefix)
         self._tenant_scoped = frozenset(tenant_scoped)
         self._calls = calls
+        self._drain = drain or Drain()
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         tenant_required = service_of(method) in self._tenant_scoped
         record = partial(self._calls.record, method) if self._calls else None
-        return _bounded(behaviour, tenant_required, record, method)
+        return _bounded(behaviour, tenant_required, record, method, self._drain)
+
+    def serializer(self, serialize: Serializer) -> Serializer:
+        # Writes answer with their response already serialized (server/answers.py).
+        return answers.passing(serialize)
 
     def deserializer(self, deserializer: Deserializer | None) -> Deserializer | None:
         # A request that does not parse arrives as an Unparsable, refused below.
@@ -63,7 +71,7 @@ class RequestInterceptor(BehaviourInterceptor):
 
 
 def _bounded(
-    behaviour: Behaviour, tenant_required: bool, record: Record | None, method: str
+    behaviour: Behaviour, tenant_required: bool, record: Record | None, method: str, drain: Drain
 ) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -72,7 +80,10 @@ def _bounded(
         deadline = None if remaining is None else time.monotonic() + remaining
         rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
         token = context.bind(rc)
+        admitted = False
         try:
+            drain.admit()
+            admitted = True
             if tenant_required:
                 rc.require_tenant()
                 context.validate_actor(rc.actor)
@@ -84,7 +95,18 @@ def _bounded(
             status = errors.to_status(exc, rc.request_id)
             code = status.code
             await _abort(ctx, status)
-        except (aio.AbortError, asyncio.CancelledError) as exc:
+        except asyncio.CancelledError as exc:
+            if not drain.cut():
+                code = final_code(ctx, exc)
+                raise
+            # Cancelled by the drain at the end of the shutdown grace, not by its client.
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            status = errors.to_status(ShuttingDown(cut=True), rc.request_id)
+            code = status.code
+            await _abort(ctx, status)
+        except aio.AbortError as exc:
             code = final_code(ctx, exc)
             raise
         except Exception:
@@ -92,6 +114,8 @@ def _bounded(
             log.exception("unhandled error (request_id=%s)", rc.request_id)
             await _abort(ctx, errors.internal_status(rc.request_id))
         finally:
+            if admitted:
+                drain.leave()
             context.unbind(token)
             elapsed = time.perf_counter() - started
             if record is not None:

@@ -7,7 +7,6 @@ each RPC becomes a line calling into this class with the request message.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,11 +19,11 @@ from sqlalchemy import ColumnElement, and_
 from repogate.v1 import query_pb2
 from repositories.base import Repository, Row
 from repositories.database import RepositorySource
-from repositories.errors import AlreadyExists, Conflict, InvalidArgument
+from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
-from repositories.request_log import Recorded, RequestLog
-from server import context, validation
+from server import context, request_ids, validation
+from server.answers import Answers, Encoded, R
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -68,6 +67,8 @@ class Policy:
     request_id_ttl: timedelta = timedelta(hours=24)
     # ESTIMATED counts stay exact while the planner expects fewer rows.
     estimate_threshold: int = 10_000
+    # The largest response the server sends (REPOGATE_MAX_MESSAGE_BYTES).
+    max_message_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Page(Generic[M]):
 
 
 Work = Callable[[Repository], Awaitable[list[Row]]]
+# How a write's rows become its answer: the one message, or a response holding them.
+Shape = type[Message] | None
 # A condition a domain search adds to a List, and the text that names it in page tokens.
 Narrowing = tuple[ColumnElement[bool], str]
 
@@ -99,18 +102,21 @@ class StandardMethods(Generic[M]):
         cache.register(self._table, resource.mapping.message_cls)
         self._tokens = tokens
         self._policy = policy
+        self._answers = Answers(policy.max_message_bytes)
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
         self._sort_columns = entity.sort_columns()
         self._unique = sorted(set(entity.unique_fields.values()))
-        # Single-row writes whose one statement may run in autocommit (Units.write).
+        # Single-row writes whose one statement may run in autocommit (Units.write): it
+        # commits as it runs, so only where every row's answer is known to fit.
         repository = resource.repository
+        fits = self._answers.always_fit(entity.table)
         self._one_write = {
-            "create": repository.inherits("create", "create_many"),
-            "update": repository.inherits("update", "_change_one"),
-            "undelete": repository.inherits("undelete", "_change_one"),
-            "delete": repository.inherits("delete_many"),
+            "create": fits and repository.inherits("create", "create_many"),
+            "update": fits and repository.inherits("update", "_change_one"),
+            "undelete": fits and repository.inherits("undelete", "_change_one"),
+            "delete": fits and repository.inherits("delete_many"),
         }
 
     # ------------------------------------------------------------ reads
@@ -180,16 +186,15 @@ class StandardMethods(Generic[M]):
 
     # ------------------------------------------------------------ writes
 
-    async def create(self, request: Any) -> M:
+    async def create(self, request: Any) -> Encoded[M]:
         values = self._create_values(getattr(request, self._r.name), self._r.name)
-        (message,) = await self._write(
+        return await self._write(
             request,
             lambda repo: self._one(repo.create(values)),
             one_write=self._one_write["create"],
         )
-        return message
 
-    async def batch_create(self, request: Any) -> list[M]:
+    async def batch_create(self, request: Any, response: type[R]) -> Encoded[R]:
         items = request.requests
         validation.batch_size(len(items), "requests")
         name = self._r.name
@@ -200,18 +205,17 @@ class StandardMethods(Generic[M]):
         for field in self._unique:
             keys = [_fold(each.get(field)) for each in values]
             validation.distinct(keys, f"requests[{{}}].{name}.{field}", field)
-        return await self._write(request, lambda repo: repo.create_many(values))
+        return await self._write(request, lambda repo: repo.create_many(values), response)
 
-    async def update(self, request: Any) -> M:
+    async def update(self, request: Any) -> Encoded[M]:
         key, values, version = self._update_values(request, "")
-        (message,) = await self._write(
+        return await self._write(
             None,
             lambda repo: self._one(repo.update(key, values, version)),
             one_write=self._one_write["update"],
         )
-        return message
 
-    async def batch_update(self, request: Any) -> list[M]:
+    async def batch_update(self, request: Any, response: type[R]) -> Encoded[R]:
         validation.batch_size(len(request.requests), "requests")
         updates = [
             self._update_values(item, f"requests[{i}].") for i, item in enumerate(request.requests)
@@ -224,42 +228,42 @@ class StandardMethods(Generic[M]):
             # One statement per item: each has its own mask and etag.
             return [await repo.update(key, values, version) for key, values, version in updates]
 
-        return await self._write(request, work)
+        return await self._write(request, work, response)
 
-    async def delete(self, request: Any) -> M:
+    async def delete(self, request: Any) -> Encoded[M]:
         item = self._delete_item(request, "")
-        (message,) = await self._write(
+        return await self._write(
             None, lambda repo: self._delete_many(repo, [item]), one_write=self._one_write["delete"]
         )
-        return message
 
-    async def batch_delete(self, request: Any) -> list[M]:
+    async def batch_delete(self, request: Any, response: type[R]) -> Encoded[R]:
         validation.batch_size(len(request.requests), "requests")
         items = [
             self._delete_item(item, f"requests[{i}].") for i, item in enumerate(request.requests)
         ]
         validation.distinct([key for key, _, _ in items], "requests[{}].id", "id")
-        return await self._write(request, lambda repo: self._delete_many(repo, items))
+        return await self._write(request, lambda repo: self._delete_many(repo, items), response)
 
-    async def write_one(self, request: Message, work: Callable[[Repository], Awaitable[Row]]) -> M:
+    async def write_one(
+        self, request: Message, work: Callable[[Repository], Awaitable[Row]]
+    ) -> Encoded[M]:
         """A domain write of one row, run as the standard writes are: in the call's
         transaction, retried on conflicts, replayed to retries with its request_id."""
-        (message,) = await self._write(request, lambda repo: self._one(work(repo)))
-        return message
+        return await self._write(request, lambda repo: self._one(work(repo)))
 
-    async def write_rows(self, request: Message, work: Work) -> list[M]:
-        """As `write_one`, for work that changes any number of rows."""
-        return await self._write(request, work)
+    async def write_rows(self, request: Message, work: Work, response: type[R]) -> Encoded[R]:
+        """As `write_one`, for work that changes any number of rows: the answer is a
+        `response` whose one field holds them."""
+        return await self._write(request, work, response)
 
-    async def undelete(self, request: Any) -> M:
+    async def undelete(self, request: Any) -> Encoded[M]:
         key = validation.resource_id(request.id, "id")
         version = parse_etag(request.etag, "etag")
-        (message,) = await self._write(
+        return await self._write(
             None,
             lambda repo: self._one(repo.undelete(key, version)),
             one_write=self._one_write["undelete"],
         )
-        return message
 
     # ------------------------------------------------------------ helpers
 
@@ -313,51 +317,35 @@ class StandardMethods(Generic[M]):
         return repo.delete_many(items, retention=self._policy.retention)
 
     async def _write(
-        self, request: Message | None, work: Work, *, one_write: bool = False
-    ) -> list[M]:
-        """Runs `work` in the call's transaction. With a request id on `request`, a
-        retry replays the first response (AIP-155). `one_write`: `work` runs one write
-        statement at most; it counts only without a request id, whose record is a write too."""
+        self, request: Message | None, work: Work, shape: Shape = None, *, one_write: bool = False
+    ) -> Encoded[Any]:
+        """Runs `work` in the call's transaction and answers with its rows (`shape`: None
+        for the one row's message, else a response holding them). The answer is built
+        before the unit commits, so one gRPC could not send writes nothing. With a request
+        id on `request`, a retry replays the first answer (AIP-155). `one_write`: `work` runs
+        one write statement at most; it counts only without a request id, whose record is
+        a write too."""
+
+        async def items(uow: RepositorySource) -> list[bytes]:
+            to_message = self._r.mapping.to_message
+            return [to_message(row).SerializeToString() for row in await work(self._repo(uow))]
+
+        def answer(items: list[bytes]) -> Encoded[Any]:
+            if shape is None:
+                (item,) = items
+                return self._answers.one(item)
+            return self._answers.holding(items, shape)
+
         raw_id = getattr(request, "request_id", "") if request is not None else ""
-        if not raw_id:
-            rows = await self._units.write(lambda uow: work(self._repo(uow)), one_write=one_write)
-            return self._messages(rows)
-        assert request is not None
-        key = validation.request_id(raw_id)
-        method, digest = request.DESCRIPTOR.full_name, _digest(request)
+        if raw_id:
+            assert request is not None
+            keep = self._policy.request_id_ttl
+            return await request_ids.write_once(self._units, request, raw_id, keep, items, answer)
 
-        async def first_or_replay(uow: RepositorySource) -> list[M] | Recorded:
-            log = uow.repository(RequestLog)
-            prior = await log.find(key)
-            if prior is not None:
-                return prior
-            await log.claim(key, method, digest, self._policy.request_id_ttl)
-            messages = self._messages(await work(self._repo(uow)))
-            await log.complete(key, _pack(messages))
-            return messages
+        async def answered(uow: RepositorySource) -> Encoded[Any]:
+            return answer(await items(uow))
 
-        try:
-            outcome = await self._units.write(first_or_replay)
-        except AlreadyExists as exc:
-            if exc.field != "request_id":
-                raise
-            # A concurrent call with this id committed first: answer as it did.
-            prior = await self._units.read(lambda uow: uow.repository(RequestLog).find(key))
-            if prior is None:
-                raise Conflict("a concurrent call with this request_id failed; retry") from None
-            outcome = prior
-        if isinstance(outcome, Recorded):
-            return self._replay(outcome, method, digest)
-        return outcome
-
-    def _replay(self, prior: Recorded, method: str, digest: str) -> list[M]:
-        if (prior.method, prior.digest) != (method, digest):
-            raise InvalidArgument.field(
-                "request_id",
-                "was already used for a different request; use a new UUID for each request",
-                reason="REQUEST_ID_REUSED",
-            )
-        return [self._r.mapping.message_cls.FromString(raw) for raw in _unpack(prior.response)]
+        return await self._units.write(answered, one_write=one_write)
 
     def _count_mode(self, mode: int, default: int) -> int:
         if mode not in CountMode.values():
@@ -385,31 +373,3 @@ class StandardMethods(Generic[M]):
 def _fold(value: Any) -> Any:
     # lower(), as the unique indexes fold: casefold() would refuse what they allow.
     return value.lower() if isinstance(value, str) else value
-
-
-def _digest(request: Message) -> str:
-    """What makes two requests the same request: everything but the request id."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")
-    # Batch items' own request ids are ignored, so they do not count either.
-    for item in getattr(copy, "requests", ()):
-        if "request_id" in item.DESCRIPTOR.fields_by_name:
-            item.ClearField("request_id")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _pack(messages: Sequence[Message]) -> bytes:
-    """Length-prefixed serialized messages."""
-    return b"".join(
-        len(raw).to_bytes(4, "big") + raw for raw in (m.SerializeToString() for m in messages)
-    )
-
-
-def _unpack(data: bytes) -> list[bytes]:
-    items, at = [], 0
-    while at < len(data):
-        size = int.from_bytes(data[at : at + 4], "big")
-        items.append(data[at + 4 : at + 4 + size])
-        at += 4 + size
-    return items

@@ -95,17 +95,20 @@ class Units:
         return await self._run(work, write=True, one_write=one_write)
 
     async def _run(self, work: Work[T], *, write: bool, one_write: bool = False) -> T:
-        return await self.guarded(lambda: self._routed(work, write=write, one_write=one_write))
+        return await self.guarded(
+            lambda timer: self._routed(work, write=write, one_write=one_write, timer=timer)
+        )
 
-    async def guarded(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def guarded(self, work: Callable[[asyncio.Timeout], Awaitable[T]]) -> T:
         """Runs a call's database work through the database's breaker, within the call's
-        deadline or, when it set none, the statement timeout."""
+        deadline or, when it set none, the statement timeout; `work` is handed the timer
+        (a committed write turns it off)."""
         # With a deadline, gRPC cancels the call when it passes; without, this does.
         deadline = context.current().deadline
         limit = None if deadline is not None else self._retry.statement_timeout
         try:
-            async with asyncio.timeout(limit), self.breaker.guard():
-                return await work()
+            async with asyncio.timeout(limit) as timer, self.breaker.guard():
+                return await work(timer)
         except TimeoutError:
             self.breaker.suspect()
             raise DeadlineExceeded(
@@ -119,7 +122,9 @@ class Units:
                 self.breaker.suspect()
             raise
 
-    async def _routed(self, work: Work[T], *, write: bool, one_write: bool) -> T:
+    async def _routed(
+        self, work: Work[T], *, write: bool, one_write: bool, timer: asyncio.Timeout
+    ) -> T:
         tenant = context.tenant()
         actor = context.actor() if write else None
         transaction_id = context.transaction_id()
@@ -138,6 +143,9 @@ class Units:
                     result = await work(uow)
                     if write:
                         await uow.commit()
+                        # Committed: the statement timeout, which answers that the work
+                        # was undone, no longer applies (caches are told next).
+                        timer.reschedule(None)
             except BaseException:
                 # Failed, but perhaps after its changes landed (autocommit, or a COMMIT
                 # whose answer was cut off): caches forget them all the same.

@@ -75,8 +75,11 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
         await asyncio.gather(*pending, return_exceptions=True)
+        # A worker still starting when told to stop dies of SIGTERM before it could catch
+        # it: it never served a call, and stopped as asked.
+        stopped = (0, -signal.SIGTERM)
         codes = [proc.returncode for proc in self._procs.values()]
-        return 1 if self._failed or any(codes) else 0
+        return 1 if self._failed or any(code not in stopped for code in codes) else 0
 
     async def _keep(self, index: int) -> None:
         """Runs worker `index` until stopping, starting it again when it dies."""
@@ -85,6 +88,9 @@ class Supervisor:
             proc = self._procs[index] = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "server.cli", "serve", "--no-migrate", env=self._env(index)
             )
+            if self._stop.is_set():  # told to stop while this one was being started
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             if self._stop.is_set():
                 return

@@ -21,6 +21,7 @@ log = logging.getLogger("repogate.rpc")
 
 Behaviour = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 Deserializer = Callable[[bytes], Any]
+Serializer = Callable[[Any], bytes] | None
 
 # Codes that mean the server failed; the rest are the caller's doing or an answer.
 SERVER_FAULTS = frozenset(
@@ -63,6 +64,10 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         subclass must see requests that do not parse."""
         return deserializer
 
+    def serializer(self, serialize: Serializer) -> Serializer:
+        """The response serializer to use in place of `serialize`; the same by default."""
+        return serialize
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -83,7 +88,7 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             wrapped = self._wrapped[key] = grpc.unary_unary_rpc_method_handler(
                 self.wrap(handler.unary_unary, method),
                 request_deserializer=self.deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+                response_serializer=self.serializer(handler.response_serializer),
             )
         return wrapped
 

@@ -1,5 +1,6 @@
-"""A TCP proxy on loopback that a test closes and reopens (a database that goes away), or
-blackholes (a database behind a network that drops every packet)."""
+"""A TCP proxy on loopback that a test closes and reopens (a database that goes away),
+blackholes (a database behind a network that drops every packet), or slows (with
+`reply_delay`: a database that answers slowly)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class Proxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.port = 0
+        # Seconds each reply from the target waits before it is passed on.
+        self.reply_delay = 0.0
 
     async def open(self) -> int:
         """Listens (again, on the same port once it has one); returns the port."""
@@ -58,13 +61,19 @@ class Proxy:
             self._writers.discard(writer)
             return
         self._writers.add(up_writer)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer, replies=True)
+        )
         self._writers -= {writer, up_writer}
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if replies and self.reply_delay > 0:
+                    await asyncio.sleep(self.reply_delay)
                 writer.write(data)
                 await writer.drain()
         writer.close()

@@ -15,6 +15,7 @@ from repogate.v1 import job_pb2_grpc
 from repositories.errors import InvalidArgument
 from repositories.jobs import JobRepository, Tally
 from server import validation
+from server.answers import Encoded
 from server.mapping import MessageMapping, duration, json_object, parse_etag, stored_enum_names
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -46,7 +47,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         self._units = units
         self._jobs = StandardMethods(JOB, units, tokens, policy, cache)
 
-    async def CreateJob(self, request: pb.CreateJobRequest, context: Context) -> pb.Job:
+    async def CreateJob(self, request: pb.CreateJobRequest, context: Context) -> Encoded[pb.Job]:
         return await self._jobs.create(request)
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
@@ -67,13 +68,15 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         total, exact = await self._jobs.count(request)
         return pb.CountJobsResponse(total_size=total, total_size_exact=exact)
 
-    async def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> pb.Job:
+    async def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> Encoded[pb.Job]:
         return await self._jobs.update(request)
 
-    async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.Job:
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> Encoded[pb.Job]:
         return await self._jobs.delete(request)
 
-    async def UndeleteJob(self, request: pb.UndeleteJobRequest, context: Context) -> pb.Job:
+    async def UndeleteJob(
+        self, request: pb.UndeleteJobRequest, context: Context
+    ) -> Encoded[pb.Job]:
         return await self._jobs.undelete(request)
 
     async def BatchGetJobs(
@@ -83,24 +86,24 @@ class JobService(job_pb2_grpc.JobServiceServicer):
 
     async def BatchCreateJobs(
         self, request: pb.BatchCreateJobsRequest, context: Context
-    ) -> pb.BatchCreateJobsResponse:
-        return pb.BatchCreateJobsResponse(jobs=await self._jobs.batch_create(request))
+    ) -> Encoded[pb.BatchCreateJobsResponse]:
+        return await self._jobs.batch_create(request, pb.BatchCreateJobsResponse)
 
     async def BatchUpdateJobs(
         self, request: pb.BatchUpdateJobsRequest, context: Context
-    ) -> pb.BatchUpdateJobsResponse:
-        return pb.BatchUpdateJobsResponse(jobs=await self._jobs.batch_update(request))
+    ) -> Encoded[pb.BatchUpdateJobsResponse]:
+        return await self._jobs.batch_update(request, pb.BatchUpdateJobsResponse)
 
     async def BatchDeleteJobs(
         self, request: pb.BatchDeleteJobsRequest, context: Context
-    ) -> pb.BatchDeleteJobsResponse:
-        return pb.BatchDeleteJobsResponse(jobs=await self._jobs.batch_delete(request))
+    ) -> Encoded[pb.BatchDeleteJobsResponse]:
+        return await self._jobs.batch_delete(request, pb.BatchDeleteJobsResponse)
 
     # ------------------------------------------------------------ the queue
 
     async def ClaimNextJob(
         self, request: pb.ClaimNextJobRequest, context: Context
-    ) -> pb.ClaimNextJobResponse:
+    ) -> Encoded[pb.ClaimNextJobResponse]:
         job_types = _job_types(request.job_types)
         worker = validation.valid(request.worker_id, _worker_id, "worker_id")
 
@@ -108,12 +111,11 @@ class JobService(job_pb2_grpc.JobServiceServicer):
             job = await repo.sibling(JobRepository).claim_next(job_types, worker)
             return [] if job is None else [job]
 
-        claimed = await self._jobs.write_rows(request, claim)
-        return pb.ClaimNextJobResponse(job=claimed[0] if claimed else None)
+        return await self._jobs.write_rows(request, claim, pb.ClaimNextJobResponse)
 
     async def UpdateJobProgress(
         self, request: pb.UpdateJobProgressRequest, context: Context
-    ) -> pb.Job:
+    ) -> Encoded[pb.Job]:
         key, version = _target(request)
         if not 0 <= request.progress <= 100:
             raise InvalidArgument.field("progress", "must be from 0 to 100")
@@ -124,15 +126,17 @@ class JobService(job_pb2_grpc.JobServiceServicer):
             ),
         )
 
-    async def CompleteJob(self, request: pb.CompleteJobRequest, context: Context) -> pb.Job:
+    async def CompleteJob(
+        self, request: pb.CompleteJobRequest, context: Context
+    ) -> Encoded[pb.Job]:
         result = validation.valid(json_object(request.result), validation.json_document, "result")
         return await self._finish(request, "completed", {"result": result, "progress": 100})
 
-    async def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.Job:
+    async def FailJob(self, request: pb.FailJobRequest, context: Context) -> Encoded[pb.Job]:
         message = validation.valid(request.error_message, _error_message, "error_message")
         return await self._finish(request, "failed", {"error_message": message})
 
-    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> Encoded[pb.Job]:
         return await self._finish(request, "cancelled", {})
 
     async def GetQueuePosition(
@@ -164,7 +168,7 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         purged = await self._units.write(lambda uow: uow.repository(JobRepository).purge(cutoff))
         return pb.PurgeJobsResponse(purged_count=purged)
 
-    async def _finish(self, request: Any, status: str, values: dict[str, Any]) -> pb.Job:
+    async def _finish(self, request: Any, status: str, values: dict[str, Any]) -> Encoded[pb.Job]:
         key, version = _target(request)
         return await self._jobs.write_one(
             request, lambda repo: repo.sibling(JobRepository).finish(key, status, values, version)

@@ -13,6 +13,7 @@ from repogate.v1 import message_pb2_grpc
 from repositories.messages import MessageRepository
 from repositories.tables import messages
 from server import validation
+from server.answers import Encoded
 from server.mapping import MessageMapping, json_object
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -48,7 +49,9 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         self._units = units
         self._messages = StandardMethods(MESSAGE, units, tokens, policy, cache)
 
-    async def AppendMessage(self, request: pb.AppendMessageRequest, context: Context) -> pb.Message:
+    async def AppendMessage(
+        self, request: pb.AppendMessageRequest, context: Context
+    ) -> Encoded[pb.Message]:
         return await self._messages.create(request)
 
     async def GetMessage(self, request: pb.GetMessageRequest, context: Context) -> pb.Message:
@@ -71,15 +74,19 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         total, exact = await self._messages.count(request)
         return pb.CountMessagesResponse(total_size=total, total_size_exact=exact)
 
-    async def UpdateMessage(self, request: pb.UpdateMessageRequest, context: Context) -> pb.Message:
+    async def UpdateMessage(
+        self, request: pb.UpdateMessageRequest, context: Context
+    ) -> Encoded[pb.Message]:
         return await self._messages.update(request)
 
-    async def DeleteMessage(self, request: pb.DeleteMessageRequest, context: Context) -> pb.Message:
+    async def DeleteMessage(
+        self, request: pb.DeleteMessageRequest, context: Context
+    ) -> Encoded[pb.Message]:
         return await self._messages.delete(request)
 
     async def UndeleteMessage(
         self, request: pb.UndeleteMessageRequest, context: Context
-    ) -> pb.Message:
+    ) -> Encoded[pb.Message]:
         return await self._messages.undelete(request)
 
     async def BatchGetMessages(
@@ -89,18 +96,18 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
 
     async def BatchAppendMessages(
         self, request: pb.BatchAppendMessagesRequest, context: Context
-    ) -> pb.BatchAppendMessagesResponse:
-        return pb.BatchAppendMessagesResponse(messages=await self._messages.batch_create(request))
+    ) -> Encoded[pb.BatchAppendMessagesResponse]:
+        return await self._messages.batch_create(request, pb.BatchAppendMessagesResponse)
 
     async def BatchUpdateMessages(
         self, request: pb.BatchUpdateMessagesRequest, context: Context
-    ) -> pb.BatchUpdateMessagesResponse:
-        return pb.BatchUpdateMessagesResponse(messages=await self._messages.batch_update(request))
+    ) -> Encoded[pb.BatchUpdateMessagesResponse]:
+        return await self._messages.batch_update(request, pb.BatchUpdateMessagesResponse)
 
     async def BatchDeleteMessages(
         self, request: pb.BatchDeleteMessagesRequest, context: Context
-    ) -> pb.BatchDeleteMessagesResponse:
-        return pb.BatchDeleteMessagesResponse(messages=await self._messages.batch_delete(request))
+    ) -> Encoded[pb.BatchDeleteMessagesResponse]:
+        return await self._messages.batch_delete(request, pb.BatchDeleteMessagesResponse)
 
     # ------------------------------------------------------------ domain methods
 

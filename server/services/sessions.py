@@ -13,6 +13,7 @@ from repogate.v1 import session_pb2_grpc
 from repositories.sessions import SessionRepository
 from repositories.tables import SESSION_STATUSES
 from server import validation
+from server.answers import Encoded
 from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -49,7 +50,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self._units = units
         self._sessions = StandardMethods(SESSION, units, tokens, policy, cache)
 
-    async def CreateSession(self, request: pb.CreateSessionRequest, context: Context) -> pb.Session:
+    async def CreateSession(
+        self, request: pb.CreateSessionRequest, context: Context
+    ) -> Encoded[pb.Session]:
         return await self._sessions.create(request)
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
@@ -72,15 +75,19 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         total, exact = await self._sessions.count(request)
         return pb.CountSessionsResponse(total_size=total, total_size_exact=exact)
 
-    async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
+    async def UpdateSession(
+        self, request: pb.UpdateSessionRequest, context: Context
+    ) -> Encoded[pb.Session]:
         return await self._sessions.update(request)
 
-    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Context) -> pb.Session:
+    async def DeleteSession(
+        self, request: pb.DeleteSessionRequest, context: Context
+    ) -> Encoded[pb.Session]:
         return await self._sessions.delete(request)
 
     async def UndeleteSession(
         self, request: pb.UndeleteSessionRequest, context: Context
-    ) -> pb.Session:
+    ) -> Encoded[pb.Session]:
         return await self._sessions.undelete(request)
 
     async def BatchGetSessions(
@@ -90,18 +97,18 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
 
     async def BatchCreateSessions(
         self, request: pb.BatchCreateSessionsRequest, context: Context
-    ) -> pb.BatchCreateSessionsResponse:
-        return pb.BatchCreateSessionsResponse(sessions=await self._sessions.batch_create(request))
+    ) -> Encoded[pb.BatchCreateSessionsResponse]:
+        return await self._sessions.batch_create(request, pb.BatchCreateSessionsResponse)
 
     async def BatchUpdateSessions(
         self, request: pb.BatchUpdateSessionsRequest, context: Context
-    ) -> pb.BatchUpdateSessionsResponse:
-        return pb.BatchUpdateSessionsResponse(sessions=await self._sessions.batch_update(request))
+    ) -> Encoded[pb.BatchUpdateSessionsResponse]:
+        return await self._sessions.batch_update(request, pb.BatchUpdateSessionsResponse)
 
     async def BatchDeleteSessions(
         self, request: pb.BatchDeleteSessionsRequest, context: Context
-    ) -> pb.BatchDeleteSessionsResponse:
-        return pb.BatchDeleteSessionsResponse(sessions=await self._sessions.batch_delete(request))
+    ) -> Encoded[pb.BatchDeleteSessionsResponse]:
+        return await self._sessions.batch_delete(request, pb.BatchDeleteSessionsResponse)
 
     # ------------------------------------------------------------ domain methods
 
@@ -116,7 +123,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
 
     async def IncrementSessionMetrics(
         self, request: pb.IncrementSessionMetricsRequest, context: Context
-    ) -> pb.Session:
+    ) -> Encoded[pb.Session]:
         key = validation.resource_id(request.id, "id")
         amounts: dict[str, int | Decimal] = {
             name: validation.count(getattr(request, name), name) for name in COUNTERS
@@ -128,7 +135,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
             request, lambda repo: repo.sibling(SessionRepository).increment(key, added)
         )
 
-    async def TouchSession(self, request: pb.TouchSessionRequest, context: Context) -> pb.Session:
+    async def TouchSession(
+        self, request: pb.TouchSessionRequest, context: Context
+    ) -> Encoded[pb.Session]:
         key = validation.resource_id(request.id, "id")
         return await self._sessions.write_one(
             request, lambda repo: repo.sibling(SessionRepository).touch(key)

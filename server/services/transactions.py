@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from google.protobuf import any_pb2
 from google.protobuf.descriptor import ServiceDescriptor
@@ -20,11 +20,13 @@ from repogate.v1 import transaction_pb2_grpc
 from repositories.errors import DomainError, FieldViolation, InvalidArgument
 from repositories.transactions import Isolation, Limits, Transaction
 from server import context, parsing, validation
+from server.answers import TIMESTAMP_FIELD_MAX, Answers, Encoded
 from server.forwarding import Forwarder
 from server.mapping import duration, timestamp
 from server.units import Units
 
 Context: TypeAlias = aio.ServicerContext
+T = TypeVar("T")
 
 ISOLATION = {
     pb.ISOLATION_LEVEL_READ_COMMITTED: Isolation.READ_COMMITTED,
@@ -42,14 +44,18 @@ class Method:
     """A unary method of an entity service that Transact may call."""
 
     request_type: type[Message]
-    handler: Callable[[Any, Context], Awaitable[Message]]
+    # The full name of its response message, for an answer that comes serialized.
+    response_type: str
+    handler: Callable[[Any, Context], Awaitable[Message | Encoded[Any]]]
 
 
 def entity_methods(services: Iterable[tuple[ServiceDescriptor, object]]) -> dict[str, Method]:
     """'repogate.v1.UserService/CreateUser' -> its request type and servicer method."""
     return {
         f"{service.full_name}/{method.name}": Method(
-            GetMessageClass(method.input_type), getattr(servicer, method.name)
+            GetMessageClass(method.input_type),
+            method.output_type.full_name,
+            getattr(servicer, method.name),
         )
         for service, servicer in services
         for method in service.methods
@@ -58,12 +64,19 @@ def entity_methods(services: Iterable[tuple[ServiceDescriptor, object]]) -> dict
 
 
 class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, units: Units, methods: Mapping[str, Method], forwarder: Forwarder) -> None:
+    def __init__(
+        self,
+        units: Units,
+        methods: Mapping[str, Method],
+        forwarder: Forwarder,
+        answers: Answers,
+    ) -> None:
         self._units = units
         self._transactions = units.transactions
         self._methods = methods
         # Commit and Rollback name their transaction in the request: routed here.
         self._forwarder = forwarder
+        self._answers = answers
 
     async def BeginTransaction(
         self, request: pb.BeginTransactionRequest, context: Context
@@ -74,7 +87,7 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
         idle = _idle_timeout(options, self._transactions.limits)
         tenant = _tenant()
         tx = await self._units.guarded(
-            lambda: self._units.retrying(
+            lambda _: self._units.retrying(
                 lambda: self._transactions.begin(
                     tenant, read_only=options.read_only, isolation=isolation, idle_timeout=idle
                 )
@@ -108,26 +121,29 @@ class TransactionService(transaction_pb2_grpc.TransactionServiceServicer):
         isolation = _isolation(request.isolation_level, "isolation_level")
         tenant = _tenant()
 
-        async def attempt() -> tuple[list[Message], datetime]:
+        async def attempt() -> tuple[pb.TransactResponse, datetime]:
             # Its id never leaves this call: no peer can see it, nor its commit need recording.
             tx = await self._transactions.begin(tenant, isolation=isolation, shared=False)
             token = context.bind(dataclasses.replace(context.current(), transaction_id=tx.id))
             try:
-                responses = [
-                    await _located(i, method.handler(message, grpc_context))
-                    for i, (method, message) in enumerate(calls)
-                ]
-                return responses, await self._transactions.commit(tx.id, tenant)
+                answer = pb.TransactResponse(
+                    responses=[
+                        _pack(await _located(i, method.handler(message, grpc_context)), method)
+                        for i, (method, message) in enumerate(calls)
+                    ]
+                )
+                # Known to be sendable before anything commits (server/answers.py).
+                parts = [response.ByteSize() for response in answer.responses]
+                self._answers.check(answer.ByteSize() + TIMESTAMP_FIELD_MAX, parts, "calls")
+                return answer, await self._transactions.commit(tx.id, tenant)
             finally:
                 context.unbind(token)
                 # Nothing to do after a commit; otherwise no call's work may stay.
                 await asyncio.shield(self._transactions.rollback(tx.id, tenant))
 
-        responses, committed = await self._units.retrying(attempt)
-        return pb.TransactResponse(
-            responses=[_pack(response) for response in responses],
-            commit_time=timestamp(committed),
-        )
+        answer, committed = await self._units.retrying(attempt)
+        answer.commit_time.CopyFrom(timestamp(committed))
+        return answer
 
     def _call(self, index: int, call: pb.TransactCall) -> tuple[Method, Message]:
         method = self._methods.get(call.method.removeprefix("/"))
@@ -181,7 +197,7 @@ def _idle_timeout(options: pb.TransactionOptions, limits: Limits) -> float | Non
     return seconds
 
 
-async def _located(index: int, call: Awaitable[Message]) -> Message:
+async def _located(index: int, call: Awaitable[T]) -> T:
     """Awaits one call of a Transact; its error names the call it came from."""
     try:
         return await call
@@ -207,7 +223,15 @@ def _message(tx: Transaction) -> pb.Transaction:
     )
 
 
-def _pack(message: Message) -> any_pb2.Any:
+def _pack(response: Message | Encoded[Any], method: Method) -> any_pb2.Any:
+    if isinstance(response, Encoded):
+        return any_pb2.Any(
+            type_url=f"{_TYPE_URL_PREFIX}{method.response_type}", value=response.data
+        )
     packed = any_pb2.Any()
-    packed.Pack(message)
+    packed.Pack(response)
     return packed
+
+
+# What Any.Pack puts before a message's full name.
+_TYPE_URL_PREFIX = "type.googleapis.com/"

@@ -11,6 +11,7 @@ from repogate.v1 import user_pb2_grpc
 from repositories.errors import InvalidArgument
 from repositories.users import UserRepository
 from server import validation
+from server.answers import Encoded
 from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -40,7 +41,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         self._units = units
         self._users = StandardMethods(USER, units, tokens, policy, cache)
 
-    async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.User:
+    async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> Encoded[pb.User]:
         return await self._users.create(request)
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.User:
@@ -63,13 +64,15 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         total, exact = await self._users.count(request)
         return pb.CountUsersResponse(total_size=total, total_size_exact=exact)
 
-    async def UpdateUser(self, request: pb.UpdateUserRequest, context: Context) -> pb.User:
+    async def UpdateUser(self, request: pb.UpdateUserRequest, context: Context) -> Encoded[pb.User]:
         return await self._users.update(request)
 
-    async def DeleteUser(self, request: pb.DeleteUserRequest, context: Context) -> pb.User:
+    async def DeleteUser(self, request: pb.DeleteUserRequest, context: Context) -> Encoded[pb.User]:
         return await self._users.delete(request)
 
-    async def UndeleteUser(self, request: pb.UndeleteUserRequest, context: Context) -> pb.User:
+    async def UndeleteUser(
+        self, request: pb.UndeleteUserRequest, context: Context
+    ) -> Encoded[pb.User]:
         return await self._users.undelete(request)
 
     async def BatchGetUsers(
@@ -79,18 +82,18 @@ class UserService(user_pb2_grpc.UserServiceServicer):
 
     async def BatchCreateUsers(
         self, request: pb.BatchCreateUsersRequest, context: Context
-    ) -> pb.BatchCreateUsersResponse:
-        return pb.BatchCreateUsersResponse(users=await self._users.batch_create(request))
+    ) -> Encoded[pb.BatchCreateUsersResponse]:
+        return await self._users.batch_create(request, pb.BatchCreateUsersResponse)
 
     async def BatchUpdateUsers(
         self, request: pb.BatchUpdateUsersRequest, context: Context
-    ) -> pb.BatchUpdateUsersResponse:
-        return pb.BatchUpdateUsersResponse(users=await self._users.batch_update(request))
+    ) -> Encoded[pb.BatchUpdateUsersResponse]:
+        return await self._users.batch_update(request, pb.BatchUpdateUsersResponse)
 
     async def BatchDeleteUsers(
         self, request: pb.BatchDeleteUsersRequest, context: Context
-    ) -> pb.BatchDeleteUsersResponse:
-        return pb.BatchDeleteUsersResponse(users=await self._users.batch_delete(request))
+    ) -> Encoded[pb.BatchDeleteUsersResponse]:
+        return await self._users.batch_delete(request, pb.BatchDeleteUsersResponse)
 
     # ------------------------------------------------------------ domain methods
 
@@ -104,7 +107,9 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         username = validation.valid(request.username, validation.username, "username")
         return await self._find("username", username)
 
-    async def RecordLogin(self, request: pb.RecordLoginRequest, context: Context) -> pb.User:
+    async def RecordLogin(
+        self, request: pb.RecordLoginRequest, context: Context
+    ) -> Encoded[pb.User]:
         key = validation.resource_id(request.id, "id")
         return await self._users.write_one(
             request, lambda repo: repo.sibling(UserRepository).record_login(key)

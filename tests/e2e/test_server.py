@@ -22,7 +22,7 @@ from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2, user_pb2_gr
 from server.app import LIVENESS, READINESS
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
 from tests.polling import eventually
-from tests.rpc import md
+from tests.rpc import details, md
 
 pytestmark = pytest.mark.e2e
 
@@ -361,7 +361,8 @@ def _plain_dsn(url: str) -> str:
 async def test_stop_drains_an_in_flight_call(
     start_repogate: StartRepogate, postgresql_url: str, tenant: str
 ) -> None:
-    """A call that started before stop() finishes, and its write lands.
+    """A call that started before stop() finishes, and its write lands, while new calls
+    are refused with UNAVAILABLE `SHUTTING_DOWN` and health says NOT_SERVING.
 
     PostgreSQL makes it deterministic: a row lock taken here holds the server's
     UPDATE while the stop begins, and pg_stat_activity shows when it is waiting.
@@ -394,16 +395,22 @@ async def test_stop_drains_an_in_flight_call(
 
         stopping = asyncio.create_task(running.app.stop(grace=PATIENCE_S * 2))
 
+        refused: list[aio.AioRpcError] = []
+
         async def new_calls_are_refused() -> bool:
             try:
-                await _check(running.channel, "")
-            except aio.AioRpcError:
+                await get(running.users, tenant, created.id)
+            except aio.AioRpcError as exc:
+                refused.append(exc)
                 return True
             return False
 
         await eventually(new_calls_are_refused, "the server to refuse new calls")
         assert not in_flight.done()
         assert not stopping.done()
+        error = details(refused[-1])
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+        assert (await _check(running.channel, "")).status == NOT_SERVING
 
         await lock.rollback()
         updated = await in_flight

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from repogate.v1 import user_pb2
-from server.resources import _digest, _pack, _unpack
+from repositories.request_log import pack, unpack
+from server.request_ids import request_digest
 
 pytestmark = pytest.mark.unit
 
@@ -15,20 +16,20 @@ def _create(request_id: str = "", **user: str) -> user_pb2.CreateUserRequest:
 
 
 def test_the_request_id_itself_does_not_count() -> None:
-    assert _digest(_create("a", email="x@example.com")) == _digest(
+    assert request_digest(_create("a", email="x@example.com")) == request_digest(
         _create("b", email="x@example.com")
     )
 
 
 def test_any_other_difference_counts() -> None:
-    base = _digest(_create(email="x@example.com", username="x"))
-    assert base != _digest(_create(email="x@example.com", username="y"))
-    assert base != _digest(_create(email="x@example.com"))
+    base = request_digest(_create(email="x@example.com", username="x"))
+    assert base != request_digest(_create(email="x@example.com", username="y"))
+    assert base != request_digest(_create(email="x@example.com"))
 
 
 def test_the_digest_leaves_the_request_untouched() -> None:
     request = _create("keep-me", email="x@example.com")
-    _digest(request)
+    request_digest(request)
     assert request.request_id == "keep-me"
 
 
@@ -37,7 +38,7 @@ def test_packed_messages_come_back_in_order(count: int) -> None:
     users = [user_pb2.User(id=str(i), display_name="é" * i) for i in range(count)]
     # An empty message serializes to no bytes at all; it must survive too.
     users.append(user_pb2.User())
-    raw = _unpack(_pack(users))
+    raw = unpack(pack([user.SerializeToString() for user in users]))
     assert [user_pb2.User.FromString(item) for item in raw] == users
 
 
@@ -47,4 +48,4 @@ def test_batch_items_request_ids_do_not_count() -> None:
             requests=[_create(item_id, email="x@example.com")], request_id="outer"
         )
 
-    assert _digest(batch("one")) == _digest(batch("two"))
+    assert request_digest(batch("one")) == request_digest(batch("two"))
