@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -47,6 +48,11 @@ class EngineOptions:
     pgbouncer: bool = False
 
 
+# What each engine create_engine made connects with (statement_cache_size=0 behind
+# PgBouncer, say), for connections opened beside its pool (Database.probe).
+_connect_args: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
     """The engine for `url`; ValueError when its query says what the driver cannot take."""
     options = options or EngineOptions()
@@ -59,6 +65,7 @@ def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine
             "pool_timeout": options.pool_timeout,
         }
     engine = create_async_engine(target, **kwargs)
+    _connect_args[engine.sync_engine] = connect_args
     if options.pool_pre_ping:
         _ping_when_idle(engine, options.pre_ping_after)
     if engine.dialect.name == "sqlite":
@@ -169,17 +176,26 @@ class Database:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
 
+    def prober(self) -> AsyncEngine:
+        """The engine probes connect with: no pool, and the pool's connect arguments (no
+        named statements behind PgBouncer, say)."""
+        if self._prober is None:
+            self._prober = create_async_engine(
+                self.engine.url,
+                poolclass=NullPool,
+                connect_args=_connect_args.get(self.engine.sync_engine, {}),
+            )
+        return self._prober
+
     async def probe(self, within: float) -> None:
         """SELECT 1 on a connection of its own, outside the pool (whose connections may all
         be taken, or stuck on a database that answers nothing): Unavailable when it fails,
         or gets no answer within `within` seconds."""
-        if self._prober is None:
-            self._prober = create_async_engine(self.engine.url, poolclass=NullPool)
         started = time.monotonic()
         try:
             async with asyncio.timeout(within):
                 with translate_db_errors():
-                    async with self._prober.connect() as conn:
+                    async with self.prober().connect() as conn:
                         await conn.exec_driver_sql("SELECT 1")
         except TimeoutError:
             log.warning("database probe: no answer within %gs", within)

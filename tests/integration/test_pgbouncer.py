@@ -152,3 +152,24 @@ async def test_a_url_turning_the_statement_cache_off_connects(own_url: str) -> N
             assert await conn.scalar(text("SELECT 1")) == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("flag", [True, False])
+async def test_the_database_probe_connects_as_the_pool_does(own_url: str, flag: bool) -> None:
+    # Straight to PostgreSQL, which lists the statements a session named: behind PgBouncer
+    # a named statement may be missing from the server connection that runs it.
+    options = EngineOptions(pool_size=1, max_overflow=0, pgbouncer=flag)
+    db = Database(create_engine(own_url, options))
+    try:
+        counts = []
+        for engine in (db.engine, db.prober()):
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+                counts.append(
+                    await conn.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+                )
+    finally:
+        await db.dispose()
+
+    assert counts == ([0, 0] if flag else [counts[0], counts[0]])
+    assert flag or counts[0] > 0
