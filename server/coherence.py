@@ -42,9 +42,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 from repositories import change_log
+from repositories.drivers import connect_arguments
 from server.read_through import ReadThrough
 
 log = logging.getLogger(__name__)
@@ -253,9 +253,12 @@ async def cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 def connect_args(url: str) -> dict[str, Any]:
     """asyncpg.connect's arguments for a SQLAlchemy PostgreSQL URL, as the engine's
-    own connections get them, plus the feed's name and keepalives."""
-    parsed = make_url(url).set(drivername="postgresql+asyncpg")
-    _, args = parsed.get_dialect()().create_connect_args(parsed)
+    own connections get them (the query's parameters typed: repositories/drivers.py),
+    plus the feed's name and keepalives."""
+    target, typed = connect_arguments(url)
+    parsed = target.set(drivername="postgresql+asyncpg")
+    _, made = parsed.get_dialect()().create_connect_args(parsed)
+    args = {**made, **typed}
     for key in _DIALECT_ONLY:
         args.pop(key, None)
     settings = dict(args.pop("server_settings", None) or {})

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
             raise ValueError("REPOGATE_DATABASE_SESSION_URL is for a PostgreSQL database only")
         if not self.database_session_url.startswith("postgresql+asyncpg://"):
             raise ValueError("REPOGATE_DATABASE_SESSION_URL must be a postgresql:// URL")
+        try:
+            connect_arguments(self.database_session_url)
+        except ValueError as exc:
+            raise ValueError(
+                str(exc).replace("REPOGATE_DATABASE_URL", "REPOGATE_DATABASE_SESSION_URL")
+            ) from None
         return self
 
     @field_validator("redis_url")

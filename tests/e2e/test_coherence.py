@@ -428,6 +428,10 @@ async def _at_least(tenant: str, id_: str, version: int) -> bool:
             "database_url": "postgresql://postgres@127.0.0.1/test",
             "database_session_url": "sqlite:///elsewhere.db",
         },
+        {
+            "database_url": "postgresql://postgres@127.0.0.1/test",
+            "database_session_url": "postgresql://postgres@127.0.0.1/test?sslmode=require",
+        },
     ],
 )
 def test_a_session_url_needs_postgresql_on_both_sides(

@@ -123,7 +123,7 @@ async def test_an_unreadable_entry_drops_every_entity(
 def test_the_feed_connects_as_the_engine_would_under_a_name_of_its_own() -> None:
     args = coherence.connect_args(
         "postgresql+asyncpg://ann:secret@db.example:6543/app"
-        "?prepared_statement_cache_size=0&ssl=require"
+        "?prepared_statement_cache_size=0&ssl=require&statement_cache_size=0"
     )
 
     settings = args.pop("server_settings")
@@ -134,6 +134,7 @@ def test_the_feed_connects_as_the_engine_would_under_a_name_of_its_own() -> None
         "password": "secret",
         "database": "app",
         "ssl": "require",
+        "statement_cache_size": 0,  # typed as the engine's are, not the query's "0"
         "timeout": coherence.READ_TIMEOUT,
     }
     assert settings["application_name"].startswith(coherence.APPLICATION_NAME + "-")
