@@ -207,7 +207,9 @@ async def test_retries_that_collide_on_the_claim_replay_the_winner(
     if backend != "postgresql":
         pytest.skip("SQLite serialises write transactions (BEGIN IMMEDIATE): claims never race")
     request_id = _new_id()
-    calls = 8
+    # Fewer than the tenant's share of the pool (REPOGATE_TENANT_MAX_CONCURRENCY, half the
+    # default 10): a call beyond it would wait for a connection, not on the lock.
+    calls = 4
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
