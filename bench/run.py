@@ -230,7 +230,8 @@ class Bench:
         return [
             f"Repogate on PostgreSQL ({a.database}) and Redis ({a.redis_url}), one process unless "
             f"stated; pool {pool} + {pool // 2} overflow per process, REPOGATE_MAX_TRANSACTIONS "
-            f"{max(1, pool - 2)}, pre-ping as configured (default on), access log, tracing, "
+            f"{max(1, pool - 2)}, the one tenant's share the whole pool, pre-ping as configured "
+            "(default on), access log, tracing, "
             "metrics and purge off unless stated" + (f"; {a.server_env}" if a.server_env else ""),
             f"bare baselines: grpc.aio on uvloop, same method paths and messages; asyncpg pool "
             f"{pool}; redis-py",
@@ -788,6 +789,9 @@ def repogate_env(dsn: str, redis_url: str, address: str, pool_size: int) -> dict
         "REPOGATE_DB_POOL_SIZE": str(pool_size),
         "REPOGATE_DB_MAX_OVERFLOW": str(pool_size // 2),
         "REPOGATE_MAX_TRANSACTIONS": str(max(1, pool_size - 2)),
+        # One tenant, as the baselines have: its share is the whole pool, so the bulkhead
+        # is paid for but does not cap the concurrency the baselines get.
+        "REPOGATE_TENANT_MAX_CONCURRENCY": str(pool_size + pool_size // 2),
         "REPOGATE_LOG_LEVEL": "INFO",
     }
 
