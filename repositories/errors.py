@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
+
+from repositories import driver_faults as faults
 
 log = logging.getLogger(__name__)
 
@@ -303,38 +304,9 @@ class Unavailable(DomainError):
     reason = "DATABASE_UNAVAILABLE"
 
 
-# A prepared statement the server connection lacks (26000) or already has (42P05).
-# Repogate prepares none by name itself: these come from a pooler in transaction mode
-# handing the driver's cached statements to server connections that never saw them.
-_POOLER_SQLSTATES = {"26000", "42P05"}
-_pooler_advised = False
-
-
 class PoolExhausted(Unavailable, Overloaded):
     """No pooled connection became free in time: the server is busy, the database may
     be fine."""
-
-
-# SQLSTATEs that mean "another transaction won": serialization failure, deadlock.
-_CONFLICT_SQLSTATES = {"40001", "40P01"}
-# A write in a READ ONLY transaction: the database's own guard behind ours.
-_READ_ONLY_SQLSTATE = "25006"
-
-
-def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
-    orig = exc.orig
-    for candidate in (orig, getattr(orig, "__cause__", None)):
-        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str):
-            return code
-    return None
-
-
-def _constraint_name(exc: sa_exc.IntegrityError) -> str:
-    """The violated constraint's name (PostgreSQL), else the driver message (SQLite)."""
-    cause = getattr(exc.orig, "__cause__", None)
-    name = getattr(cause, "constraint_name", None)
-    return name if isinstance(name, str) else str(exc.orig)
 
 
 @dataclass(frozen=True)
@@ -358,15 +330,13 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
     except sa_exc.IntegrityError as exc:
         raise _integrity_error(exc, ctx) from exc
     except sa_exc.DBAPIError as exc:
-        if _sqlstate(exc) in _CONFLICT_SQLSTATES or _is_sqlite_busy(exc):
+        if faults.is_conflict(exc):
             raise SerializationFailure(
                 "the request conflicted with a concurrent one; retry it"
             ) from exc
-        if _sqlstate(exc) == _READ_ONLY_SQLSTATE:
+        if faults.sqlstate(exc) == faults.READ_ONLY_SQLSTATE:
             raise ReadOnlyTransaction() from exc
-        if _sqlstate(exc) in _POOLER_SQLSTATES:
-            _advise_pgbouncer()
-        elif not _is_unavailable(exc):
+        if not (faults.is_pooler_statement(exc) or faults.is_unavailable(exc)):
             raise
         log.warning("database unavailable: %s", exc.orig)
         raise Unavailable("the database is unavailable; retry later") from exc
@@ -379,65 +349,16 @@ def translate_db_errors(ctx: ErrorContext | None = None) -> Iterator[None]:
         log.warning("database unavailable: %r", exc)
         raise Unavailable("the database is unavailable; retry later") from exc
     except Exception as exc:
-        if not _is_driver_fault(exc):
+        if not faults.is_driver_fault(exc):
             raise
         log.warning("database driver failed: %r", exc)
         raise Unavailable("the database is unavailable; retry later") from exc
 
 
-def _advise_pgbouncer() -> None:
-    """Says once per process what the prepared-statement errors of a pooler mean."""
-    global _pooler_advised
-    if not _pooler_advised:
-        _pooler_advised = True
-        log.error(
-            "a prepared statement was missing on (or already on) the database connection: "
-            "a pooler in transaction mode (PgBouncer) stands between Repogate and "
-            "PostgreSQL; set REPOGATE_DB_PGBOUNCER=true"
-        )
-
-
-def _is_driver_fault(exc: BaseException | None) -> bool:
-    """asyncpg's side of the connection failed: its InterfaceErrors (an operation it
-    found in progress, a connection it closed), but not those about the values given
-    (DataError, ClientConfigurationError, both ValueErrors); and its internal errors,
-    which SQLAlchemy passes on unwrapped (a protocol state it did not expect, a stale
-    schema cache). Looked up only when asyncpg is loaded: SQLite never imports it."""
-    asyncpg = sys.modules.get("asyncpg")
-    if asyncpg is None:
-        return False
-    errors = asyncpg.exceptions
-    return isinstance(exc, errors.InternalClientError) or (
-        isinstance(exc, errors.InterfaceError) and not isinstance(exc, ValueError)
-    )
-
-
-def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
-    """Connection-level trouble, as opposed to a fault in the statement or schema."""
-    if exc.connection_invalidated:
-        return True
-    state = _sqlstate(exc) or ""
-    # 08: connection exception; 53: insufficient resources; 57P0x: server shutting down.
-    if state.startswith(("08", "53", "57P0")):
-        return True
-    text = str(exc.orig)
-    return (
-        "unable to open database" in text
-        or "disk I/O error" in text
-        or (isinstance(exc, sa_exc.InterfaceError) and "closed" in text)
-        or _is_driver_fault(getattr(exc.orig, "__cause__", None))
-    )
-
-
-def _is_sqlite_busy(exc: sa_exc.DBAPIError) -> bool:
-    text = str(exc.orig)
-    return "database is locked" in text or "database table is locked" in text
-
-
 def _integrity_error(exc: sa_exc.IntegrityError, ctx: ErrorContext | None) -> DomainError:
     resource_type = ctx.resource_type if ctx else "resource"
-    text = _constraint_name(exc)
-    sqlstate = _sqlstate(exc)
+    text = faults.constraint_name(exc)
+    sqlstate = faults.sqlstate(exc)
     if sqlstate == "23505" or "UNIQUE constraint failed" in text:
         field = None
         for name, candidate in ctx.unique_fields.items() if ctx else ():

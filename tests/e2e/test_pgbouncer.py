@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import job_pb2, query_pb2, transaction_pb2, user_pb2
-from repositories import errors
+from repositories import driver_faults
 from repositories.migrate import head_revision
 from server.app import Repogate
 from server.settings import Settings
@@ -244,7 +244,7 @@ async def test_without_the_flag_pooler_failures_are_unavailable_and_open_the_bre
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(errors, "_pooler_advised", False, raising=False)
+    monkeypatch.setattr(driver_faults, "_pooler_advised", False)
     # One pooled connection, no pre-ping: every call runs on the same client connection;
     # no entity cache: every GetUser reaches the database.
     running_app = await start(

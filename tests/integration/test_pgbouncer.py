@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from repositories import errors
+from repositories import driver_faults
 from repositories.database import Database, EngineOptions, create_engine
 from repositories.errors import Unavailable, translate_db_errors
 from repositories.migrate import upgrade
@@ -46,7 +46,7 @@ def bouncer(own_url: str) -> Iterator[PgBouncer]:
 @pytest.fixture
 def advice_unsaid(monkeypatch: pytest.MonkeyPatch) -> None:
     """The advice to set REPOGATE_DB_PGBOUNCER is logged once per process: as if not yet."""
-    monkeypatch.setattr(errors, "_pooler_advised", False, raising=False)
+    monkeypatch.setattr(driver_faults, "_pooler_advised", False)
 
 
 async def through(bouncer: PgBouncer, own_url: str, *, flag: bool) -> Database:
