@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from repositories.database import create_engine
+from repositories.migrate import upgrade
 from tests.conftest import POSTGRES_URL, _admin_connect
 
 REQUIRE_PGBOUNCER = os.environ.get("REPOGATE_TEST_REQUIRE_PGBOUNCER") == "1"
@@ -148,14 +150,20 @@ def running(upstream_url: str, **settings: object) -> Iterator[PgBouncer]:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database of the caller's own (dropped after): tests here
-    end server connections and hold advisory locks, which must not reach other tests."""
+async def fresh_database(*, migrated: bool = False) -> AsyncIterator[str]:
+    """A new PostgreSQL database of the caller's own (dropped after), empty or `migrated`:
+    tests here end server connections and hold advisory locks, which must not reach other
+    tests."""
     admin = await _admin_connect()
     name = f"repogate_pgb_{uuid.uuid4().hex[:12]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        if migrated:
+            engine = create_engine(url)
+            await upgrade(engine)
+            await engine.dispose()
+        yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -9,19 +9,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from sqlalchemy.engine import make_url
 
 from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2, user_pb2_grpc
 from server.app import LIVENESS, READINESS
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
 from tests.polling import eventually
+from tests.row_locks import user_locked
 from tests.rpc import details, md
 
 pytestmark = pytest.mark.e2e
@@ -354,10 +353,6 @@ async def test_reflection_answers_several_requests_on_one_stream(server) -> None
 # Graceful stop
 
 
-def _plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def test_stop_drains_an_in_flight_call(
     start_repogate: StartRepogate, postgresql_url: str, tenant: str
 ) -> None:
@@ -369,27 +364,14 @@ async def test_stop_drains_an_in_flight_call(
     """
     running = await start_repogate(database_url=postgresql_url)
     created = await create(running.users, tenant, username="drained")
-    locker = await asyncpg.connect(_plain_dsn(postgresql_url))
-    try:
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute(
-            "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-            tenant,
-            uuid.UUID(created.id),
-        )
-
+    async with user_locked(postgresql_url, tenant, created.id) as lock:
         in_flight = asyncio.ensure_future(
             update(running.users, tenant, user_pb2.User(id=created.id, display_name="landed"))
         )
 
         async def update_is_waiting_for_the_lock() -> bool:
             # The only backend this connection's lock can block is the server's UPDATE.
-            blocked = await locker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-            )
-            return bool(blocked)
+            return await lock.blocked() > 0
 
         await eventually(update_is_waiting_for_the_lock, "the UPDATE to wait for the row lock")
 
@@ -412,16 +394,9 @@ async def test_stop_drains_an_in_flight_call(
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
         assert (await _check(running.channel, "")).status == NOT_SERVING
 
-        await lock.rollback()
+        await lock.release()
         updated = await in_flight
         await stopping
 
         assert updated.display_name == "landed"
-        stored = await locker.fetchval(
-            "SELECT display_name FROM users WHERE tenant_id = $1 AND id = $2",
-            tenant,
-            uuid.UUID(created.id),
-        )
-        assert stored == "landed"
-    finally:
-        await locker.close()
+        assert await lock.display_name() == "landed"

@@ -18,10 +18,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 from grpc import aio
-from sqlalchemy.engine import make_url
 
 from repogate.v1 import user_pb2, user_pb2_grpc
 from tests.cache_support import REDIS_URL, require_redis
+from tests.conftest import _plain_dsn
 from tests.e2e.support import StartRepogate, create, update
 from tests.e2e.test_cli import (
     EXIT_TIMEOUT,
@@ -35,6 +35,7 @@ from tests.e2e.test_cli import (
     serving,
 )
 from tests.polling import eventually
+from tests.row_locks import user_locked
 from tests.rpc import details, md
 
 pytestmark = pytest.mark.e2e
@@ -43,10 +44,6 @@ CALLS = 40
 # The calls go out over the last SPREAD seconds before the signal.
 SPREAD = 0.018
 RUNS = 3
-
-
-def plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def outcome(call: aio.UnaryUnaryCall) -> str:
@@ -87,7 +84,7 @@ async def burst_through_sigterm(server: Server, tenant: str) -> list[tuple[str, 
 
 
 async def usernames(postgresql_url: str, tenant: str) -> set[str]:
-    conn = await asyncpg.connect(plain_dsn(postgresql_url))
+    conn = await asyncpg.connect(_plain_dsn(postgresql_url))
     try:
         rows = await conn.fetch("SELECT username FROM users WHERE tenant_id = $1", tenant)
     finally:
@@ -165,45 +162,23 @@ async def test_a_call_that_outlives_the_grace_is_unavailable_and_undone(
     client hears UNAVAILABLE (not CANCELLED), and the row stays as it was."""
     running = await start_repogate(database_url=postgresql_url, db_pool_size=3)
     ann = await create(running.users, tenant, username="ann")
-    locker = await asyncpg.connect(plain_dsn(postgresql_url))
-    try:
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute(
-            "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-            tenant,
-            uuid.UUID(ann.id),
-        )
+    async with user_locked(postgresql_url, tenant, ann.id) as lock:
         renamed = user_pb2.User(id=ann.id, display_name="late")
         in_flight = asyncio.ensure_future(outcome(update(running.users, tenant, renamed)))
 
-        async def blocked() -> int:
-            # Backends this connection's lock blocks: only the server's UPDATE can be.
-            query = (
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-            )
-            return int(await locker.fetchval(query))
-
         async def waiting() -> bool:
-            return await blocked() > 0
+            return await lock.blocked() > 0
 
         async def gone() -> bool:
-            return await blocked() == 0
+            return await lock.blocked() == 0
 
         await eventually(waiting, "the UPDATE to wait for the row lock")
 
         await running.app.stop(grace=0.5)
         answer = await asyncio.wait_for(in_flight, EXIT_TIMEOUT)
         await eventually(gone, "the cancelled UPDATE to stop waiting")
-        await lock.rollback()
-        stored = await locker.fetchval(
-            "SELECT display_name FROM users WHERE tenant_id = $1 AND id = $2",
-            tenant,
-            uuid.UUID(ann.id),
-        )
-    finally:
-        await locker.close()
+        await lock.release()
+        stored = await lock.display_name()
 
     assert answer == "UNAVAILABLE SHUTTING_DOWN"
     assert stored == ""

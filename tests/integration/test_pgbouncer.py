@@ -19,7 +19,6 @@ from sqlalchemy.engine import make_url
 from repositories import driver_faults
 from repositories.database import Database, EngineOptions, create_engine
 from repositories.errors import Unavailable, translate_db_errors
-from repositories.migrate import upgrade
 from repositories.users import UserRepository
 from tests.integration.support import create_users, other_tenant
 from tests.pgbouncer import PgBouncer, fresh_database, running
@@ -30,10 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 async def own_url() -> AsyncIterator[str]:
     """A migrated database of this module's own."""
-    async with fresh_database() as url:
-        engine = create_engine(url)
-        await upgrade(engine)
-        await engine.dispose()
+    async with fresh_database(migrated=True) as url:
         yield url
 
 

@@ -12,7 +12,6 @@ from sqlalchemy import text
 
 from repositories.database import Database, EngineOptions, create_engine
 from repositories.maintenance import PURGE_LOCK_ID, purge_due
-from repositories.migrate import upgrade
 from repositories.tables import users
 from repositories.users import UserRepository
 from tests.integration.support import create_users, other_tenant
@@ -27,10 +26,7 @@ HOUR = timedelta(hours=1)
 @pytest.fixture(scope="module")
 async def own_url() -> AsyncIterator[str]:
     """A migrated database of this module's own: its advisory locks reach no other test."""
-    async with fresh_database() as url:
-        engine = create_engine(url)
-        await upgrade(engine)
-        await engine.dispose()
+    async with fresh_database(migrated=True) as url:
         yield url
 
 
