@@ -10,12 +10,13 @@ names no process, so nothing is ever dialled on its say-so.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+
+from repositories import b64url
 
 # Its own key, not the page tokens': HMAC of the secret over this label (page tokens
 # sign JSON arrays, which never equal it), so neither can stand in for the other.
@@ -34,14 +35,6 @@ class Route:
     address: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class TransactionIds:
     """Mints this process's ids and verifies anyone's.
 
@@ -58,8 +51,9 @@ class TransactionIds:
         address = self.address.encode()
         if len(address) > ADDRESS_MAX:
             raise ValueError(f"an advertised address is at most {ADDRESS_MAX} bytes")
-        body = f"{self.tag}.{_b64(address)}.{_b64(secrets.token_bytes(_RANDOM_BYTES))}"
-        return f"{body}.{_b64(self._mac(body, tenant))}"
+        random = secrets.token_bytes(_RANDOM_BYTES)
+        body = f"{self.tag}.{b64url.encode(address)}.{b64url.encode(random)}"
+        return f"{body}.{b64url.encode(self._mac(body, tenant))}"
 
     def route(self, id_: str, tenant: str) -> Route | None:
         """The owner of `id_` if it verifies for `tenant`; None for anything else (an
@@ -69,8 +63,8 @@ class TransactionIds:
         if len(parts) != 3 or not (parts[0] and parts[2] and mac):
             return None
         try:
-            valid = hmac.compare_digest(_unb64(mac), self._mac(body, tenant))
-            address = _unb64(parts[1]).decode("ascii") if valid else ""
+            valid = hmac.compare_digest(b64url.decode(mac), self._mac(body, tenant))
+            address = b64url.decode(parts[1]).decode("ascii") if valid else ""
         except (ValueError, binascii.Error):
             return None
         return Route(parts[0], address) if valid else None

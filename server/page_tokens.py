@@ -7,24 +7,16 @@ Edited, truncated or replayed-elsewhere tokens fail the same way.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
 import json
 from typing import Any
 
+from repositories import b64url
 from repositories.errors import InvalidArgument
 
 _SIG_BYTES = 16
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class PageTokens:
@@ -33,14 +25,14 @@ class PageTokens:
 
     def encode(self, position: list[Any], query: str) -> str:
         payload = json.dumps([self._digest(query), position], separators=(",", ":")).encode()
-        return f"{_b64(payload)}.{_b64(self._sign(payload))}"
+        return f"{b64url.encode(payload)}.{b64url.encode(self._sign(payload))}"
 
     def decode(self, token: str, query: str) -> list[Any]:
         """The position in `token`; INVALID_ARGUMENT if it was not issued for `query`."""
         try:
             body, sig = token.split(".")
-            payload = _unb64(body)
-            valid = hmac.compare_digest(_unb64(sig), self._sign(payload))
+            payload = b64url.decode(body)
+            valid = hmac.compare_digest(b64url.decode(sig), self._sign(payload))
             digest, position = json.loads(payload) if valid else (None, None)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             valid, digest, position = False, None, None
