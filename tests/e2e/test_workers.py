@@ -26,6 +26,22 @@ pytestmark = pytest.mark.e2e
 WORKERS = 2
 
 
+def workers_env(tmp_path: Path, database_url: str, **settings: str) -> tuple[dict[str, str], str]:
+    """`serve --workers` on PostgreSQL and the shared Redis, on a port of its own: the
+    environment and the address."""
+    address = f"127.0.0.1:{free_port()}"
+    env = cli_env(
+        tmp_path,
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        cache_timeout="5",
+        workers=str(WORKERS),
+        listen=address,
+        **settings,
+    )
+    return env, address
+
+
 async def _workers_of(address: str, tenant: str, within: float = 20.0) -> dict[str, aio.Channel]:
     """A channel to each worker: new connections until a transaction has begun on each
     (workers start one after another, so the first may answer alone for a while)."""
@@ -59,16 +75,9 @@ async def test_workers_share_one_port_and_stop_together(
     postgresql_url: str, tmp_path: Path, tenant: str
 ) -> None:
     await require_redis()
-    port = free_port()
-    env = cli_env(
-        tmp_path,
-        database_url=postgresql_url,
-        redis_url=REDIS_URL,
-        cache_timeout="5",
-        workers=str(WORKERS),
-    )
-    env["REPOGATE_LISTEN"] = f"127.0.0.1:{port}"
-    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+    env, address = workers_env(tmp_path, postgresql_url)
+    port = int(address.rsplit(":", 1)[1])
+    async with serving(env, tmp_path, address) as server:
         channels = await _workers_of(server.address, tenant)
         (first, a), (_, b) = channels.items()
         try:
@@ -120,16 +129,8 @@ async def test_a_transaction_spread_over_two_workers_commits_whole(
     postgresql_url: str, tmp_path: Path, tenant: str
 ) -> None:
     await require_redis()
-    port = free_port()
-    env = cli_env(
-        tmp_path,
-        database_url=postgresql_url,
-        redis_url=REDIS_URL,
-        cache_timeout="5",
-        workers=str(WORKERS),
-        listen=f"127.0.0.1:{port}",
-    )
-    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+    env, address = workers_env(tmp_path, postgresql_url)
+    async with serving(env, tmp_path, address) as server:
         channels = list((await _workers_of(server.address, tenant)).values())
         try:
             txs = transaction_pb2_grpc.TransactionServiceStub(channels[0])
@@ -203,17 +204,9 @@ async def test_one_metrics_endpoint_serves_every_worker_labelled(
     postgresql_url: str, tmp_path: Path, tenant: str
 ) -> None:
     await require_redis()
-    port, metrics_port = free_port(), free_port()
-    env = cli_env(
-        tmp_path,
-        database_url=postgresql_url,
-        redis_url=REDIS_URL,
-        cache_timeout="5",
-        workers=str(WORKERS),
-        metrics_listen=f"127.0.0.1:{metrics_port}",
-    )
-    env["REPOGATE_LISTEN"] = f"127.0.0.1:{port}"
-    async with serving(env, tmp_path, f"127.0.0.1:{port}") as server:
+    metrics_port = free_port()
+    env, address = workers_env(tmp_path, postgresql_url, metrics_listen=f"127.0.0.1:{metrics_port}")
+    async with serving(env, tmp_path, address) as server:
         channels = await _workers_of(server.address, tenant)
         try:
             for name, channel in zip(("ann", "bob"), channels.values(), strict=True):
