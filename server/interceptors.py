@@ -47,11 +47,10 @@ class RequestInterceptor(BehaviourInterceptor):
     def __init__(
         self,
         tenant_scoped: Collection[str],
-        prefix: str = "/repogate.",
         calls: CallStats | None = None,
         drain: Drain | None = None,
     ) -> None:
-        super().__init__(prefix)
+        super().__init__()
         self._tenant_scoped = frozenset(tenant_scoped)
         self._calls = calls
         self._drain = drain or Drain()

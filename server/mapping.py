@@ -125,8 +125,15 @@ def _uuid_or_text(value: str) -> uuid.UUID | str:
         return value
 
 
+def _optional_uuid(value: str) -> uuid.UUID | str | None:
+    """An optional reference: empty clears it."""
+    return _uuid_or_text(value) if value else None
+
+
 def _writer(field: Any, references: Collection[str]) -> Writer:
     """How to turn `field`'s value into a column value."""
+    if field.is_repeated:
+        return list  # a JSON array column
     if field.message_type is not None and field.message_type.full_name == _STRUCT:
         return json_object
     if field.enum_type is not None:
@@ -134,7 +141,7 @@ def _writer(field: Any, references: Collection[str]) -> Writer:
         # UNSPECIFIED is None; an unknown number stays a number, for the check to refuse.
         return lambda number: names.get(number, number) if number else None
     if field.name in references:
-        return _uuid_or_text
+        return _optional_uuid if field.has_presence else _uuid_or_text
     return lambda value: value
 
 

@@ -8,7 +8,7 @@ each RPC becomes a line calling into this class with the request message.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, Protocol
@@ -56,6 +56,9 @@ class Resource(Generic[M]):
     required: frozenset[str]
     # Values a create gets for writable fields the client left unset.
     create_defaults: Mapping[str, Any]
+    # Rules declared in the schema (schema/rules.py): run on the message with the
+    # fields written (None: a create writes all) and the request's name for it.
+    rules: Callable[[Message, Collection[str] | None, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,8 @@ class StandardMethods(Generic[M]):
 
     def _create_values(self, message: M, prefix: str) -> dict[str, Any]:
         mapping = self._r.mapping
+        if self._r.rules is not None:
+            self._r.rules(message, None, prefix)
         values = {
             **self._r.create_defaults,
             **mapping.to_values(message, mapping.populated(message)),
@@ -299,9 +304,10 @@ class StandardMethods(Generic[M]):
         key = validation.resource_id(getattr(message, "id", ""), f"{prefix}{name}.id")
         version = parse_etag(getattr(message, "etag", ""), f"{prefix}{name}.etag")
         mask = request.update_mask if request.HasField("update_mask") else None
-        values = mapping.to_values(
-            message, mapping.mask_paths(message, mask, f"{prefix}update_mask")
-        )
+        paths = mapping.mask_paths(message, mask, f"{prefix}update_mask")
+        if self._r.rules is not None:
+            self._r.rules(message, paths, f"{prefix}{name}")
+        values = mapping.to_values(message, paths)
         if not values:
             raise InvalidArgument.field(f"{prefix}update_mask", "names no field to update")
         validation.check_fields(values, self._r.checks, f"{prefix}{name}")

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # keep). Unset: database_url.
     database_session_url: str | None = None
     redis_url: str | None = None
+    # Resources declared in protobuf (docs/schema.md): a directory of .proto files, or
+    # a FileDescriptorSet (`buf build -o schema.binpb`). Unset: the built-in ones only.
+    schema_path: str | None = Field(None, validation_alias="REPOGATE_SCHEMA")
     # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
     # most, kept open rather than opened and closed per burst (docs/fleet.md).
     db_pool_size: int = Field(10, ge=1)

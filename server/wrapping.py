@@ -41,16 +41,21 @@ def split_method(method: str) -> tuple[str, str]:
     return service, name
 
 
+# grpc.health.v1.Health and grpc.reflection.*: open to anyone, outside the tenant model.
+EXEMPT = "/grpc."
+
+
 class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps the behaviour of each unary method under `prefix` once, keeping its
-    serializers; health and reflection pass untouched."""
+    """Wraps the behaviour of each unary method once, keeping its serializers; gRPC's
+    own services (`exempt`: health and reflection) pass untouched. Every other service
+    is Repogate's, built in or declared by a schema (REPOGATE_SCHEMA)."""
 
     # Streaming methods are never wrapped; an interceptor that must see every call
     # (authentication) refuses to serve them instead of letting them pass.
     refuses_streaming = False
 
-    def __init__(self, prefix: str = "/repogate.") -> None:
-        self._prefix = prefix
+    def __init__(self, exempt: str = EXEMPT) -> None:
+        self._exempt = exempt
         # By method and behaviour: a method has two handlers, its own and the one that
         # forwards it to the process owning its transaction (server/forwarding.py).
         self._wrapped: dict[tuple[str, Behaviour], grpc.RpcMethodHandler] = {}
@@ -75,7 +80,7 @@ class BehaviourInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
-        if handler is None or not method.startswith(self._prefix):
+        if handler is None or method.startswith(self._exempt):
             return handler
         if handler.unary_unary is None:
             if self.refuses_streaming:

@@ -29,9 +29,8 @@ class AuthInterceptor(BehaviourInterceptor):
         self,
         authenticator: Authenticator,
         admin_only: Collection[str] = ADMIN_ONLY,
-        prefix: str = "/repogate.",
     ) -> None:
-        super().__init__(prefix)
+        super().__init__()
         self._authenticator = authenticator
         self._admin_only = frozenset(admin_only)
 
