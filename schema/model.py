@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from repogate.options.v1 import options_pb2
@@ -64,6 +65,8 @@ class FieldSpec:
     element: str = ""
     # The default as a Python value (None: the kind's zero, or NULL when nullable).
     default: Any = None
+    # A string's `(buf.validate.field).string.max_len`: it sizes the column too.
+    max_length: int | None = None
 
     @property
     def writable(self) -> bool:
@@ -233,7 +236,20 @@ def _field(f: FieldDescriptor, where: str) -> FieldSpec:
     if o.filterable and kind in ("struct", "bytes"):
         raise SchemaError(f"{name}: a {kind} field cannot be filtered on")
     default = _default(f, o, kind, name) if o.default else None
-    return FieldSpec(f.name, kind, nullable, o, f, element, default)
+    return FieldSpec(f.name, kind, nullable, o, f, element, default, _max_length(f))
+
+
+def _max_length(f: FieldDescriptor) -> int | None:
+    """The string's protovalidate max_len, when the schema imports protovalidate."""
+    try:
+        rules: Any = descriptor_pool.Default().FindExtensionByName("buf.validate.field")
+    except KeyError:
+        return None
+    options = f.GetOptions()
+    if not options.HasExtension(rules):
+        return None
+    string: Any = options.Extensions[rules].string
+    return int(string.max_len) if string.HasField("max_len") else None
 
 
 def _default(f: FieldDescriptor, o: options_pb2.FieldOptions, kind: str, name: str) -> Any:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    String,
     Table,
     Text,
     Uuid,
@@ -59,6 +60,9 @@ _ZERO: dict[str, Any] = {
 
 
 def column_type(f: FieldSpec) -> TypeEngine[Any]:
+    if f.kind == "string" and f.max_length:
+        # Bounded: the server knows the largest answer a row makes (server/answers.py).
+        return String(f.max_length)
     types: dict[str, TypeEngine[Any]] = {
         "string": Text(),
         "enum": Text(),

@@ -9,6 +9,7 @@ from datetime import timedelta
 from types import TracebackType
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -35,6 +36,7 @@ from repositories.maintenance import purge_due
 from repositories.profiler import SlowStatements
 from repositories.transaction_ids import TransactionIds
 from repositories.transactions import TransactionRegistry
+from schema.declared import Declared
 from server import auth, cache, coherence, peers, tls
 from server.answers import Answers
 from server.breaker import Breaker, State
@@ -46,7 +48,8 @@ from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy
+from server.resources import Policy, StandardMethods
+from server.served_schema import declared_services
 from server.services.admin import AdminService, Observed
 from server.services.cache import CacheService
 from server.services.jobs import JobService
@@ -122,6 +125,7 @@ class Repogate:
         self.cache: cache.CacheBackend | None = None
         self.read_through: ReadThrough | None = None
         self.feed: coherence.ChangeFeed | None = None
+        self._needs_database: tuple[str, ...] = NEEDS_DATABASE
         self.address = ""
 
     async def start(self) -> None:
@@ -132,11 +136,16 @@ class Repogate:
         self._db = Database(
             tracing.engine(create_engine(s.database_url, s.engine_options())), s.bulkheads()
         )
+        served = declared_services(s.schema_path)
         if self._migrate:
             # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
             from repositories.migrate import upgrade
 
             await upgrade(self._db.engine)
+            if served is not None:
+                await _create_declared(self._db, served.declared)
+        names = served.names if served is not None else ()
+        scoped = (*TENANT_SCOPED, *names)
         slow = SlowStatements(s.slow_statement_ms / 1000)
         slow.attach(self._db.engine)
         # Transaction ids are signed with the key the fleet shares; the address in them
@@ -150,12 +159,12 @@ class Repogate:
             interceptors=[
                 *tracing.interceptors(),
                 *metrics.interceptors(),
-                RequestInterceptor(TENANT_SCOPED, calls=self.calls, drain=self._drain),
+                RequestInterceptor(scoped, calls=self.calls, drain=self._drain),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *auth.interceptors(s),
                 # Innermost: a call is authenticated here before it is forwarded, and
                 # everything above sees a forwarded call as any other.
-                ForwardingInterceptor(forwarder, DATABASE_SERVICES),
+                ForwardingInterceptor(forwarder, (*DATABASE_SERVICES, *names)),
             ],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
@@ -198,12 +207,14 @@ class Repogate:
         message_pb2_grpc.add_MessageServiceServicer_to_server(messages, registry)
         jobs = JobService(*entity)
         job_pb2_grpc.add_JobServiceServicer_to_server(jobs, registry)
-        services = [
+        services: list[tuple[ServiceDescriptor, object]] = [
             (USER_SERVICE, users),
             (SESSION_SERVICE, sessions),
             (MESSAGE_SERVICE, messages),
             (JOB_SERVICE, jobs),
         ]
+        if served is not None:
+            services += served.register(registry, lambda r: StandardMethods(r, *entity))
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
             TransactionService(
                 units, entity_methods(services), forwarder, Answers(s.max_message_bytes)
@@ -222,7 +233,7 @@ class Repogate:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(observed), registry)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, registry)
         reflection.enable_server_reflection(
-            (*TENANT_SCOPED, ADMIN_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (*scoped, ADMIN_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
             registry,
         )
         metrics.watch(
@@ -243,7 +254,8 @@ class Repogate:
         ids.address = s.advertise_address or peers.advertised(peer_address or self.address)
         self._server = server
         await server.start()
-        for name in HEALTH_NAMES:
+        self._needs_database = (*NEEDS_DATABASE, *names)
+        for name in (*HEALTH_NAMES, *names):
             await self._health.set(name, SERVING)
         if s.purge_interval > 0:
             self._purger = asyncio.create_task(self._purge_every(s.purge_interval, self._db))
@@ -314,7 +326,7 @@ class Repogate:
             if (breaker.state is State.CLOSED) != serving:
                 serving = not serving
                 status = SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-                for name in NEEDS_DATABASE:
+                for name in self._needs_database:
                     await self._health.set(name, status)
 
     @staticmethod
@@ -346,6 +358,12 @@ class Repogate:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+async def _create_declared(db: Database, declared: Declared) -> None:
+    # Until schema migrations land: the declared tables, created where missing.
+    async with db.engine.begin() as conn:
+        await conn.run_sync(declared.metadata.create_all)
 
 
 def _policy(s: Settings) -> Policy:

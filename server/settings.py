@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from repositories.bulkheads import Bulkheads
@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Resources declared in protobuf (docs/schema.md): a directory of .proto files, or
     # a FileDescriptorSet (`buf build -o schema.binpb`). Unset: the built-in ones only.
-    schema_path: str | None = Field(None, validation_alias="REPOGATE_SCHEMA")
+    # (`schema` would shadow pydantic's BaseModel.schema.)
+    schema_path: str | None = Field(
+        None, validation_alias=AliasChoices("REPOGATE_SCHEMA", "schema_path")
+    )
     # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
     # most, kept open rather than opened and closed per burst (docs/fleet.md).
     db_pool_size: int = Field(10, ge=1)
