@@ -23,7 +23,18 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, ColumnElement, Table, and_, delete, exists, select, text, tuple_
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    MetaData,
+    Table,
+    and_,
+    delete,
+    exists,
+    select,
+    text,
+    tuple_,
+)
 
 from repositories.database import Database
 from repositories.errors import translate_db_errors
@@ -35,40 +46,52 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 # Any fixed 64-bit number, the same for every process; not the migration's.
 PURGE_LOCK_ID = 0x7265706F70757267  # "repopurg"
-# Each table with the column that says when its rows are due: every entity
-# table (they all have purge_time), children before the tables they refer to
-# (so a parent whose children go in this run goes in it too), and the request ids.
-DUE: tuple[tuple[Table, str], ...] = (
-    *(
-        (table, "purge_time")
-        for table in reversed(metadata.sorted_tables)
-        if "purge_time" in table.c
-    ),
-    (request_ids, "expire_time"),
-    (transaction_outcomes, "expire_time"),
-)
+
+
+def due(declared: MetaData | None = None) -> tuple[tuple[Table, str], ...]:
+    """Each table with the column that says when its rows are due: every entity table
+    (they all have purge_time), the schema's (`declared`) first, children before the
+    tables they refer to (so a parent whose children go in this run goes in it too),
+    and the request ids."""
+    schemas = [m for m in (declared, metadata) if m is not None]
+    return (
+        *(
+            (table, "purge_time")
+            for each in schemas
+            for table in reversed(each.sorted_tables)
+            if "purge_time" in table.c
+        ),
+        (request_ids, "expire_time"),
+        (transaction_outcomes, "expire_time"),
+    )
+
+
+DUE = due()
 
 
 def _still_needed(table: Table) -> Iterator[ColumnElement[bool]]:
     """Rows of `table` that a RESTRICT foreign key still needs (a user with sessions):
     the purge leaves them until those rows are gone. CASCADE children go with them."""
-    for child in metadata.sorted_tables:
+    for child in table.metadata.sorted_tables:
         for key in child.foreign_key_constraints:
             if key.referred_table is table and (key.ondelete or "").upper() != "CASCADE":
                 pairs = zip(key.columns, key.elements, strict=True)
                 yield exists().where(and_(*(column == ref.column for column, ref in pairs)))
 
 
-async def purge_due(db: Database, now: datetime | None = None) -> dict[str, int] | None:
-    """Deletes every due row; returns how many per table, or None when another process
-    is purging the same PostgreSQL database (this run is skipped)."""
+async def purge_due(
+    db: Database, now: datetime | None = None, declared: MetaData | None = None
+) -> dict[str, int] | None:
+    """Deletes every due row, of the schema's tables (`declared`) too; returns how many
+    per table, or None when another process is purging the same PostgreSQL database
+    (this run is skipped)."""
     now = now or datetime.now(UTC)
     async with _only_purge(db) as alone:
         if not alone:
             log.debug("another process is purging this database; skipping this run")
             return None
         purged = {}
-        for table, column in DUE:
+        for table, column in DUE if declared is None else due(declared):
             purged[table.name] = await _purge(db, table, table.c[column], now)
     if any(purged.values()):
         log.info("purged %s", purged)

@@ -14,6 +14,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
+from sqlalchemy import MetaData
 
 from repogate.v1 import (
     admin_pb2,
@@ -126,6 +127,8 @@ class Repogate:
         self.read_through: ReadThrough | None = None
         self.feed: coherence.ChangeFeed | None = None
         self._needs_database: tuple[str, ...] = NEEDS_DATABASE
+        # The resources of REPOGATE_SCHEMA, once started with one.
+        self.declared: Declared | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -137,6 +140,7 @@ class Repogate:
             tracing.engine(create_engine(s.database_url, s.engine_options())), s.bulkheads()
         )
         served = declared_services(s.schema_path)
+        self.declared = served.declared if served is not None else None
         if self._migrate:
             # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
             from repositories.migrate import upgrade
@@ -258,7 +262,10 @@ class Repogate:
         for name in (*HEALTH_NAMES, *names):
             await self._health.set(name, SERVING)
         if s.purge_interval > 0:
-            self._purger = asyncio.create_task(self._purge_every(s.purge_interval, self._db))
+            tables = served.declared.metadata if served is not None else None
+            self._purger = asyncio.create_task(
+                self._purge_every(s.purge_interval, self._db, tables)
+            )
         self._reaper = asyncio.create_task(transactions.reap_forever())
         self._watcher = asyncio.create_task(self._watch_database(breakers["database"], self._db))
         await metrics.start()
@@ -330,12 +337,12 @@ class Repogate:
                     await self._health.set(name, status)
 
     @staticmethod
-    async def _purge_every(interval: float, db: Database) -> None:
+    async def _purge_every(interval: float, db: Database, declared: MetaData | None) -> None:
         """Purges due rows now and then; a failed run is logged and retried next time."""
         while True:
             await asyncio.sleep(interval)
             try:
-                await purge_due(db)
+                await purge_due(db, declared=declared)
             except Exception:
                 log.warning("purge failed; retrying in %ss", interval, exc_info=True)
 
