@@ -280,12 +280,13 @@ def _default(f: FieldDescriptor, o: options_pb2.FieldOptions, kind: str, name: s
 
 def _check_cross_field(spec: ResourceSpec) -> None:
     where = spec.message.full_name
-    names = {f.name for f in spec.fields} | set(STANDARD_FIELDS)
+    own = {f.name for f in spec.fields}
+    names = own | set(STANDARD_FIELDS)
     for f in spec.fields:
         o = f.options
         if o.HasField("sequence"):
             parent = o.sequence.parent
-            if parent not in names or not spec.field(parent).reference:
+            if parent not in own or not spec.field(parent).reference:
                 raise SchemaError(f"{where}.{f.name}: sequence parent {parent!r} is no reference")
         if o.HasField("reference"):
             on_delete = o.reference.on_delete
