@@ -56,7 +56,9 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from repositories.errors import InvalidArgument
 from repositories.ids import parse_uuid
 
-FilterKind = Literal["string", "int", "float", "bool", "timestamp", "uuid", "json_array"]
+FilterKind = Literal[
+    "string", "int", "float", "bool", "timestamp", "uuid", "json_array", "json_object"
+]
 
 MAX_FILTER_BYTES = 2048
 MAX_DEPTH = 16
@@ -119,7 +121,7 @@ restriction: NAME COMPARATOR _value
 membership: NAME _IN "(" _value ("," _value)* ")"
 _value: STRING | NUMBER | TRUE | FALSE | NULL
 
-NAME: /[A-Za-z_][A-Za-z0-9_]*/
+NAME: /[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*/
 COMPARATOR: /<=|>=|!=|=~|=|<|>|:/
 STRING: /"(?:[^"\\]|\\.)*"/s | /'(?:[^'\\]|\\.)*'/s
 NUMBER: /-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/
@@ -422,6 +424,7 @@ _KIND_WORDS = {
     "timestamp": 'a timestamp like "2026-01-01T00:00:00Z"',
     "uuid": 'a UUID like "123e4567-e89b-12d3-a456-426614174000"',
     "json_array": "a quoted string, a number, true or false",
+    "json_object": "a path into it: name.key = value",
 }
 
 
@@ -445,7 +448,11 @@ class _Compiler:
         return self.restriction(tokens[0], str(tokens[1]), _literal(tokens[2]))
 
     def field(self, name: lark.Token) -> tuple[str, FilterField]:
-        field = self.fields.get(str(name))
+        head, dot, _ = str(name).partition(".")
+        field = self.fields.get(head)
+        if field is not None and (field.kind == "json_object") != bool(dot):
+            what = "a JSON object: name a key in it" if dot == "" else "not a JSON object"
+            raise _error(f"{head} at column {_column(name)} is {what}")
         if field is None:
             known = ", ".join(sorted(self.fields)) or "none"
             raise _error(
@@ -457,6 +464,8 @@ class _Compiler:
     def restriction(self, name_token: lark.Token, op: str, lit: _Literal) -> ColumnElement[bool]:
         name, field = self.field(name_token)
         column = field.column
+        if field.kind == "json_object":
+            return self.path(name, field, op, lit)
         if lit.kind == "null":
             if op == "=":
                 return column.is_(None)
@@ -500,8 +509,27 @@ class _Compiler:
             return _contains_element(field.column, lit.value)
         raise _error(f": only applies to string and array fields; {name} is a {field.kind}")
 
+    def path(self, name: str, field: FilterField, op: str, lit: _Literal) -> ColumnElement[bool]:
+        """`a.b.c = value` on a JSON object column: containment of {"b": {"c": value}} in
+        `a` (jsonb @> on PostgreSQL, which a GIN index serves; the same test on SQLite).
+        `!=` is its negation: rows without the key match it too, rows without a
+        document (NULL) match neither."""
+        from repositories.json_match import contains  # json_match builds on this module
+
+        if op not in ("=", "!="):
+            raise _error(f"only = and != apply to a path into JSON ({name})")
+        if lit.kind == "string" and len(lit.segments) > 1:
+            raise _error(f"wildcards do not apply to a path into JSON ({name})")
+        value: Any = lit.segments[0] if lit.kind == "string" else lit.value
+        for key in reversed(name.split(".")[1:]):
+            value = {key: value}
+        matched = contains(field.column, value)
+        return matched if op == "=" else and_(field.column.is_not(None), not_(matched))
+
     def membership(self, name_token: lark.Token, values: list[_Literal]) -> ColumnElement[bool]:
         name, field = self.field(name_token)
+        if field.kind == "json_object":
+            raise _error(f"IN does not apply to a path into JSON ({name})")
         if field.kind == "json_array":
             raise _error(f"IN does not apply to array field {name}")
         if len(values) > MAX_IN_VALUES:

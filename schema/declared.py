@@ -29,6 +29,7 @@ _FILTER_KINDS: dict[str, FilterKind] = {
     "timestamp": "timestamp",
     "uuid": "uuid",
     "list": "json_array",
+    "struct": "json_object",
 }
 # Standard columns every resource sorts by.
 _SORTABLE = frozenset({"id", "create_time", "update_time"})

@@ -233,8 +233,8 @@ def _field(f: FieldDescriptor, where: str) -> FieldSpec:
     nullable = f.has_presence and not repeated and not (o.counter or o.HasField("sequence"))
     if o.sortable and (nullable or kind in ("struct", "list", "bytes")):
         raise SchemaError(f"{name}: only fields that are never null sort; this one may be")
-    if o.filterable and kind in ("struct", "bytes"):
-        raise SchemaError(f"{name}: a {kind} field cannot be filtered on")
+    if o.filterable and kind == "bytes":
+        raise SchemaError(f"{name}: a bytes field cannot be filtered on")
     default = _default(f, o, kind, name) if o.default else None
     return FieldSpec(f.name, kind, nullable, o, f, element, default, _max_length(f))
 
