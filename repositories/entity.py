@@ -43,6 +43,8 @@ class Entity:
     sortable: frozenset[str] = frozenset({"id", "create_time", "update_time"})
     filterable: Mapping[str, FilterKind] = field(default_factory=dict)
     default_order: str = "create_time"
+    # Unique indexes only a race violates (see ErrorContext.racing).
+    racing: frozenset[str] = frozenset()
 
     def sort_columns(self) -> dict[str, ColumnElement[Any]]:
         return {name: self.table.c[name] for name in self.sortable | {"id"}}
@@ -59,4 +61,4 @@ class Entity:
 
     @property
     def errors(self) -> ErrorContext:
-        return ErrorContext(self.resource_type, self.unique_fields)
+        return ErrorContext(self.resource_type, self.unique_fields, self.racing)

@@ -316,6 +316,9 @@ class ErrorContext:
     resource_type: str
     # Constraint or index name -> the request field it guards.
     unique_fields: Mapping[str, str]
+    # Unique indexes that only a race can violate (a per-parent sequence number taken
+    # twice under snapshot isolation): their violation is a conflict to retry.
+    racing: frozenset[str] = frozenset()
 
 
 @contextlib.contextmanager
@@ -360,6 +363,8 @@ def _integrity_error(exc: sa_exc.IntegrityError, ctx: ErrorContext | None) -> Do
     text = faults.constraint_name(exc)
     sqlstate = faults.sqlstate(exc)
     if sqlstate == "23505" or "UNIQUE constraint failed" in text:
+        if ctx is not None and any(name in text for name in ctx.racing):
+            return SerializationFailure("the request conflicted with a concurrent one; retry it")
         field = None
         for name, candidate in ctx.unique_fields.items() if ctx else ():
             if name in text:

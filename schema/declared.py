@@ -95,6 +95,10 @@ def _entity(spec: ResourceSpec, table: Table) -> Entity:
         sortable=frozenset(sortable),
         filterable=filterable,
         default_order=spec.default_order,
+        # Two transactions that took the same number (repeatable read) conflict.
+        racing=frozenset(
+            tables.sequence_index(spec, f) for f in spec.fields if f.options.HasField("sequence")
+        ),
     )
 
 

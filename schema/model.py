@@ -288,6 +288,8 @@ def _check_cross_field(spec: ResourceSpec) -> None:
             parent = o.sequence.parent
             if parent not in own or not spec.field(parent).reference:
                 raise SchemaError(f"{where}.{f.name}: sequence parent {parent!r} is no reference")
+            if spec.field(parent).nullable:
+                raise SchemaError(f"{where}.{f.name}: sequence parent {parent!r} may be unset")
         if o.HasField("reference"):
             on_delete = o.reference.on_delete
             if on_delete == options_pb2.ON_DELETE_SET_NULL and not f.nullable:

@@ -160,7 +160,7 @@ def _table(
         if o.HasField("sequence"):
             numbered = o.sequence.parent
             Index(
-                name("uq", t, "tenant", numbered, f.name),
+                sequence_index(spec, f),
                 c.tenant_id,
                 c[numbered],
                 c[f.name],
@@ -183,6 +183,10 @@ def _table(
             Index(name("ix", t, "tenant", *words), c.tenant_id, *exprs)
     purge_index(table)
     return table
+
+
+def sequence_index(spec: ResourceSpec, f: FieldSpec) -> str:
+    return name("uq", spec.table, "tenant", f.options.sequence.parent, f.name)
 
 
 def unique_index(spec: ResourceSpec, f: FieldSpec) -> str:
