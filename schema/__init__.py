@@ -1,0 +1,1 @@
+"""Resources declared in protobuf: loaded, stored and served with no code (docs/schema.md)."""
