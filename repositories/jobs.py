@@ -17,30 +17,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, or_
 
+from repogate.v1 import job_pb2
 from repositories.base import Row
-from repositories.entity import Entity
 from repositories.lifecycle import Lifecycle, StatefulRepository
 from repositories.tables import jobs
+from schema.entities import entity_of
 
-JOB = Entity(
-    resource_type="job",
-    table=jobs,
-    sortable=frozenset(
-        {"id", "job_type", "status", "priority", "progress", "enqueue_time", "create_time"}
-        | {"update_time"}
-    ),
-    filterable={
-        "job_type": "string",
-        "status": "string",
-        "priority": "int",
-        "progress": "int",
-        "worker_id": "string",
-        "error_message": "string",
-        "enqueue_time": "timestamp",
-        "start_time": "timestamp",
-        "finish_time": "timestamp",
-    },
-)
+JOB = entity_of(job_pb2.Job, jobs)
 
 FINISHED = ("completed", "failed", "cancelled")
 LIFECYCLE = Lifecycle(

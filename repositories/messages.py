@@ -16,29 +16,15 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
+from repogate.v1 import message_pb2
 from repositories.base import Repository, Row
-from repositories.entity import Entity
 from repositories.errors import NoMessage
 from repositories.json_match import contains
 from repositories.sessions import SessionRepository
 from repositories.tables import messages
+from schema.entities import entity_of
 
-MESSAGE = Entity(
-    resource_type="message",
-    table=messages,
-    sortable=frozenset(
-        {"id", "session_id", "sequence_number", "message_type", "role", "create_time"}
-        | {"update_time"}
-    ),
-    filterable={
-        "session_id": "uuid",
-        "sequence_number": "int",
-        "message_type": "string",
-        "role": "string",
-    },
-    # A session's messages in sequence order: the unique index's order.
-    default_order="session_id, sequence_number",
-)
+MESSAGE = entity_of(message_pb2.Message, messages)
 
 
 class MessageRepository(Repository):

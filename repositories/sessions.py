@@ -14,34 +14,16 @@ from typing import Any
 
 from sqlalchemy import case, func, or_
 
+from repogate.v1 import session_pb2
 from repositories.base import Row
-from repositories.entity import Entity
 from repositories.errors import UserHasSessions
 from repositories.lifecycle import Lifecycle, StatefulRepository
 from repositories.tables import messages, sessions
 from repositories.users import UserRepository
+from schema.entities import entity_of
 
-SESSION = Entity(
-    resource_type="session",
-    table=sessions,
-    sortable=frozenset(
-        {"id", "name", "status", "last_access_time", "create_time", "update_time"}
-        | {"total_messages", "total_tool_calls", "input_tokens", "output_tokens"}
-    ),
-    filterable={
-        "user_id": "uuid",
-        "name": "string",
-        "status": "string",
-        "total_messages": "int",
-        "total_tool_calls": "int",
-        "total_cost_usd": "float",
-        "input_tokens": "int",
-        "output_tokens": "int",
-        "last_sequence_number": "int",
-        "last_access_time": "timestamp",
-        "completed_time": "timestamp",
-    },
-)
+# total_cost_usd: exact decimal text in the message, a number in the column.
+SESSION = entity_of(session_pb2.Session, sessions, {"total_cost_usd": "float"})
 
 # What CountActiveSessions counts (as the agent-sessions API did).
 ACTIVE = ("active", "waiting", "processing")

@@ -8,24 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func
 
+from repogate.v1 import user_pb2
 from repositories.base import Repository, Row
-from repositories.entity import Entity
 from repositories.errors import NotFound, UserNotLive
 from repositories.tables import users
+from schema.entities import entity_of
 
-USER = Entity(
-    resource_type="user",
-    table=users,
-    unique_fields={"uq_users_tenant_email": "email", "uq_users_tenant_username": "username"},
-    sortable=frozenset({"id", "email", "username", "display_name", "create_time", "update_time"}),
-    filterable={
-        "email": "string",
-        "username": "string",
-        "display_name": "string",
-        "is_active": "bool",
-        "last_login_time": "timestamp",
-    },
-)
+USER = entity_of(user_pb2.User, users)
 
 
 class UserRepository(Repository):

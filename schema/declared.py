@@ -3,36 +3,23 @@ entity, repository class and `Resource` (mapping, checks, defaults, rules)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import Message
 from sqlalchemy import MetaData, Table
 
-from repositories.entity import Entity
-from repositories.filtering import FilterKind
+from repositories.base import Repository
 from repositories.tables import metadata as built_in_metadata
 from schema import rules, tables
+from schema.entities import entity
 from schema.loading import Schema
-from schema.model import FieldSpec, ResourceSpec
+from schema.model import FieldSpec, ResourceSpec, resource_spec
 from schema.repository import DeclaredRepository, repository_class
 from server import validation
-from server.mapping import MessageMapping, stored_enum_names
+from server.mapping import M, MessageMapping, stored_enum_names
 from server.resources import Resource
-
-_FILTER_KINDS: dict[str, FilterKind] = {
-    "string": "string",
-    "enum": "string",
-    "int32": "int",
-    "int64": "int",
-    "double": "float",
-    "bool": "bool",
-    "timestamp": "timestamp",
-    "uuid": "uuid",
-    "list": "json_array",
-    "struct": "json_object",
-}
-# Standard columns every resource sorts by.
-_SORTABLE = frozenset({"id", "create_time", "update_time"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +55,7 @@ def declare(schema: Schema) -> Declared:
             if f.reference:
                 parent = schema.resource(f.reference).message.full_name
                 repo.references[f.name] = repositories[parent]
-        resources[full_name] = _resource(spec, repo, schema, enums)
+        resources[full_name] = _resource(spec, repo, schema)
     return Declared(schema, metadata, built, resources)
 
 
@@ -84,30 +71,12 @@ def _enum_names(f: FieldSpec) -> dict[str, str]:
     return {v.name: stored[v.number] for v in enum.values if v.number}
 
 
-def _entity(spec: ResourceSpec, table: Table) -> Entity:
-    unique = {tables.unique_index(spec, f): f.name for f in spec.fields if f.options.unique}
-    sortable = _SORTABLE | {f.name for f in spec.fields if f.options.sortable}
-    filterable = {f.name: _FILTER_KINDS[f.kind] for f in spec.fields if f.options.filterable}
-    return Entity(
-        resource_type=spec.singular,
-        table=table,
-        unique_fields=unique,
-        sortable=frozenset(sortable),
-        filterable=filterable,
-        default_order=spec.default_order,
-        # Two transactions that took the same number (repeatable read) conflict.
-        racing=frozenset(
-            tables.sequence_index(spec, f) for f in spec.fields if f.options.HasField("sequence")
-        ),
-    )
-
-
 def _repository(spec: ResourceSpec, table: Table) -> type[DeclaredRepository]:
     sequence = spec.sequence
     references = [f for f in spec.fields if f.reference]
     return repository_class(
         spec.message.name,
-        _entity(spec, table),
+        entity(spec, table),
         references=bool(references),
         mutable_references=any(f.writable and not f.options.immutable for f in references),
         sequence=(sequence.name, sequence.options.sequence.parent) if sequence else None,
@@ -118,24 +87,42 @@ def _resource(
     spec: ResourceSpec,
     repo: type[DeclaredRepository],
     schema: Schema,
-    enums: dict[str, dict[str, str]],
 ) -> Resource[Any]:
-    writable = [f for f in spec.fields if f.writable]
     checks: dict[str, validation.Check] = {}
-    for f in writable:
-        if f.kind == "enum":
-            checks[f.name] = validation.one_of(enums[f"{spec.message.full_name}.{f.name}"].values())
-        elif f.kind == "uuid":
+    for f in spec.fields:
+        if f.kind == "uuid":
             checks[f.name] = _optional_uuid if f.nullable else validation.uuid_text
         elif f.kind in ("struct", "list"):
             checks[f.name] = validation.json_document
+    return resource(spec, repo, schema.message_class(spec.message), checks, rules=rules.check)
+
+
+def resource(
+    spec: ResourceSpec,
+    repo: type[Repository],
+    message_cls: type[M],
+    checks: Mapping[str, validation.Check],
+    *,
+    rules: Callable[[Message, Collection[str] | None, str], None] | None = None,
+) -> Resource[M]:
+    """The Resource a spec declares: which fields a create and an update write, which a
+    create needs, what it stores when they are unset. `checks` are the field checks
+    beyond the declared rules; enum fields get theirs here."""
+    writable = [f for f in spec.fields if f.writable]
+    enums = {f.name: _enum_names(f) for f in spec.fields if f.kind == "enum"}
+    all_checks = dict(checks)
+    for f in writable:
+        if f.kind == "enum" and f.name not in all_checks:
+            all_checks[f.name] = validation.one_of(enums[f.name].values())
+    # Unset writable fields, and server-set ones with a declared default, get a value on
+    # create; the rest are left to the repository and the column.
     defaults = {
-        f.name: tables.stored_default(f, enums.get(f"{spec.message.full_name}.{f.name}"))
-        for f in writable
-        if not f.options.required
+        f.name: tables.stored_default(f, enums.get(f.name))
+        for f in spec.fields
+        if (f.writable and not f.options.required) or (not f.writable and f.options.default)
     }
     mapping = MessageMapping(
-        schema.message_class(spec.message),
+        message_cls,
         updatable=[f.name for f in writable if not f.options.immutable],
         immutable=[f.name for f in writable if f.options.immutable],
         references=[f.name for f in spec.fields if f.reference],
@@ -144,8 +131,16 @@ def _resource(
         name=spec.singular,
         repository=repo,
         mapping=mapping,
-        checks=checks,
+        checks=all_checks,
         required=frozenset(f.name for f in writable if f.options.required),
-        create_defaults=defaults,
-        rules=rules.check,
+        create_defaults={k: v for k, v in defaults.items() if v is not None},
+        rules=rules,
     )
+
+
+def resource_of(
+    message_cls: type[M], repo: type[Repository], checks: Mapping[str, validation.Check]
+) -> Resource[M]:
+    """The Resource a built-in resource message declares."""
+    descriptor: Any = message_cls.DESCRIPTOR
+    return resource(resource_spec(descriptor), repo, message_cls, checks)

@@ -229,8 +229,10 @@ def _field(f: FieldDescriptor, where: str) -> FieldSpec:
         raise SchemaError(f"{name}: case_insensitive applies to unique strings only")
     if o.searchable and kind != "struct":
         raise SchemaError(f"{name}: searchable applies to google.protobuf.Struct fields")
-    # Message fields and proto3 `optional` fields have presence: NULL when unset.
-    nullable = f.has_presence and not repeated and not (o.counter or o.HasField("sequence"))
+    # Message fields and proto3 `optional` fields have presence: NULL when unset, unless
+    # required (on an output-only field: the server sets it on every row).
+    nullable = f.has_presence and not (repeated or o.required or o.counter)
+    nullable = nullable and not o.HasField("sequence")
     if o.sortable and (nullable or kind in ("struct", "list", "bytes")):
         raise SchemaError(f"{name}: only fields that are never null sort; this one may be")
     if o.filterable and kind == "bytes":

@@ -14,21 +14,20 @@ from repogate.v1 import job_pb2 as pb
 from repogate.v1 import job_pb2_grpc
 from repositories.errors import InvalidArgument
 from repositories.jobs import JobRepository, Tally
+from schema.declared import resource_of
 from server import validation
 from server.answers import Encoded
-from server.mapping import MessageMapping, duration, json_object, parse_etag, stored_enum_names
+from server.mapping import duration, json_object, parse_etag, stored_enum_names
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, Resource, StandardMethods
+from server.resources import Policy, StandardMethods
 from server.units import Units
 
-JOB = Resource(
-    name="job",
-    repository=JobRepository,
-    mapping=MessageMapping(pb.Job, updatable={"priority", "payload"}, immutable={"job_type"}),
+# Declared in job.proto (its repogate.options); these are the checks beyond it.
+JOB = resource_of(
+    pb.Job,
+    JobRepository,
     checks={"job_type": validation.token(64), "payload": validation.json_document},
-    required=frozenset({"job_type"}),
-    create_defaults={"priority": 0, "payload": {}, "status": "pending", "progress": 0},
 )
 # "running" -> "JOB_STATUS_RUNNING"
 STATUS = {

@@ -12,31 +12,25 @@ from repogate.v1 import message_pb2 as pb
 from repogate.v1 import message_pb2_grpc
 from repositories.messages import MessageRepository
 from repositories.tables import messages
+from schema.declared import resource_of
 from server import validation
 from server.answers import Encoded
-from server.mapping import MessageMapping, json_object
+from server.mapping import json_object
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, Resource, StandardMethods
+from server.resources import Policy, StandardMethods
 from server.units import Units
 
-MESSAGE = Resource(
-    name="message",
-    repository=MessageRepository,
-    mapping=MessageMapping(
-        pb.Message,
-        updatable={"message_type", "role", "content"},
-        immutable={"session_id"},
-        references={"session_id"},
-    ),
+# Declared in message.proto (its repogate.options); these are the checks beyond it.
+MESSAGE = resource_of(
+    pb.Message,
+    MessageRepository,
     checks={
         "session_id": validation.uuid_text,
         "message_type": validation.token(64),
         "role": validation.max_length(64),
         "content": validation.json_document,
     },
-    required=frozenset({"session_id", "message_type"}),
-    create_defaults={"role": "", "content": {}},
 )
 
 Context: TypeAlias = aio.ServicerContext

@@ -12,31 +12,24 @@ from repogate.v1 import session_pb2 as pb
 from repogate.v1 import session_pb2_grpc
 from repositories.sessions import SessionRepository
 from repositories.tables import SESSION_STATUSES
+from schema.declared import resource_of
 from server import validation
 from server.answers import Encoded
-from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, Resource, StandardMethods
+from server.resources import Policy, StandardMethods
 from server.units import Units
 
-SESSION = Resource(
-    name="session",
-    repository=SessionRepository,
-    mapping=MessageMapping(
-        pb.Session,
-        updatable={"name", "status", "preferences"},
-        immutable={"user_id"},
-        references={"user_id"},
-    ),
+# Declared in session.proto (its repogate.options); these are the checks beyond it.
+SESSION = resource_of(
+    pb.Session,
+    SessionRepository,
     checks={
         "user_id": validation.uuid_text,
         "name": validation.max_length(256),
         "status": validation.one_of(SESSION_STATUSES),
         "preferences": validation.json_document,
     },
-    required=frozenset({"user_id"}),
-    create_defaults={"name": "", "status": "created", "preferences": {}},
 )
 COUNTERS = ("total_messages", "total_tool_calls", "input_tokens", "output_tokens")
 

@@ -10,25 +10,23 @@ from repogate.v1 import user_pb2 as pb
 from repogate.v1 import user_pb2_grpc
 from repositories.errors import InvalidArgument
 from repositories.users import UserRepository
+from schema.declared import resource_of
 from server import validation
 from server.answers import Encoded
-from server.mapping import MessageMapping
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, Resource, StandardMethods
+from server.resources import Policy, StandardMethods
 from server.units import Units
 
-USER = Resource(
-    name="user",
-    repository=UserRepository,
-    mapping=MessageMapping(pb.User, updatable={"email", "username", "display_name", "is_active"}),
+# Declared in user.proto (its repogate.options); these are the checks beyond it.
+USER = resource_of(
+    pb.User,
+    UserRepository,
     checks={
         "email": validation.email,
         "username": validation.username,
         "display_name": validation.max_length(256),
     },
-    required=frozenset({"email", "username"}),
-    create_defaults={"display_name": "", "is_active": True},
 )
 
 Context: TypeAlias = aio.ServicerContext
