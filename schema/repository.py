@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 
 from repositories.base import Repository, Row
 from repositories.entity import Entity
@@ -36,6 +36,16 @@ class DeclaredRepository(Repository):
         """Adds each delta to its counter, in one statement."""
         values = {name: self.c[name] + delta for name, delta in deltas.items()}
         return await self._change_one(id_, expected_version, values, deleted=False)
+
+    async def update_if(
+        self, id_: uuid.UUID, values: Mapping[str, Any], *criteria: ColumnElement[bool]
+    ) -> Row | None:
+        """Applies `values` to the live row `id_` if it meets `criteria`, in one statement
+        (atomic on both databases); None when it does not (or is no live row)."""
+        stmt = self.scope.update(self._changes(values)).where(
+            self.c.id == id_, self._live(), *criteria
+        )
+        return (await self._returning(stmt)).get(id_)
 
     async def hold_live(self, ids: Collection[uuid.UUID], *, exclusive: bool = False) -> None:
         """Raises NotFound for the first of `ids` that is no row of this tenant, and

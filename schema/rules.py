@@ -31,7 +31,7 @@ def check(message: Message, written: Collection[str] | None, prefix: str) -> Non
         if written is not None and path.split(".", 1)[0].split("[", 1)[0] not in written:
             continue
         violations.append(
-            FieldViolation(f"{prefix}.{path}" if path else prefix, _message(violation))
+            FieldViolation(".".join(p for p in (prefix, path) if p), _message(violation))
         )
     if violations:
         summary = "; ".join(f"{v.field} {v.description}" for v in violations)

@@ -4,7 +4,7 @@ services."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -17,11 +17,13 @@ from google.protobuf.message import Message
 
 from repositories.errors import InvalidArgument
 from schema.declared import Declared
+from schema.extensions import Api, Extension
 from schema.repository import DeclaredRepository
-from schema.shapes import Binding
+from schema.shapes import Binding, method_name
 from server import validation
 from server.mapping import parse_etag
 from server.resources import StandardMethods
+from server.units import Units
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
@@ -49,18 +51,14 @@ class _Query:
         self.count_mode = getattr(request, "count_mode", 0)
 
 
-def handlers(
-    bindings: list[Binding], methods: dict[str, StandardMethods[Any]]
-) -> dict[str, grpc.RpcMethodHandler]:
-    """A gRPC handler per bound method. `methods`: each resource's StandardMethods, by its
-    message's full name."""
+def handlers(bindings: list[Binding], runs: dict[str, Handler]) -> dict[str, grpc.RpcMethodHandler]:
+    """A gRPC handler per bound method, running its behaviour (`runs`, by method name)."""
     out = {}
     for b in bindings:
-        run = _behaviour(b, methods[b.spec.message.full_name])
         request_cls = _message_class(b.method.input_type)
         response_cls = _message_class(b.method.output_type)
         out[b.method.name] = grpc.unary_unary_rpc_method_handler(
-            run,
+            runs[b.method.name],
             request_deserializer=request_cls.FromString,
             response_serializer=response_cls.SerializeToString,
         )
@@ -68,10 +66,20 @@ def handlers(
 
 
 def behaviours(
-    bindings: list[Binding], methods: dict[str, StandardMethods[Any]]
+    bindings: list[Binding],
+    methods: dict[str, StandardMethods[Any]],
+    api: Api,
+    extensions: Mapping[str, Extension],
 ) -> dict[str, Handler]:
-    """Each bound method's behaviour, by method name (TransactionService.Transact runs them)."""
-    return {b.method.name: _behaviour(b, methods[b.spec.message.full_name]) for b in bindings}
+    """Each bound method's behaviour, by method name: a standard method of its resource
+    (`methods`, by message full name), or its extension."""
+    runs = {}
+    for b in bindings:
+        if b.spec is None:
+            runs[b.method.name] = extensions[method_name(b.method)](api)
+        else:
+            runs[b.method.name] = _behaviour(b, methods[b.spec.message.full_name])
+    return runs
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:
@@ -115,6 +123,7 @@ def _behaviour(b: Binding, std: StandardMethods[Any]) -> Handler:
 
 def _lister(b: Binding, std: StandardMethods[Any], out: type[Message]) -> Handler:
     fields = out.DESCRIPTOR.fields_by_name
+    assert b.spec is not None  # a standard method
     items = b.spec.plural
     totals = "total_size" in fields
     exact = "total_size_exact" in fields
@@ -173,16 +182,21 @@ def register(
     services: list[tuple[str, list[Binding]]],
     server: Any,
     make: Callable[[Any], StandardMethods[Any]],
+    units: Units,
+    extensions: Mapping[str, Extension],
 ) -> list[tuple[ServiceDescriptor, object]]:
     """Adds the schema's services to `server` (as generic handlers: see server/handlers.py),
     with `make(resource)` building each resource's StandardMethods. Returns each service
     and an object with its behaviours as attributes, for Transact."""
     methods = {name: make(resource) for name, resource in declared.resources.items()}
+    named = {declared.spec(name).message.name: std for name, std in methods.items()}
+    api = Api(units, {**methods, **named})
     by_name = {service.full_name: service for service in declared.schema.services}
     served: list[tuple[ServiceDescriptor, object]] = []
     for name, bindings in services:
+        runs = behaviours(bindings, methods, api, extensions)
         server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(name, handlers(bindings, methods))]
+            [grpc.method_handlers_generic_handler(name, handlers(bindings, runs))]
         )
-        served.append((by_name[name], SimpleNamespace(**behaviours(bindings, methods))))
+        served.append((by_name[name], SimpleNamespace(**runs)))
     return served

@@ -10,7 +10,7 @@ the method and the shape expected, so a schema that starts is served whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
@@ -29,24 +29,37 @@ _COUNT_MODE = "repogate.v1.CountMode"
 
 @dataclass(frozen=True)
 class Binding:
-    verb: str  # "create", "list", ...
-    spec: ResourceSpec
+    verb: str  # "create", "list", ..., or "extension"
+    spec: ResourceSpec | None  # None for an extension
     method: MethodDescriptor
 
 
-def bind(declared: Declared) -> list[tuple[str, list[Binding]]]:
-    """(service full name, its methods' bindings) for every service of the schema.
-    Raises SchemaError listing every method that fits no shape."""
+def method_name(method: MethodDescriptor) -> str:
+    """ "pkg.Service/Method", as extensions name methods."""
+    return f"{method.containing_service.full_name}/{method.name}"
+
+
+def bind(declared: Declared, extensions: Collection[str] = ()) -> list[tuple[str, list[Binding]]]:
+    """(service full name, its methods' bindings) for every service of the schema; a
+    method named in `extensions` is bound to its extension. Raises SchemaError listing
+    every method that fits no shape, and every extension that names no method."""
     problems: list[str] = []
     services = []
+    unused = set(extensions)
     for service in declared.schema.services:
         bindings = []
         for method in service.methods:
+            name = method_name(method)
             try:
-                bindings.append(_bind(method, declared))
+                if name in extensions:
+                    unused.discard(name)
+                    bindings.append(_extension(method))
+                else:
+                    bindings.append(_bind(method, declared))
             except SchemaError as exc:
                 problems.append(f"{method.full_name}: {exc}")
         services.append((service.full_name, bindings))
+    problems += [f"extension {name}: the schema has no such method" for name in sorted(unused)]
     if problems:
         raise SchemaError("methods Repogate cannot serve:\n  " + "\n  ".join(problems))
     return services
@@ -68,6 +81,12 @@ def _names(spec: ResourceSpec) -> dict[str, str]:
         f"BatchUpdate{p}": "batch_update",
         f"BatchDelete{p}": "batch_delete",
     }
+
+
+def _extension(method: MethodDescriptor) -> Binding:
+    if method.client_streaming or method.server_streaming:
+        raise SchemaError("streaming methods are not served")
+    return Binding("extension", None, method)
 
 
 def _bind(method: MethodDescriptor, declared: Declared) -> Binding:

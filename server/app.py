@@ -139,7 +139,7 @@ class Repogate:
         self._db = Database(
             tracing.engine(create_engine(s.database_url, s.engine_options())), s.bulkheads()
         )
-        served = declared_services(s.schema_path)
+        served = declared_services(s.schema_path, s.extensions)
         self.declared = served.declared if served is not None else None
         if self._migrate:
             # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
@@ -218,7 +218,7 @@ class Repogate:
             (JOB_SERVICE, jobs),
         ]
         if served is not None:
-            services += served.register(registry, lambda r: StandardMethods(r, *entity))
+            services += served.register(registry, lambda r: StandardMethods(r, *entity), units)
         transaction_pb2_grpc.add_TransactionServiceServicer_to_server(
             TransactionService(
                 units, entity_methods(services), forwarder, Answers(s.max_message_bytes)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     schema_path: str | None = Field(
         None, validation_alias=AliasChoices("REPOGATE_SCHEMA", "schema_path")
     )
+    # Python modules (import paths, comma-separated) whose `extensions` serve the schema's
+    # methods that are not standard ones (docs/schema.md#extensions).
+    extensions: str = ""
     # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
     # most, kept open rather than opened and closed per burst (docs/fleet.md).
     db_pool_size: int = Field(10, ge=1)
