@@ -3,6 +3,7 @@ entity, repository class and `Resource` (mapping, checks, defaults, rules)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,7 @@ def declare(schema: Schema) -> Declared:
     resources: dict[str, Resource[Any]] = {}
     for full_name, spec in schema.resources.items():
         table = built[full_name]
-        repositories[full_name] = _repository(spec, table)
+        repositories[full_name] = _repository(spec, table, _purged_with(table, built.values()))
     for full_name, spec in schema.resources.items():
         repo = repositories[full_name]
         for f in spec.fields:
@@ -97,7 +98,28 @@ def _entity(spec: ResourceSpec, table: Table) -> Entity:
     )
 
 
-def _repository(spec: ResourceSpec, table: Table) -> type[DeclaredRepository]:
+def _purged_with(table: Table, tables: Collection[Table]) -> tuple[str, ...]:
+    """The tables whose rows the database changes when rows of `table` are deleted for
+    good: children deleted (ON DELETE CASCADE, and theirs in turn) or cleared (SET NULL)."""
+    found: list[str] = []
+    parents = [table]
+    while parents:
+        parent = parents.pop()
+        for child in tables:
+            for key in child.foreign_key_constraints:
+                action = (key.ondelete or "").upper()
+                if key.referred_table is not parent or action not in ("CASCADE", "SET NULL"):
+                    continue
+                if child.name not in found:
+                    found.append(child.name)
+                    if action == "CASCADE":
+                        parents.append(child)
+    return tuple(found)
+
+
+def _repository(
+    spec: ResourceSpec, table: Table, purges: tuple[str, ...]
+) -> type[DeclaredRepository]:
     sequence = spec.sequence
     references = [f for f in spec.fields if f.reference]
     return repository_class(
@@ -106,6 +128,7 @@ def _repository(spec: ResourceSpec, table: Table) -> type[DeclaredRepository]:
         references=bool(references),
         mutable_references=any(f.writable and not f.options.immutable for f in references),
         sequence=(sequence.name, sequence.options.sequence.parent) if sequence else None,
+        purges=purges,
     )
 
 
