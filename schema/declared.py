@@ -157,6 +157,7 @@ def _resource(
         updatable=[f.name for f in writable if not f.options.immutable],
         immutable=[f.name for f in writable if f.options.immutable],
         references=[f.name for f in spec.fields if f.reference],
+        nullable=[f.name for f in writable if f.nullable],
     )
     return Resource(
         name=spec.singular,

@@ -163,6 +163,8 @@ class MessageMapping(Generic[M]):
         updatable: Fields a client may write; the rest are output only.
         immutable: Fields a create may set that no update may change (AIP-203).
         references: String fields holding the UUID of another resource.
+        nullable: Fields with presence whose column stores NULL when the message lacks
+            them (a Timestamp, an `optional` scalar): not their zero value.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class MessageMapping(Generic[M]):
         *,
         immutable: Collection[str] = (),
         references: Collection[str] = (),
+        nullable: Collection[str] = (),
     ) -> None:
         self.message_cls = message_cls
         fields = message_cls.DESCRIPTOR.fields
@@ -193,8 +196,7 @@ class MessageMapping(Generic[M]):
         inline = {*self._timestamps, *self._texts, *self._scalars}
         self._readers = [(f.name, _reader(f)) for f in fields if f.name not in inline]
         self._writers = {f.name: _writer(f, references) for f in fields}
-        # Timestamps a client writes: unset stores NULL (the epoch is a value).
-        self._nullable = frozenset(self._timestamps) & self._writable
+        self._nullable = frozenset(nullable)
 
     def to_message(self, row: Row) -> M:
         # A None value leaves its field unset, in the constructor as here.

@@ -41,6 +41,10 @@ async def comment(c: Client, task_id: str, body: str = "a remark") -> Any:
     )
 
 
+async def names(c: Client) -> list[str]:
+    return [p.name for p in (await c("ProjectService/ListProjects")).projects]
+
+
 # What each resource's methods are called with: the fields of the n-th new one (its
 # parents created first), and a field an update changes.
 async def _project_fields(c: Client) -> Fields:
@@ -161,11 +165,13 @@ async def test_a_task_keeps_tags_struct_enum_and_optional_fields(client: Client)
     assert bare.state == TASK_STATE_OPEN
     assert not bare.HasField("due_time")
     assert not bare.HasField("assignee")
-    # A masked timestamp left unset is cleared.
+    # Masked fields with presence left unset are cleared, not set to their zero values.
     edit = message("Task", id=task.id)
-    cleared = await client("TaskService/UpdateTask", task=edit, update_mask=mask("due_time"))
-    assert not cleared.HasField("due_time")
-    assert cleared.assignee == "ann"
+    clear = mask("due_time", "assignee", "payload")
+    cleared = await client("TaskService/UpdateTask", task=edit, update_mask=clear)
+    assert await client("TaskService/GetTask", id=task.id) == cleared
+    assert [f for f in ("due_time", "assignee", "payload") if cleared.HasField(f)] == []
+    assert (cleared.priority, list(cleared.tags)) == (7, ["a", "b"])
 
 
 async def test_counters_change_only_by_increment(client: Client) -> None:
@@ -290,9 +296,18 @@ async def test_project_names_are_unique_ignoring_case_until_deleted(client: Clie
     # Another tenant has names of its own.
     assert (await client.as_tenant(f"t-{uuid.uuid4().hex[:16]}").project("alpha")).name == "alpha"
 
+    beta = await client.project("beta")
+    rename = message("Project", id=beta.id, name="alpha")
+    renamed = await fails(client("ProjectService/UpdateProject", project=rename))
+    assert renamed.code == grpc.StatusCode.ALREADY_EXISTS
+
     await client("ProjectService/DeleteProject", id=first.id)
     again = await client.project("alpha")
     assert again.id != first.id
+    # The name is taken again: the first cannot come back under it.
+    back = await fails(client("ProjectService/UndeleteProject", id=first.id))
+    assert back.code == grpc.StatusCode.ALREADY_EXISTS
+    assert await names(client) == ["alpha", "beta"]
 
 
 async def test_references_stay_inside_the_tenant(client: Client) -> None:
