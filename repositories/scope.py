@@ -12,17 +12,21 @@ be cached and run for any tenant without ever seeing another's rows.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    JSON,
     Column,
     Delete,
     Insert,
     Select,
     Table,
+    Text,
     Update,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -105,6 +109,10 @@ class TenantScope:
             if key != TENANT_COLUMN:
                 default = _scalar_default(self.table.c[key])
                 arrays[key] = [row.get(key, default) for row in rows]
+        for key, values in arrays.items():
+            if _is_json(self.table.c[key]):
+                # As text: an array parameter would take JSON arrays for its dimensions.
+                arrays[key] = [None if value is None else json.dumps(value) for value in values]
         stmt = self._statements.insert_columns(tuple(sorted(arrays)), tuple(sorted(same)))
         return stmt, {_column_param(key): value for key, value in (arrays | same).items()}
 
@@ -165,12 +173,18 @@ class _Statements:
 
     def _build_insert_columns(self, arrays: tuple[str, ...], scalars: tuple[str, ...]) -> Insert:
         c = self._table.c
-        params = [bindparam(_column_param(key), type_=ARRAY(c[key].type)) for key in arrays]
+        params = [
+            bindparam(_column_param(key), type_=ARRAY(Text if _is_json(c[key]) else c[key].type))
+            for key in arrays
+        ]
         rows = func.unnest(*params).table_valued(*arrays).render_derived()
         source = select(
             bindparam(TENANT_PARAM, type_=c[TENANT_COLUMN].type),
             *(bindparam(_column_param(key), type_=c[key].type) for key in scalars),
-            *(rows.c[key] for key in arrays),
+            *(
+                cast(rows.c[key], c[key].type) if _is_json(c[key]) else rows.c[key]
+                for key in arrays
+            ),
         )
         into = [TENANT_COLUMN, *scalars, *arrays]
         return _mark(insert(self._table).from_select(into, source), self._table)
@@ -187,6 +201,10 @@ def _column_param(key: str) -> str:
 
 def _mark(stmt: _S, table: Table) -> _S:
     return stmt.execution_options(**{_MARK: table})
+
+
+def _is_json(column: Column[Any]) -> bool:
+    return isinstance(column.type, JSON)
 
 
 def _scalar_default(column: Column[Any]) -> Any:

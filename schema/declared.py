@@ -48,7 +48,7 @@ def declare(schema: Schema) -> Declared:
     resources: dict[str, Resource[Any]] = {}
     for full_name, spec in schema.resources.items():
         table = built[full_name]
-        repositories[full_name] = _repository(spec, table)
+        repositories[full_name] = _repository(spec, table, _purged_with(table, built.values()))
     for full_name, spec in schema.resources.items():
         repo = repositories[full_name]
         for f in spec.fields:
@@ -71,7 +71,28 @@ def _enum_names(f: FieldSpec) -> dict[str, str]:
     return {v.name: stored[v.number] for v in enum.values if v.number}
 
 
-def _repository(spec: ResourceSpec, table: Table) -> type[DeclaredRepository]:
+def _purged_with(table: Table, tables: Collection[Table]) -> tuple[str, ...]:
+    """The tables whose rows the database changes when rows of `table` are deleted for
+    good: children deleted (ON DELETE CASCADE, and theirs in turn) or cleared (SET NULL)."""
+    found: list[str] = []
+    parents = [table]
+    while parents:
+        parent = parents.pop()
+        for child in tables:
+            for key in child.foreign_key_constraints:
+                action = (key.ondelete or "").upper()
+                if key.referred_table is not parent or action not in ("CASCADE", "SET NULL"):
+                    continue
+                if child.name not in found:
+                    found.append(child.name)
+                    if action == "CASCADE":
+                        parents.append(child)
+    return tuple(found)
+
+
+def _repository(
+    spec: ResourceSpec, table: Table, purges: tuple[str, ...]
+) -> type[DeclaredRepository]:
     sequence = spec.sequence
     references = [f for f in spec.fields if f.reference]
     return repository_class(
@@ -80,6 +101,7 @@ def _repository(spec: ResourceSpec, table: Table) -> type[DeclaredRepository]:
         references=bool(references),
         mutable_references=any(f.writable and not f.options.immutable for f in references),
         sequence=(sequence.name, sequence.options.sequence.parent) if sequence else None,
+        purges=purges,
     )
 
 
@@ -109,6 +131,7 @@ def resource(
     create needs, what it stores when they are unset. `checks` are the field checks
     beyond the declared rules; enum fields get theirs here."""
     writable = [f for f in spec.fields if f.writable]
+    columns = repo.entity.table.c
     enums = {f.name: _enum_names(f) for f in spec.fields if f.kind == "enum"}
     all_checks = dict(checks)
     for f in writable:
@@ -126,6 +149,9 @@ def resource(
         updatable=[f.name for f in writable if not f.options.immutable],
         immutable=[f.name for f in writable if f.options.immutable],
         references=[f.name for f in spec.fields if f.reference],
+        # Cleared by an update that names them unset; a built-in's column may hold a
+        # default instead (Session.preferences).
+        nullable=[f.name for f in writable if f.nullable and columns[f.name].nullable],
     )
     return Resource(
         name=spec.singular,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, func
@@ -80,6 +80,25 @@ class DeclaredRepository(Repository):
                 rows[index][field] = number
 
 
+class Purging(DeclaredRepository):
+    """Deletes for good (force) tell caches that the database changed other tables'
+    rows too: children it deleted (ON DELETE CASCADE) or cleared (SET NULL)."""
+
+    # Tables whose rows a purge of this one's may change, however deep.
+    purges: ClassVar[tuple[str, ...]] = ()
+
+    async def delete_many(
+        self,
+        items: Sequence[tuple[uuid.UUID, int | None, bool]],
+        *,
+        retention: timedelta | None = None,
+    ) -> list[Row]:
+        rows = await super().delete_many(items, retention=retention)
+        if any(force for _, _, force in items):
+            self.changes.tables.update((table, self.scope.tenant) for table in self.purges)
+        return rows
+
+
 class Referring(DeclaredRepository):
     """Creates check that the rows they refer to are live rows of the tenant, and
     number a sequence after the last of its parent."""
@@ -119,14 +138,16 @@ def repository_class(
     references: bool,
     mutable_references: bool,
     sequence: tuple[str, str] | None,
+    purges: tuple[str, ...] = (),
 ) -> type[DeclaredRepository]:
     base: type[DeclaredRepository] = DeclaredRepository
     if mutable_references:
         base = ReferringUpdates
     elif references or sequence:
         base = Referring
+    bases: tuple[type[DeclaredRepository], ...] = (Purging, base) if purges else (base,)
     return type(
         f"{message_name}Repository",
-        (base,),
-        {"entity": entity, "sequence": sequence, "references": {}},
+        bases,
+        {"entity": entity, "sequence": sequence, "references": {}, "purges": purges},
     )

@@ -125,6 +125,10 @@ def _uuid_or_text(value: str) -> uuid.UUID | str:
         return value
 
 
+def _datetime(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
 def _optional_uuid(value: str) -> uuid.UUID | str | None:
     """An optional reference: empty clears it."""
     return _uuid_or_text(value) if value else None
@@ -134,6 +138,8 @@ def _writer(field: Any, references: Collection[str]) -> Writer:
     """How to turn `field`'s value into a column value."""
     if field.is_repeated:
         return list  # a JSON array column
+    if _message_kind(field) == _TIMESTAMP:
+        return _datetime
     if field.message_type is not None and field.message_type.full_name == _STRUCT:
         return json_object
     if field.enum_type is not None:
@@ -157,6 +163,8 @@ class MessageMapping(Generic[M]):
         updatable: Fields a client may write; the rest are output only.
         immutable: Fields a create may set that no update may change (AIP-203).
         references: String fields holding the UUID of another resource.
+        nullable: Fields with presence whose column stores NULL when the message lacks
+            them (a Timestamp, an `optional` scalar): not their zero value.
     """
 
     def __init__(
@@ -166,6 +174,7 @@ class MessageMapping(Generic[M]):
         *,
         immutable: Collection[str] = (),
         references: Collection[str] = (),
+        nullable: Collection[str] = (),
     ) -> None:
         self.message_cls = message_cls
         fields = message_cls.DESCRIPTOR.fields
@@ -187,6 +196,7 @@ class MessageMapping(Generic[M]):
         inline = {*self._timestamps, *self._texts, *self._scalars}
         self._readers = [(f.name, _reader(f)) for f in fields if f.name not in inline]
         self._writers = {f.name: _writer(f, references) for f in fields}
+        self._nullable = frozenset(nullable)
 
     def to_message(self, row: Row) -> M:
         # A None value leaves its field unset, in the constructor as here.
@@ -206,7 +216,13 @@ class MessageMapping(Generic[M]):
         return self.message_cls(**values)
 
     def to_values(self, message: M, paths: Collection[str]) -> dict[str, Any]:
-        return {path: self._writers[path](getattr(message, path)) for path in paths}
+        values: dict[str, Any] = {}
+        for path in paths:
+            if path in self._nullable and not message.HasField(path):
+                values[path] = None
+            else:
+                values[path] = self._writers[path](getattr(message, path))
+        return values
 
     def populated(self, message: M) -> list[str]:
         """Writable fields the client set (non-default, or present for `optional`)."""

@@ -31,19 +31,19 @@ class Client:
     """Calls `<Service>/<Method>` of PACKAGE on `channel` as `tenant`."""
 
     def __init__(
-        self, channel: aio.Channel, tenant: str | None = None, transaction: str = ""
+        self, channel: aio.Channel, tenant: str | None = None, transaction_id: str = ""
     ) -> None:
         load(TASKS)  # the messages a client of this schema has
         self.channel = channel
         self.tenant = tenant or f"t-{uuid.uuid4().hex[:16]}"
-        self.transaction = transaction
+        self.transaction_id = transaction_id
 
     def as_tenant(self, tenant: str) -> Client:
         return Client(self.channel, tenant)
 
-    def within(self, transaction: str) -> Client:
-        """This client's calls, in the transaction across calls `transaction`."""
-        return Client(self.channel, self.tenant, transaction)
+    def inside(self, transaction_id: str) -> Client:
+        """This tenant's calls in the transaction `transaction_id` (x-transaction-id)."""
+        return Client(self.channel, self.tenant, transaction_id)
 
     async def __call__(self, method: str, request: Message | None = None, **fields: Any) -> Any:
         """`method` as "TaskService/CreateTask"; the request built from `fields` when not given."""
@@ -58,7 +58,7 @@ class Client:
             request_serializer=type(request).SerializeToString,
             response_deserializer=output.FromString,
         )
-        extra = {"x_transaction_id": self.transaction} if self.transaction else {}
+        extra = {"x_transaction_id": self.transaction_id} if self.transaction_id else {}
         return await call(request, metadata=md(self.tenant, **extra), timeout=20)
 
     async def project(self, name: str | None = None, **fields: Any) -> Any:
