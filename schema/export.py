@@ -36,6 +36,10 @@ modules:
 {deps}lint:
   use:
     - STANDARD
+  # AIP standard methods return the resource itself, as Repogate's services do.
+  except:
+    - RPC_REQUEST_RESPONSE_UNIQUE
+    - RPC_RESPONSE_STANDARD_NAME
 breaking:
   use:
     - FILE
@@ -121,4 +125,3 @@ def _shipped() -> dict[Path, bytes]:
             "run make gen)"
         )
     return found
-
