@@ -218,12 +218,17 @@ def pair(bench: Bench, built_in: Callable[[], Row], declared: Callable[[], Row])
     row = bench.add(by_rate(rows))
     judge(row, base, "throughput", TARGET)
     alternated(base, bases, row, rows)
-    # Server CPU per call drifts less than rates when other work shares the machine.
-    costs = [statistics.median(r.server_cpu_us or 0.0 for r in runs) for runs in (rows, bases)]
-    if all(costs):
+    # Server CPU per call drifts less than rates when other work shares the machine;
+    # each round's two runs are next to each other, so their ratio drifts least.
+    paired = [
+        d.server_cpu_us / b.server_cpu_us
+        for d, b in zip(rows, bases, strict=True)
+        if d.server_cpu_us and b.server_cpu_us
+    ]
+    if paired:
         row.notes.append(
-            f"median server CPU per call {costs[0]:.0f} us against {costs[1]:.0f} us "
-            f"({costs[0] / costs[1]:.2f}x); same server, same database"
+            f"server CPU per call over the built-in one's, per round: "
+            f"{', '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}x"
         )
 
 
