@@ -1,7 +1,7 @@
 """A closed-loop Python gRPC driver for scenarios h2load cannot express: every request
-different (CreateUser, BatchCreateUsers, UpdateUser of a user of each caller's own),
-calls chained (a transaction), or calls in transactions of their own, begun on one
-server and read through another (txget).
+different (CreateUser, CreateMember of bench/schemas/members, BatchCreateUsers,
+UpdateUser of a user of each caller's own), calls chained (a transaction), or calls
+in transactions of their own, begun on one server and read through another (txget).
 
 Runs as its own process: `python -m bench.driver KIND --target HOST:PORT ...`. It
 connects, warms up, prints `ready`, waits for a line on stdin (the caller samples the
@@ -32,7 +32,7 @@ from grpc import aio
 from bench import stats
 from repogate.v1 import transaction_pb2, user_pb2
 
-KINDS = ("create", "batch", "update", "tx", "txget")
+KINDS = ("create", "create-member", "batch", "update", "tx", "txget")
 USERS = "/repogate.v1.UserService/"
 TRANSACTIONS = "/repogate.v1.TransactionService/"
 
@@ -51,6 +51,10 @@ class Driver:
         self.transactions: dict[int, str] = {}
         # For "update": caller index -> the id of the user it alone updates.
         self.owned: dict[int, str] = {}
+        if args.kind == "create-member":
+            from bench import declared
+
+            declared.messages()  # compiles the schema now, not in the timed phases
 
     def call(self, index: int, path: str) -> aio.UnaryUnaryMultiCallable:
         channel = self.channels[index % len(self.channels)]
@@ -65,6 +69,8 @@ class Driver:
     def op(self, index: int) -> Op:
         if self.args.kind == "txget":
             return self.read_in_transaction(index)
+        if self.args.kind == "create-member":
+            return self.create_member(index)
         create = self.call(index, USERS + "CreateUser")
         if self.args.kind == "create":
 
@@ -121,6 +127,19 @@ class Driver:
             return 2
 
         return transaction
+
+    def create_member(self, index: int) -> Op:
+        """CreateMember of bench/schemas/members, with the names `user` gives users."""
+        from bench import declared
+
+        create = self.call(index, f"/{declared.SERVICE}/CreateMember")
+
+        async def create_one() -> int:
+            name = f"d{self.tag}-{next(self.names)}"
+            await create(declared.create_request(name).SerializeToString(), metadata=self.tenant)
+            return 1
+
+        return create_one
 
     def read_in_transaction(self, index: int) -> Op:
         """GetUser of one user inside a read-only transaction of this loop's own, begun

@@ -41,7 +41,8 @@ class StatsUnavailable(Exception):
 
 
 def calls(address: str, method: str) -> Calls:
-    """Repogate's own count of calls to `method` (e.g. UserService/GetUser) so far."""
+    """Repogate's own count of calls to `method` so far: a built-in one without its package
+    (UserService/GetUser), or any by its full name (benchmark.v1.MemberService/GetMember)."""
     try:
         reply = admin_pb2.ServerStats.FromString(
             call(address, GET_STATS, admin_pb2.GetStatsRequest().SerializeToString(), "")
@@ -50,7 +51,7 @@ def calls(address: str, method: str) -> Calls:
         raise StatsUnavailable(f"{exc.code().name}: {exc.details()}") from exc
     count = errors = 0
     for stats in reply.methods:
-        if stats.method == f"repogate.v1.{method}":
+        if stats.method in (method, f"repogate.v1.{method}"):
             count, errors = stats.count, stats.server_errors
     return Calls(count, errors, reply.cache.hits, reply.cache.misses)
 

@@ -33,6 +33,7 @@ GROUPS = (
     "write",
     "tx",
     "forward",
+    "declared",
     "coherence",
     "interceptors",
     "soak",
@@ -281,6 +282,8 @@ class Bench:
             if group in groups:
                 self.guarded(group, run)
         self.stop(noop)
+        if "declared" in groups:
+            self.guarded("declared", self.declared_scenarios)
         if "coherence" in groups:
             self.guarded("coherence", self.coherence_scenarios)
         if "interceptors" in groups:
@@ -552,6 +555,11 @@ class Bench:
             f"{concurrency} loops reads in a read-only transaction of its own, begun on the "
             "owner; srv CPU/op is the peer's alone (the owner serves every call either way)"
         )
+
+    def declared_scenarios(self) -> None:
+        from bench import declared  # it builds on this module
+
+        declared.scenarios(self)
 
     def coherence_scenarios(self) -> None:
         from bench import coherence  # it builds on this module

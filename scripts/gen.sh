@@ -10,5 +10,8 @@ protos=$(cd protos && find repogate -name '*.proto' | LC_ALL=C sort)
 (cd protos && "$python" -m grpc_tools.protoc -I . \
   --python_out=../generated --pyi_out=../generated --grpc_python_out=../generated \
   $protos)
+# The sources too, shipped as package data: `repogate schema export` copies them out
+# for clients that generate their own stubs (schema/export.py).
+(cd protos && cp --parents $protos ../generated/)
 # Regular packages, so `pip install .` ships them without namespace tricks.
 find generated/repogate -type d -exec sh -c 'printf "" > "$1/__init__.py"' _ {} \;

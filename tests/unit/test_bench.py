@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,27 @@ def test_profile_summary_attributes_leaves_and_packages() -> None:
     assert summary.self_time[0] == ("get (sqlalchemy/engine/base.py)", 0.75)
     assert ("sqlalchemy", 0.75) in summary.by_package
     assert summary.inclusive == [("get (sqlalchemy/engine/base.py)", 0.75)]
+
+
+def test_the_declared_groups_member_is_stored_as_users_are() -> None:
+    """bench/schemas/members is compared with UserService like for like: the same
+    columns, types and bounds, and the same indexes (users' last login aside)."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex
+
+    from bench import declared
+    from repositories.tables import users
+    from schema.declared import declare
+    from schema.loading import load
+
+    members = declare(load(declared.SCHEMA)).tables["benchmark.v1.Member"]
+
+    def columns(table: Any, skip: str = "") -> dict[str, tuple[str, bool]]:
+        return {c.name: (str(c.type), c.primary_key) for c in table.columns if c.name != skip}
+
+    def indexes(table: Any) -> set[str]:
+        ddl = (CreateIndex(i).compile(dialect=postgresql.dialect()) for i in table.indexes)
+        return {str(each).replace(table.name, "T") for each in ddl}
+
+    assert columns(members) == columns(users, skip="last_login_time")
+    assert indexes(members) == indexes(users)
