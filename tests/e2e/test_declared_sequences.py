@@ -49,13 +49,13 @@ async def test_a_number_taken_twice_under_repeatable_read_is_a_conflict(client: 
     task = await client.task(project.id)
     first, second = await begin(client), await begin(client)
     # The second's snapshot is taken before the first commits.
-    await client.within(second)("TaskService/GetTask", id=task.id)
+    await client.inside(second)("TaskService/GetTask", id=task.id)
     comment = message("Comment", task_id=task.id, body="first")
-    made = await client.within(first)("CommentService/CreateComment", comment=comment)
+    made = await client.inside(first)("CommentService/CreateComment", comment=comment)
     await commit(client, first)
 
     with pytest.raises(aio.AioRpcError) as error:
-        await client.within(second)("CommentService/CreateComment", comment=comment)
+        await client.inside(second)("CommentService/CreateComment", comment=comment)
 
     assert error.value.code() == grpc.StatusCode.ABORTED, error.value.details()
     assert details(error.value).reason != "ALREADY_EXISTS"
