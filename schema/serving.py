@@ -9,11 +9,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import grpc
-from google.protobuf.descriptor import (
-    Descriptor,
-    ServiceDescriptor,
-)
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from repositories.errors import InvalidArgument
 from schema.declared import Declared
@@ -55,8 +53,8 @@ def handlers(bindings: list[Binding], runs: dict[str, Handler]) -> dict[str, grp
     """A gRPC handler per bound method, running its behaviour (`runs`, by method name)."""
     out = {}
     for b in bindings:
-        request_cls = _message_class(b.method.input_type)
-        response_cls = _message_class(b.method.output_type)
+        request_cls = GetMessageClass(b.method.input_type)
+        response_cls = GetMessageClass(b.method.output_type)
         out[b.method.name] = grpc.unary_unary_rpc_method_handler(
             runs[b.method.name],
             request_deserializer=request_cls.FromString,
@@ -82,14 +80,8 @@ def behaviours(
     return runs
 
 
-def _message_class(descriptor: Descriptor) -> type[Message]:
-    from google.protobuf.message_factory import GetMessageClass
-
-    return GetMessageClass(descriptor)
-
-
 def _behaviour(b: Binding, std: StandardMethods[Any]) -> Handler:
-    out = _message_class(b.method.output_type)
+    out = GetMessageClass(b.method.output_type)
     verb = b.verb
     if verb == "create":
         return lambda request, ctx: std.create(request)
