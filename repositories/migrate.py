@@ -1,15 +1,18 @@
 """Schema migrations, run by `repogate migrate` and at server start.
 
-Alembic runs on the caller's connection inside one transaction. On PostgreSQL
-that transaction first takes an advisory lock, so instances starting together
-migrate one after the other and the later ones find nothing left to do. On
-SQLite the transaction begins IMMEDIATE, which serialises them the same way.
+Alembic runs on the caller's connection inside one transaction, followed by the
+changes a declared schema implies (schema/migrations.py). On PostgreSQL that
+transaction first takes an advisory lock, so instances starting together migrate
+one after the other and the later ones find nothing left to do. On SQLite the
+transaction begins IMMEDIATE, which serialises them the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +20,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from schema.declared import Declared
+
+T = TypeVar("T")
 
 # Any fixed 64-bit number; it only has to be the same for every instance.
 ADVISORY_LOCK_ID = 0x7265706F67617465  # "repogate"
@@ -35,13 +43,24 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Brings the schema up to `revision`; safe to run from several processes or tasks."""
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", declared: Declared | None = None
+) -> None:
+    """Brings the schema up to `revision` and, given one, to the `declared` schema's
+    tables; safe to run from several processes or tasks. Raises SchemaError (Refused
+    for changes that are not automatic) having changed nothing."""
+    await locked(engine, _upgrade, revision, declared)
+
+
+async def locked(engine: AsyncEngine, fn: Callable[..., T], *args: object) -> T:
+    """`fn(connection, *args)` in one transaction under the migration lock, committed
+    when it returns; rolled back when it raises."""
     lock = _in_process.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock, engine.connect() as conn:
         await conn.execution_options(repogate_write=True)
-        await conn.run_sync(_upgrade, revision)
+        result = await conn.run_sync(_locked, fn, *args)
         await conn.commit()
+        return result
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -63,8 +82,16 @@ def lock_for_migration(conn: Connection) -> None:
         conn.begin()  # BEGIN IMMEDIATE: the connection is marked for writing
 
 
-def _upgrade(conn: Connection, revision: str) -> None:
+def _locked(conn: Connection, fn: Callable[..., T], *args: object) -> T:
     lock_for_migration(conn)
+    return fn(conn, *args)
+
+
+def _upgrade(conn: Connection, revision: str, declared: Declared | None) -> None:
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)
+    if declared is not None:
+        from schema.migrations import apply
+
+        apply(conn, declared)

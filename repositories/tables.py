@@ -262,3 +262,15 @@ transaction_outcomes = Table(
     one_of("ck_transaction_outcomes_outcome", "outcome", TRANSACTION_OUTCOMES),
 )
 Index("ix_transaction_outcomes_expire_time", transaction_outcomes.c.expire_time)
+
+# What a declared schema changed, newest last (migration 0006, schema/migrations.py).
+schema_history = Table(
+    "repogate_schema",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("applied_time", UTCDateTime(), nullable=False),
+    # sha256 of `snapshot`: the declared tables as this change left them.
+    Column("digest", String(64), nullable=False),
+    Column("snapshot", json_document(), nullable=False),
+    Column("statements", json_document(), nullable=False),
+)

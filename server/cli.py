@@ -1,4 +1,4 @@
-"""The `repogate` command: serve, migrate, purge, health."""
+"""The `repogate` command: serve, migrate, purge, health, schema."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server import access
+from schema.model import SchemaError
+from server import access, schema_cli
 from server.settings import Settings
 
 log = logging.getLogger("repogate")
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key: value
         for key in ("listen", "workers")
         if (value := getattr(args, key, None)) is not None
-    }
+    } | schema_cli.schema_override(args)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -41,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("%s", exc)
         return 1
+    except SchemaError as exc:
+        # A schema that cannot load, or changes to it that are refused: nothing started.
+        from schema.migrations import Refused
+
+        print(f"repogate: {exc}", file=sys.stderr)
+        return schema_cli.REFUSED if isinstance(exc, Refused) else 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="processes sharing the port (default $REPOGATE_WORKERS or 1)"
     )
     serve.set_defaults(func=_serve)
-    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate = sub.add_parser(
+        "migrate", help="bring the database up to date, with $REPOGATE_SCHEMA's tables"
+    )
     migrate.set_defaults(func=_migrate, listen=None)
     purge = sub.add_parser("purge", help="purge soft-deleted rows and request ids that are due")
     purge.set_defaults(func=_purge, listen=None)
@@ -62,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--service", default="", help="service name ('' for the server)")
     check.add_argument("--timeout", type=float, default=3.0)
     check.set_defaults(func=_health)
+    schema_cli.add_commands(sub)
     return parser
 
 
@@ -93,7 +103,7 @@ async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     from server.workers import Supervisor
 
     if not args.no_migrate:
-        await _migrate(settings, args)
+        await _migrate(settings, args)  # raises SchemaError: no worker starts
     return await Supervisor(settings).run()
 
 
@@ -101,9 +111,10 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from repositories.database import create_engine
     from repositories.migrate import current_revision, upgrade
 
+    declared = schema_cli.declared(settings)
     engine = create_engine(settings.database_url, settings.engine_options())
     try:
-        await upgrade(engine)
+        await upgrade(engine, declared=declared)
         log.info("schema at revision %s", await current_revision(engine))
     finally:
         await engine.dispose()

@@ -129,6 +129,7 @@ async def test_migrated_database_matches_the_table_metadata(database: Database) 
         "messages",
         "jobs",
         "transaction_outcomes",
+        "repogate_schema",
     }
 
 
