@@ -145,9 +145,8 @@ class Repogate:
             # Imported only to migrate: Alembic adds 11 MiB to every worker's RSS.
             from repositories.migrate import upgrade
 
-            await upgrade(self._db.engine)
-            if served is not None:
-                await _create_declared(self._db, served.declared)
+            # With a schema, its additive changes too; refused ones stop the start.
+            await upgrade(self._db.engine, declared=self.declared)
         names = served.names if served is not None else ()
         scoped = (*TENANT_SCOPED, *names)
         slow = SlowStatements(s.slow_statement_ms / 1000)
@@ -365,12 +364,6 @@ class Repogate:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-async def _create_declared(db: Database, declared: Declared) -> None:
-    # Until schema migrations land: the declared tables, created where missing.
-    async with db.engine.begin() as conn:
-        await conn.run_sync(declared.metadata.create_all)
 
 
 def _policy(s: Settings) -> Policy:

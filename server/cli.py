@@ -125,9 +125,10 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     from repositories.database import Database, create_engine
     from repositories.maintenance import purge_due
 
+    declared = schema_cli.declared(settings)
     db = Database(create_engine(settings.database_url, settings.engine_options()))
     try:
-        purged = await purge_due(db)
+        purged = await purge_due(db, declared=None if declared is None else declared.metadata)
         if purged is None:
             print("skipped: another process is purging this database")
         else:

@@ -37,7 +37,12 @@ def add_commands(sub: Any) -> None:
     drop.add_argument("target", metavar="TABLE[.COLUMN]")
     drop.add_argument("--yes", action="store_true", help="drop it (its data is lost)")
     drop.set_defaults(func=_drop)
-    for command in (check, plan, drop):
+    export = commands.add_parser(
+        "export", help="write the schema with Repogate's protos, ready for buf generate"
+    )
+    export.add_argument("out", metavar="OUT", help="a directory to create or fill")
+    export.set_defaults(func=_export)
+    for command in (check, plan, drop, export):
         command.add_argument("--schema", help="the schema (default $REPOGATE_SCHEMA)")
         command.set_defaults(listen=None)
 
@@ -68,7 +73,12 @@ def _required(settings: Settings) -> Declared:
 
 
 async def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from server.served_schema import declared_services
+
     schema = _required(settings)
+    # Every method bound to a standard method or an extension, or a SchemaError.
+    served = declared_services(settings.schema_path, settings.extensions)
+    assert served is not None
     for full_name, table in schema.tables.items():
         spec = schema.spec(full_name)
         print(f"{full_name}  table {table.name}  order by {spec.default_order}")
@@ -77,7 +87,12 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  {unique}index ({', '.join(index.fields)})")
         for line in _fields(spec):
             print(f"  {line}")
-    print(f"{len(schema.tables)} resources")
+    for service, bindings in served.services:
+        print(f"{service}")
+        for b in bindings:
+            what = "extension" if b.spec is None else f"{b.verb} {b.spec.message.name}"
+            print(f"  {b.method.name}  {what}")
+    print(f"{len(schema.tables)} resources, {len(served.services)} services")
     return 0
 
 
@@ -151,4 +166,16 @@ async def _drop(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
     print("\n".join(f"{s};" for s in statements))
     print(f"dropped {args.target}")
+    return 0
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from schema.export import export
+
+    if settings.schema_path is None:
+        from schema.model import SchemaError
+
+        raise SchemaError("no schema: set REPOGATE_SCHEMA or pass --schema")
+    for path in export(settings.schema_path, args.out):
+        print(path)
     return 0

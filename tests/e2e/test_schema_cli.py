@@ -119,7 +119,45 @@ def test_schema_check_prints_each_resource(tmp_path: Path) -> None:
     assert fields["tags"][0] == "list<string>"
     assert fields["assignee"][:2] == ["string", "optional"]
     assert fields["attempts"][-1] == "counter"
-    assert lines[-1] == "3 resources"
+    assert "acme.tasks.v1.TaskService" in lines
+    assert "  ListTasks  list Task" in lines
+    assert "  IncrementTaskCounters  increment Task" in lines
+    assert lines[-1] == "3 resources, 3 services"
+
+
+def test_schema_check_names_a_method_it_cannot_serve_and_takes_extensions(
+    tmp_path: Path,
+) -> None:
+    auctions = Path(__file__).parents[1] / "schemas" / "auctions"
+    root = str(Path(__file__).parents[2])  # where tests.auction_extensions is imported from
+
+    bare = run(["schema", "check"], cli_env(tmp_path, schema=str(auctions)), tmp_path)
+    extended = run(
+        ["schema", "check"],
+        cli_env(tmp_path, schema=str(auctions), extensions="tests.auction_extensions")
+        | {"PYTHONPATH": root},
+        tmp_path,
+    )
+
+    assert bare.returncode == 2, bare.stdout
+    assert "acme.auctions.v1.AuctionService.PlaceBid: its name is no standard" in bare.stderr
+    assert extended.returncode == 0, extended.stderr
+    assert "  PlaceBid  extension" in extended.stdout.splitlines()
+
+
+def test_schema_export_writes_what_buf_generate_needs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    exported = run(["schema", "export", str(out)], cli_env(tmp_path, schema=str(TASKS)), tmp_path)
+    again = run(["schema", "export", str(out)], cli_env(tmp_path, schema=str(TASKS)), tmp_path)
+
+    assert exported.returncode == 0, exported.stderr
+    written = set(exported.stdout.split())
+    assert {"buf.yaml", "buf.gen.yaml", "proto/acme/tasks/v1/task.proto"} <= written
+    assert "proto/repogate/options/v1/options.proto" in written
+    assert all((out / name).is_file() for name in written)
+    assert again.returncode == 2  # nothing it wrote is overwritten
+    assert (out / "proto/acme/tasks/v1/task.proto").read_text() == (TASKS / TASK).read_text()
 
 
 def test_schema_check_names_what_is_wrong(tmp_path: Path) -> None:
@@ -226,3 +264,14 @@ async def test_serve_with_workers_applies_the_schema_before_starting_them(
                 got = await Client(channel, tenant)("TaskService/GetTask", id=str(seeded["id"]))
             assert (got.title, got.assignee) == ("seeded", "ann")
             assert await server.stop() == 0, server.output()
+
+
+def test_purge_covers_the_schema_tables(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, schema=str(TASKS))
+    assert run(["migrate"], env, tmp_path).returncode == 0
+
+    purged = run(["purge"], env, tmp_path)
+
+    assert purged.returncode == 0, purged.stderr
+    counts = dict(pair.split("=") for pair in purged.stdout.split())
+    assert {"comments", "tasks", "projects", "users"} <= set(counts)
