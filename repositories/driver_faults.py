@@ -41,12 +41,16 @@ def constraint_name(exc: sa_exc.IntegrityError) -> str:
 
 
 def is_conflict(exc: sa_exc.DBAPIError) -> bool:
-    """Another transaction won: a serialization failure, a deadlock, SQLite's busy lock."""
+    """Another transaction won (a serialization failure, a deadlock, SQLite's busy lock),
+    or another process changed a table under a statement this connection had prepared
+    (a migration widening a column): it ran nothing, and prepared anew it runs."""
     text = str(exc.orig)
     return (
         sqlstate(exc) in CONFLICT_SQLSTATES
         or "database is locked" in text
         or "database table is locked" in text
+        # SQLAlchemy's asyncpg dialect has dropped its prepared statements by now.
+        or type(exc.orig).__name__ == "InvalidCachedStatementError"
     )
 
 

@@ -95,3 +95,42 @@ async def test_postgresql_deadlock_is_a_conflict(database: Database, tenant: str
     assert results.count("committed") == 1, results
     assert conflicts[0].reason == "CONCURRENCY_CONFLICT"
     _assert_plain(conflicts[0])
+
+
+async def test_a_statement_cached_before_its_table_changed_is_a_conflict_to_retry(
+    postgresql_url: str,
+) -> None:
+    """A fleet mid-migration: another process widened a column, and this process's
+    cached statement no longer fits. It ran nothing; retried, it is prepared anew."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table, select, text
+
+    from repositories.errors import SerializationFailure, translate_db_errors
+
+    table = Table(
+        f"widened_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String(5)),
+    )
+    cached, other = create_engine(postgresql_url), create_engine(postgresql_url)
+    query = select(table).where(table.c.id == 1)
+    try:
+        async with other.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            await conn.execute(table.insert().values(id=1, name="a"))
+        async with cached.connect() as conn:
+            assert (await conn.execute(query)).all() == [(1, "a")]
+        async with other.begin() as conn:
+            await conn.execute(text(f"ALTER TABLE {table.name} ALTER COLUMN name TYPE VARCHAR(9)"))
+
+        async with cached.connect() as conn:
+            with pytest.raises(SerializationFailure) as error, translate_db_errors():
+                await conn.execute(query)
+        _assert_plain(error.value)
+        async with cached.connect() as conn:
+            assert (await conn.execute(query)).all() == [(1, "a")]
+    finally:
+        async with other.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await cached.dispose()
+        await other.dispose()
