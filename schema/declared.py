@@ -116,6 +116,8 @@ def _resource(
             checks[f.name] = _optional_uuid if f.nullable else validation.uuid_text
         elif f.kind in ("struct", "list"):
             checks[f.name] = validation.json_document
+        elif f.kind == "timestamp":
+            checks[f.name] = validation.moment
     return resource(spec, repo, schema.message_class(spec.message), checks, rules=rules.check)
 
 

@@ -125,8 +125,13 @@ def _uuid_or_text(value: str) -> uuid.UUID | str:
         return value
 
 
-def _datetime(value: timestamp_pb2.Timestamp) -> datetime:
-    return value.ToDatetime(tzinfo=UTC)
+def _datetime(value: timestamp_pb2.Timestamp) -> datetime | timestamp_pb2.Timestamp:
+    """A Timestamp as a datetime; one outside Timestamp's range stays as it is, for the
+    field's check to refuse (validation.moment)."""
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return value
 
 
 def _optional_uuid(value: str) -> uuid.UUID | str | None:

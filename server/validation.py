@@ -242,6 +242,12 @@ def duration(value: duration_pb2.Duration, field: str) -> float:
     return seconds + nanos / 1e9
 
 
+def moment(value: Any) -> str | None:
+    """For Timestamp fields the mapping turned into datetimes: what is not one was out of
+    google.protobuf.Timestamp's range."""
+    return None if value is None or isinstance(value, datetime) else "is not a valid timestamp"
+
+
 def timestamp(value: timestamp_pb2.Timestamp, field: str, *, not_after: datetime) -> datetime:
     """A required timestamp no later than `not_after`."""
     if value.seconds == 0 and value.nanos == 0:

@@ -214,6 +214,9 @@ async def test_the_schemas_rules_name_the_fields_they_refuse(client: Client) -> 
     assert list(error.violations) == ["requests[1].task.priority"]
     repeated = await fails(client.task(project.id, tags=["a", "a"]))
     assert list(repeated.violations) == ["task.tags"]
+    beyond = timestamp_pb2.Timestamp(seconds=253402300800)  # year 10000
+    late = await fails(client.task(project.id, due_time=beyond))
+    assert (late.code, late.violations) == (INVALID, {"task.due_time": "is not a valid timestamp"})
     assert ids((await client("TaskService/ListTasks")).tasks) == []
 
 
