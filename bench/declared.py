@@ -34,7 +34,7 @@ from repogate.v1 import user_pb2
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "members"
 SERVICE = "benchmark.v1.MemberService"
 TABLE = "members"
-TARGET = 0.95  # issue 19: within 5 % of the built-in path
+TARGET = 0.95  # within 5 % of the built-in path
 
 
 @functools.cache
