@@ -100,8 +100,8 @@ class Purging(DeclaredRepository):
 
 
 class Referring(DeclaredRepository):
-    """Creates check that the rows they refer to are live rows of the tenant, and
-    number a sequence after the last of its parent."""
+    """Creates and undeletes check that the rows they refer to are live rows of the
+    tenant; creates number a sequence after the last of its parent."""
 
     async def create_many(
         self, values: Sequence[Mapping[str, Any]], *, now: datetime | None = None
@@ -117,6 +117,16 @@ class Referring(DeclaredRepository):
             number, parent = self.sequence
             await self._number(rows, number, parent)
         return await super().create_many(rows, now=now)
+
+    async def undelete(self, id_: uuid.UUID, expected_version: int | None = None) -> Row:
+        """Restores a row whose referred rows are live (RESOURCE_DELETED otherwise), as a
+        create would need them."""
+        row = await self.get(id_)
+        if row["delete_time"] is not None:
+            for field, referred in self.references.items():
+                if row[field] is not None:
+                    await self.sibling(referred).hold_live([row[field]])
+        return await super().undelete(id_, expected_version)
 
 
 class ReferringUpdates(Referring):

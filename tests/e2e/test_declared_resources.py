@@ -341,6 +341,21 @@ async def test_a_deleted_project_takes_no_new_tasks(client: Client) -> None:
     assert (await client.task(project.id)).project_id == project.id
 
 
+async def test_a_task_of_a_deleted_project_cannot_be_restored(client: Client) -> None:
+    project = await client.project()
+    task = await client.task(project.id)
+    await client("TaskService/DeleteTask", id=task.id)
+    await client("ProjectService/DeleteProject", id=project.id)
+
+    error = await fails(client("TaskService/UndeleteTask", id=task.id))
+
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESOURCE_DELETED")
+    assert (await client("TaskService/GetTask", id=task.id)).HasField("delete_time")
+    await client("ProjectService/UndeleteProject", id=project.id)
+    restored = await client("TaskService/UndeleteTask", id=task.id)
+    assert not restored.HasField("delete_time")
+
+
 async def test_force_deleting_a_project_deletes_its_tasks(client: Client) -> None:
     project = await client.project()
     tasks = [await client.task(project.id, f"t{n}") for n in range(3)]
