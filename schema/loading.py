@@ -13,6 +13,7 @@ reflection answers for them as for the built-in services.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.resources
 import tempfile
@@ -94,7 +95,7 @@ def compile_directory(directory: Path) -> descriptor_pb2.FileDescriptorSet:
     includes = str(importlib.resources.files("grpc_tools") / "_proto")
     with tempfile.TemporaryDirectory(prefix="repogate-schema-") as tmp:
         supplied = Path(tmp, "supplied.binpb")
-        supplied.write_bytes(supplied_descriptors().SerializeToString())
+        supplied.write_bytes(supplied_descriptors()[0])
         out = Path(tmp, "schema.binpb")
         # protoc prints its own errors on stderr, naming file, line and column.
         code = protoc.main(
@@ -113,14 +114,17 @@ def compile_directory(directory: Path) -> descriptor_pb2.FileDescriptorSet:
         return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 
-def supplied_descriptors() -> descriptor_pb2.FileDescriptorSet:
-    """The files a schema may import that Repogate supplies, as descriptors."""
+@functools.cache
+def supplied_descriptors() -> tuple[bytes, frozenset[str]]:
+    """The files a schema may import that Repogate supplies: a serialized
+    FileDescriptorSet, and their names. Made once a process: the installed packages
+    they come from do not change under it."""
     pool = descriptor_pool.Default()
     names = [_OPTIONS, *_built_in_files()]
-    files = [pool.FindFileByName(name) for name in names]
-    supplied = [_proto(f) for f in files]
+    supplied = [_proto(pool.FindFileByName(name)) for name in names]
     supplied.append(validate_file())
-    return descriptor_pb2.FileDescriptorSet(file=supplied)
+    serialized = descriptor_pb2.FileDescriptorSet(file=supplied).SerializeToString()
+    return serialized, frozenset(f.name for f in supplied)
 
 
 def validate_file() -> descriptor_pb2.FileDescriptorProto:
@@ -152,7 +156,7 @@ def _own_files(
     fds: descriptor_pb2.FileDescriptorSet, path: Path
 ) -> list[descriptor_pb2.FileDescriptorProto]:
     """The schema's own files: not the well-known types nor what Repogate supplies."""
-    supplied = {f.name for f in supplied_descriptors().file}
+    supplied = supplied_descriptors()[1]
     own = [
         f for f in fds.file if f.name not in supplied and not f.name.startswith("google/protobuf/")
     ]

@@ -63,22 +63,23 @@ def declared(settings: Settings) -> Declared | None:
     return declare(load(settings.schema_path))
 
 
-def _required(settings: Settings) -> Declared:
-    from schema.model import SchemaError
+def _required(path: str | None) -> str:
+    """The schema's path; a SchemaError without one."""
+    if path is None:
+        from schema.model import SchemaError
 
-    found = declared(settings)
-    if found is None:
         raise SchemaError("no schema: set REPOGATE_SCHEMA or pass --schema")
-    return found
+    return path
 
 
 async def _check(settings: Settings, args: argparse.Namespace) -> int:
     from server.served_schema import declared_services
 
-    schema = _required(settings)
-    # Every method bound to a standard method or an extension, or a SchemaError.
+    _required(settings.schema_path)
+    # Loaded once, and every method bound to a standard method or an extension.
     served = declared_services(settings.schema_path, settings.extensions)
     assert served is not None
+    schema = served.declared
     for full_name, table in schema.tables.items():
         spec = schema.spec(full_name)
         print(f"{full_name}  table {table.name}  order by {spec.default_order}")
@@ -126,7 +127,9 @@ async def _plan(settings: Settings, args: argparse.Namespace) -> int:
     from repositories.migrate import current_revision, head_revision
     from schema.migrations import plan
 
-    schema = _required(settings)
+    _required(settings.schema_path)
+    schema = declared(settings)
+    assert schema is not None
     engine = create_engine(settings.database_url, settings.engine_options())
     try:
         at, head = await current_revision(engine), head_revision()
@@ -172,10 +175,6 @@ async def _drop(settings: Settings, args: argparse.Namespace) -> int:
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from schema.export import export
 
-    if settings.schema_path is None:
-        from schema.model import SchemaError
-
-        raise SchemaError("no schema: set REPOGATE_SCHEMA or pass --schema")
-    for path in export(settings.schema_path, args.out):
+    for path in export(_required(settings.schema_path), args.out):
         print(path)
     return 0
