@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,6 +76,17 @@ async def proxy(postgresql_url: str) -> AsyncIterator[Proxy]:
 def stubs(server: Running) -> Stubs:
     """Stubs of every entity service (and TransactionService) on the shared server."""
     return Stubs.on(server.channel)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database of the test's own that has never been migrated: a SQLite file, and a
+    PostgreSQL database dropped after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    async with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

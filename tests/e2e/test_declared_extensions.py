@@ -22,7 +22,6 @@ from schema.loading import load
 from schema.model import SchemaError
 from server.app import Repogate
 from server.settings import Settings
-from tests.pgbouncer import fresh_database
 from tests.rpc import details, md
 
 pytestmark = pytest.mark.e2e
@@ -31,26 +30,17 @@ AUCTIONS = Path(__file__).parents[1] / "schemas" / "auctions"
 SERVICE = "acme.auctions.v1.AuctionService"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def channel(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[aio.Channel]:
-    async def serve(url: str) -> AsyncIterator[aio.Channel]:
-        settings = Settings(
-            listen="127.0.0.1:0",
-            database_url=url,
-            schema_path=str(AUCTIONS),
-            extensions="tests.auction_extensions",
-            shutdown_grace=1,
-        )
-        async with Repogate(settings) as app, aio.insecure_channel(app.address) as channel:
-            yield channel
-
-    if request.param == "sqlite":
-        async for each in serve(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"):
-            yield each
-        return
-    async with fresh_database() as url:
-        async for each in serve(url):
-            yield each
+@pytest.fixture
+async def channel(fresh_url: str) -> AsyncIterator[aio.Channel]:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=fresh_url,
+        schema_path=str(AUCTIONS),
+        extensions="tests.auction_extensions",
+        shutdown_grace=1,
+    )
+    async with Repogate(settings) as app, aio.insecure_channel(app.address) as channel:
+        yield channel
 
 
 async def call(channel: aio.Channel, tenant: str, method: str, **fields: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 
 import grpc
@@ -14,24 +13,14 @@ from repositories.maintenance import purge_due
 from server.app import Repogate
 from server.settings import Settings
 from tests.declared import TASKS, Client
-from tests.pgbouncer import fresh_database
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-        return
-    async with fresh_database() as fresh:
-        yield fresh
-
-
-async def test_purge_due_removes_due_rows_of_declared_tables(url: str) -> None:
+async def test_purge_due_removes_due_rows_of_declared_tables(fresh_url: str) -> None:
     settings = Settings(
         listen="127.0.0.1:0",
-        database_url=url,
+        database_url=fresh_url,
         schema_path=str(TASKS),
         soft_delete_retention=3600,
         purge_interval=0,
@@ -45,7 +34,7 @@ async def test_purge_due_removes_due_rows_of_declared_tables(url: str) -> None:
         await c("ProjectService/DeleteProject", id=gone.id)  # Project shows no purge_time
         deleted = await c("TaskService/DeleteTask", id=task.id)
         now = deleted.purge_time.ToDatetime(tzinfo=UTC) + timedelta(minutes=1)
-        db = Database(create_engine(url))
+        db = Database(create_engine(fresh_url))
         try:
             served = app.declared
             assert served is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from schema.declared import declare
 from schema.loading import load
 from tests.cache_support import require_redis
 from tests.declared import TASKS, Client
-from tests.e2e.test_cli import cli_env, run, run_async, serving, sqlite_url
+from tests.e2e.test_cli import cli_env, run, run_async, serving
 from tests.e2e.test_workers import workers_env
 from tests.pgbouncer import fresh_database
 
@@ -32,16 +31,6 @@ TASK = Path("acme/tasks/v1/task.proto")
 ASSIGNEE = "  optional string assignee = 17 [(repogate.options.v1.field).filterable = true];\n"
 REVIEWER = "  optional string reviewer = 18;\n"
 MIGRATORS = 3
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A database of the test's own that has never been migrated."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "schema.db")
-        return
-    async with fresh_database() as fresh:
-        yield fresh
 
 
 def schema_copy(tmp_path: Path) -> Path:
@@ -66,7 +55,7 @@ class Inspected:
     """The database as this process sees it, through an engine of its own."""
 
     def __init__(self, url: str) -> None:
-        self.url = url.replace("sqlite://", "sqlite+aiosqlite://")
+        self.url = url
 
     async def run(self, fn: Any) -> Any:
         engine = create_engine(self.url)
@@ -173,15 +162,17 @@ def test_schema_check_names_what_is_wrong(tmp_path: Path) -> None:
     assert "no schema: set REPOGATE_SCHEMA" in missing.stderr
 
 
-async def test_concurrent_migrate_processes_record_one_change(url: str, tmp_path: Path) -> None:
-    env = cli_env(tmp_path, database_url=url, schema=str(TASKS))
+async def test_concurrent_migrate_processes_record_one_change(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, database_url=fresh_url, schema=str(TASKS))
 
     results = await asyncio.gather(
         *(run_async(["migrate"], env, tmp_path) for _ in range(MIGRATORS))
     )
 
     assert [(code, err[-2000:]) for code, _, err in results if code != 0] == []
-    db = Inspected(url)
+    db = Inspected(fresh_url)
     assert len(await db.history()) == 1
     assert "title" in await db.columns("tasks")
     code, out, err = await run_async(["schema", "plan"], env, tmp_path)
@@ -190,11 +181,11 @@ async def test_concurrent_migrate_processes_record_one_change(url: str, tmp_path
 
 
 async def test_evolving_the_schema_through_plan_migrate_and_drop(
-    url: str, tmp_path: Path, tenant: str
+    fresh_url: str, tmp_path: Path, tenant: str
 ) -> None:
     schema = schema_copy(tmp_path)
-    env = cli_env(tmp_path, database_url=url, schema=str(schema))
-    db = Inspected(url)
+    env = cli_env(tmp_path, database_url=fresh_url, schema=str(schema))
+    db = Inspected(fresh_url)
     plan = await run_async(["schema", "plan"], env, tmp_path)
     assert plan[0] == 0, plan[2]
     assert "-- Repogate's own migrations run first: from nothing to 0006" in plan[1]
