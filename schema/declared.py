@@ -15,10 +15,10 @@ from repositories.tables import metadata as built_in_metadata
 from schema import rules, tables
 from schema.entities import entity
 from schema.loading import Schema
-from schema.model import FieldSpec, ResourceSpec, resource_spec
+from schema.model import ResourceSpec, resource_spec
 from schema.repository import DeclaredRepository, repository_class
 from server import validation
-from server.mapping import M, MessageMapping, stored_enum_names
+from server.mapping import M, MessageMapping
 from server.resources import Resource
 
 
@@ -37,13 +37,7 @@ class Declared:
 
 def declare(schema: Schema) -> Declared:
     metadata = MetaData(naming_convention=built_in_metadata.naming_convention)
-    enums = {
-        f"{spec.message.full_name}.{f.name}": _enum_names(f)
-        for spec in schema.resources.values()
-        for f in spec.fields
-        if f.kind == "enum"
-    }
-    built = tables.build(schema.resources.values(), metadata, enums)
+    built = tables.build(schema.resources.values(), metadata)
     repositories: dict[str, type[DeclaredRepository]] = {}
     resources: dict[str, Resource[Any]] = {}
     for full_name, spec in schema.resources.items():
@@ -61,14 +55,6 @@ def declare(schema: Schema) -> Declared:
 
 def _optional_uuid(value: Any) -> str | None:
     return None if value is None else validation.uuid_text(value)
-
-
-def _enum_names(f: FieldSpec) -> dict[str, str]:
-    """Declared value name -> the name stored (see server.mapping.stored_enum_names)."""
-    enum = f.descriptor.enum_type
-    assert enum is not None
-    stored = stored_enum_names(enum)
-    return {v.name: stored[v.number] for v in enum.values if v.number}
 
 
 def _purged_with(table: Table, tables: Collection[Table]) -> tuple[str, ...]:
@@ -134,15 +120,14 @@ def resource(
     beyond the declared rules; enum fields get theirs here."""
     writable = [f for f in spec.fields if f.writable]
     columns = repo.entity.table.c
-    enums = {f.name: _enum_names(f) for f in spec.fields if f.kind == "enum"}
     all_checks = dict(checks)
     for f in writable:
         if f.kind == "enum" and f.name not in all_checks:
-            all_checks[f.name] = validation.one_of(enums[f.name].values())
+            all_checks[f.name] = validation.one_of(tables.enum_names(f).values())
     # Unset writable fields, and server-set ones with a declared default, get a value on
     # create; the rest are left to the repository and the column.
     defaults = {
-        f.name: tables.stored_default(f, enums.get(f.name))
+        f.name: tables.stored_default(f)
         for f in spec.fields
         if (f.writable and not f.options.required) or (not f.writable and f.options.default)
     }

@@ -37,6 +37,7 @@ from repogate.options.v1 import options_pb2
 from repositories.tables import live_unique, purge_index, standard_columns
 from repositories.types import UTCDateTime, json_document
 from schema.model import FieldSpec, ResourceSpec
+from server.mapping import stored_enum_names
 
 # PostgreSQL cuts longer names short without a word; Repogate shortens them itself.
 MAX_NAME = 63
@@ -79,12 +80,21 @@ def column_type(f: FieldSpec) -> TypeEngine[Any]:
     return types[f.kind]
 
 
-def stored_default(f: FieldSpec, stored_enum: dict[str, str] | None = None) -> Any:
+def enum_names(f: FieldSpec) -> dict[str, str]:
+    """An enum field's declared value names -> the names stored (see
+    server.mapping.stored_enum_names); UNSPECIFIED has none."""
+    enum = f.descriptor.enum_type
+    assert enum is not None
+    stored = stored_enum_names(enum)
+    return {v.name: stored[v.number] for v in enum.values if v.number}
+
+
+def stored_default(f: FieldSpec) -> Any:
     """The value a create stores when the client sets none: the declared default (an
     enum's by its stored name), else the kind's zero; None for nullable fields."""
     if f.default is not None:
-        if f.kind == "enum" and stored_enum is not None:
-            return stored_enum[f.default]
+        if f.kind == "enum":
+            return enum_names(f)[f.default]
         return f.default
     if f.nullable or f.kind in ("timestamp", "uuid") or f.options.HasField("sequence"):
         return None
@@ -100,16 +110,13 @@ def name(*parts: str) -> str:
     return f"{full[: MAX_NAME - 9]}_{digest}"
 
 
-def build(
-    specs: Iterable[ResourceSpec], metadata: MetaData, enums: dict[str, dict[str, str]]
-) -> dict[str, Table]:
-    """Each resource's table in `metadata`, by the resource message's full name.
-    `enums`: per enum field ("Message.field"), the declared name -> the stored name."""
+def build(specs: Iterable[ResourceSpec], metadata: MetaData) -> dict[str, Table]:
+    """Each resource's table in `metadata`, by the resource message's full name."""
     specs = list(specs)
     by_message = {spec.message.full_name: spec for spec in specs}
     tables = {}
     for spec in specs:
-        tables[spec.message.full_name] = _table(spec, metadata, by_message, enums)
+        tables[spec.message.full_name] = _table(spec, metadata, by_message)
     return tables
 
 
@@ -117,11 +124,10 @@ def _table(
     spec: ResourceSpec,
     metadata: MetaData,
     by_message: dict[str, ResourceSpec],
-    enums: dict[str, dict[str, str]],
 ) -> Table:
     columns: list[Any] = []
     for f in spec.fields:
-        value = stored_default(f, enums.get(f"{spec.message.full_name}.{f.name}"))
+        value = stored_default(f)
         columns.append(
             Column(
                 f.name,
