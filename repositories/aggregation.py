@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, distinct, func, literal_column, or_
 
+from repositories import time_bound
 from repositories.base import Repository
 from repositories.errors import InvalidArgument
 from repositories.filtering import FilterField
@@ -154,10 +155,11 @@ async def run(
     show_deleted: bool,
     offset: int,
     limit: int,
+    deadline: float | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Up to `limit` groups of `repo`'s tenant's rows matching `where`, after the first
     `offset` in the plan's order: one statement, built by the repository's scope (which
-    puts the tenant in it) and run through its one door, which refuses any other."""
+    puts the tenant in it), stopped at `deadline` (see time_bound)."""
     stmt = repo.scope.select(*plan.columns())
     if where is not None:
         stmt = stmt.where(where)
@@ -166,7 +168,7 @@ async def run(
     if plan.keys:
         stmt = stmt.group_by(*plan.group_by())
     stmt = stmt.order_by(*plan.order_by()).offset(offset or None).limit(limit)
-    result = await repo._execute(stmt)
+    result = await time_bound.execute(repo, stmt, deadline)
     return [plan.read(row) for row in result.all()]
 
 

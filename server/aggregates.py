@@ -25,6 +25,7 @@ from repositories.database import RepositorySource
 from repositories.errors import DeadlineExceeded, InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import parse_order_by
+from repositories.time_bound import OutOfTime
 from server import context, validation
 from server.page_tokens import PageTokens
 from server.units import Units
@@ -96,10 +97,18 @@ class Aggregates:
             )
         take = min(limit, self._max_groups - offset)
 
-        def read(uow: RepositorySource) -> Awaitable[list[tuple[dict[str, Any], dict[str, Any]]]]:
+        def read(
+            uow: RepositorySource, deadline: float | None
+        ) -> Awaitable[list[tuple[dict[str, Any], dict[str, Any]]]]:
             repo = uow.repository(self._repository)
             return aggregation.run(
-                repo, plan, where, show_deleted=show_deleted, offset=offset, limit=take + 1
+                repo,
+                plan,
+                where,
+                show_deleted=show_deleted,
+                offset=offset,
+                limit=take + 1,
+                deadline=deadline,
             )
 
         rows = await self._bounded(read)
@@ -116,16 +125,20 @@ class Aggregates:
         order = parse_order_by(getattr(request, "order_by", ""), self._sortable, default_order)
         where = self._filters.compile(getattr(request, "filter", ""))
         return await self._bounded(
-            lambda uow: ranking.rank(uow.repository(self._repository), key, order, where)
+            lambda uow, deadline: ranking.rank(
+                uow.repository(self._repository), key, order, where, deadline
+            )
         )
 
-    async def _bounded(self, work: Callable[[RepositorySource], Awaitable[T]]) -> T:
+    async def _bounded(self, work: Callable[[RepositorySource, float | None], Awaitable[T]]) -> T:
+        """Runs `work` as a read, its statements stopped REPOGATE_AGGREGATE_TIMEOUT after
+        the call began (the event loop's clock): `work` is handed that deadline."""
         if self._timeout is None:
-            return await self._units.read(work)
+            return await self._units.read(lambda uow: work(uow, None))
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
-                return await self._units.read(work)
-        except TimeoutError:
+            return await self._units.read(lambda uow: work(uow, deadline))
+        except OutOfTime:
             raise DeadlineExceeded(
                 f"the aggregate took longer than {self._timeout:g}s "
                 "(REPOGATE_AGGREGATE_TIMEOUT) and was cancelled"
