@@ -1,8 +1,9 @@
 """Calling a schema's services the way a client with no generated code does: messages
-from the descriptor pool the schema was loaded into, methods by name."""
+from the descriptor pool the schema was loaded into, methods by name; and serving one."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -14,6 +15,10 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from schema.loading import load
+from server.app import Repogate
+from server.settings import Settings
+from tests.conftest import Running
+from tests.pgbouncer import fresh_database
 from tests.rpc import md
 
 TASKS = Path(__file__).parent / "schemas" / "tasks"
@@ -27,38 +32,89 @@ def message(type_name: str, /, **fields: Any) -> Message:
     return cls(**fields)
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    backend: str, directory: Path, schema: Path = TASKS, extensions: str = ""
+) -> AsyncIterator[Running]:
+    """A Repogate serving `schema` (its methods beyond the standard ones served by the
+    `extensions` modules) on a new database of `backend`: a SQLite file in `directory`, or
+    a PostgreSQL database dropped after. The cache of entities is the default (memory)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "postgresql":
+            url = await stack.enter_async_context(fresh_database())
+        else:
+            url = f"sqlite+aiosqlite:///{directory / 'schema.db'}"
+        settings = Settings(
+            listen="127.0.0.1:0",
+            database_url=url,
+            schema_path=str(schema),
+            extensions=extensions,
+            shutdown_grace=1,
+            purge_interval=0,
+            cache_timeout=5,
+        )
+        app = await stack.enter_async_context(Repogate(settings))
+        channel = await stack.enter_async_context(aio.insecure_channel(app.address))
+        yield Running(app, channel)
+
+
 class Client:
-    """Calls `<Service>/<Method>` of PACKAGE on `channel` as `tenant`."""
+    """Calls `<Service>/<Method>` of `package` (declared in `schema`) on `channel` as
+    `tenant`, and as `actor` (x-actor-id) when given."""
 
     def __init__(
-        self, channel: aio.Channel, tenant: str | None = None, transaction_id: str = ""
+        self,
+        channel: aio.Channel,
+        tenant: str | None = None,
+        transaction_id: str = "",
+        *,
+        schema: Path = TASKS,
+        package: str = PACKAGE,
+        actor: str = "",
     ) -> None:
-        load(TASKS)  # the messages a client of this schema has
+        load(schema)  # the messages a client of this schema has
         self.channel = channel
         self.tenant = tenant or f"t-{uuid.uuid4().hex[:16]}"
         self.transaction_id = transaction_id
+        self.schema = schema
+        self.package = package
+        self.actor = actor
 
     def as_tenant(self, tenant: str) -> Client:
-        return Client(self.channel, tenant)
+        return Client(self.channel, tenant, schema=self.schema, package=self.package)
+
+    def as_actor(self, actor: str) -> Client:
+        """This tenant's calls made by `actor` (x-actor-id: created_by, updated_by)."""
+        return Client(
+            self.channel, self.tenant, schema=self.schema, package=self.package, actor=actor
+        )
 
     def inside(self, transaction_id: str) -> Client:
         """This tenant's calls in the transaction `transaction_id` (x-transaction-id)."""
-        return Client(self.channel, self.tenant, transaction_id)
+        return Client(
+            self.channel, self.tenant, transaction_id, schema=self.schema, package=self.package
+        )
+
+    def message(self, type_name: str, /, **fields: Any) -> Message:
+        """A message of this client's package by its name."""
+        return message(f"{self.package}.{type_name}", **fields)
 
     async def __call__(self, method: str, request: Message | None = None, **fields: Any) -> Any:
         """`method` as "TaskService/CreateTask"; the request built from `fields` when not given."""
         service, name = method.split("/")
         pool = descriptor_pool.Default()
-        descriptor = pool.FindServiceByName(f"{PACKAGE}.{service}").methods_by_name[name]
+        descriptor = pool.FindServiceByName(f"{self.package}.{service}").methods_by_name[name]
         if request is None:
             request = GetMessageClass(descriptor.input_type)(**fields)
         output = GetMessageClass(descriptor.output_type)
         call = self.channel.unary_unary(
-            f"/{PACKAGE}.{service}/{name}",
+            f"/{self.package}.{service}/{name}",
             request_serializer=type(request).SerializeToString,
             response_deserializer=output.FromString,
         )
         extra = {"x_transaction_id": self.transaction_id} if self.transaction_id else {}
+        if self.actor:
+            extra["x_actor_id"] = self.actor
         return await call(request, metadata=md(self.tenant, **extra), timeout=20)
 
     async def project(self, name: str | None = None, **fields: Any) -> Any:
