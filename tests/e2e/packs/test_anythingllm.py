@@ -150,6 +150,18 @@ async def test_update_job_status_sets_progress_and_stamps_times(client: Client) 
         assert (await client("JobService/CountJobs", filter=text)).total_size == 1, text
 
 
+async def test_update_job_status_retried_with_its_request_id_is_done_once(client: Client) -> None:
+    job = await create_job(client)
+    key = str(uuid.uuid4())
+    first = await set_status(client, job.id, PROCESSING, progress=10.0, request_id=key)
+    later = await set_status(client, job.id, PROCESSING, progress=60.0)
+
+    retried = await set_status(client, job.id, PROCESSING, progress=10.0, request_id=key)
+
+    assert retried == first
+    assert await client("JobService/GetJob", id=job.id) == later
+
+
 async def test_update_job_status_to_failed_and_back(client: Client) -> None:
     job = await create_job(client)
     await set_status(client, job.id, PROCESSING)

@@ -532,6 +532,28 @@ async def test_preferences_upserts_racing_for_one_session_make_one_row(
     assert {p.design_style for p in found} <= set(styles)
 
 
+async def test_preferences_upsert_retried_with_its_request_id_is_done_once(
+    stubs: Stubs, client: Client
+) -> None:
+    owner = await session(stubs, client)
+    key = str(uuid.uuid4())
+    first = await client(
+        "PreferencesService/UpsertPreferences",
+        preferences=client.message("Preferences", session_id=owner.id, design_style="first"),
+        request_id=key,
+    )
+    later = await upsert(client, owner.id, design_style="later")
+
+    retried = await client(
+        "PreferencesService/UpsertPreferences",
+        preferences=client.message("Preferences", session_id=owner.id, design_style="first"),
+        request_id=key,
+    )
+
+    assert retried == first
+    assert await client("PreferencesService/GetPreferences", id=first.id) == later
+
+
 async def test_preferences_upsert_stays_in_its_tenant(stubs: Stubs, client: Client) -> None:
     owner = await session(stubs, client)
     mine = await upsert(client, owner.id, design_style="mine")
