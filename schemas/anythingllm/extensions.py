@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import descriptor_pool
 from sqlalchemy import func
 
 from repositories.base import Repository, Row
@@ -19,19 +20,20 @@ from server.mapping import json_object, parse_etag, stored_enum_names
 
 extensions = Extensions()
 
+JOB_STATUS = "anythingllm.v1.JobStatus"
 FINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 @extensions.method("anythingllm.v1.JobService/UpdateJobStatus")
 def update_job_status(api: Api) -> Handler:
     jobs = api.standard("Job")
+    statuses = stored_enum_names(descriptor_pool.Default().FindEnumTypeByName(JOB_STATUS))
 
     async def run(request: Any, context: Any) -> Any:
         api.validate(request)
         key = validation.resource_id(request.id, "id")
         version = parse_etag(request.etag, "etag")
-        status = stored_enum_names(request.DESCRIPTOR.fields_by_name["status"].enum_type)
-        values: dict[str, Any] = {"status": status[request.status]}
+        values: dict[str, Any] = {"status": statuses[request.status]}
         for name in ("progress", "error_message"):
             if request.HasField(name):
                 values[name] = getattr(request, name)

@@ -185,6 +185,7 @@ async def test_update_job_status_to_failed_and_back(client: Client) -> None:
         ({"status": PROCESSING, "progress": -1.0}, "progress"),
         ({"status": FAILED, "error_message": "x" * 4001}, "error_message"),
         ({"status": PROCESSING, "etag": "not an etag"}, "etag"),
+        ({"status": COMPLETED, "result": struct({"score": float("nan")})}, "result"),
     ],
 )
 async def test_update_job_status_refuses_bad_input(
