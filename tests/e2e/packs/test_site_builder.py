@@ -312,7 +312,9 @@ async def test_update_site(stubs: Stubs, client: Client) -> None:
 async def test_create_version_numbers_them_per_site(stubs: Stubs, client: Client) -> None:
     owner = await session(stubs, client)
     mine, other = await site(client, owner.id), await site(client, owner.id)
-    requirements = {"type": "portfolio", "features": ["contact"]}
+    portfolio = {"type": "portfolio", "features": ["contact"]}
+    blog = {"type": "blog", "features": []}
+    plan = [(mine, portfolio), (mine, portfolio), (other, blog), (mine, portfolio)]
 
     created = [
         await version(
@@ -322,12 +324,21 @@ async def test_create_version_numbers_them_per_site(stubs: Stubs, client: Client
             requirements=struct(requirements),
             changes="Added contact form",
         )
-        for s in (mine, mine, other, mine)
+        for s, requirements in plan
     ]
 
     assert [v.number for v in created] == [1, 2, 1, 3]
-    assert plain(created[0].requirements) == requirements
+    assert [plain(v.requirements) for v in created] == [r for _, r in plan]
     assert not created[0].HasField("audit_score")
+    for kind in ("portfolio", "blog", "shop"):
+        expected = [v.id for v in created if plain(v.requirements)["type"] == kind]
+        found = await every(
+            client,
+            "SiteVersionService/ListSiteVersions",
+            "site_versions",
+            filter=f'requirements.type = "{kind}"',
+        )
+        assert sorted(v.id for v in found) == sorted(expected), kind
 
 
 async def test_create_version_of_a_missing_or_other_tenants_site_is_not_found(
