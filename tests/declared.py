@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pool
+from google.protobuf import any_pb2, descriptor_pool
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
+from repogate.v1 import transaction_pb2, transaction_pb2_grpc
 from schema.loading import load
 from server.app import Repogate
 from server.settings import Settings
@@ -116,6 +117,33 @@ class Client:
         if self.actor:
             extra["x_actor_id"] = self.actor
         return await call(request, metadata=md(self.tenant, **extra), timeout=20)
+
+    async def transact(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Each `(method, request fields)` of `calls` in one TransactionService.Transact: one
+        round trip and one snapshot (REPEATABLE_READ); their responses, unpacked."""
+        packed, outputs = [], []
+        pool = descriptor_pool.Default()
+        for method, fields in calls:
+            service, name = method.split("/")
+            full = f"{self.package}.{service}"
+            rpc = pool.FindServiceByName(full).methods_by_name[name]
+            request = any_pb2.Any()
+            request.Pack(GetMessageClass(rpc.input_type)(**fields))
+            packed.append(transaction_pb2.TransactCall(method=f"{full}/{name}", request=request))
+            outputs.append(GetMessageClass(rpc.output_type))
+        response = await transaction_pb2_grpc.TransactionServiceStub(self.channel).Transact(
+            transaction_pb2.TransactRequest(
+                calls=packed, isolation_level=transaction_pb2.ISOLATION_LEVEL_REPEATABLE_READ
+            ),
+            metadata=md(self.tenant),
+            timeout=20,
+        )
+        answers = []
+        for output, answer in zip(outputs, response.responses, strict=True):
+            unpacked = output()
+            assert answer.Unpack(unpacked)
+            answers.append(unpacked)
+        return answers
 
     async def project(self, name: str | None = None, **fields: Any) -> Any:
         project = message("Project", name=name or f"p-{uuid.uuid4().hex[:8]}", **fields)

@@ -14,11 +14,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2, descriptor_pool, field_mask_pb2
+from google.protobuf import descriptor_pool, field_mask_pb2
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message_factory import GetMessageClass
 
-from repogate.v1 import cache_pb2, cache_pb2_grpc, transaction_pb2, transaction_pb2_grpc
+from repogate.v1 import cache_pb2, cache_pb2_grpc
 from schema.loading import load
 from tests.conftest import Running
 from tests.declared import Client, serving
@@ -296,37 +295,12 @@ async def test_statistics_by_status_and_type_in_one_transact(client: Client) -> 
     filters = [f'status = "{stored(s)}"' for s in statuses]
     filters += ['job_type = "document_upload"', 'job_type = "question_processing"']
 
-    counts = await transact(client, [("JobService/CountJobs", {"filter": f}) for f in filters])
+    counts = await client.transact([("JobService/CountJobs", {"filter": f}) for f in filters])
 
     by_status = Counter(status for _, status in plan)
     by_type = Counter(job_type for job_type, _ in plan)
     expected = [by_status[s] for s in statuses] + [by_type[UPLOAD], by_type[QUESTION]]
     assert [c.total_size for c in counts] == expected
-
-
-async def transact(c: Client, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    """The calls in one TransactionService.Transact: one round trip, one snapshot."""
-    packed, outputs = [], []
-    for method, fields in calls:
-        service, name = method.split("/")
-        full = f"{c.package}.{service}"
-        rpc = descriptor_pool.Default().FindServiceByName(full).methods_by_name[name]
-        request = any_pb2.Any()
-        request.Pack(GetMessageClass(rpc.input_type)(**fields))
-        packed.append(transaction_pb2.TransactCall(method=f"{full}/{name}", request=request))
-        outputs.append(GetMessageClass(rpc.output_type))
-    response = await transaction_pb2_grpc.TransactionServiceStub(c.channel).Transact(
-        transaction_pb2.TransactRequest(
-            calls=packed, isolation_level=transaction_pb2.ISOLATION_LEVEL_REPEATABLE_READ
-        ),
-        metadata=md(c.tenant),
-    )
-    answers = []
-    for output, answer in zip(outputs, response.responses, strict=True):
-        message = output()
-        assert answer.Unpack(message)
-        answers.append(message)
-    return answers
 
 
 async def test_cleanup_of_finished_jobs(client: Client) -> None:
@@ -381,15 +355,10 @@ async def test_bulk_create_update_and_delete(client: Client) -> None:
 async def test_two_creates_in_one_transaction(client: Client) -> None:
     job = client.message("Job", job_type=UPLOAD)
     bad = client.message("Job", job_type=QUESTION, workspace_id="")
+    create = "JobService/CreateJob"
 
-    error = await fails(
-        transact(
-            client, [("JobService/CreateJob", {"job": job}), ("JobService/CreateJob", {"job": bad})]
-        )
-    )
-    answers = await transact(
-        client, [("JobService/CreateJob", {"job": job}), ("JobService/CreateJob", {"job": job})]
-    )
+    error = await fails(client.transact([(create, {"job": job}), (create, {"job": bad})]))
+    answers = await client.transact([(create, {"job": job}), (create, {"job": job})])
 
     assert error.code == INVALID
     assert sorted(j.id for j in await every(client)) == sorted(a.id for a in answers)

@@ -13,8 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2, descriptor_pool, field_mask_pb2
-from google.protobuf.message_factory import GetMessageClass
+from google.protobuf import field_mask_pb2
 
 from repogate.v1 import session_pb2, transaction_pb2
 from tests.conftest import Running
@@ -243,41 +242,13 @@ async def test_get_site_by_id_with_its_relations_in_one_transact(
         ("DeploymentService/ListDeployments", {"filter": by_site}),
     ]
 
-    answers = await transact(client, calls)
+    answers = await client.transact(calls)
 
     got_site, got_versions, got_audits, got_deployments = answers
     assert got_site == mine
     assert list(got_versions.site_versions) == versions
     assert list(got_audits.audits) == audits
     assert list(got_deployments.deployments) == deployments
-
-
-async def transact(c: Client, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    """The calls in one TransactionService.Transact (one round trip, one transaction)."""
-    stubs = Stubs.on(c.channel)
-    packed = []
-    outputs = []
-    for method, fields in calls:
-        service, name = method.split("/")
-        full = f"{c.package}.{service}"
-        rpc = descriptor_pool.Default().FindServiceByName(full).methods_by_name[name]
-        request = GetMessageClass(rpc.input_type)(**fields)
-        wrapped = any_pb2.Any()
-        wrapped.Pack(request)
-        packed.append(transaction_pb2.TransactCall(method=f"{full}/{name}", request=wrapped))
-        outputs.append(GetMessageClass(rpc.output_type))
-    response = await stubs.txs.Transact(
-        transaction_pb2.TransactRequest(
-            calls=packed, isolation_level=transaction_pb2.ISOLATION_LEVEL_REPEATABLE_READ
-        ),
-        metadata=md(c.tenant),
-    )
-    answers = []
-    for output, answer in zip(outputs, response.responses, strict=True):
-        message = output()
-        assert answer.Unpack(message)
-        answers.append(message)
-    return answers
 
 
 async def test_get_sites_by_session(stubs: Stubs, client: Client) -> None:
