@@ -1,0 +1,55 @@
+"""What the packs' end-to-end tests share: where the packs are, timestamps, masks and
+Transact calls built from a pack client's messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import any_pb2, field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from repogate.v1 import transaction_pb2 as tx_pb
+from repogate.v1 import transaction_pb2_grpc
+from tests.declared import Client
+from tests.rpc import md
+
+PACKS = Path(__file__).parents[3] / "schemas"
+
+
+def at(seconds: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds)
+
+
+def when(stamp: timestamp_pb2.Timestamp) -> str:
+    """A Timestamp as a filter literal."""
+    return f'"{stamp.ToJsonString()}"'
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=paths)
+
+
+def struct(**fields: Any) -> struct_pb2.Struct:
+    value = struct_pb2.Struct()
+    value.update(fields)
+    return value
+
+
+def moment(stamp: timestamp_pb2.Timestamp) -> datetime:
+    return stamp.ToDatetime()
+
+
+def call(c: Client, method: str, request: Message) -> tx_pb.TransactCall:
+    """A Transact call of `method` ("Service/Method") of the client's package."""
+    packed = any_pb2.Any()
+    packed.Pack(request)
+    return tx_pb.TransactCall(method=f"{c.package}.{method}", request=packed)
+
+
+async def transact(c: Client, *calls: tx_pb.TransactCall) -> list[Any]:
+    """Runs `calls` in one transaction as the client's tenant; their responses, unpacked."""
+    stub = transaction_pb2_grpc.TransactionServiceStub(c.channel)
+    answer = await stub.Transact(tx_pb.TransactRequest(calls=calls), metadata=md(c.tenant))
+    return list(answer.responses)
