@@ -3,11 +3,12 @@ Transact calls built from a pack client's messages."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import any_pb2, field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import any_pb2, descriptor_pool, field_mask_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from repogate.v1 import transaction_pb2 as tx_pb
@@ -53,3 +54,36 @@ async def transact(c: Client, *calls: tx_pb.TransactCall) -> list[Any]:
     stub = transaction_pb2_grpc.TransactionServiceStub(c.channel)
     answer = await stub.Transact(tx_pb.TransactRequest(calls=calls), metadata=md(c.tenant))
     return list(answer.responses)
+
+
+def _method(c: Client, resource: str, verb: str) -> Any:
+    """The one method of `<resource>Service` whose name starts with `verb`, such as
+    ListUserStatistics for ("UserStatistics", "List")."""
+    service = descriptor_pool.Default().FindServiceByName(f"{c.package}.{resource}Service")
+    (found,) = [m for m in service.methods if re.fullmatch(f"{verb}{resource}[a-z]*", m.name)]
+    return found
+
+
+def plural(c: Client, resource: str) -> str:
+    """The resource's plural in method names ("Sessions", "UserStatistics")."""
+    return str(_method(c, resource, "List").name.removeprefix("List"))
+
+
+async def create(c: Client, resource: str, **fields: Any) -> Any:
+    """Create<resource> with a resource message of `fields`."""
+    method = _method(c, resource, "Create")
+    (holder,) = [f.name for f in method.input_type.fields if f.name != "request_id"]
+    request = {holder: c.message(resource, **fields)}
+    return await c(f"{resource}Service/{method.name}", **request)
+
+
+async def listed(c: Client, resource: str, **request: Any) -> list[Any]:
+    """Every row List<resources> answers to `request`, page by page."""
+    method = _method(c, resource, "List")
+    items = method.output_type.fields[0].name
+    return [item async for item in c.walk(f"{resource}Service/{method.name}", items, **request)]
+
+
+async def counted(c: Client, resource: str, text: str) -> int:
+    method = _method(c, resource, "Count")
+    return int((await c(f"{resource}Service/{method.name}", filter=text)).total_size)

@@ -6,7 +6,6 @@ methods: test_agent_sessions_tools.py."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,13 +15,12 @@ import pytest
 from schema.model import snake
 from tests.conftest import Running
 from tests.declared import Client, ids
-from tests.e2e.packs.support import PACKS, at, mask, struct, when
+from tests.e2e.packs.agents import PACK, PACKAGE, session, unique, user
+from tests.e2e.packs.support import at, counted, create, listed, mask, plural, struct, when
 from tests.e2e.support import fails
 
 pytestmark = pytest.mark.e2e
 
-PACK = PACKS / "agent_sessions"
-PACKAGE = "agent_sessions.v1"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 ACTIVE_STATES = ("active", "waiting", "processing")
 
@@ -31,40 +29,6 @@ ACTIVE_STATES = ("active", "waiting", "processing")
 def c(pack_server: Running) -> Client:
     """A client of a tenant of the test's own."""
     return Client(pack_server.channel, schema=PACK, package=PACKAGE)
-
-
-def plural(resource: str) -> str:
-    return resource + "s"
-
-
-async def create(c: Client, resource: str, **fields: Any) -> Any:
-    request = {snake(resource): c.message(resource, **fields)}
-    return await c(f"{resource}Service/Create{resource}", **request)
-
-
-async def listed(c: Client, resource: str, **request: Any) -> list[Any]:
-    method = f"{resource}Service/List{plural(resource)}"
-    return [item async for item in c.walk(method, snake(plural(resource)), **request)]
-
-
-async def counted(c: Client, resource: str, text: str) -> int:
-    answer = await c(f"{resource}Service/Count{plural(resource)}", filter=text)
-    return int(answer.total_size)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def user(c: Client, **fields: Any) -> Any:
-    name = unique("u")
-    fields.setdefault("email", f"{name}@example.com")
-    fields.setdefault("username", name)
-    return await create(c, "User", **fields)
-
-
-async def session(c: Client, user_id: str | None = None, **fields: Any) -> Any:
-    return await create(c, "Session", user_id=user_id or (await user(c)).id, **fields)
 
 
 # ---------------------------------------------------------------- BaseRepository
@@ -156,7 +120,7 @@ async def test_base_repository_methods(c: Client, resource: str) -> None:
     """create, get_by_id, get_all(skip, limit), update, count, exists and delete."""
     make = await BUILD[resource](c)
     made = [await create(c, resource, **make(i)) for i in range(3)]
-    service, rs = f"{resource}Service", plural(resource)
+    service, rs = f"{resource}Service", plural(c, resource)
 
     assert await c(f"{service}/Get{resource}", id=made[1].id) == made[1]
     page = await c(f"{service}/List{rs}", page_size=1, skip=1, order_by="create_time")
