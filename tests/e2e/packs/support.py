@@ -3,7 +3,6 @@ Transact calls built from a pack client's messages."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,11 +56,13 @@ async def transact(c: Client, *calls: tx_pb.TransactCall) -> list[Any]:
 
 
 def _method(c: Client, resource: str, verb: str) -> Any:
-    """The one method of `<resource>Service` whose name starts with `verb`, such as
-    ListUserStatistics for ("UserStatistics", "List")."""
+    """The method of `<resource>Service` named `verb` and the resource's singular (Create,
+    Get, ...) or plural (List, Count: the service's one method starting so)."""
     service = descriptor_pool.Default().FindServiceByName(f"{c.package}.{resource}Service")
-    (found,) = [m for m in service.methods if re.fullmatch(f"{verb}{resource}[a-z]*", m.name)]
-    return found
+    if verb in ("List", "Count"):
+        (found,) = [m for m in service.methods if m.name.startswith(verb)]
+        return found
+    return service.methods_by_name[f"{verb}{resource}"]
 
 
 def plural(c: Client, resource: str) -> str:
