@@ -1,5 +1,5 @@
 """The DianaBot pack (schemas/dianabot) as its tests use it: where it is, its extensions,
-and the users most rows hang from."""
+the users and channels most rows hang from, and the requests its recipes are made of."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 from tests.declared import Client
-from tests.e2e.packs.support import PACKS, create
+from tests.e2e.packs.support import PACKS, call, create, mask
 
 PACK = PACKS / "dianabot"
 PACKAGE = "dianabot.v1"
@@ -31,3 +31,38 @@ async def bot_user(c: Client, points: int = 0, **fields: Any) -> Any:
 async def balance(c: Client, user_id: str) -> int:
     """get_user_balance: the user's points."""
     return int((await c("UserService/GetUser", id=user_id)).points)
+
+
+def updating(c: Client, resource: str, holder: str, **fields: Any) -> Any:
+    """An Update<resource>Request changing `fields` (with id and etag, not masked)."""
+    masked = [name for name in fields if name not in ("id", "etag")]
+    return c.message(
+        f"Update{resource}Request",
+        update_mask=mask(*masked),
+        **{holder: c.message(resource, **fields)},
+    )
+
+
+def creating(c: Client, resource: str, holder: str, **fields: Any) -> Any:
+    return c.message(f"Create{resource}Request", **{holder: c.message(resource, **fields)})
+
+
+def add_points(c: Client, user_id: str, amount: int, source: str) -> list[Any]:
+    """The add_points recipe: the balance and its ledger line, as two Transact calls."""
+    line = c.message("PointTransaction", user_id=user_id, amount=amount, source=source)
+    return [
+        call(
+            c,
+            "UserService/IncrementUserCounters",
+            c.message("IncrementUserCountersRequest", id=user_id, points=amount),
+        ),
+        call(
+            c,
+            "PointTransactionService/CreatePointTransaction",
+            c.message("CreatePointTransactionRequest", point_transaction=line),
+        ),
+    ]
+
+
+async def channel(c: Client, **fields: Any) -> Any:
+    return await create(c, "Channel", telegram_chat_id=telegram_id(), title="ch", **fields)

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Running
 from tests.declared import Client, ids
 from tests.e2e.packs import diana
-from tests.e2e.packs.diana import PACKAGE, balance, bot_user, telegram_id
+from tests.e2e.packs.diana import PACKAGE, add_points, balance, bot_user, telegram_id
 from tests.e2e.packs.support import (
     at,
     call,
@@ -251,20 +251,6 @@ async def test_get_user_profile_parts(c: Client) -> None:
 
 
 # ---------------------------------------------------------------- Point aggregate
-
-
-def add_points(c: Client, user_id: str, amount: int, source: str) -> list[Any]:
-    """The add_points recipe: the balance and its ledger line, in one Transact."""
-    raise_by = c.message("IncrementUserCountersRequest", id=user_id, points=amount)
-    line = c.message("PointTransaction", user_id=user_id, amount=amount, source=source)
-    return [
-        call(c, "UserService/IncrementUserCounters", raise_by),
-        call(
-            c,
-            "PointTransactionService/CreatePointTransaction",
-            c.message("CreatePointTransactionRequest", point_transaction=line),
-        ),
-    ]
 
 
 async def test_add_points_and_get_user_balance(c: Client) -> None:
