@@ -88,3 +88,20 @@ async def listed(c: Client, resource: str, **request: Any) -> list[Any]:
 async def counted(c: Client, resource: str, text: str) -> int:
     method = _method(c, resource, "Count")
     return int((await c(f"{resource}Service/{method.name}", filter=text)).total_size)
+
+
+async def begin(c: Client) -> str:
+    """A transaction of the client's tenant across calls: its id."""
+    stub = transaction_pb2_grpc.TransactionServiceStub(c.channel)
+    answer = await stub.BeginTransaction(tx_pb.BeginTransactionRequest(), metadata=md(c.tenant))
+    return str(answer.id)
+
+
+async def commit(c: Client, transaction: str) -> None:
+    stub = transaction_pb2_grpc.TransactionServiceStub(c.channel)
+    await stub.Commit(tx_pb.CommitRequest(transaction_id=transaction), metadata=md(c.tenant))
+
+
+async def rollback(c: Client, transaction: str) -> None:
+    stub = transaction_pb2_grpc.TransactionServiceStub(c.channel)
+    await stub.Rollback(tx_pb.RollbackRequest(transaction_id=transaction), metadata=md(c.tenant))

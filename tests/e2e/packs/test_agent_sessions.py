@@ -16,7 +16,19 @@ from schema.model import snake
 from tests.conftest import Running
 from tests.declared import Client, ids
 from tests.e2e.packs.agents import PACK, PACKAGE, session, unique, user
-from tests.e2e.packs.support import at, counted, create, listed, mask, plural, struct, when
+from tests.e2e.packs.support import (
+    at,
+    begin,
+    commit,
+    counted,
+    create,
+    listed,
+    mask,
+    plural,
+    rollback,
+    struct,
+    when,
+)
 from tests.e2e.support import fails
 
 pytestmark = pytest.mark.e2e
@@ -342,3 +354,19 @@ async def test_purging_a_session_purges_its_messages(c: Client) -> None:
     await message(c, made.id)
     await c("SessionService/DeleteSession", id=made.id, force=True)
     assert await counted(c, "Message", f'session_id = "{made.id}"') == 0
+
+
+async def test_a_session_with_its_first_message_across_calls(c: Client) -> None:
+    """create_session_with_message: the message needs the session's new id, so the two
+    creates share a transaction across calls."""
+    owner = (await user(c)).id
+    for finish in (rollback, commit):
+        transaction = await begin(c)
+        inside = c.inside(transaction)
+        made = await session(inside, owner)
+        await message(inside, made.id, content=struct(text="hello"))
+        assert await listed(c, "Session") == []  # not seen outside before commit
+        await finish(c, transaction)
+
+    (kept,) = await listed(c, "Session")
+    assert [m.session_id for m in await listed(c, "Message")] == [kept.id]

@@ -288,7 +288,7 @@ async def test_spend_points_guarded_by_the_etag_read(c: Client) -> None:
     await transact(c, *spend(made.etag, 30))
     stale = await fails(transact(c, *spend(made.etag, 30)))  # read before the first spend
 
-    assert stale.code in (grpc.StatusCode.ABORTED, FAILED_PRECONDITION)
+    assert (stale.code, stale.reason) == (grpc.StatusCode.ABORTED, "ETAG_MISMATCH")
     assert await balance(c, made.id) == 20
     assert await counted(c, "PointTransaction", 'kind = "spend"') == 1
 
@@ -361,6 +361,10 @@ async def test_transfer_points_refuses_bad_input_and_other_tenants_users(c: Clie
     assert (await fails(transfer(c, ann.id, stranger.id, 5))).code == NOT_FOUND
     assert (await fails(transfer(other, ann.id, stranger.id, 5))).code == NOT_FOUND
     assert (await balance(c, ann.id), await balance(other, stranger.id)) == (10, 50)
+    await c("UserService/DeleteUser", id=bob.id)
+    gone = await fails(transfer(c, ann.id, bob.id, 5))
+    assert (gone.code, gone.reason) == (FAILED_PRECONDITION, "RESOURCE_DELETED")
+    assert await balance(c, ann.id) == 10
 
 
 # ---------------------------------------------------------------- Mission aggregate
