@@ -426,3 +426,31 @@ async def test_mission_progress_completion_and_reward(c: Client) -> None:
         started.id
     ]
     assert (await listed(c, "UserStatistics", filter=mine))[0].missions_completed == 1
+
+
+async def test_a_retried_transfer_moves_the_points_once(c: Client) -> None:
+    ann, bob = await bot_user(c, 50), await bot_user(c)
+    request_id = str(uuid.uuid4())
+
+    first = await transfer(c, ann.id, bob.id, 20, request_id=request_id)
+    again = await transfer(c, ann.id, bob.id, 20, request_id=request_id)
+
+    assert again == first
+    assert (await balance(c, ann.id), await balance(c, bob.id)) == (30, 20)
+
+
+async def test_a_transfer_in_a_transact_is_undone_with_it(c: Client) -> None:
+    ann, bob = await bot_user(c, 50), await bot_user(c)
+    move = c.message("TransferPointsRequest", from_user_id=ann.id, to_user_id=bob.id, amount=20)
+
+    error = await fails(
+        transact(
+            c,
+            call(c, "PointTransactionService/TransferPoints", move),
+            *add_points(c, str(uuid.uuid4()), 5, "gift"),  # no such user: NOT_FOUND
+        )
+    )
+
+    assert error.code == NOT_FOUND
+    assert (await balance(c, ann.id), await balance(c, bob.id)) == (50, 0)
+    assert await counted(c, "PointTransaction", "") == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from typing import Any
 
 import grpc
@@ -123,7 +124,7 @@ async def test_bids_a_closed_ended_or_deleted_auction_refuses(c: Client) -> None
 
 async def test_place_bid_refuses_bad_input_strangers_and_other_tenants(c: Client) -> None:
     made, bidder = await auction(c), await bot_user(c)
-    other = c.as_tenant(f"t-{random.Random().getrandbits(64):x}")
+    other = c.as_tenant(f"t-{uuid.uuid4().hex[:16]}")
     stranger = await bot_user(other)
 
     bad = await fails(bid(c, made.id, bidder.id, 0))
@@ -343,3 +344,14 @@ async def test_an_access_token_is_redeemed_once(c: Client) -> None:
     assert await listed(c, "AccessToken", filter=valid) == []
     members = await listed(c, "ChannelMember", filter=f'channel_id = "{vip.id}"')
     assert [m.user_id for m in members] == [ann.id]
+
+
+async def test_a_retried_bid_is_taken_once(c: Client) -> None:
+    made, bidder = await auction(c), await bot_user(c)
+    request_id = str(uuid.uuid4())
+
+    first = await bid(c, made.id, bidder.id, 20, request_id=request_id)
+    again = await bid(c, made.id, bidder.id, 20, request_id=request_id)
+
+    assert again == first  # replayed, not refused as too low
+    assert (await c("AuctionService/GetAuction", id=made.id)).bid_count == 1
