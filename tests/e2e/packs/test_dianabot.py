@@ -1,7 +1,7 @@
 """The DianaBot pack (schemas/dianabot, seed 004) end to end, on SQLite and PostgreSQL:
 the standard methods of every resource of its nine aggregates, tenant isolation, and the
-methods of the User, Point and Mission aggregates, each answered over gRPC as the seed's
-method promised. The other aggregates: test_dianabot_world.py."""
+methods of the User and Point aggregates, each answered over gRPC as the seed's method
+promised. The other aggregates: test_dianabot_world.py and test_dianabot_games.py."""
 
 from __future__ import annotations
 
@@ -365,67 +365,6 @@ async def test_transfer_points_refuses_bad_input_and_other_tenants_users(c: Clie
     gone = await fails(transfer(c, ann.id, bob.id, 5))
     assert (gone.code, gone.reason) == (FAILED_PRECONDITION, "RESOURCE_DELETED")
     assert await balance(c, ann.id) == 10
-
-
-# ---------------------------------------------------------------- Mission aggregate
-
-
-async def test_active_missions_by_type(c: Client) -> None:
-    daily = await create(c, "Mission", code="d1", title="Say hi", points_reward=10)
-    await create(c, "Mission", code="d2", title="Old", is_active=False)
-    await create(c, "Mission", code="w1", title="Weekly", mission_type="MISSION_TYPE_WEEKLY")
-    found = await listed(c, "Mission", filter='is_active = true AND mission_type = "daily"')
-    assert ids(found) == [daily.id]
-
-
-async def test_mission_progress_completion_and_reward(c: Client) -> None:
-    made = await bot_user(c)
-    stats = await create(c, "UserStatistics", user_id=made.id)
-    mission = await create(c, "Mission", code="m", title="Read 3", target=3, points_reward=40)
-    started = await create(c, "UserMission", user_id=made.id, mission_id=mission.id)
-    again = await fails(create(c, "UserMission", user_id=made.id, mission_id=mission.id))
-    assert again.code == grpc.StatusCode.ALREADY_EXISTS  # one per user and mission
-
-    for _ in range(3):
-        progressed = await c(
-            "UserMissionService/IncrementUserMissionCounters", id=started.id, progress=1
-        )
-    assert progressed.progress == mission.target
-    done = c.message(
-        "UserMission", id=started.id, etag=progressed.etag, status=COMPLETED, completed_time=at(1)
-    )
-    completed = await c(
-        "UserMissionService/UpdateUserMission",
-        user_mission=done,
-        update_mask=mask("status", "completed_time"),
-    )
-
-    def claim(etag: str) -> list[Any]:
-        claimed = c.message("UserMission", id=started.id, etag=etag, status=CLAIMED)
-        count = c.message(
-            "IncrementUserStatisticsCountersRequest", id=stats.id, missions_completed=1
-        )
-        return [
-            call(
-                c,
-                "UserMissionService/UpdateUserMission",
-                c.message(
-                    "UpdateUserMissionRequest", user_mission=claimed, update_mask=mask("status")
-                ),
-            ),
-            *add_points(c, made.id, mission.points_reward, "mission"),
-            call(c, "UserStatisticsService/IncrementUserStatisticsCounters", count),
-        ]
-
-    await transact(c, *claim(completed.etag))
-    await fails(transact(c, *claim(completed.etag)))  # claimed once only
-
-    assert await balance(c, made.id) == 40
-    mine = f'user_id = "{made.id}"'
-    assert ids(await listed(c, "UserMission", filter=f'{mine} AND status = "claimed"')) == [
-        started.id
-    ]
-    assert (await listed(c, "UserStatistics", filter=mine))[0].missions_completed == 1
 
 
 async def test_a_retried_transfer_moves_the_points_once(c: Client) -> None:

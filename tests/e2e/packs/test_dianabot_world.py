@@ -1,5 +1,5 @@
 """The DianaBot pack (schemas/dianabot, seed 004) end to end, on SQLite and PostgreSQL:
-the Narrative, Achievement and Channel aggregates' methods, each answered over gRPC as
+the Mission, Narrative, Achievement and Channel aggregates' methods, each answered over gRPC as
 the seed's method promised. Auctions, games and configuration: test_dianabot_games.py."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
 APPROVED = 2  # ChannelRequestStatus
+COMPLETED, CLAIMED = 2, 3  # UserMissionStatus
 CLOSED = 3  # AuctionStatus
 SPEND = 2  # PointTransactionKind
 
@@ -39,6 +40,67 @@ SPEND = 2  # PointTransactionKind
 def c(pack_server: Running) -> Client:
     """A client of a tenant of the test's own."""
     return Client(pack_server.channel, schema=PACK, package=PACKAGE)
+
+
+# ---------------------------------------------------------------- Mission aggregate
+
+
+async def test_active_missions_by_type(c: Client) -> None:
+    daily = await create(c, "Mission", code="d1", title="Say hi", points_reward=10)
+    await create(c, "Mission", code="d2", title="Old", is_active=False)
+    await create(c, "Mission", code="w1", title="Weekly", mission_type="MISSION_TYPE_WEEKLY")
+    found = await listed(c, "Mission", filter='is_active = true AND mission_type = "daily"')
+    assert ids(found) == [daily.id]
+
+
+async def test_mission_progress_completion_and_reward(c: Client) -> None:
+    made = await bot_user(c)
+    stats = await create(c, "UserStatistics", user_id=made.id)
+    mission = await create(c, "Mission", code="m", title="Read 3", target=3, points_reward=40)
+    started = await create(c, "UserMission", user_id=made.id, mission_id=mission.id)
+    again = await fails(create(c, "UserMission", user_id=made.id, mission_id=mission.id))
+    assert again.code == grpc.StatusCode.ALREADY_EXISTS  # one per user and mission
+
+    for _ in range(3):
+        progressed = await c(
+            "UserMissionService/IncrementUserMissionCounters", id=started.id, progress=1
+        )
+    assert progressed.progress == mission.target
+    done = updating(
+        c,
+        "UserMission",
+        "user_mission",
+        id=started.id,
+        etag=progressed.etag,
+        status=COMPLETED,
+        completed_time=at(1),
+    )
+    completed = await c("UserMissionService/UpdateUserMission", done)
+
+    def claim(etag: str) -> list[Any]:
+        claimed = updating(
+            c, "UserMission", "user_mission", id=started.id, etag=etag, status=CLAIMED
+        )
+        count = c.message(
+            "IncrementUserStatisticsCountersRequest", id=stats.id, missions_completed=1
+        )
+        return [
+            call(c, "UserMissionService/UpdateUserMission", claimed),
+            *add_points(c, made.id, mission.points_reward, "mission"),
+            call(c, "UserStatisticsService/IncrementUserStatisticsCounters", count),
+        ]
+
+    await transact(c, *claim(completed.etag))
+    twice = await fails(transact(c, *claim(completed.etag)))
+
+    assert (twice.code, twice.reason) == (grpc.StatusCode.ABORTED, "ETAG_MISMATCH")
+
+    assert await balance(c, made.id) == 40
+    mine = f'user_id = "{made.id}"'
+    assert ids(await listed(c, "UserMission", filter=f'{mine} AND status = "claimed"')) == [
+        started.id
+    ]
+    assert (await listed(c, "UserStatistics", filter=mine))[0].missions_completed == 1
 
 
 # ---------------------------------------------------------------- Narrative aggregate
