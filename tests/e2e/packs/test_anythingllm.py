@@ -8,55 +8,44 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, field_mask_pb2
+from google.protobuf import descriptor_pool
 from google.protobuf.duration_pb2 import Duration
 
 from repogate.v1 import cache_pb2, cache_pb2_grpc
 from schema.loading import load
 from tests.conftest import Running
-from tests.declared import Client, serving
+from tests.declared import Client
 from tests.e2e.domain import plain, struct
+from tests.e2e.packs.support import PACKS, call, listed, mask, transact, unpacked
 from tests.e2e.support import fails
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
-ANYTHINGLLM = Path(__file__).parents[3] / "schemas" / "anythingllm"
-EXTENSIONS = "schemas.anythingllm.extensions"
+PACK, EXTENSIONS = PACKS / "anythingllm", "schemas.anythingllm.extensions"
 PACKAGE = "anythingllm.v1"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 COUNT_MODE_EXACT = 2
 
 
-@pytest.fixture(scope="module")
-async def anythingllm(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Running]:
-    directory = tmp_path_factory.mktemp("anythingllm")
-    async with serving(backend, directory, ANYTHINGLLM, EXTENSIONS) as running:
-        yield running
+@pytest.fixture
+def client(pack_server: Running) -> Client:
+    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
 
 
 @pytest.fixture
-def client(anythingllm: Running) -> Client:
-    return Client(anythingllm.channel, schema=ANYTHINGLLM, package=PACKAGE)
-
-
-@pytest.fixture
-def cache(anythingllm: Running) -> cache_pb2_grpc.CacheServiceStub:
-    return cache_pb2_grpc.CacheServiceStub(anythingllm.channel)
+def cache(pack_server: Running) -> cache_pb2_grpc.CacheServiceStub:
+    return cache_pb2_grpc.CacheServiceStub(pack_server.channel)
 
 
 def enum(name: str, value: str) -> int:
     """The number of `value` of the pack's enum `name` ("JobStatus", "PROCESSING")."""
-    load(ANYTHINGLLM)
+    load(PACK)
     found = descriptor_pool.Default().FindEnumTypeByName(f"{PACKAGE}.{name}")
     prefix = "JOB_TYPE_" if name == "JobType" else "JOB_STATUS_"
     return int(found.values_by_name[prefix + value].number)
@@ -86,10 +75,6 @@ async def set_status(c: Client, job_id: str, status: int, **fields: Any) -> Any:
     return await c("JobService/UpdateJobStatus", id=job_id, status=status, **fields)
 
 
-async def every(c: Client, **request: Any) -> list[Any]:
-    return [job async for job in c.walk("JobService/ListJobs", "jobs", **request)]
-
-
 # ------------------------------------------------------------ JobRepository
 
 
@@ -106,7 +91,7 @@ async def test_create_job_with_workspace_and_metadata(client: Client) -> None:
     assert not bare.HasField("workspace_id")
     assert await client("JobService/GetJob", id=job.id) == job
     for text in ('workspace_id = "workspace_123"', 'metadata.project = "test"'):
-        assert [j.id for j in await every(client, filter=text)] == [job.id], text
+        assert [j.id for j in await listed(client, "Job", filter=text)] == [job.id], text
 
 
 @pytest.mark.parametrize(
@@ -294,8 +279,10 @@ async def test_statistics_by_status_and_type_in_one_transact(client: Client) -> 
     statuses = [PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED]
     filters = [f'status = "{stored(s)}"' for s in statuses]
     filters += ['job_type = "document_upload"', 'job_type = "question_processing"']
+    count = "JobService/CountJobs"
+    calls = [call(client, count, client.message("CountJobsRequest", filter=f)) for f in filters]
 
-    counts = await client.transact([("JobService/CountJobs", {"filter": f}) for f in filters])
+    counts = unpacked(calls, await transact(client, *calls))
 
     by_status = Counter(status for _, status in plan)
     by_type = Counter(job_type for job_type, _ in plan)
@@ -312,12 +299,12 @@ async def test_cleanup_of_finished_jobs(client: Client) -> None:
     cutoff = marker.completed_time.ToJsonString()
     finished = 'status IN ("completed", "failed", "cancelled")'
 
-    doomed = await every(client, filter=f'{finished} AND completed_time < "{cutoff}"')
+    doomed = await listed(client, "Job", filter=f'{finished} AND completed_time < "{cutoff}"')
     requests = [client.message("DeleteJobRequest", id=j.id, force=True) for j in doomed]
     await client("JobService/BatchDeleteJobs", requests=requests)
 
     assert sorted(j.id for j in doomed) == sorted(j.id for j in old[:3])
-    left = await every(client, show_deleted=True)
+    left = await listed(client, "Job", show_deleted=True)
     assert [j.id for j in left] == [old[3].id, marker.id]
 
 
@@ -332,21 +319,21 @@ async def test_bulk_create_update_and_delete(client: Client) -> None:
 
     created = (await client("JobService/BatchCreateJobs", requests=requests)).jobs
     change = client.message("Job", id=created[0].id, metadata=struct({"project": "moved"}))
-    updated = await client(
-        "JobService/UpdateJob", job=change, update_mask=field_mask_pb2.FieldMask(paths=["metadata"])
-    )
+    updated = await client("JobService/UpdateJob", job=change, update_mask=mask("metadata"))
     await client("JobService/DeleteJob", id=created[1].id)
 
     assert [j.job_type for j in created] == [UPLOAD, QUESTION, UPLOAD]
     assert plain(updated.metadata) == {"project": "moved"}
     # One statement created them: one create_time, so the list's order is by id.
-    assert sorted(j.id for j in await every(client)) == sorted([created[0].id, created[2].id])
+    assert sorted(j.id for j in await listed(client, "Job")) == sorted(
+        [created[0].id, created[2].id]
+    )
     for path in ("status", "progress", "job_type"):
         error = await fails(
             client(
                 "JobService/UpdateJob",
                 job=client.message("Job", id=created[0].id),
-                update_mask=field_mask_pb2.FieldMask(paths=[path]),
+                update_mask=mask(path),
             )
         )
         assert (error.code, list(error.violations)) == (INVALID, ["update_mask"]), path
@@ -355,13 +342,16 @@ async def test_bulk_create_update_and_delete(client: Client) -> None:
 async def test_two_creates_in_one_transaction(client: Client) -> None:
     job = client.message("Job", job_type=UPLOAD)
     bad = client.message("Job", job_type=QUESTION, workspace_id="")
-    create = "JobService/CreateJob"
 
-    error = await fails(client.transact([(create, {"job": job}), (create, {"job": bad})]))
-    answers = await client.transact([(create, {"job": job}), (create, {"job": job})])
+    def create(each: Any) -> Any:
+        return call(client, "JobService/CreateJob", client.message("CreateJobRequest", job=each))
+
+    error = await fails(transact(client, create(job), create(bad)))
+    calls = [create(job), create(job)]
+    answers = unpacked(calls, await transact(client, *calls))
 
     assert error.code == INVALID
-    assert sorted(j.id for j in await every(client)) == sorted(a.id for a in answers)
+    assert sorted(j.id for j in await listed(client, "Job")) == sorted(a.id for a in answers)
 
 
 # ------------------------------------------------------------ CacheRepository

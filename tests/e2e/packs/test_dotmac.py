@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, field_mask_pb2
+from google.protobuf import descriptor_pool
 
-from repogate.v1 import admin_pb2, admin_pb2_grpc, transaction_pb2, transaction_pb2_grpc
+from repogate.v1 import admin_pb2, admin_pb2_grpc
 from schema.loading import load
 from tests.conftest import Running
-from tests.declared import Client, serving
+from tests.declared import Client
+from tests.e2e.packs.support import PACKS, begin, commit, listed, mask, rollback
 from tests.e2e.support import fails
-from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
-DOTMAC = Path(__file__).parents[3] / "schemas" / "dotmac"
+PACK = PACKS / "dotmac"  # what the pack_server fixture serves
 PACKAGE = "dotmac.v1"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -33,7 +32,7 @@ COUNT_MODE_EXACT, COUNT_MODE_ESTIMATED = 2, 3
 
 def status(name: str) -> int:
     """A CustomerStatus number by its short name ("SUSPENDED")."""
-    load(DOTMAC)
+    load(PACK)
     found = descriptor_pool.Default().FindEnumTypeByName(f"{PACKAGE}.CustomerStatus")
     return int(found.values_by_name[f"CUSTOMER_STATUS_{name}"].number)
 
@@ -50,15 +49,9 @@ PEOPLE = [
 ]
 
 
-@pytest.fixture(scope="module")
-async def dotmac(backend: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    async with serving(backend, tmp_path_factory.mktemp("dotmac"), DOTMAC) as running:
-        yield running
-
-
 @pytest.fixture
-def client(dotmac: Running) -> Client:
-    return Client(dotmac.channel, schema=DOTMAC, package=PACKAGE)
+def client(pack_server: Running) -> Client:
+    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
 
 
 def customer_message(c: Client, person: tuple[Any, ...]) -> Any:
@@ -80,14 +73,6 @@ async def people(c: Client) -> list[Any]:
     return [
         await c("CustomerService/CreateCustomer", customer=customer_message(c, p)) for p in PEOPLE
     ]
-
-
-async def every(c: Client, **request: Any) -> list[Any]:
-    return [item async for item in c.walk("CustomerService/ListCustomers", "customers", **request)]
-
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 async def test_create_records_who_created(client: Client) -> None:
@@ -132,8 +117,10 @@ async def test_get_by_id_with_and_without_deleted(client: Client) -> None:
     assert got.HasField("delete_time")
     # include_deleted=False: List hides it unless show_deleted.
     by_id = f'id = "{gone.id}"'
-    assert await every(client, filter=by_id) == []
-    assert [c.id for c in await every(client, filter=by_id, show_deleted=True)] == [gone.id]
+    assert await listed(client, "Customer", filter=by_id) == []
+    assert [c.id for c in await listed(client, "Customer", filter=by_id, show_deleted=True)] == [
+        gone.id
+    ]
     theirs = client.as_tenant(client.tenant + "-other")
     assert (await fails(theirs("CustomerService/GetCustomer", id=live[0].id))).code == NOT_FOUND
 
@@ -163,7 +150,7 @@ async def test_delete_soft_or_for_good(client: Client, soft_delete: bool) -> Non
         "CustomerService/DeleteCustomer", id=created[0].id, force=not soft_delete
     )
 
-    assert [c.id for c in await every(client)] == [c.id for c in created[1:]]
+    assert [c.id for c in await listed(client, "Customer")] == [c.id for c in created[1:]]
     if soft_delete:
         assert deleted.HasField("delete_time")
         restored = await client("CustomerService/UndeleteCustomer", id=created[0].id)
@@ -210,7 +197,7 @@ async def test_list_with_every_filter_operator(client: Client) -> None:
         expected = [c.id for c in created if wanted(c)]
         assert expected, operator  # each case selects someone ...
         assert len(expected) < len(created), operator  # ... and not everyone
-        assert [c.id for c in await every(client, filter=text)] == expected, operator
+        assert [c.id for c in await listed(client, "Customer", filter=text)] == expected, operator
         count = await client("CustomerService/CountCustomers", filter=text)
         assert count.total_size == len(expected), operator
 
@@ -219,7 +206,7 @@ async def test_list_with_a_date_range(client: Client) -> None:
     created = await people(client)
     since = created[2].create_time.ToJsonString()
 
-    found = await every(client, filter=f'create_time >= "{since}"')
+    found = await listed(client, "Customer", filter=f'create_time >= "{since}"')
 
     assert [c.id for c in found] == [c.id for c in created[2:]]
 
@@ -238,7 +225,7 @@ async def test_list_with_sorts(
 ) -> None:
     created = await people(client)
 
-    found = await every(client, order_by=order_by, page_size=2)
+    found = await listed(client, "Customer", order_by=order_by, page_size=2)
 
     assert [c.id for c in found] == [c.id for c in sorted(created, key=key, reverse=reverse)]
 
@@ -329,8 +316,8 @@ async def test_tenant_isolation(client: Client) -> None:
 
     their_customer = await theirs("CustomerService/CreateCustomer", customer=same_email)
 
-    assert [c.id for c in await every(theirs)] == [their_customer.id]
-    assert [c.id for c in await every(client)] == [c.id for c in mine]
+    assert [c.id for c in await listed(theirs, "Customer")] == [their_customer.id]
+    assert [c.id for c in await listed(client, "Customer")] == [c.id for c in mine]
     for method, request in (
         ("CustomerService/GetCustomer", {"id": mine[0].id}),
         ("CustomerService/DeleteCustomer", {"id": mine[0].id}),
@@ -342,15 +329,10 @@ async def test_tenant_isolation(client: Client) -> None:
     assert error.code == NOT_FOUND
 
 
-@pytest.mark.parametrize("commit", [True, False])
-async def test_customer_and_profile_in_one_transaction(
-    dotmac: Running, client: Client, commit: bool
-) -> None:
-    txs = transaction_pb2_grpc.TransactionServiceStub(dotmac.channel)
-    began = await txs.BeginTransaction(
-        transaction_pb2.BeginTransactionRequest(), metadata=md(client.tenant)
-    )
-    inside = client.inside(began.id)
+@pytest.mark.parametrize("committed", [True, False])
+async def test_customer_and_profile_in_one_transaction(client: Client, committed: bool) -> None:
+    began = await begin(client)
+    inside = client.inside(began)
 
     customer = await inside(
         "CustomerService/CreateCustomer", customer=customer_message(client, PEOPLE[0])
@@ -359,18 +341,11 @@ async def test_customer_and_profile_in_one_transaction(
     await inside("ProfileService/CreateProfile", profile=profile)
     duplicate = customer_message(client, PEOPLE[0])
     failed = await fails(inside("CustomerService/CreateCustomer", customer=duplicate))
-    if commit:
-        await txs.Commit(
-            transaction_pb2.CommitRequest(transaction_id=began.id), metadata=md(client.tenant)
-        )
-    else:
-        await txs.Rollback(
-            transaction_pb2.RollbackRequest(transaction_id=began.id), metadata=md(client.tenant)
-        )
+    await (commit if committed else rollback)(client, began)
 
     # The failed call undid only itself: the transaction went on.
     assert failed.code == grpc.StatusCode.ALREADY_EXISTS
-    expected = 1 if commit else 0
+    expected = 1 if committed else 0
     assert (await client("CustomerService/CountCustomers")).total_size == expected
     assert (await client("ProfileService/CountProfiles")).total_size == expected
 
@@ -388,8 +363,8 @@ async def test_purging_a_customer_purges_its_profile(client: Client) -> None:
     assert [p.customer_id for p in left] == [kept.id]
 
 
-async def test_health_check(dotmac: Running) -> None:
-    admin = admin_pb2_grpc.AdminServiceStub(dotmac.channel)
+async def test_health_check(pack_server: Running) -> None:
+    admin = admin_pb2_grpc.AdminServiceStub(pack_server.channel)
 
     report = await admin.CheckHealth(admin_pb2.CheckHealthRequest())
 

@@ -7,51 +7,45 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
 
-from repogate.v1 import session_pb2, transaction_pb2
+from repogate.v1 import session_pb2
 from tests.conftest import Running
-from tests.declared import Client, serving
+from tests.declared import Client
 from tests.e2e.domain import Stubs, new_session, new_user, plain, struct
+from tests.e2e.packs.support import (
+    PACKS,
+    begin,
+    call,
+    commit,
+    listed,
+    mask,
+    rollback,
+    transact,
+    unpacked,
+)
 from tests.e2e.support import fails
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
-SITE_BUILDER = Path(__file__).parents[3] / "schemas" / "site_builder"
-EXTENSIONS = "schemas.site_builder.extensions"
+PACK, EXTENSIONS = PACKS / "site_builder", "schemas.site_builder.extensions"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 COUNT_MODE_EXACT = 2
 
 
-@pytest.fixture(scope="module")
-async def site_builder(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Running]:
-    directory = tmp_path_factory.mktemp("site_builder")
-    async with serving(backend, directory, SITE_BUILDER, EXTENSIONS) as running:
-        yield running
+@pytest.fixture
+def client(pack_server: Running) -> Client:
+    return Client(pack_server.channel, schema=PACK, package="site_builder.v1")
 
 
 @pytest.fixture
-def client(site_builder: Running) -> Client:
-    return Client(site_builder.channel, schema=SITE_BUILDER, package="site_builder.v1")
-
-
-@pytest.fixture
-def stubs(site_builder: Running) -> Stubs:
-    return Stubs.on(site_builder.channel)
-
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
+def stubs(pack_server: Running) -> Stubs:
+    return Stubs.on(pack_server.channel)
 
 
 async def session(stubs: Stubs, c: Client, **fields: Any) -> session_pb2.Session:
@@ -87,10 +81,6 @@ async def upsert(c: Client, session_id: str, *paths: str, **fields: Any) -> Any:
     if paths:
         request["update_mask"] = mask(*paths)
     return await c("PreferencesService/UpsertPreferences", **request)
-
-
-async def every(c: Client, method: str, field: str, **request: Any) -> list[Any]:
-    return [item async for item in c.walk(method, field, **request)]
 
 
 # ------------------------------------------------------------ SessionRepository
@@ -235,14 +225,21 @@ async def test_get_site_by_id_with_its_relations_in_one_transact(
     await audit(client, other.id, 10)
     await deployment(client, other.id)
     by_site = f'site_id = "{mine.id}"'
+    m = client.message
     calls = [
-        ("SiteService/GetSite", {"id": mine.id}),
-        ("SiteVersionService/ListSiteVersions", {"filter": by_site}),
-        ("AuditService/ListAudits", {"filter": by_site}),
-        ("DeploymentService/ListDeployments", {"filter": by_site}),
+        call(client, "SiteService/GetSite", m("GetSiteRequest", id=mine.id)),
+        call(
+            client,
+            "SiteVersionService/ListSiteVersions",
+            m("ListSiteVersionsRequest", filter=by_site),
+        ),
+        call(client, "AuditService/ListAudits", m("ListAuditsRequest", filter=by_site)),
+        call(
+            client, "DeploymentService/ListDeployments", m("ListDeploymentsRequest", filter=by_site)
+        ),
     ]
 
-    answers = await client.transact(calls)
+    answers = unpacked(calls, await transact(client, *calls))
 
     got_site, got_versions, got_audits, got_deployments = answers
     assert got_site == mine
@@ -258,9 +255,7 @@ async def test_get_sites_by_session(stubs: Stubs, client: Client) -> None:
     theirs = client.as_tenant(client.tenant + "-other")
     await site(theirs, first.id, "same session id, other tenant")
 
-    found = await every(
-        client, "SiteService/ListSites", "sites", filter=f'session_id = "{first.id}"'
-    )
+    found = await listed(client, "Site", filter=f'session_id = "{first.id}"')
 
     assert found == [s for s in created if s.session_id == first.id]
 
@@ -303,10 +298,9 @@ async def test_create_version_numbers_them_per_site(stubs: Stubs, client: Client
     assert not created[0].HasField("audit_score")
     for kind in ("portfolio", "blog", "shop"):
         expected = [v.id for v in created if plain(v.requirements)["type"] == kind]
-        found = await every(
+        found = await listed(
             client,
-            "SiteVersionService/ListSiteVersions",
-            "site_versions",
+            "SiteVersion",
             filter=f'requirements.type = "{kind}"',
         )
         assert sorted(v.id for v in found) == sorted(expected), kind
@@ -340,9 +334,7 @@ async def test_get_versions_by_site_and_the_latest(stubs: Stubs, client: Client)
     await version(client, other.id, "<p>other</p>")
     by_site = f'site_id = "{mine.id}"'
 
-    versions = await every(
-        client, "SiteVersionService/ListSiteVersions", "site_versions", filter=by_site
-    )
+    versions = await listed(client, "SiteVersion", filter=by_site)
     latest = await client(
         "SiteVersionService/ListSiteVersions", filter=by_site, order_by="number desc", page_size=1
     )
@@ -375,29 +367,21 @@ async def test_update_version_audit_score(stubs: Stubs, client: Client) -> None:
     assert await client("SiteVersionService/GetSiteVersion", id=created.id) == updated
 
 
-@pytest.mark.parametrize(
-    ("method", "field", "create"),
-    [
-        ("AuditService/ListAudits", "audits", "audit"),
-        ("DeploymentService/ListDeployments", "deployments", "deployment"),
-    ],
-)
-async def test_audits_and_deployments_by_site(
-    stubs: Stubs, client: Client, method: str, field: str, create: str
-) -> None:
+@pytest.mark.parametrize("resource", ["Audit", "Deployment"])
+async def test_audits_and_deployments_by_site(stubs: Stubs, client: Client, resource: str) -> None:
     owner = await session(stubs, client)
     mine, other = await site(client, owner.id), await site(client, owner.id)
     first = await version(client, mine.id)
 
     async def make(site_id: str, n: int) -> Any:
-        if create == "audit":
+        if resource == "Audit":
             return await audit(client, site_id, 10.0 * n, version_id=first.id)
         return await deployment(client, site_id, provider="vercel", url=f"https://s{n}.example")
 
     created = [await make(s.id, n) for n, s in enumerate([mine, other, mine, mine])]
 
-    found = await every(
-        client, method, field, filter=f'site_id = "{mine.id}"', order_by="create_time desc"
+    found = await listed(
+        client, resource, filter=f'site_id = "{mine.id}"', order_by="create_time desc"
     )
 
     assert found == [item for item in reversed(created) if item.site_id == mine.id]
@@ -509,7 +493,7 @@ async def test_preferences_upserts_racing_for_one_session_make_one_row(
     for answer in answers:
         rows[answer.session_id].add(answer.id)
     assert all(len(ids) == 1 for ids in rows.values()), rows
-    found = await every(client, "PreferencesService/ListPreferences", "preferences")
+    found = await listed(client, "Preferences")
     assert sorted(p.session_id for p in found) == sorted(owners)
     assert {p.design_style for p in found} <= set(styles)
 
@@ -606,16 +590,14 @@ async def test_preferences_delete_by_session_id(stubs: Stubs, client: Client) ->
 # ------------------------------------------------------------ several repositories
 
 
-@pytest.mark.parametrize("commit", [True, False])
+@pytest.mark.parametrize("committed", [True, False])
 async def test_session_preferences_site_and_version_in_one_transaction(
-    stubs: Stubs, client: Client, commit: bool
+    stubs: Stubs, client: Client, committed: bool
 ) -> None:
     user = await new_user(stubs, client.tenant, f"u{uuid.uuid4().hex[:12]}")
-    began = await stubs.txs.BeginTransaction(
-        transaction_pb2.BeginTransactionRequest(), metadata=md(client.tenant)
-    )
-    inside = client.inside(began.id)
-    in_tx = md(client.tenant, x_transaction_id=began.id)
+    began = await begin(client)
+    inside = client.inside(began)
+    in_tx = md(client.tenant, x_transaction_id=began)
 
     owner = await stubs.sessions.CreateSession(
         session_pb2.CreateSessionRequest(session=session_pb2.Session(user_id=user.id)),
@@ -624,16 +606,9 @@ async def test_session_preferences_site_and_version_in_one_transaction(
     await upsert(inside, owner.id, default_site_type="portfolio")
     created = await site(inside, owner.id, "My First Site")
     await version(inside, created.id, "<html>...</html>")
-    if commit:
-        await stubs.txs.Commit(
-            transaction_pb2.CommitRequest(transaction_id=began.id), metadata=md(client.tenant)
-        )
-    else:
-        await stubs.txs.Rollback(
-            transaction_pb2.RollbackRequest(transaction_id=began.id), metadata=md(client.tenant)
-        )
+    await (commit if committed else rollback)(client, began)
 
-    expected = 1 if commit else 0
+    expected = 1 if committed else 0
     for method in (
         "PreferencesService/CountPreferences",
         "SiteService/CountSites",
