@@ -259,6 +259,16 @@ class StandardMethods(Generic[M]):
         `response` whose one field holds them."""
         return await self._write(request, work, response)
 
+    def create_values(self, message: M, prefix: str) -> dict[str, Any]:
+        """The values a Create of `message` writes, checked as Create checks them (rules,
+        required fields, field checks; errors name fields under `prefix`): for extensions."""
+        return self._create_values(message, prefix)
+
+    def update_values(self, request: Any) -> tuple[uuid.UUID, dict[str, Any], int | None]:
+        """(id, values, expected version) of an Update request (the resource and its
+        `update_mask`), checked as Update checks them: for extensions."""
+        return self._update_values(request, "")
+
     async def undelete(self, request: Any) -> Encoded[M]:
         key = validation.resource_id(request.id, "id")
         version = parse_etag(request.etag, "etag")

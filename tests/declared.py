@@ -35,7 +35,8 @@ def _loaded(schema: Path) -> None:
 
 class Client:
     """Calls `<Service>/<Method>` of `package` (a package of the schema at `schema`; by
-    default the suite's tasks schema) on `channel` as `tenant`."""
+    default the suite's tasks schema) on `channel` as `tenant`, and as `actor`
+    (x-actor-id) when given."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class Client:
         *,
         schema: Path = TASKS,
         package: str = PACKAGE,
+        actor: str = "",
     ) -> None:
         _loaded(schema)
         self.channel = channel
@@ -52,9 +54,16 @@ class Client:
         self.transaction_id = transaction_id
         self.schema = schema
         self.package = package
+        self.actor = actor
 
     def as_tenant(self, tenant: str) -> Client:
         return Client(self.channel, tenant, schema=self.schema, package=self.package)
+
+    def as_actor(self, actor: str) -> Client:
+        """This tenant's calls made by `actor` (x-actor-id: created_by, updated_by)."""
+        return Client(
+            self.channel, self.tenant, schema=self.schema, package=self.package, actor=actor
+        )
 
     def inside(self, transaction_id: str) -> Client:
         """This tenant's calls in the transaction `transaction_id` (x-transaction-id)."""
@@ -80,6 +89,8 @@ class Client:
             response_deserializer=output.FromString,
         )
         extra = {"x_transaction_id": self.transaction_id} if self.transaction_id else {}
+        if self.actor:
+            extra["x_actor_id"] = self.actor
         return await call(request, metadata=md(self.tenant, **extra), timeout=20)
 
     async def project(self, name: str | None = None, **fields: Any) -> Any:

@@ -3,12 +3,14 @@ Transact calls built from a pack client's messages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import any_pb2, descriptor_pool, field_mask_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from repogate.v1 import transaction_pb2 as tx_pb
 from repogate.v1 import transaction_pb2_grpc
@@ -53,6 +55,20 @@ async def transact(c: Client, *calls: tx_pb.TransactCall) -> list[Any]:
     stub = transaction_pb2_grpc.TransactionServiceStub(c.channel)
     answer = await stub.Transact(tx_pb.TransactRequest(calls=calls), metadata=md(c.tenant))
     return list(answer.responses)
+
+
+def unpacked(calls: Sequence[tx_pb.TransactCall], answers: Sequence[any_pb2.Any]) -> list[Any]:
+    """Each of `transact`'s answers as the response message of its call's method."""
+    pool = descriptor_pool.Default()
+    out = []
+    for each, answer in zip(calls, answers, strict=True):
+        service, name = each.method.split("/")
+        response = GetMessageClass(
+            pool.FindServiceByName(service).methods_by_name[name].output_type
+        )()
+        assert answer.Unpack(response)
+        out.append(response)
+    return out
 
 
 def _method(c: Client, resource: str, verb: str) -> Any:
