@@ -1,6 +1,6 @@
 """The AnythingLLM pack's one method beyond the standard ones: UpdateJobStatus, the seed's
 `JobRepository.update_job_status(job_id, status, progress)`, with the status timestamps
-stamped by the server. Loaded with REPOGATE_EXTENSIONS=schemas.anythingllm.extensions
+stamped by the server. Loaded with REPOGATE_EXTENSIONS=schemas/anythingllm/extensions.py
 (see schemas/anythingllm/README.md).
 """
 

@@ -3,8 +3,8 @@ overdraw the sender, and an auction bid that must beat the current price. Each i
 unit of work: its checks and writes commit together or not at all, and a losing race is
 refused, never half applied.
 
-Served with REPOGATE_SCHEMA=schemas/dianabot REPOGATE_EXTENSIONS=schemas.dianabot.extensions
-(run from the repository's root, or with it on PYTHONPATH).
+Served with REPOGATE_SCHEMA=schemas/dianabot REPOGATE_EXTENSIONS=schemas/dianabot/extensions.py
+(from the repository's root).
 """
 
 from __future__ import annotations

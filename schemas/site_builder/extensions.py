@@ -1,7 +1,7 @@
 """The site-builder pack's one method beyond the standard ones: UpsertPreferences, the
 seed's `PreferencesRepository.update(session_id, ...)`, which creates the preferences
 when the session has none. Loaded with
-REPOGATE_EXTENSIONS=schemas.site_builder.extensions (see schemas/site_builder/README.md).
+REPOGATE_EXTENSIONS=schemas/site_builder/extensions.py (see schemas/site_builder/README.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A Repogate per test module serving the schema pack the module names: `PACK` (a
-directory under schemas/) and, when it has some, `EXTENSIONS` (import paths)."""
+directory under schemas/) and, when it has some, `EXTENSIONS` (import or file paths)."""
 
 from __future__ import annotations
 
