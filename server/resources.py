@@ -110,6 +110,9 @@ class StandardMethods(Generic[M]):
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
         self._sort_columns = entity.sort_columns()
+        # The shapes of List and Count queries, for AdminService.RecommendIndexes.
+        name = resource.mapping.message_cls.DESCRIPTOR.full_name
+        self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
         self._unique = sorted(set(entity.unique_fields.values()))
         # Single-row writes whose one statement may run in autocommit (Units.write): it
         # commits as it runs, so only where every row's answer is known to fit.
@@ -150,6 +153,7 @@ class StandardMethods(Generic[M]):
         tenant = context.tenant()
         where = self.filters.compile(request.filter)
         order = parse_order_by(request.order_by, self._sort_columns, self._default_order)
+        self.shapes.record("List", request.filter, request.order_by)
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
@@ -183,6 +187,7 @@ class StandardMethods(Generic[M]):
         if mode == CountMode.COUNT_MODE_NONE:
             raise InvalidArgument.field("count_mode", "must be EXACT or ESTIMATED")
         where = self.filters.compile(request.filter)
+        self.shapes.record("Count", request.filter)
         return await self._units.read(
             lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
         )

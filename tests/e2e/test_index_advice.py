@@ -1,0 +1,175 @@
+"""AdminService.RecommendIndexes through a real server on SQLite and PostgreSQL: the shapes
+of the queries clients ran, EXPLAINed, and an index suggested for a filter no index serves,
+which the database then uses once created by hand (Repogate never creates it)."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from sqlalchemy.engine import make_url
+
+from repogate.v1 import admin_pb2 as pb
+from repogate.v1 import admin_pb2_grpc
+from tests.declared import TASKS, Client, message
+from tests.e2e.support import Dedicated, StartRepogate, fails
+
+pytestmark = pytest.mark.e2e
+
+NEEDS_INDEX = pb.SHAPE_VERDICT_NEEDS_INDEX
+SERVED = pb.SHAPE_VERDICT_SERVED
+ROWS = 2000
+# One of many assignees: a filter on it matches a small share of the tenant's rows.
+ASSIGNEES = 40
+# What the planner is asked about: the first page of a List as Repogate runs it.
+LIST_SQL = (
+    "SELECT * FROM tasks WHERE tenant_id = {0} AND assignee = {1} AND delete_time IS NULL "
+    "ORDER BY create_time, id LIMIT 51"
+)
+
+
+def admin(app: Dedicated) -> admin_pb2_grpc.AdminServiceStub:
+    return admin_pb2_grpc.AdminServiceStub(app.channel)
+
+
+async def recommend(app: Dedicated, **request: Any) -> pb.IndexRecommendations:
+    return await admin(app).RecommendIndexes(pb.RecommendIndexesRequest(**request))
+
+
+async def fill(client: Client) -> None:
+    """ROWS tasks of one project, their assignees and priorities spread."""
+    project = await client.project()
+    for start in range(0, ROWS, 500):
+        requests = [
+            message(
+                "CreateTaskRequest",
+                task=message(
+                    "Task",
+                    project_id=project.id,
+                    title=f"t{i}",
+                    assignee=f"member-{i % ASSIGNEES}",
+                    priority=i % 11,
+                ),
+            )
+            for i in range(start, start + 500)
+        ]
+        await client("TaskService/BatchCreateTasks", requests=requests)
+
+
+async def plan_of(url: str, tenant: str) -> str:
+    """The plan the database itself gives for the List the shape stands for."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(str(parsed.database)) as conn:
+            sql = LIST_SQL.format("?", "?")
+            rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", (tenant, "member-7")).fetchall()
+        return "\n".join(str(row[-1]) for row in rows)
+    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
+    try:
+        await conn.execute("ANALYZE tasks")
+        sql = LIST_SQL.format("$1", "$2")
+        rows = await conn.fetch(f"EXPLAIN {sql}", tenant, "member-7")
+        return "\n".join(row[0] for row in rows)
+    finally:
+        await conn.close()
+
+
+async def run(url: str, statement: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(str(parsed.database)) as conn:
+            conn.execute(statement)
+        return
+    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
+    try:
+        await conn.execute(statement)  # outside a transaction, as CONCURRENTLY needs
+    finally:
+        await conn.close()
+
+
+async def test_an_unindexed_filter_gets_an_index_the_plan_then_uses(
+    fresh_url: str, start_repogate: StartRepogate
+) -> None:
+    app = await start_repogate(database_url=fresh_url, schema_path=str(TASKS), purge_interval=0)
+    client = Client(app.channel)
+    await fill(client)
+    secret = f"zq-{uuid.uuid4().hex[:10]}"
+    for _ in range(3):
+        await client("TaskService/ListTasks", filter=f'assignee = "{secret}"')
+    for _ in range(2):
+        await client("TaskService/CountTasks", filter=f'assignee = "{secret}"')
+    await client("TaskService/ListTasks", filter='state = "TASK_STATE_OPEN"', order_by="title")
+
+    advice = await recommend(app)
+
+    assert secret not in str(advice)
+    assert client.tenant not in str(advice)
+    shapes = {(s.method, s.filter, s.order_by): s for s in advice.shapes}
+    listed = shapes["List", "assignee = ?", "create_time, id"]
+    counted = shapes["Count", "assignee = ?", ""]
+    assert (listed.calls, counted.calls) == (3, 2)
+    assert (listed.resource, listed.table) == ("acme.tasks.v1.Task", "tasks")
+    assert listed.verdict == counted.verdict == NEEDS_INDEX
+    assert listed.access
+    # One index serves both: the Count's columns begin the List's.
+    (wanted,) = [r for r in advice.recommendations if "assignee" in r.columns]
+    assert list(wanted.columns) == ["tenant_id", "assignee", "create_time", "id"]
+    assert wanted.name == "ix_tasks_tenant_assignee_create_time_id"
+    assert [(s.method, s.calls) for s in wanted.shapes] == [("List", 3), ("Count", 2)]
+    assert listed.index == counted.index == wanted.name
+    assert wanted.schema_option == 'indexes: { fields: ["assignee", "create_time", "id"] }'
+    assert wanted.create_index.startswith("CREATE INDEX")
+    assert ("CONCURRENTLY" in wanted.create_index) == (advice.dialect == "postgresql")
+    assert wanted.name not in await plan_of(fresh_url, client.tenant)
+
+    await run(fresh_url, wanted.create_index)
+
+    assert wanted.name in await plan_of(fresh_url, client.tenant)
+    after = await recommend(app)
+    shapes = {(s.method, s.filter, s.order_by): s for s in after.shapes}
+    listed = shapes["List", "assignee = ?", "create_time, id"]
+    assert (listed.verdict, listed.index) == (SERVED, wanted.name)
+    assert wanted.name in listed.access
+    assert all("assignee" not in r.columns for r in after.recommendations)
+
+
+async def test_values_never_reach_shapes_only_placeholders(
+    fresh_url: str, start_repogate: StartRepogate
+) -> None:
+    app = await start_repogate(database_url=fresh_url, schema_path=str(TASKS), purge_interval=0)
+    client = Client(app.channel)
+    project = await client.project()
+    secret = f"zq-{uuid.uuid4().hex[:10]}"
+    filters = [
+        f'title = "{secret}*" AND priority > 7',
+        f'NOT (assignee IN ("{secret}", "b") OR priority <= 2) AND due_time = null',
+        f'project_id = "{project.id}" tags:"{secret}"',
+        f'payload.workspace = "{secret}"',
+    ]
+    for text in filters:
+        await client("TaskService/ListTasks", filter=text, order_by="priority desc")
+
+    advice = await recommend(app)
+
+    assert secret not in str(advice)
+    assert project.id not in str(advice)
+    assert sorted(s.filter for s in advice.shapes) == [
+        "NOT (assignee IN (?) OR priority <= ?) AND due_time = null",
+        "payload.workspace = ?",
+        "project_id = ? AND tags : ?",
+        'title = "?*" AND priority > ?',
+    ]
+    assert {s.order_by for s in advice.shapes} == {"priority desc, id"}
+
+
+async def test_a_negative_count_is_invalid(start_repogate: StartRepogate) -> None:
+    app = await start_repogate(purge_interval=0)
+
+    error = await fails(recommend(app, max_shapes=-1))
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(error.violations) == ["max_shapes"]
