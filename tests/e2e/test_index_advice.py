@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.message_factory import GetMessageClass
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import admin_pb2 as pb
 from repogate.v1 import admin_pb2_grpc
 from tests.declared import TASKS, Client, message
 from tests.e2e.support import Dedicated, StartRepogate, fails
+from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
@@ -137,6 +141,70 @@ async def test_an_unindexed_filter_gets_an_index_the_plan_then_uses(
     assert all("assignee" not in r.columns for r in after.recommendations)
 
 
+def schema_copy(directory: Path, resource_option: str = "") -> tuple[str, str]:
+    """tests/schemas/tasks under a package of its own (a process holds one version of a
+    .proto file), with `resource_option` added to Task's resource option: its directory
+    and package."""
+    package = f"e{uuid.uuid4().hex[:12]}"
+    target = directory / package / "acme" / package / "v1"
+    target.mkdir(parents=True)
+    opening = "  option (repogate.options.v1.resource) = {\n"
+    for source in (TASKS / "acme" / "tasks" / "v1").glob("*.proto"):
+        text = source.read_text().replace("package acme.tasks.v1;", f"package acme.{package}.v1;")
+        if source.name == "task.proto":
+            assert opening in text
+            text = text.replace(opening, f"{opening}    {resource_option}\n")
+        (target / source.name).write_text(text)
+    return str(directory / package), f"acme.{package}.v1"
+
+
+async def list_tasks(app: Dedicated, package: str, filter: str) -> None:
+    """ListTasks of the schema copy in `package`, as a client without generated code."""
+    method = f"/{package}.TaskService/ListTasks"
+    service = descriptor_pool.Default().FindServiceByName(f"{package}.TaskService")
+    descriptor = service.methods_by_name["ListTasks"]
+    request = GetMessageClass(descriptor.input_type)(filter=filter)
+    call = app.channel.unary_unary(method, request_serializer=type(request).SerializeToString)
+    await call(request, metadata=md(f"t-{uuid.uuid4().hex[:16]}"), timeout=20)
+
+
+async def index_names(url: str) -> set[str]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(str(parsed.database)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'")
+            return {row[0] for row in rows}
+    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
+    try:
+        rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")
+        return {row[0] for row in rows}
+    finally:
+        await conn.close()
+
+
+async def test_the_schema_option_given_adopts_the_index_created_by_hand(
+    fresh_url: str, start_repogate: StartRepogate, tmp_path: Path
+) -> None:
+    schema, package = schema_copy(tmp_path)
+    first = await start_repogate(database_url=fresh_url, schema_path=schema, purge_interval=0)
+    await list_tasks(first, package, 'assignee = "ann" AND priority > 3')
+    (wanted,) = (await recommend(first)).recommendations
+    await run(fresh_url, wanted.create_index)
+    created = await index_names(fresh_url)
+    await first.channel.close()
+    await first.app.stop(0)
+
+    # The option, pasted into the schema: the migration finds the index by its name.
+    schema, _ = schema_copy(tmp_path, wanted.schema_option)
+    await start_repogate(database_url=fresh_url, schema_path=schema, purge_interval=0)
+    assert wanted.name in created
+    assert await index_names(fresh_url) == created  # none made beside it
+    # Declared, it is the schema's: a schema without it drops it.
+    schema, _ = schema_copy(tmp_path)
+    await start_repogate(database_url=fresh_url, schema_path=schema, purge_interval=0)
+    assert wanted.name not in await index_names(fresh_url)
+
+
 async def test_values_never_reach_shapes_only_placeholders(
     fresh_url: str, start_repogate: StartRepogate
 ) -> None:
@@ -152,11 +220,20 @@ async def test_values_never_reach_shapes_only_placeholders(
     ]
     for text in filters:
         await client("TaskService/ListTasks", filter=text, order_by="priority desc")
+    # Another tenant's query of the same shape: counted with the first's, never named.
+    other = client.as_tenant(f"t-{uuid.uuid4().hex[:16]}")
+    other_secret = f"zq-{uuid.uuid4().hex[:10]}"
+    await other(
+        "TaskService/ListTasks",
+        filter=f'payload.workspace = "{other_secret}"',
+        order_by="priority desc",
+    )
 
     advice = await recommend(app)
 
-    assert secret not in str(advice)
-    assert project.id not in str(advice)
+    for hidden in (secret, other_secret, project.id, client.tenant, other.tenant):
+        assert hidden not in str(advice)
+    assert {s.filter: s.calls for s in advice.shapes}["payload.workspace = ?"] == 2
     assert sorted(s.filter for s in advice.shapes) == [
         "NOT (assignee IN (?) OR priority <= ?) AND due_time = null",
         "payload.workspace = ?",
