@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, inspect
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from repositories.base import Repository
@@ -86,8 +88,12 @@ def indexes(conn: Connection, table: str) -> list[TableIndex]:
     found = inspect(conn)
     key = found.get_pk_constraint(table)
     listed = [TableIndex(key.get("name") or "PRIMARY KEY", tuple(key["constrained_columns"]))]
-    for index in found.get_indexes(table):
-        listed.append(TableIndex(str(index["name"]), tuple(index["column_names"])))
+    with warnings.catch_warnings():
+        # SQLite's expression indexes (lower(email)) cannot be reflected; they serve no
+        # filter (which compares case-sensitively) anyway.
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection", sa_exc.SAWarning)
+        for index in found.get_indexes(table):
+            listed.append(TableIndex(str(index["name"]), tuple(index["column_names"])))
     return listed
 
 

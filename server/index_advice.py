@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Column, Index, MetaData, Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex
 
 from repositories.base import Writes
@@ -73,11 +73,8 @@ async def recommend(
 ) -> tuple[list[Examined], list[Recommendation]]:
     """Every shape with its verdict, and the indexes recommended, most called first."""
     tables = {shape.entity.table.name for shape in shapes}
-    # A connection of its own, outside the pool, as probes use: the pool is the
-    # tenants', and SQLite answers an EXPLAIN its connection has cached with the plan
-    # it had then, whatever indexes were created since.
     with translate_db_errors():
-        async with db.prober().connect() as conn:
+        async with _engine(db).connect() as conn:
             existing = {table: await conn.run_sync(indexes, table) for table in sorted(tables)}
             examined = [
                 _verdict(shape, await _plan(conn, shape), existing[shape.entity.table.name])
@@ -90,6 +87,19 @@ async def recommend(
         for each in recommendation.shapes:
             each.index = recommendation.name
     return examined, recommendations
+
+
+def _engine(db: Database) -> AsyncEngine:
+    """A connection of its own, outside the pool, as probes use: the pool is the tenants',
+    and SQLite answers an EXPLAIN its connection has cached with the plan it had then,
+    whatever indexes were created since. An in-memory SQLite database is on the pool's
+    one connection alone (and no other connection can change its indexes)."""
+    url = db.engine.url
+    if url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    ):
+        return db.engine
+    return db.prober()
 
 
 async def _plan(conn: AsyncConnection, shape: Shape) -> Plan:

@@ -17,7 +17,7 @@ from google.protobuf.message_factory import GetMessageClass
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import admin_pb2 as pb
-from repogate.v1 import admin_pb2_grpc
+from repogate.v1 import admin_pb2_grpc, user_pb2
 from tests.declared import TASKS, Client, message
 from tests.e2e.support import Dedicated, StartRepogate, fails
 from tests.rpc import md
@@ -250,3 +250,21 @@ async def test_a_negative_count_is_invalid(start_repogate: StartRepogate) -> Non
 
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert list(error.violations) == ["max_shapes"]
+
+
+async def test_an_in_memory_database_gets_advice_too(
+    start_repogate: StartRepogate,
+) -> None:
+    app = await start_repogate(database_url="sqlite+aiosqlite:///:memory:", purge_interval=0)
+    tenant = f"t-{uuid.uuid4().hex[:16]}"
+    await app.users.ListUsers(
+        user_pb2.ListUsersRequest(filter='display_name = "x"'), metadata=md(tenant)
+    )
+
+    advice = await recommend(app)
+
+    (shape,) = advice.shapes
+    assert (shape.table, shape.verdict) == ("users", NEEDS_INDEX)
+    (wanted,) = advice.recommendations
+    assert list(wanted.columns) == ["tenant_id", "display_name", "create_time", "id"]
+    assert wanted.schema_option == ""  # a built-in resource
