@@ -109,10 +109,10 @@ class StandardMethods(Generic[M]):
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
-        self._sort_columns = entity.sort_columns()
         # The shapes of List and Count queries, for AdminService.RecommendIndexes.
         name = resource.mapping.message_cls.DESCRIPTOR.full_name
         self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
+        self._sort_columns = entity.sort_columns()
         self._unique = sorted(set(entity.unique_fields.values()))
         # Single-row writes whose one statement may run in autocommit (Units.write): it
         # commits as it runs, so only where every row's answer is known to fit.
@@ -153,7 +153,6 @@ class StandardMethods(Generic[M]):
         tenant = context.tenant()
         where = self.filters.compile(request.filter)
         order = parse_order_by(request.order_by, self._sort_columns, self._default_order)
-        self.shapes.record("List", request.filter, request.order_by)
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
@@ -161,6 +160,7 @@ class StandardMethods(Generic[M]):
             where = narrow[0] if where is None else and_(where, narrow[0])
             query += "|" + narrow[1]
         after = self._position(order, request.page_token, query) if request.page_token else None
+        self.shapes.record("List", request.filter, request.order_by)
 
         async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
             repo = self._repo(uow)
