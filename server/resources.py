@@ -109,6 +109,9 @@ class StandardMethods(Generic[M]):
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
+        # The shapes of List and Count queries, for AdminService.RecommendIndexes.
+        name = resource.mapping.message_cls.DESCRIPTOR.full_name
+        self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
         self._sort_columns = entity.sort_columns()
         self._unique = sorted(set(entity.unique_fields.values()))
         # Single-row writes whose one statement may run in autocommit (Units.write): it
@@ -157,6 +160,7 @@ class StandardMethods(Generic[M]):
             where = narrow[0] if where is None else and_(where, narrow[0])
             query += "|" + narrow[1]
         after = self._position(order, request.page_token, query) if request.page_token else None
+        self.shapes.record("List", request.filter, request.order_by)
 
         async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
             repo = self._repo(uow)
@@ -183,6 +187,7 @@ class StandardMethods(Generic[M]):
         if mode == CountMode.COUNT_MODE_NONE:
             raise InvalidArgument.field("count_mode", "must be EXACT or ESTIMATED")
         where = self.filters.compile(request.filter)
+        self.shapes.record("Count", request.filter)
         return await self._units.read(
             lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
         )
