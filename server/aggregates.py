@@ -28,6 +28,7 @@ from repositories.ordering import parse_order_by
 from repositories.time_bound import OutOfTime
 from server import context, validation
 from server.page_tokens import PageTokens
+from server.query_shapes import EntityShapes
 from server.units import Units
 
 T = TypeVar("T")
@@ -52,11 +53,14 @@ class Aggregates:
         sortable: Mapping[str, ColumnElement[Any]],
         units: Units,
         tokens: PageTokens,
+        shapes: EntityShapes,
         *,
         timeout: float | None,
         max_groups: int,
     ) -> None:
         self._name = name
+        # The filters the calls use, for AdminService.RecommendIndexes.
+        self._shapes = shapes
         self._repository = repository
         self._filters = filters
         self._sortable = sortable
@@ -75,6 +79,7 @@ class Aggregates:
         show_deleted = bool(getattr(request, "show_deleted", False))
         plan = aggregation.plan(self._filters.fields, group_by, asked, order_by)
         where = self._filters.compile(text)
+        self._shapes.record("Aggregate", text)
         query = json.dumps(
             [
                 self._name,
@@ -123,7 +128,9 @@ class Aggregates:
         """(rank, total) for a Rank<R> request: see repositories.ranking."""
         key = validation.resource_id(request.id, "id")
         order = parse_order_by(getattr(request, "order_by", ""), self._sortable, default_order)
-        where = self._filters.compile(getattr(request, "filter", ""))
+        text = getattr(request, "filter", "")
+        where = self._filters.compile(text)
+        self._shapes.record("Rank", text)
         return await self._bounded(
             lambda uow, deadline: ranking.rank(
                 uow.repository(self._repository), key, order, where, deadline

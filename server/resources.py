@@ -125,6 +125,7 @@ class StandardMethods(Generic[M]):
             self._sort_columns,
             units,
             tokens,
+            self.shapes,
             timeout=policy.aggregate_timeout,
             max_groups=policy.aggregate_max_groups,
         )

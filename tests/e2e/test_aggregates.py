@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from repogate.v1 import admin_pb2, admin_pb2_grpc
 from tests.conftest import Running
 from tests.declared import Client, message
 from tests.e2e.grouping import Group, agg, bucket, every_group, groups_of, rfc3339, tag
@@ -358,3 +359,20 @@ async def test_bad_requests_name_the_field(
 
     assert (error.code, list(error.violations)) == (INVALID, [field])
     assert error.reason == REASONS.get(field, "INVALID_AGGREGATION")
+
+
+async def test_their_filters_reach_the_index_advice(client: Client, tasks_server: Running) -> None:
+    project = (await client.project()).id
+    (task,) = await create(client, [new_task(project, "t")])
+    unusual = 'updated_by = "nobody" AND priority > 3'
+    for _ in range(3):
+        await client(AGGREGATE, filter=unusual, aggregations=[agg("count")])
+    await client("TaskService/RankTask", id=task.id, filter=unusual)
+
+    admin = admin_pb2_grpc.AdminServiceStub(tasks_server.channel)
+    advice = await admin.RecommendIndexes(admin_pb2.RecommendIndexesRequest())
+
+    calls = {(s.method, s.filter): s.calls for s in advice.shapes if s.table == "tasks"}
+    shape = "updated_by = ? AND priority > ?"
+    assert (calls["Aggregate", shape], calls["Rank", shape]) == (3, 1)
+    assert "nobody" not in str(advice)
