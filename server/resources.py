@@ -23,6 +23,7 @@ from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
 from server import context, request_ids, validation
+from server.aggregates import Aggregates
 from server.answers import Answers, Encoded, R
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
@@ -72,6 +73,10 @@ class Policy:
     estimate_threshold: int = 10_000
     # The largest response the server sends (REPOGATE_MAX_MESSAGE_BYTES).
     max_message_bytes: int = 4 * 1024 * 1024
+    # Seconds an Aggregate or Rank call's database work may take; None: no bound of its own.
+    aggregate_timeout: float | None = 10.0
+    # How many groups, in order, an Aggregate call's pages may reach.
+    aggregate_max_groups: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,17 @@ class StandardMethods(Generic[M]):
         name = resource.mapping.message_cls.DESCRIPTOR.full_name
         self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
         self._sort_columns = entity.sort_columns()
+        self._aggregates = Aggregates(
+            resource.name,
+            resource.repository,
+            self.filters,
+            self._sort_columns,
+            units,
+            tokens,
+            self.shapes,
+            timeout=policy.aggregate_timeout,
+            max_groups=policy.aggregate_max_groups,
+        )
         self._unique = sorted(set(entity.unique_fields.values()))
         # Single-row writes whose one statement may run in autocommit (Units.write): it
         # commits as it runs, so only where every row's answer is known to fit.
@@ -191,6 +207,14 @@ class StandardMethods(Generic[M]):
         return await self._units.read(
             lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
         )
+
+    async def aggregate(self, request: Any, response: type[R]) -> R:
+        """Aggregate<Rs>: one page of groups (server/aggregates.py)."""
+        return await self._aggregates.groups(request, response)
+
+    async def rank(self, request: Any) -> tuple[int, int]:
+        """Rank<R>: (rank, total) of the row `request.id` (server/aggregates.py)."""
+        return await self._aggregates.rank(request, self._default_order)
 
     # ------------------------------------------------------------ writes
 
