@@ -35,6 +35,7 @@ from grpc import aio
 from bench import seed
 from bench.procs import Server, free_port
 from bench.run import BIN, RESULTS, repogate_env
+from repogate.v1.aggregate_pb2 import Aggregation
 
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "bulk"
 PACKAGE = "benchmark.bulk.v1"
@@ -57,6 +58,7 @@ FROM generate_series(1, $2) AS i,
 """
 LIVE = "tenant_id = $1::text AND delete_time IS NULL"
 ORDER = "ORDER BY create_time, id"
+AGGREGATE_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,53 @@ class ListQuery:
     where: str  # the same condition in SQL, its value as $2
     value: str
 
+
+@dataclass(frozen=True)
+class AggregateQuery:
+    name: str
+    filter: str
+    group_by: tuple[str, ...]
+    aggregations: tuple[tuple[str, str], ...]  # (function, field)
+    sql: str  # the same in SQL over the tenant's live rows ($1), its groups in key order
+
+
+def _aggregate_sql(key: str, values: str, where: str = "") -> str:
+    return (
+        f"SELECT {key} AS k, {values} FROM {TABLE} WHERE {LIVE}{where} "
+        f"GROUP BY k ORDER BY k LIMIT {PAGE + 1}"
+    )
+
+
+AGGREGATES = (
+    AggregateQuery(
+        "group_by project: count, sum(cost), avg(priority)",
+        "",
+        ("project",),
+        (("FUNCTION_COUNT", ""), ("FUNCTION_SUM", "cost"), ("FUNCTION_AVG", "priority")),
+        _aggregate_sql("project", "count(*), sum(cost), avg(priority)"),
+    ),
+    AggregateQuery(
+        "group_by payload.workspace: count, max(cost)",
+        "",
+        ("payload.workspace",),
+        (("FUNCTION_COUNT", ""), ("FUNCTION_MAX", "cost")),
+        _aggregate_sql("payload -> 'workspace'", "count(*), max(cost)"),
+    ),
+    AggregateQuery(
+        "group_by create_time.day: count",
+        "",
+        ("create_time.day",),
+        (("FUNCTION_COUNT", ""),),
+        _aggregate_sql("date_trunc('day', create_time AT TIME ZONE 'UTC')", "count(*)"),
+    ),
+    AggregateQuery(
+        'filter tags:"c3", group_by priority: count, sum(cost)',
+        'tags:"c3"',
+        ("priority",),
+        (("FUNCTION_COUNT", ""), ("FUNCTION_SUM", "cost")),
+        _aggregate_sql("priority", "count(*), sum(cost)", " AND tags @> '[\"c3\"]'::jsonb"),
+    ),
+)
 
 LISTS = (
     ListQuery(
@@ -81,7 +130,10 @@ LISTS = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the measured tenant")
-    parser.add_argument("--calls", type=int, default=20, help="timed calls per query")
+    parser.add_argument("--calls", type=int, default=20, help="timed calls per list query")
+    parser.add_argument(
+        "--aggregate-calls", type=int, default=5, help="timed calls per aggregate (a second each)"
+    )
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     return parser.parse_args(argv)
@@ -96,7 +148,8 @@ def messages() -> Any:
     def cls(name: str) -> type[Message]:
         return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}"))
 
-    return type("Messages", (), {n: cls(n) for n in ("ListTasksRequest", "ListTasksResponse")})
+    names = ("ListTasksRequest", "ListTasksResponse", "AggregateTasksRequest")
+    return type("Messages", (), {n: cls(n) for n in (*names, "AggregateTasksResponse")})
 
 
 async def fill(dsn: str, rows: int) -> float:
@@ -111,14 +164,16 @@ async def fill(dsn: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
-async def median_ms(calls: int, call: Callable[..., Awaitable[Any]], *args: Any) -> float:
+async def median_ms(
+    calls: int, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+) -> float:
     """The median milliseconds of `calls` awaits of call(*args), after three unmeasured."""
-    for _ in range(3):
-        await call(*args)
+    for _ in range(min(3, calls)):
+        await call(*args, **kwargs)
     times = []
     for _ in range(calls):
         started = time.perf_counter()
-        await call(*args)
+        await call(*args, **kwargs)
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 
@@ -201,6 +256,35 @@ async def measure(address: str, dsn: str, args: argparse.Namespace) -> Rows:
                 raw = await median_ms(args.calls, conn.fetch, deep, *params)
                 indexes = await plan_indexes(conn, deep, *params)
                 rows.add(f"ListTasks `{q.filter}`, page {deep_page}", ours, raw, indexes)
+            aggregate = channel.unary_unary(
+                SERVICE + "AggregateTasks",
+                request_serializer=m.AggregateTasksRequest.SerializeToString,
+                response_deserializer=m.AggregateTasksResponse.FromString,
+            )
+            for a in AGGREGATES:
+                request = m.AggregateTasksRequest(
+                    filter=a.filter,
+                    group_by=a.group_by,
+                    aggregations=[
+                        Aggregation(function=function, field=field, alias=f"v{i}")
+                        for i, (function, field) in enumerate(a.aggregations)
+                    ],
+                    page_size=PAGE,
+                )
+                groups = (await aggregate(request, metadata=metadata, timeout=60)).groups
+                expected = await conn.fetch(a.sql, TENANT)
+                assert len(groups) == min(len(expected), PAGE), f"{a.name}: {len(groups)} groups"
+                # The aggregate's own bound (REPOGATE_AGGREGATE_TIMEOUT) is raised for the bench.
+                ours = await median_ms(
+                    args.aggregate_calls,
+                    aggregate,
+                    request,
+                    metadata=metadata,
+                    timeout=AGGREGATE_SECONDS,
+                )
+                raw = await median_ms(args.aggregate_calls, conn.fetch, a.sql, TENANT)
+                indexes = await plan_indexes(conn, a.sql, TENANT)
+                rows.add(f"AggregateTasks {a.name}", ours, raw, indexes)
         finally:
             await conn.close()
     return rows
@@ -213,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         address = f"127.0.0.1:{free_port()}"
-        env = repogate_env(dsn, "", address, 10) | {"REPOGATE_SCHEMA": str(SCHEMA)}
+        env = repogate_env(dsn, "", address, 10) | {
+            "REPOGATE_SCHEMA": str(SCHEMA),
+            "REPOGATE_AGGREGATE_TIMEOUT": str(AGGREGATE_SECONDS),
+        }
         env.pop("REPOGATE_REDIS_URL")
         seed.migrate(BIN / "repogate", env)
         took = asyncio.run(fill(dsn, args.rows))
