@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from repogate.v1 import session_pb2
 from schema.declared import declare
 from schema.loading import load
-from schema.model import SchemaError
+from schema.model import SchemaError, resource_spec
 from schema.shapes import bind
 
 pytestmark = pytest.mark.unit
@@ -156,3 +157,9 @@ def test_a_related_field_is_no_column(tmp_path: Path) -> None:
     (children,) = declared.resources[declared.schema.resource("Parent").message.full_name].related
     assert [key.name for key in children.order] == ["rank", "id"]
 
+
+def test_the_built_in_session_shows_its_messages() -> None:
+    spec = resource_spec(session_pb2.Session.DESCRIPTOR)
+
+    assert spec.unstored == {"messages", "more_messages"}
+    assert not {"messages", "more_messages"} & {f.name for f in spec.fields}

@@ -26,10 +26,11 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from repogate.options.v1 import options_pb2 as repogate_dot_options_dot_v1_dot_options__pb2
+from repogate.v1 import message_pb2 as repogate_dot_v1_dot_message__pb2
 from repogate.v1 import query_pb2 as repogate_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19repogate/v1/session.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x17repogate/v1/query.proto\"\xb4\x06\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07user_id\x18\x02 \x01(\tB\x12\xda\xee#\x0e\x08\x01(\x01\x38\x01J\x06\n\x04User\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12N\n\x06status\x18\x04 \x01(\x0e\x32\x1a.repogate.v1.SessionStatusB\"\xda\xee#\x1e\x08\x01\x10\x01\x42\x18\"SESSION_STATUS_CREATED\"\x12\x36\n\x0bpreferences\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\xda\xee#\x04\x42\x02{}\x12\"\n\x0etotal_messages\x18\x06 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12$\n\x10total_tool_calls\x18\x07 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12 \n\x0etotal_cost_usd\x18\x08 \x01(\tB\x08\xda\xee#\x04\x08\x01\x30\x01\x12 \n\x0cinput_tokens\x18\t \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12!\n\routput_tokens\x18\n \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12&\n\x14last_sequence_number\x18\x0b \x01(\x03\x42\x08\xda\xee#\x04\x08\x01\x30\x01\x12\x42\n\x10last_access_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\xda\xee#\x08\x08\x01\x10\x01\x30\x01\x38\x01\x12<\n\x0e\x63ompleted_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xda\xee#\x04\x08\x01\x30\x01\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x13 \x01(\t\x12\x12\n\nupdated_by\x18\x14 \x01(\t:\x04\xda\xee#\x00\"Q\n\x14\x43reateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xae\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\"\x99\x01\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"h\n\x14\x43ountSessionsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"E\n\x15\x43ountSessionsResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"n\n\x14UpdateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x14\x44\x65leteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"2\n\x16UndeleteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"&\n\x17\x42\x61tchGetSessionsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"B\n\x18\x42\x61tchGetSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchCreateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.CreateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchCreateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchUpdateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.UpdateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchUpdateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchDeleteSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.DeleteSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchDeleteSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"-\n\x1a\x43ountActiveSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"3\n\x1b\x43ountActiveSessionsResponse\x12\x14\n\x0c\x61\x63tive_count\x18\x01 \x01(\x03\"\xb7\x01\n\x1eIncrementSessionMetricsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0etotal_messages\x18\x02 \x01(\x03\x12\x18\n\x10total_tool_calls\x18\x03 \x01(\x03\x12\x16\n\x0etotal_cost_usd\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"!\n\x13TouchSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x14PurgeSessionsRequest\x12/\n\x0b\x63utoff_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x15PurgeSessionsResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03*\xf9\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_CREATED\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x03\x12\x1d\n\x19SESSION_STATUS_PROCESSING\x10\x04\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x05\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x06\x12\x1d\n\x19SESSION_STATUS_TERMINATED\x10\x07\x32\xb4\n\n\x0eSessionService\x12H\n\rCreateSession\x12!.repogate.v1.CreateSessionRequest\x1a\x14.repogate.v1.Session\x12\x42\n\nGetSession\x12\x1e.repogate.v1.GetSessionRequest\x1a\x14.repogate.v1.Session\x12S\n\x0cListSessions\x12 .repogate.v1.ListSessionsRequest\x1a!.repogate.v1.ListSessionsResponse\x12V\n\rCountSessions\x12!.repogate.v1.CountSessionsRequest\x1a\".repogate.v1.CountSessionsResponse\x12H\n\rUpdateSession\x12!.repogate.v1.UpdateSessionRequest\x1a\x14.repogate.v1.Session\x12H\n\rDeleteSession\x12!.repogate.v1.DeleteSessionRequest\x1a\x14.repogate.v1.Session\x12L\n\x0fUndeleteSession\x12#.repogate.v1.UndeleteSessionRequest\x1a\x14.repogate.v1.Session\x12_\n\x10\x42\x61tchGetSessions\x12$.repogate.v1.BatchGetSessionsRequest\x1a%.repogate.v1.BatchGetSessionsResponse\x12h\n\x13\x42\x61tchCreateSessions\x12\'.repogate.v1.BatchCreateSessionsRequest\x1a(.repogate.v1.BatchCreateSessionsResponse\x12h\n\x13\x42\x61tchUpdateSessions\x12\'.repogate.v1.BatchUpdateSessionsRequest\x1a(.repogate.v1.BatchUpdateSessionsResponse\x12h\n\x13\x42\x61tchDeleteSessions\x12\'.repogate.v1.BatchDeleteSessionsRequest\x1a(.repogate.v1.BatchDeleteSessionsResponse\x12h\n\x13\x43ountActiveSessions\x12\'.repogate.v1.CountActiveSessionsRequest\x1a(.repogate.v1.CountActiveSessionsResponse\x12\\\n\x17IncrementSessionMetrics\x12+.repogate.v1.IncrementSessionMetricsRequest\x1a\x14.repogate.v1.Session\x12\x46\n\x0cTouchSession\x12 .repogate.v1.TouchSessionRequest\x1a\x14.repogate.v1.Session\x12V\n\rPurgeSessions\x12!.repogate.v1.PurgeSessionsRequest\x1a\".repogate.v1.PurgeSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19repogate/v1/session.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x19repogate/v1/message.proto\x1a\x17repogate/v1/query.proto\"\x96\x07\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07user_id\x18\x02 \x01(\tB\x12\xda\xee#\x0e\x08\x01(\x01\x38\x01J\x06\n\x04User\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12N\n\x06status\x18\x04 \x01(\x0e\x32\x1a.repogate.v1.SessionStatusB\"\xda\xee#\x1e\x08\x01\x10\x01\x42\x18\"SESSION_STATUS_CREATED\"\x12\x36\n\x0bpreferences\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\xda\xee#\x04\x42\x02{}\x12\"\n\x0etotal_messages\x18\x06 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12$\n\x10total_tool_calls\x18\x07 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12 \n\x0etotal_cost_usd\x18\x08 \x01(\tB\x08\xda\xee#\x04\x08\x01\x30\x01\x12 \n\x0cinput_tokens\x18\t \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12!\n\routput_tokens\x18\n \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12&\n\x14last_sequence_number\x18\x0b \x01(\x03\x42\x08\xda\xee#\x04\x08\x01\x30\x01\x12\x42\n\x10last_access_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\xda\xee#\x08\x08\x01\x10\x01\x30\x01\x38\x01\x12<\n\x0e\x63ompleted_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xda\xee#\x04\x08\x01\x30\x01\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x13 \x01(\t\x12\x12\n\nupdated_by\x18\x14 \x01(\t\x12I\n\x08messages\x18\x15 \x03(\x0b\x32\x14.repogate.v1.MessageB!\xda\xee#\x1dj\x1b\n\nsession_id\"\rmore_messages\x12\x15\n\rmore_messages\x18\x16 \x01(\x08:\x04\xda\xee#\x00\"Q\n\x14\x43reateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"/\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65xpand\x18\x03 \x03(\t\"\xbe\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12\x0e\n\x06\x65xpand\x18\t \x03(\t\"\x99\x01\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"h\n\x14\x43ountSessionsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"E\n\x15\x43ountSessionsResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"n\n\x14UpdateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x14\x44\x65leteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"2\n\x16UndeleteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"6\n\x17\x42\x61tchGetSessionsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0e\n\x06\x65xpand\x18\x03 \x03(\t\"B\n\x18\x42\x61tchGetSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchCreateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.CreateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchCreateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchUpdateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.UpdateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchUpdateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchDeleteSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.DeleteSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchDeleteSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"-\n\x1a\x43ountActiveSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"3\n\x1b\x43ountActiveSessionsResponse\x12\x14\n\x0c\x61\x63tive_count\x18\x01 \x01(\x03\"\xb7\x01\n\x1eIncrementSessionMetricsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0etotal_messages\x18\x02 \x01(\x03\x12\x18\n\x10total_tool_calls\x18\x03 \x01(\x03\x12\x16\n\x0etotal_cost_usd\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"!\n\x13TouchSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x14PurgeSessionsRequest\x12/\n\x0b\x63utoff_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x15PurgeSessionsResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03*\xf9\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_CREATED\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x03\x12\x1d\n\x19SESSION_STATUS_PROCESSING\x10\x04\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x05\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x06\x12\x1d\n\x19SESSION_STATUS_TERMINATED\x10\x07\x32\xb4\n\n\x0eSessionService\x12H\n\rCreateSession\x12!.repogate.v1.CreateSessionRequest\x1a\x14.repogate.v1.Session\x12\x42\n\nGetSession\x12\x1e.repogate.v1.GetSessionRequest\x1a\x14.repogate.v1.Session\x12S\n\x0cListSessions\x12 .repogate.v1.ListSessionsRequest\x1a!.repogate.v1.ListSessionsResponse\x12V\n\rCountSessions\x12!.repogate.v1.CountSessionsRequest\x1a\".repogate.v1.CountSessionsResponse\x12H\n\rUpdateSession\x12!.repogate.v1.UpdateSessionRequest\x1a\x14.repogate.v1.Session\x12H\n\rDeleteSession\x12!.repogate.v1.DeleteSessionRequest\x1a\x14.repogate.v1.Session\x12L\n\x0fUndeleteSession\x12#.repogate.v1.UndeleteSessionRequest\x1a\x14.repogate.v1.Session\x12_\n\x10\x42\x61tchGetSessions\x12$.repogate.v1.BatchGetSessionsRequest\x1a%.repogate.v1.BatchGetSessionsResponse\x12h\n\x13\x42\x61tchCreateSessions\x12\'.repogate.v1.BatchCreateSessionsRequest\x1a(.repogate.v1.BatchCreateSessionsResponse\x12h\n\x13\x42\x61tchUpdateSessions\x12\'.repogate.v1.BatchUpdateSessionsRequest\x1a(.repogate.v1.BatchUpdateSessionsResponse\x12h\n\x13\x42\x61tchDeleteSessions\x12\'.repogate.v1.BatchDeleteSessionsRequest\x1a(.repogate.v1.BatchDeleteSessionsResponse\x12h\n\x13\x43ountActiveSessions\x12\'.repogate.v1.CountActiveSessionsRequest\x1a(.repogate.v1.CountActiveSessionsResponse\x12\\\n\x17IncrementSessionMetrics\x12+.repogate.v1.IncrementSessionMetricsRequest\x1a\x14.repogate.v1.Session\x12\x46\n\x0cTouchSession\x12 .repogate.v1.TouchSessionRequest\x1a\x14.repogate.v1.Session\x12V\n\rPurgeSessions\x12!.repogate.v1.PurgeSessionsRequest\x1a\".repogate.v1.PurgeSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,58 +61,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['last_access_time']._serialized_options = b'\332\356#\010\010\001\020\0010\0018\001'
   _globals['_SESSION'].fields_by_name['completed_time']._loaded_options = None
   _globals['_SESSION'].fields_by_name['completed_time']._serialized_options = b'\332\356#\004\010\0010\001'
+  _globals['_SESSION'].fields_by_name['messages']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['messages']._serialized_options = b'\332\356#\035j\033\n\nsession_id\"\rmore_messages'
   _globals['_SESSION']._loaded_options = None
   _globals['_SESSION']._serialized_options = b'\332\356#\000'
-  _globals['_SESSIONSTATUS']._serialized_start=2949
-  _globals['_SESSIONSTATUS']._serialized_end=3198
-  _globals['_SESSION']._serialized_start=200
-  _globals['_SESSION']._serialized_end=1020
-  _globals['_CREATESESSIONREQUEST']._serialized_start=1022
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1103
-  _globals['_GETSESSIONREQUEST']._serialized_start=1105
-  _globals['_GETSESSIONREQUEST']._serialized_end=1136
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1139
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1313
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1316
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1469
-  _globals['_COUNTSESSIONSREQUEST']._serialized_start=1471
-  _globals['_COUNTSESSIONSREQUEST']._serialized_end=1575
-  _globals['_COUNTSESSIONSRESPONSE']._serialized_start=1577
-  _globals['_COUNTSESSIONSRESPONSE']._serialized_end=1646
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=1648
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1758
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1760
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1823
-  _globals['_UNDELETESESSIONREQUEST']._serialized_start=1825
-  _globals['_UNDELETESESSIONREQUEST']._serialized_end=1875
-  _globals['_BATCHGETSESSIONSREQUEST']._serialized_start=1877
-  _globals['_BATCHGETSESSIONSREQUEST']._serialized_end=1915
-  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_start=1917
-  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_end=1983
-  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_start=1985
-  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_end=2086
-  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_start=2088
-  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_end=2157
-  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_start=2159
-  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_end=2260
-  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_start=2262
-  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_end=2331
-  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_start=2333
-  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_end=2434
-  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_start=2436
-  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_end=2505
-  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_start=2507
-  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_end=2552
-  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_start=2554
-  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_end=2605
-  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_start=2608
-  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_end=2791
-  _globals['_TOUCHSESSIONREQUEST']._serialized_start=2793
-  _globals['_TOUCHSESSIONREQUEST']._serialized_end=2826
-  _globals['_PURGESESSIONSREQUEST']._serialized_start=2828
-  _globals['_PURGESESSIONSREQUEST']._serialized_end=2899
-  _globals['_PURGESESSIONSRESPONSE']._serialized_start=2901
-  _globals['_PURGESESSIONSRESPONSE']._serialized_end=2946
-  _globals['_SESSIONSERVICE']._serialized_start=3201
-  _globals['_SESSIONSERVICE']._serialized_end=4533
+  _globals['_SESSIONSTATUS']._serialized_start=3122
+  _globals['_SESSIONSTATUS']._serialized_end=3371
+  _globals['_SESSION']._serialized_start=227
+  _globals['_SESSION']._serialized_end=1145
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1147
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1228
+  _globals['_GETSESSIONREQUEST']._serialized_start=1230
+  _globals['_GETSESSIONREQUEST']._serialized_end=1277
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1280
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1470
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1473
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1626
+  _globals['_COUNTSESSIONSREQUEST']._serialized_start=1628
+  _globals['_COUNTSESSIONSREQUEST']._serialized_end=1732
+  _globals['_COUNTSESSIONSRESPONSE']._serialized_start=1734
+  _globals['_COUNTSESSIONSRESPONSE']._serialized_end=1803
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1805
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1915
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1917
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1980
+  _globals['_UNDELETESESSIONREQUEST']._serialized_start=1982
+  _globals['_UNDELETESESSIONREQUEST']._serialized_end=2032
+  _globals['_BATCHGETSESSIONSREQUEST']._serialized_start=2034
+  _globals['_BATCHGETSESSIONSREQUEST']._serialized_end=2088
+  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_start=2090
+  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_end=2156
+  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_start=2158
+  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_end=2259
+  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_start=2261
+  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_end=2330
+  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_start=2332
+  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_end=2433
+  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_start=2435
+  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_end=2504
+  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_start=2506
+  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_end=2607
+  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_start=2609
+  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_end=2678
+  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_start=2680
+  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_end=2725
+  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_start=2727
+  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_end=2778
+  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_start=2781
+  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_end=2964
+  _globals['_TOUCHSESSIONREQUEST']._serialized_start=2966
+  _globals['_TOUCHSESSIONREQUEST']._serialized_end=2999
+  _globals['_PURGESESSIONSREQUEST']._serialized_start=3001
+  _globals['_PURGESESSIONSREQUEST']._serialized_end=3072
+  _globals['_PURGESESSIONSRESPONSE']._serialized_start=3074
+  _globals['_PURGESESSIONSRESPONSE']._serialized_end=3119
+  _globals['_SESSIONSERVICE']._serialized_start=3374
+  _globals['_SESSIONSERVICE']._serialized_end=4706
 # @@protoc_insertion_point(module_scope)
