@@ -102,10 +102,12 @@ async def test_a_task_with_its_project_and_latest_comments(client: Client) -> No
 async def test_a_soft_deleted_parent_is_not_shown(client: Client) -> None:
     project = await client.project()
     (task,) = await tasks(client, project.id, 1)
+    live = await client("TaskService/GetTask", id=task.id, expand=["project"])
     await client("ProjectService/DeleteProject", id=project.id)
 
     got = await client("TaskService/GetTask", id=task.id, expand=["project"])
 
+    assert live.project.id == project.id
     assert got.project_id == project.id
     assert not got.HasField("project")
 
