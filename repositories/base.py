@@ -45,7 +45,7 @@ from repositories.errors import (
 from repositories.explain import Explain
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
-from repositories.related import first_of_each
+from repositories.related import PARENTS_PARAM, first_of_each
 from repositories.scope import ID_PARAM, Params, ScopeViolation, TenantScope
 
 Row = RowMapping
@@ -218,11 +218,9 @@ class Repository(ScopedTable):
         parent, in `order`. One statement for all parents (repositories/related.py)."""
         if not parents:
             return []
-        lateral = self.dialect == "postgresql"
-        stmt = first_of_each(
-            self.scope, self.c[via], sorted(parents), order, limit, self._live(), lateral=lateral
-        )
-        return list((await self._execute(stmt)).mappings())
+        stmt = first_of_each(self.scope, via, order, limit, lateral=self.dialect == "postgresql")
+        result = await self._execute(stmt, {PARENTS_PARAM: sorted(parents)})
+        return list(result.mappings())
 
     async def page(
         self,

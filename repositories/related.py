@@ -15,43 +15,59 @@ so every reference to it filters on the tenant as every scoped statement does.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, FromClause, Select, bindparam, func, select, true
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    FromClause,
+    Select,
+    Table,
+    bindparam,
+    func,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from repositories.ordering import Order
 from repositories.scope import TenantScope
 
-# The bound parameter holding the parents' ids (PostgreSQL).
+# The bound parameter holding the parents' ids.
 PARENTS_PARAM = "repogate_parents"
+# Statements built, by (table, key, id of the order, limit, lateral), with the order they
+# keep alive (so its id is not reused).
+_built: dict[tuple[Table, str, int, int, bool], tuple[Order, Select[Any]]] = {}
 
 
 def first_of_each(
-    scope: TenantScope,
-    key: Column[Any],
-    parents: Sequence[uuid.UUID],
-    order: Order,
-    limit: int,
-    live: ColumnElement[bool],
-    *,
-    lateral: bool,
+    scope: TenantScope, key: str, order: Order, limit: int, *, lateral: bool
 ) -> Select[Any]:
-    """The rows of `scope`'s table matching `live` whose `key` is one of `parents`: the
-    first `limit` of each parent, in `order`."""
+    """The live rows of `scope`'s table whose `key` holds one of the ids in the
+    PARENTS_PARAM parameter: the first `limit` of each parent, in `order`. Built once per
+    table, key, order and limit, so SQLAlchemy compiles it once: the tenant and the parents
+    are parameters."""
+    cached = (scope.table, key, id(order), limit, lateral)
+    found = _built.get(cached)
+    if found is None:
+        found = _built[cached] = (order, _build(scope, key, order, limit, lateral))
+    return found[1]
+
+
+def _build(scope: TenantScope, name: str, order: Order, limit: int, lateral: bool) -> Select[Any]:
     table = scope.table
+    key, live = table.c[name], table.c.delete_time.is_(None)
     clauses = [each.clause() for each in order]
     if lateral:
-        ids = bindparam(PARENTS_PARAM, list(parents), type_=ARRAY(key.type))
+        ids = bindparam(PARENTS_PARAM, type_=ARRAY(key.type))
         wanted = func.unnest(ids).table_valued("id").render_derived("parents")
         inner = scope.select().where(key == wanted.c.id, live).order_by(*clauses).limit(limit)
         head = inner.lateral("head")
         stmt = select(*(head.c[c.name] for c in table.c)).select_from(wanted.join(head, true()))
         return scope.around(stmt.order_by(*_over(head, order)), inner)
     rank = func.row_number().over(partition_by=key, order_by=clauses).label("repogate_rank")
+    parents: BindParameter[Any] = bindparam(PARENTS_PARAM, expanding=True)
     inner = scope.select(*table.c, rank).where(key.in_(parents), live)
     ranked = inner.subquery("ranked")
     stmt = select(*(ranked.c[c.name] for c in table.c)).where(ranked.c.repogate_rank <= limit)

@@ -131,7 +131,7 @@ class TenantScope:
         scope built (so filtering on the tenant), used as its subqueries."""
         for each in inner:
             self.check(each)
-        if self.table in stmt.get_final_froms():
+        if self.table in stmt.columns_clause_froms:
             raise ScopeViolation("a statement around scoped ones must not read the table itself")
         return self._mark(stmt)
 
