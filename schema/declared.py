@@ -3,6 +3,7 @@ entity, repository class and `Resource` (mapping, checks, defaults, rules)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -107,7 +108,8 @@ def _resource(
             checks[f.name] = validation.json_document
         elif f.kind == "timestamp":
             checks[f.name] = validation.moment
-    return resource(spec, repo, schema.message_class(spec.message), checks, rules=rules.check)
+    shown = functools.partial(rules.check, ignored=spec.unstored) if spec.unstored else rules.check
+    return resource(spec, repo, schema.message_class(spec.message), checks, rules=shown)
 
 
 def resource(

@@ -300,3 +300,25 @@ async def test_expanded_gets_neither_serve_stale_children_nor_fill_the_cache(
     assert sorted(ids(after.tasks)) == sorted([first.id, second.id])
     assert plain == cached
     assert not plain.tasks
+
+
+async def test_writes_ignore_related_fields_and_masks_refuse_them(client: Client) -> None:
+    # A task no create would take (no title) and a flag: output only, neither is stored.
+    shown = [message("Task", title="")]
+    project = await client(
+        "ProjectService/CreateProject",
+        project=message("Project", name=f"p-{uuid.uuid4().hex[:8]}", tasks=shown, more_tasks=True),
+    )
+    error = await fails(
+        client(
+            "ProjectService/UpdateProject",
+            project=message("Project", id=project.id, tasks=shown),
+            update_mask={"paths": ["tasks"]},
+        )
+    )
+
+    got = await client("ProjectService/GetProject", id=project.id, expand=["tasks"])
+    assert not project.tasks
+    assert not got.tasks
+    assert not got.more_tasks
+    assert (error.code, list(error.violations)) == (INVALID, ["update_mask"])
