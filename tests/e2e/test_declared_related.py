@@ -14,10 +14,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from repogate.v1 import transaction_pb2 as tx_pb
+from repogate.v1 import transaction_pb2_grpc
 from server.tracing import DB_STATEMENT
 from tests.conftest import Running
 from tests.declared import TASKS, Client, ids, message
 from tests.e2e.support import StartRepogate, eventually, fails
+from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
@@ -322,3 +325,18 @@ async def test_writes_ignore_related_fields_and_masks_refuse_them(client: Client
     assert not got.tasks
     assert not got.more_tasks
     assert (error.code, list(error.violations)) == (INVALID, ["update_mask"])
+
+
+async def test_an_expanded_get_in_a_transaction_sees_its_own_writes(client: Client) -> None:
+    stub = transaction_pb2_grpc.TransactionServiceStub(client.channel)
+    begun = await stub.BeginTransaction(tx_pb.BeginTransactionRequest(), metadata=md(client.tenant))
+    inside = client.inside(begun.id)
+    project = await inside.project()
+    (task,) = await tasks(inside, project.id, 1)
+
+    seen = await inside("ProjectService/GetProject", id=project.id, expand=["tasks"])
+    await stub.Rollback(tx_pb.RollbackRequest(transaction_id=begun.id), metadata=md(client.tenant))
+
+    assert ids(seen.tasks) == [task.id]
+    gone = await fails(client("ProjectService/GetProject", id=project.id, expand=["tasks"]))
+    assert gone.code == grpc.StatusCode.NOT_FOUND
