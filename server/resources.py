@@ -113,6 +113,9 @@ class StandardMethods(Generic[M]):
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
+        # The shapes of List and Count queries, for AdminService.RecommendIndexes.
+        name = resource.mapping.message_cls.DESCRIPTOR.full_name
+        self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
         self._sort_columns = entity.sort_columns()
         self._unique = sorted(set(entity.unique_fields.values()))
         # Single-row writes whose one statement may run in autocommit (Units.write): it
@@ -178,6 +181,7 @@ class StandardMethods(Generic[M]):
             where = narrow[0] if where is None else and_(where, narrow[0])
             query += "|" + narrow[1]
         after = self._position(order, request.page_token, query) if request.page_token else None
+        self.shapes.record("List", request.filter, request.order_by)
 
         async def read(
             uow: RepositorySource,
@@ -206,6 +210,7 @@ class StandardMethods(Generic[M]):
         if mode == CountMode.COUNT_MODE_NONE:
             raise InvalidArgument.field("count_mode", "must be EXACT or ESTIMATED")
         where = self.filters.compile(request.filter)
+        self.shapes.record("Count", request.filter)
         return await self._units.read(
             lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
         )
@@ -281,6 +286,16 @@ class StandardMethods(Generic[M]):
         """As `write_one`, for work that changes any number of rows: the answer is a
         `response` whose one field holds them."""
         return await self._write(request, work, response)
+
+    def create_values(self, message: M, prefix: str) -> dict[str, Any]:
+        """The values a Create of `message` writes, checked as Create checks them (rules,
+        required fields, field checks; errors name fields under `prefix`): for extensions."""
+        return self._create_values(message, prefix)
+
+    def update_values(self, request: Any) -> tuple[uuid.UUID, dict[str, Any], int | None]:
+        """(id, values, expected version) of an Update request (the resource and its
+        `update_mask`), checked as Update checks them: for extensions."""
+        return self._update_values(request, "")
 
     async def undelete(self, request: Any) -> Encoded[M]:
         key = validation.resource_id(request.id, "id")
