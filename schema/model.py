@@ -93,6 +93,9 @@ class ResourceSpec:
     indexes: tuple[options_pb2.Index, ...] = ()
     # Standard columns the message shows, besides id and etag.
     shown: frozenset[str] = field(default_factory=frozenset)
+    # Fields the message shows that are not stored: related resources and the flags
+    # saying a list of them was cut (schema/related.py reads and checks them).
+    unstored: frozenset[str] = field(default_factory=frozenset)
 
     def field(self, name: str) -> FieldSpec:
         for each in self.fields:
@@ -136,12 +139,14 @@ def resource_spec(message: Descriptor) -> ResourceSpec:
         raise SchemaError(f"{where}: a resource needs a `string id` field")
     fields = []
     shown = set()
+    unstored = _unstored(message)
     for f in message.fields:
         if f.name in STANDARD_FIELDS:
             _standard(f, where)
             shown.add(f.name)
             continue
-        fields.append(_field(f, where))
+        if f.name not in unstored:
+            fields.append(_field(f, where))
     spec = ResourceSpec(
         message=message,
         singular=singular,
@@ -153,9 +158,22 @@ def resource_spec(message: Descriptor) -> ResourceSpec:
         fields=tuple(fields),
         indexes=tuple(opts.indexes),
         shown=frozenset(shown - {"id", "etag"}),
+        unstored=frozenset(unstored - set(STANDARD_FIELDS)),
     )
     _check_cross_field(spec)
     return spec
+
+
+def _unstored(message: Descriptor) -> set[str]:
+    """Fields declared `related`, and the `truncated` flags they name."""
+    names = set()
+    for f in message.fields:
+        options: options_pb2.FieldOptions = f.GetOptions().Extensions[_FIELD]
+        if options.HasField("related"):
+            names.add(f.name)
+            if options.related.truncated:
+                names.add(options.related.truncated)
+    return names
 
 
 def _identifier(value: str, where: str) -> None:

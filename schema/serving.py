@@ -31,6 +31,7 @@ class _Query:
 
     __slots__ = (
         "count_mode",
+        "expand",
         "filter",
         "order_by",
         "page_size",
@@ -47,6 +48,7 @@ class _Query:
         self.skip = getattr(request, "skip", 0)
         self.show_deleted = getattr(request, "show_deleted", False)
         self.count_mode = getattr(request, "count_mode", 0)
+        self.expand = getattr(request, "expand", ())
 
 
 def handlers(bindings: list[Binding], runs: dict[str, Handler]) -> dict[str, grpc.RpcMethodHandler]:

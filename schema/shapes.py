@@ -116,9 +116,9 @@ def _field(message: Descriptor, name: str, kind: int, *, repeated: bool = False)
         raise SchemaError(f"{message.name} needs a field `{expected}`")
 
 
-def _optional(message: Descriptor, name: str, kind: int) -> None:
+def _optional(message: Descriptor, name: str, kind: int, *, repeated: bool = False) -> None:
     if name in message.fields_by_name:
-        _field(message, name, kind)
+        _field(message, name, kind, repeated=repeated)
 
 
 def _of(message: Descriptor, name: str, wanted: Descriptor, *, repeated: bool = False) -> None:
@@ -155,6 +155,7 @@ def _create(method: MethodDescriptor, spec: ResourceSpec) -> None:
 
 def _get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "id", _STRING)
+    _optional(method.input_type, "expand", _STRING, repeated=True)
     _returns(method, spec)
 
 
@@ -201,6 +202,7 @@ def _list(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _query_fields(message)
     _optional(message, "order_by", _STRING)
     _optional(message, "skip", _INT32)
+    _optional(message, "expand", _STRING, repeated=True)
     out = method.output_type
     _of(out, spec.plural, spec.message, repeated=True)
     _field(out, "next_page_token", _STRING)
@@ -245,6 +247,7 @@ def _rank(method: MethodDescriptor, spec: ResourceSpec) -> None:
 
 def _batch_get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "ids", _STRING, repeated=True)
+    _optional(method.input_type, "expand", _STRING, repeated=True)
     _holder(method, spec)
 
 

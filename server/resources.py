@@ -8,7 +8,7 @@ each RPC becomes a line calling into this class with the request message.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, Protocol
@@ -25,6 +25,7 @@ from repositories.ordering import Order, parse_order_by, position_from, position
 from server import context, request_ids, validation
 from server.aggregates import Aggregates
 from server.answers import Answers, Encoded, R
+from server.expansion import Expander, Relation
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -60,6 +61,8 @@ class Resource(Generic[M]):
     # Rules declared in the schema (schema/rules.py): run on the message with the
     # fields written (None: a create writes all) and the request's name for it.
     rules: Callable[[Message, Collection[str] | None, str], None] | None = None
+    # Related fields a Get, List or BatchGet may `expand` (server/expansion.py).
+    related: tuple[Relation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class StandardMethods(Generic[M]):
         self._tokens = tokens
         self._policy = policy
         self._answers = Answers(policy.max_message_bytes)
+        self._expander = Expander(resource.name, resource.related, resource.mapping.to_message)
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
@@ -145,6 +149,16 @@ class StandardMethods(Generic[M]):
 
     async def get(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
+        expand = self._expander.names(request)
+        if expand:
+            # Past the cache: one read of the row and its related rows, all as of one
+            # snapshot; a cached row says nothing of its children (docs/schema.md).
+            async def expanded(uow: RepositorySource) -> list[M]:
+                row = await self._repo(uow).get(key)
+                return await self._expander.messages(uow, [row], expand)
+
+            (message,) = await self._units.read(expanded)
+            return message
 
         async def load() -> tuple[M, int]:
             row = await self._units.read(lambda uow: self._repo(uow).get(key))
@@ -156,13 +170,20 @@ class StandardMethods(Generic[M]):
         validation.batch_size(len(request.ids), "ids")
         keys = [validation.resource_id(id_, f"ids[{i}]") for i, id_ in enumerate(request.ids)]
         validation.distinct(keys, "ids[{}]", "id")
-        rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys))
-        return self._messages(rows)
+        expand = self._expander.names(request)
+        self._expander.check_batch(len(keys), expand)
+
+        async def read(uow: RepositorySource) -> list[M]:
+            rows = await self._repo(uow).get_many(keys)
+            return await self._expander.messages(uow, rows, expand)
+
+        return await self._units.read(read)
 
     async def page(self, request: ListRequest, narrow: Narrowing | None = None) -> Page[M]:
         """AIP-132 List with AIP-158 pages, AIP-160 filter, order_by and counts. `narrow`:
         a condition a domain search adds to the filter, and the text page tokens bind it by."""
-        limit = validation.page_size(request.page_size)
+        expand = self._expander.names(request)
+        limit = self._expander.page_size(validation.page_size(request.page_size), expand)
         if request.skip < 0:
             raise InvalidArgument.field("skip", "must not be negative")
         counting = self._count_mode(request.count_mode, default=CountMode.COUNT_MODE_NONE)
@@ -178,7 +199,9 @@ class StandardMethods(Generic[M]):
         after = self._position(order, request.page_token, query) if request.page_token else None
         self.shapes.record("List", request.filter, request.order_by)
 
-        async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
+        async def read(
+            uow: RepositorySource,
+        ) -> tuple[list[Row], list[M], bool, int | None, bool]:
             repo = self._repo(uow)
             rows, more = await repo.page(
                 limit,
@@ -191,11 +214,11 @@ class StandardMethods(Generic[M]):
             total, exact = None, False
             if counting != CountMode.COUNT_MODE_NONE:
                 total, exact = await self._count(repo, where, request.show_deleted, counting)
-            return rows, more, total, exact
+            return rows, await self._expander.messages(uow, rows, expand), more, total, exact
 
-        rows, more, total, exact = await self._units.read(read)
+        rows, items, more, total, exact = await self._units.read(read)
         token = self._tokens.encode(position_of(order, rows[-1]), query) if more else ""
-        return Page(self._messages(rows), token, total, exact)
+        return Page(items, token, total, exact)
 
     async def count(self, request: Any) -> tuple[int, bool]:
         """(total, exact) for a Count request: filter, show_deleted, count_mode."""
@@ -315,9 +338,6 @@ class StandardMethods(Generic[M]):
 
     def _repo(self, uow: RepositorySource) -> Repository:
         return uow.repository(self._r.repository)
-
-    def _messages(self, rows: Sequence[Row]) -> list[M]:
-        return [self._r.mapping.to_message(row) for row in rows]
 
     @staticmethod
     async def _one(row: Awaitable[Row]) -> list[Row]:

@@ -108,6 +108,8 @@ def test_schema_check_prints_each_resource(tmp_path: Path) -> None:
     assert fields["tags"][0] == "list<string>"
     assert fields["assignee"][:2] == ["string", "optional"]
     assert fields["attempts"][-1] == "counter"
+    assert "  related project  parent Project via project_id" in task
+    assert "  related tasks  children Task via project_id, limit 100, truncated more_tasks" in lines
     assert "acme.tasks.v1.TaskService" in lines
     assert "  ListTasks  list Task" in lines
     assert "  IncrementTaskCounters  increment Task" in lines
