@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
 from schema.declared import Declared
@@ -123,6 +124,12 @@ def _of(message: Descriptor, name: str, wanted: Descriptor, *, repeated: bool = 
         raise SchemaError(f"{message.name}.{name} must be a {wanted.full_name}")
 
 
+def _read_mask(message: Descriptor) -> None:
+    """AIP-157: an optional `google.protobuf.FieldMask read_mask`."""
+    if "read_mask" in message.fields_by_name:
+        _of(message, "read_mask", field_mask_pb2.FieldMask.DESCRIPTOR)
+
+
 def _returns(method: MethodDescriptor, spec: ResourceSpec) -> None:
     if method.output_type.full_name != spec.message.full_name:
         raise SchemaError(f"must return {spec.message.full_name}")
@@ -143,6 +150,7 @@ def _create(method: MethodDescriptor, spec: ResourceSpec) -> None:
 
 def _get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "id", _STRING)
+    _read_mask(method.input_type)
     _returns(method, spec)
 
 
@@ -189,6 +197,7 @@ def _list(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _query_fields(message)
     _optional(message, "order_by", _STRING)
     _optional(message, "skip", _INT32)
+    _read_mask(message)
     out = method.output_type
     _of(out, spec.plural, spec.message, repeated=True)
     _field(out, "next_page_token", _STRING)
@@ -213,6 +222,7 @@ def _query_fields(message: Descriptor) -> None:
 
 def _batch_get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "ids", _STRING, repeated=True)
+    _read_mask(method.input_type)
     _holder(method, spec)
 
 

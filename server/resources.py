@@ -22,7 +22,7 @@ from repositories.database import RepositorySource
 from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
-from server import context, request_ids, validation
+from server import context, read_masks, request_ids, validation
 from server.answers import Answers, Encoded, R
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
@@ -126,19 +126,26 @@ class StandardMethods(Generic[M]):
 
     async def get(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
+        mask = read_masks.of(request, self._r.mapping.message_cls)
 
         async def load() -> tuple[M, int]:
             row = await self._units.read(lambda uow: self._repo(uow).get(key))
             return self._r.mapping.to_message(row), row["version"]
 
-        return await self._cache.get(self._table, key, load, self._r.mapping.message_cls.FromString)
+        # The cache holds whole messages: the mask applies to what it gives.
+        message = await self._cache.get(
+            self._table, key, load, self._r.mapping.message_cls.FromString
+        )
+        return message if mask is None else mask.apply(message)
 
     async def batch_get(self, request: Any) -> list[M]:
         validation.batch_size(len(request.ids), "ids")
         keys = [validation.resource_id(id_, f"ids[{i}]") for i, id_ in enumerate(request.ids)]
         validation.distinct(keys, "ids[{}]", "id")
-        rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys))
-        return self._messages(rows)
+        mask = read_masks.of(request, self._r.mapping.message_cls)
+        columns = () if mask is None else mask.columns(self._r.repository.entity.table)
+        rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys, columns=columns))
+        return self._messages(rows) if mask is None else mask.messages(rows, self._r.mapping)
 
     async def page(self, request: ListRequest, narrow: Narrowing | None = None) -> Page[M]:
         """AIP-132 List with AIP-158 pages, AIP-160 filter, order_by and counts. `narrow`:
@@ -147,9 +154,11 @@ class StandardMethods(Generic[M]):
         if request.skip < 0:
             raise InvalidArgument.field("skip", "must not be negative")
         counting = self._count_mode(request.count_mode, default=CountMode.COUNT_MODE_NONE)
+        mask = read_masks.of(request, self._r.mapping.message_cls)
         tenant = context.tenant()
         where = self.filters.compile(request.filter)
         order = parse_order_by(request.order_by, self._sort_columns, self._default_order)
+        columns = () if mask is None else mask.columns(self._r.repository.entity.table, order)
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
@@ -167,6 +176,7 @@ class StandardMethods(Generic[M]):
                 order=order,
                 skip=request.skip,
                 show_deleted=request.show_deleted,
+                columns=columns,
             )
             total, exact = None, False
             if counting != CountMode.COUNT_MODE_NONE:
@@ -175,7 +185,8 @@ class StandardMethods(Generic[M]):
 
         rows, more, total, exact = await self._units.read(read)
         token = self._tokens.encode(position_of(order, rows[-1]), query) if more else ""
-        return Page(self._messages(rows), token, total, exact)
+        items = self._messages(rows) if mask is None else mask.messages(rows, self._r.mapping)
+        return Page(items, token, total, exact)
 
     async def count(self, request: Any) -> tuple[int, bool]:
         """(total, exact) for a Count request: filter, show_deleted, count_mode."""
