@@ -22,7 +22,7 @@ from repositories.database import RepositorySource
 from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
-from server import context, read_masks, request_ids, validation
+from server import context, read_masks, request_ids, updates, validation
 from server.answers import Answers, Encoded, R
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
@@ -222,25 +222,27 @@ class StandardMethods(Generic[M]):
         return await self._write(request, lambda repo: repo.create_many(values), response)
 
     async def update(self, request: Any) -> Encoded[M]:
-        key, values, version = self._update_values(request, "")
+        """AIP-134, with update_mask paths into Struct fields (server/updates.py)."""
+        change = updates.change(self._r, request, "")
         return await self._write(
             None,
-            lambda repo: self._one(repo.update(key, values, version)),
-            one_write=self._one_write["update"],
+            lambda repo: self._one(updates.write(repo, change)),
+            one_write=self._one_write["update"] and change.one_statement,
         )
 
     async def batch_update(self, request: Any, response: type[R]) -> Encoded[R]:
         validation.batch_size(len(request.requests), "requests")
-        updates = [
-            self._update_values(item, f"requests[{i}].") for i, item in enumerate(request.requests)
+        changes = [
+            updates.change(self._r, item, f"requests[{i}].")
+            for i, item in enumerate(request.requests)
         ]
         validation.distinct(
-            [key for key, _, _ in updates], f"requests[{{}}].{self._r.name}.id", "id"
+            [change.key for change in changes], f"requests[{{}}].{self._r.name}.id", "id"
         )
 
         async def work(repo: Repository) -> list[Row]:
-            # One statement per item: each has its own mask and etag.
-            return [await repo.update(key, values, version) for key, values, version in updates]
+            # One write per item: each has its own mask and etag.
+            return [await updates.write(repo, change) for change in changes]
 
         return await self._write(request, work, response)
 
@@ -306,23 +308,6 @@ class StandardMethods(Generic[M]):
         validation.require(values, self._r.required, prefix)
         validation.check_fields(values, self._r.checks, prefix)
         return values
-
-    def _update_values(
-        self, request: Any, prefix: str
-    ) -> tuple[uuid.UUID, dict[str, Any], int | None]:
-        mapping, name = self._r.mapping, self._r.name
-        message = getattr(request, name)
-        key = validation.resource_id(getattr(message, "id", ""), f"{prefix}{name}.id")
-        version = parse_etag(getattr(message, "etag", ""), f"{prefix}{name}.etag")
-        mask = request.update_mask if request.HasField("update_mask") else None
-        paths = mapping.mask_paths(message, mask, f"{prefix}update_mask")
-        if self._r.rules is not None:
-            self._r.rules(message, paths, f"{prefix}{name}")
-        values = mapping.to_values(message, paths)
-        if not values:
-            raise InvalidArgument.field(f"{prefix}update_mask", "names no field to update")
-        validation.check_fields(values, self._r.checks, f"{prefix}{name}")
-        return key, values, version
 
     def _delete_item(self, request: Any, prefix: str) -> tuple[uuid.UUID, int | None, bool]:
         key = validation.resource_id(request.id, f"{prefix}id")
