@@ -257,10 +257,11 @@ class Repository(ScopedTable):
     ) -> list[Row]:
         """Inserts every row, created `now` (default: the current time); returns them in the
         order given. One statement, compiled once: on PostgreSQL an INSERT from unnested
-        column arrays, elsewhere an executemany sent as multi-row INSERTs."""
+        column arrays, elsewhere an executemany sent as multi-row INSERTs. A row's `id` is
+        a new UUID, unless its values hold one (an upsert's, which the client chose)."""
         now = now or datetime.now(UTC)
         count = len(values)
-        ids = [uuid.uuid4() for _ in range(count)]
+        ids = [each.get("id") or uuid.uuid4() for each in values]
         stamps = {
             "version": 1,
             "create_time": now,

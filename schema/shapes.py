@@ -155,8 +155,7 @@ def _get(method: MethodDescriptor, spec: ResourceSpec) -> None:
 
 
 def _update(method: MethodDescriptor, spec: ResourceSpec) -> None:
-    _of(method.input_type, spec.singular, spec.message)
-    _field(method.input_type, "update_mask", _MESSAGE)
+    _update_item(method.input_type, spec)
     _returns(method, spec)
 
 
@@ -246,6 +245,7 @@ def _create_item(message: Descriptor, spec: ResourceSpec) -> None:
 def _update_item(message: Descriptor, spec: ResourceSpec) -> None:
     _of(message, spec.singular, spec.message)
     _field(message, "update_mask", _MESSAGE)
+    _optional(message, "allow_missing", _BOOL)  # AIP-134 upsert
 
 
 def _delete_item(message: Descriptor, spec: ResourceSpec) -> None:

@@ -222,8 +222,9 @@ class StandardMethods(Generic[M]):
         return await self._write(request, lambda repo: repo.create_many(values), response)
 
     async def update(self, request: Any) -> Encoded[M]:
-        """AIP-134, with update_mask paths into Struct fields (server/updates.py)."""
-        change = updates.change(self._r, request, "")
+        """AIP-134, with update_mask paths into Struct fields and allow_missing
+        (server/updates.py)."""
+        change = updates.change(self._r, request, "", self._create_values)
         return await self._write(
             None,
             lambda repo: self._one(updates.write(repo, change)),
@@ -233,7 +234,7 @@ class StandardMethods(Generic[M]):
     async def batch_update(self, request: Any, response: type[R]) -> Encoded[R]:
         validation.batch_size(len(request.requests), "requests")
         changes = [
-            updates.change(self._r, item, f"requests[{i}].")
+            updates.change(self._r, item, f"requests[{i}].", self._create_values)
             for i, item in enumerate(request.requests)
         ]
         validation.distinct(

@@ -6,6 +6,10 @@
   write runs (repositories/merging.py), so updates of other keys are never lost.
   A path and a path inside it (`payload` with `payload.theme`) are INVALID_ARGUMENT.
   The declared rules and field checks run on the document as it would be written.
+- `allow_missing` (AIP-134): when the tenant has no row with the message's id, the
+  update creates it, with that id, as a Create would (required fields, defaults,
+  every rule); the mask is ignored for the create. With an etag it does not create:
+  a version of a missing row cannot match.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from repositories.base import Repository, Row
-from repositories.errors import InvalidArgument
+from repositories.errors import InvalidArgument, NotFound
 from repositories.merging import update_merged
 from server import field_paths, validation
 from server.mapping import MessageMapping, json_object, parse_etag
@@ -51,16 +55,24 @@ class Change:
     edits: Mapping[str, Sequence[Edit]]
     # Raises INVALID_ARGUMENT for documents (by field) the edits would write.
     check: Callable[[Values], None]
+    # allow_missing: the values a create of the row would write; None: no create.
+    create: Callable[[], Values] | None = None
 
     @property
     def one_statement(self) -> bool:
         """Whether the write is one UPDATE (which may run in autocommit)."""
-        return not self.edits
+        return not self.edits and self.create is None
 
 
-def change(resource: Resource[Any], request: Any, prefix: str) -> Change:
+def change(
+    resource: Resource[Any],
+    request: Any,
+    prefix: str,
+    create_values: Callable[[Any, str], Values],
+) -> Change:
     """The Change an Update request (`prefix`: "requests[2]." in a batch) asks for;
-    INVALID_ARGUMENT for a malformed one."""
+    INVALID_ARGUMENT for a malformed one. `create_values(message, name)`: what a
+    Create of the message would write."""
     mapping, name = resource.mapping, resource.name
     message = getattr(request, name)
     key = validation.resource_id(getattr(message, "id", ""), f"{prefix}{name}.id")
@@ -85,7 +97,13 @@ def change(resource: Resource[Any], request: Any, prefix: str) -> Change:
             resource.rules(written, list(documents), f"{prefix}{name}")
         validation.check_fields(documents, resource.checks, f"{prefix}{name}")
 
-    return Change(key, values, version, edits, check)
+    create = None
+    if getattr(request, "allow_missing", False):
+
+        def create() -> Values:
+            return create_values(message, f"{prefix}{name}")
+
+    return Change(key, values, version, edits, check, create)
 
 
 def mask_paths(
@@ -128,9 +146,19 @@ def merged(stored: Any, edits: Sequence[Edit]) -> Any:
 
 async def write(repo: Repository, change: Change) -> Row:
     """Runs `change` in `repo`'s unit of work; returns the row as written."""
-    if not change.edits:
-        return await repo.update(change.key, change.values, change.version)
-    return await update_merged(repo, change.key, lambda row: _values(change, row), change.version)
+    try:
+        if not change.edits:
+            return await repo.update(change.key, change.values, change.version)
+        return await update_merged(
+            repo, change.key, lambda row: _values(change, row), change.version
+        )
+    except NotFound as exc:
+        if change.create is None or change.version is not None or not _is(exc, repo, change.key):
+            raise
+    # The tenant has no row with this id (another tenant's is no matter: a row's key is
+    # its tenant and id). A racing create of the same id fails on the primary key and
+    # the call is retried (ErrorContext.racing), to update what the other created.
+    return await repo.create({**change.create(), "id": change.key})
 
 
 def _values(change: Change, row: Row) -> Values:
@@ -149,3 +177,9 @@ def _edits(message: Message, paths: Sequence[field_paths.Path]) -> dict[str, lis
         found, value = field_paths.value_at(sent[path.field], path.keys)
         edits.setdefault(path.field, []).append(Edit(path.keys, found, value))
     return edits
+
+
+def _is(error: NotFound, repo: Repository, key: uuid.UUID) -> bool:
+    """Whether `error` says the row being updated is missing (not a row it refers to)."""
+    meta = error.metadata
+    return meta.get("resource_type") == repo.entity.resource_type and meta.get("id") == str(key)
