@@ -2,9 +2,9 @@
 
 A path names a field of the resource (`title`), or a key inside one of its
 google.protobuf.Struct fields, at any depth (`payload.theme`, `payload.ui.font`).
-A key that holds characters the grammar uses is quoted in backticks
-(`` payload.`John Smith` ``, `` payload.`a.b` ``, `` payload.`*` ``); a quoted key
-holds no backtick. `*` for every key of a Struct is not supported.
+A key is quoted in backticks (`` payload.`John Smith` ``), as one holding `.`
+(`` payload.`a.b` ``) and the key `*` (`` payload.`*` ``) must be; no key holds a
+backtick. `*` for every key of a Struct is not supported.
 Struct values are JSON: `put`, `drop` and `pick` walk them as nested objects only,
 so a key never indexes into a list.
 """
@@ -34,10 +34,6 @@ class Path:
 
     field: str
     keys: tuple[str, ...] = ()
-
-    def covers(self, other: Path) -> bool:
-        """Whether this path names `other` or a parent of it."""
-        return self.field == other.field and other.keys[: len(self.keys)] == self.keys
 
     def __str__(self) -> str:
         return ".".join((self.field, *(_quoted(key) for key in self.keys)))
@@ -79,7 +75,7 @@ def parse(
 ) -> list[Path]:
     """The mask's paths, each naming one of `fields`, and keys only inside `structs`.
     Repeated paths count once. INVALID_ARGUMENT naming `request_field` for any other."""
-    parsed: list[Path] = []
+    parsed: dict[Path, None] = {}  # in the mask's order
     for text in paths:
         try:
             segments = split(text)
@@ -97,20 +93,21 @@ def parse(
             raise InvalidArgument.field(
                 request_field, f"{text!r} goes deeper than {MAX_JSON_DEPTH} keys"
             )
-        path = Path(field, keys)
-        if path not in parsed:
-            parsed.append(path)
-    return parsed
+        parsed[Path(field, keys)] = None
+    return list(parsed)
 
 
 def refuse_nested(paths: Collection[Path], request_field: str) -> None:
     """INVALID_ARGUMENT when one path names a parent of another (`payload` with
-    `payload.theme`): an update could not say which of them decides."""
+    `payload.theme`): an update could not say which of them decides. Each path's parents
+    are looked up, so a mask of many paths costs no more than their keys."""
+    named = set(paths)
     for path in paths:
-        for other in paths:
-            if other is not path and path.covers(other):
+        for depth in range(len(path.keys)):
+            parent = Path(path.field, path.keys[:depth])
+            if parent in named:
                 raise InvalidArgument.field(
-                    request_field, f"{str(other)!r} is inside {str(path)!r}: name one of them"
+                    request_field, f"{str(path)!r} is inside {str(parent)!r}: name one of them"
                 )
 
 
@@ -174,4 +171,4 @@ def _is_object(value: struct_pb2.Value) -> bool:
 
 
 def _quoted(key: str) -> str:
-    return key if _PLAIN.fullmatch(key) else f"`{key}`"
+    return key if _PLAIN.fullmatch(key) and key != "*" else f"`{key}`"

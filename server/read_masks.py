@@ -92,12 +92,23 @@ def of(request: Any, message_cls: type[Message]) -> ReadMask | None:
     mask = getattr(request, FIELD, None)
     if mask is None or not mask.paths:
         return None
+    paths = tuple(mask.paths)
+    if len(paths) > _CACHED_PATHS:
+        return _compile(message_cls, paths)  # a key this large is not worth keeping
     # A generated class is hashable, though protobuf's stubs say otherwise.
-    return _compiled(cast(Hashable, message_cls), tuple(mask.paths))
+    return _compiled(cast(Hashable, message_cls), paths)
+
+
+# Masks of up to this many paths are compiled once per message class.
+_CACHED_PATHS = 32
 
 
 @functools.lru_cache(maxsize=512)
 def _compiled(message_cls: Any, paths: tuple[str, ...]) -> ReadMask | None:
+    return _compile(message_cls, paths)
+
+
+def _compile(message_cls: Any, paths: tuple[str, ...]) -> ReadMask | None:
     if "*" in paths:
         if len(paths) > 1:
             raise InvalidArgument.field(FIELD, "'*' (every field) stands alone")
