@@ -1,16 +1,19 @@
-"""The slowest recent statements, timed at the driver: for AdminService.GetStats.
+"""Statements timed at the driver: the slowest recent ones (AdminService.GetStats), and
+calls and time per statement shape since start (AdminService.GetQueryProfile).
 
 Statements are kept as SQLAlchemy sent them, with placeholders: values are
-always bound parameters, so no row data or tenant's value reaches this list.
+always bound parameters, so no row data or tenant's value reaches these lists.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import event
@@ -36,10 +39,51 @@ class SlowStatement:
     finished: datetime
 
 
+@dataclass
+class StatementTotals:
+    """One statement shape's runs: how many, and their total and longest time (seconds)."""
+
+    sql: str
+    calls: int = 0
+    total: float = 0.0
+    longest: float = 0.0
+
+
+class StatementStats:
+    """Calls and time per statement shape since `since`, for at most `keep` shapes: a new
+    shape arriving when they are all taken replaces the one with the least total time, so
+    what costs the most stays (and a rare shape may be counted from its latest arrival)."""
+
+    def __init__(self, keep: int = 500) -> None:
+        self.since = datetime.now(UTC)
+        self._keep = keep
+        self._by_sql: dict[str, StatementTotals] = {}
+
+    def add(self, statement: str, seconds: float) -> None:
+        sql = _shape(statement)
+        totals = self._by_sql.get(sql)
+        if totals is None:
+            if len(self._by_sql) >= self._keep:
+                least = min(self._by_sql.values(), key=lambda t: t.total)
+                del self._by_sql[least.sql]
+            totals = self._by_sql[sql] = StatementTotals(sql)
+        totals.calls += 1
+        totals.total += seconds
+        totals.longest = max(totals.longest, seconds)
+
+    def top(self, count: int) -> list[StatementTotals]:
+        """The `count` shapes with the most total time, most first."""
+        return heapq.nlargest(count, self._by_sql.values(), key=lambda t: t.total)
+
+
 class SlowStatements:
-    def __init__(self, threshold: float, keep: int = 50) -> None:
+    """Times every statement of an engine: keeps the recent slow ones, and feeds
+    `statements`, the statistics per shape."""
+
+    def __init__(self, threshold: float, keep: int = 50, shapes: int = 500) -> None:
         self.threshold = threshold
         self._recent: deque[SlowStatement] = deque(maxlen=keep)
+        self.statements = StatementStats(shapes)
 
     def attach(self, engine: AsyncEngine) -> None:
         event.listen(engine.sync_engine, "before_cursor_execute", _started)
@@ -54,6 +98,7 @@ class SlowStatements:
         if not started:
             return
         seconds = time.perf_counter() - started.pop()
+        self.statements.add(statement, seconds)
         if seconds >= self.threshold:
             self._recent.append(SlowStatement(normalize(statement), seconds, datetime.now(UTC)))
 
@@ -74,3 +119,8 @@ def normalize(sql: str) -> str:
     """Whitespace folded, long placeholder lists shortened: one line per kind of statement."""
     short = _ROWS.sub("(…), …", _LIST.sub("(…)", _SPACE.sub(" ", sql).strip()))
     return short if len(short) <= MAX_SQL else short[: MAX_SQL - 1] + "…"
+
+
+# Every statement is counted: its text, one of the few SQLAlchemy compiles and caches,
+# is normalized once.
+_shape = lru_cache(maxsize=1024)(normalize)

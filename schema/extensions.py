@@ -1,7 +1,8 @@
 """Behaviour no standard method gives, registered against a schema's methods by name.
 
-A module named in REPOGATE_EXTENSIONS holds an `Extensions` called `extensions`; each
-of its methods returns the handler of one RPC of the schema, given an `Api`:
+A module named in REPOGATE_EXTENSIONS (by import path or file path) holds an
+`Extensions` called `extensions`; each of its methods returns the handler of one RPC of
+the schema, given an `Api`:
 
     from schema.extensions import Api, Extensions
 
@@ -24,9 +25,14 @@ See docs/schema.md#extensions.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from google.protobuf.message import Message
@@ -84,12 +90,14 @@ class Extensions:
 
 
 def load(modules: Iterable[str]) -> dict[str, Extension]:
-    """Every method the `modules` (import paths) register."""
+    """Every method the `modules` register: each an import path (`acme.extensions`) or
+    the path of a Python file (`schemas/acme/extensions.py`, from the current directory),
+    which needs nothing on PYTHONPATH."""
     found: dict[str, Extension] = {}
     for module_name in modules:
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
+            module = _module(module_name)
+        except (ImportError, OSError) as exc:
             raise SchemaError(f"extension module {module_name!r}: {exc}") from None
         extensions = getattr(module, "extensions", None)
         if not isinstance(extensions, Extensions):
@@ -101,3 +109,27 @@ def load(modules: Iterable[str]) -> dict[str, Extension]:
                 raise SchemaError(f"{name}: registered by two extension modules")
             found[name] = extension
     return found
+
+
+def _module(name: str) -> ModuleType:
+    if not name.endswith(".py"):
+        return importlib.import_module(name)
+    path = Path(name).resolve()
+    if not path.is_file():
+        raise ImportError("no such file")
+    # One module per file, however often it is named: its registry is built once.
+    key = "repogate_extensions." + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    # A .py file always has both.
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[key]
+        raise
+    return module

@@ -112,6 +112,10 @@ def _behaviour(b: Binding, std: StandardMethods[Any]) -> Handler:
         return _lister(b, std, out)
     if verb == "count":
         return _counter(std, out)
+    if verb == "aggregate":
+        return lambda request, ctx: std.aggregate(request, out)
+    if verb == "rank":
+        return _ranker(std, out)
     return _incrementer(b, std)
 
 
@@ -146,6 +150,19 @@ def _counter(std: StandardMethods[Any], out: type[Message]) -> Handler:
         answer: dict[str, Any] = {"total_size": total}
         if exact_field:
             answer["total_size_exact"] = exact
+        return out(**answer)
+
+    return run
+
+
+def _ranker(std: StandardMethods[Any], out: type[Message]) -> Handler:
+    totals = "total_size" in out.DESCRIPTOR.fields_by_name
+
+    async def run(request: Any, ctx: Any) -> Message:
+        rank, total = await std.rank(request)
+        answer: dict[str, Any] = {"rank": rank}
+        if totals:
+            answer["total_size"] = total
         return out(**answer)
 
     return run

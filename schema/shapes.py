@@ -2,8 +2,9 @@
 
 Each resource R (plural Rs) has Create<R>, Get<R>, Update<R>, Delete<R>,
 Undelete<R>, Increment<R>Counters, List<Rs>, Count<Rs>, BatchGet<Rs>,
-BatchCreate<Rs>, BatchUpdate<Rs> and BatchDelete<Rs>, with the request and
-response fields of AIP-131..135 and 231..235 (docs/schema.md lists them).
+BatchCreate<Rs>, BatchUpdate<Rs>, BatchDelete<Rs>, Aggregate<Rs> and Rank<R>,
+with the request and response fields of AIP-131..135 and 231..235, and of
+docs/aggregation.md (docs/schema.md lists them).
 `bind` checks every method first; one it cannot serve is a SchemaError naming
 the method and the shape expected, so a schema that starts is served whole.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
 from schema.declared import Declared
@@ -26,6 +26,8 @@ _INT64 = FieldDescriptor.TYPE_INT64
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _ENUM = FieldDescriptor.TYPE_ENUM
 _COUNT_MODE = "repogate.v1.CountMode"
+_AGGREGATION = "repogate.v1.Aggregation"
+_AGGREGATE_GROUP = "repogate.v1.AggregateGroup"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ def _names(spec: ResourceSpec) -> dict[str, str]:
         f"BatchCreate{p}": "batch_create",
         f"BatchUpdate{p}": "batch_update",
         f"BatchDelete{p}": "batch_delete",
+        f"Aggregate{p}": "aggregate",
+        f"Rank{s}": "rank",
     }
 
 
@@ -124,10 +128,17 @@ def _of(message: Descriptor, name: str, wanted: Descriptor, *, repeated: bool = 
         raise SchemaError(f"{message.name}.{name} must be a {wanted.full_name}")
 
 
+def _named(message: Descriptor, name: str, full_name: str, *, repeated: bool = False) -> None:
+    _field(message, name, _MESSAGE, repeated=repeated)
+    kind = message.fields_by_name[name].message_type
+    if kind is None or kind.full_name != full_name:
+        raise SchemaError(f"{message.name}.{name} must be a {full_name}")
+
+
 def _read_mask(message: Descriptor) -> None:
     """AIP-157: an optional `google.protobuf.FieldMask read_mask`."""
     if "read_mask" in message.fields_by_name:
-        _of(message, "read_mask", field_mask_pb2.FieldMask.DESCRIPTOR)
+        _named(message, "read_mask", "google.protobuf.FieldMask")
 
 
 def _returns(method: MethodDescriptor, spec: ResourceSpec) -> None:
@@ -219,6 +230,26 @@ def _query_fields(message: Descriptor) -> None:
             raise SchemaError(f"{message.name}.count_mode must be a {_COUNT_MODE}")
 
 
+def _aggregate(method: MethodDescriptor, spec: ResourceSpec) -> None:
+    message = method.input_type
+    _field(message, "group_by", _STRING, repeated=True)
+    _named(message, "aggregations", _AGGREGATION, repeated=True)
+    _field(message, "page_size", _INT32)
+    _field(message, "page_token", _STRING)
+    for name, kind in (("filter", _STRING), ("order_by", _STRING), ("show_deleted", _BOOL)):
+        _optional(message, name, kind)
+    _named(method.output_type, "groups", _AGGREGATE_GROUP, repeated=True)
+    _field(method.output_type, "next_page_token", _STRING)
+
+
+def _rank(method: MethodDescriptor, spec: ResourceSpec) -> None:
+    _field(method.input_type, "id", _STRING)
+    _optional(method.input_type, "order_by", _STRING)
+    _optional(method.input_type, "filter", _STRING)
+    _field(method.output_type, "rank", _INT64)
+    _optional(method.output_type, "total_size", _INT64)
+
+
 def _batch_get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "ids", _STRING, repeated=True)
     _read_mask(method.input_type)
@@ -266,6 +297,8 @@ _SHAPES: dict[str, Callable[[MethodDescriptor, ResourceSpec], None]] = {
     "batch_create": _batch(_create_item),
     "batch_update": _batch(_update_item),
     "batch_delete": _batch(_delete_item),
+    "aggregate": _aggregate,
+    "rank": _rank,
 }
 _KIND_NAMES = {
     _STRING: "string",

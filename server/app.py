@@ -372,6 +372,8 @@ def _policy(s: Settings) -> Policy:
         request_id_ttl=timedelta(seconds=s.request_id_ttl),
         estimate_threshold=s.count_estimate_threshold,
         max_message_bytes=s.max_message_bytes,
+        aggregate_timeout=s.aggregate_timeout or None,
+        aggregate_max_groups=s.aggregate_max_groups,
     )
 
 

@@ -23,6 +23,7 @@ from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
 from server import context, read_masks, request_ids, updates, validation
+from server.aggregates import Aggregates
 from server.answers import Answers, Encoded, R
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
@@ -72,6 +73,10 @@ class Policy:
     estimate_threshold: int = 10_000
     # The largest response the server sends (REPOGATE_MAX_MESSAGE_BYTES).
     max_message_bytes: int = 4 * 1024 * 1024
+    # Seconds an Aggregate or Rank call's database work may take; None: no bound of its own.
+    aggregate_timeout: float | None = 10.0
+    # How many groups, in order, an Aggregate call's pages may reach.
+    aggregate_max_groups: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,21 @@ class StandardMethods(Generic[M]):
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
+        # The shapes of List and Count queries, for AdminService.RecommendIndexes.
+        name = resource.mapping.message_cls.DESCRIPTOR.full_name
+        self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
         self._sort_columns = entity.sort_columns()
+        self._aggregates = Aggregates(
+            resource.name,
+            resource.repository,
+            self.filters,
+            self._sort_columns,
+            units,
+            tokens,
+            self.shapes,
+            timeout=policy.aggregate_timeout,
+            max_groups=policy.aggregate_max_groups,
+        )
         self._unique = sorted(set(entity.unique_fields.values()))
         # Single-row writes whose one statement may run in autocommit (Units.write): it
         # commits as it runs, so only where every row's answer is known to fit.
@@ -166,6 +185,7 @@ class StandardMethods(Generic[M]):
             where = narrow[0] if where is None else and_(where, narrow[0])
             query += "|" + narrow[1]
         after = self._position(order, request.page_token, query) if request.page_token else None
+        self.shapes.record("List", request.filter, request.order_by)
 
         async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
             repo = self._repo(uow)
@@ -194,9 +214,18 @@ class StandardMethods(Generic[M]):
         if mode == CountMode.COUNT_MODE_NONE:
             raise InvalidArgument.field("count_mode", "must be EXACT or ESTIMATED")
         where = self.filters.compile(request.filter)
+        self.shapes.record("Count", request.filter)
         return await self._units.read(
             lambda uow: self._count(self._repo(uow), where, request.show_deleted, mode)
         )
+
+    async def aggregate(self, request: Any, response: type[R]) -> R:
+        """Aggregate<Rs>: one page of groups (server/aggregates.py)."""
+        return await self._aggregates.groups(request, response)
+
+    async def rank(self, request: Any) -> tuple[int, int]:
+        """Rank<R>: (rank, total) of the row `request.id` (server/aggregates.py)."""
+        return await self._aggregates.rank(request, self._default_order)
 
     # ------------------------------------------------------------ writes
 
@@ -272,6 +301,22 @@ class StandardMethods(Generic[M]):
         """As `write_one`, for work that changes any number of rows: the answer is a
         `response` whose one field holds them."""
         return await self._write(request, work, response)
+
+    def create_values(self, message: M, prefix: str) -> dict[str, Any]:
+        """The values a Create of `message` writes, checked as Create checks them (rules,
+        required fields, field checks; errors name fields under `prefix`): for extensions."""
+        return self._create_values(message, prefix)
+
+    def update_values(self, request: Any) -> tuple[uuid.UUID, dict[str, Any], int | None]:
+        """(id, values, expected version) of an Update request (the resource and its
+        `update_mask`), checked as Update checks them: for extensions. Paths into Struct
+        fields need the stored row (`updates.write` runs them): refused here."""
+        change = updates.change(self._r, request, "", self._create_values)
+        if change.edits:
+            raise InvalidArgument.field(
+                "update_mask", "paths into Struct fields are not supported by this method"
+            )
+        return change.key, change.values, change.version
 
     async def undelete(self, request: Any) -> Encoded[M]:
         key = validation.resource_id(request.id, "id")

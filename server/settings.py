@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     retry_max_backoff: float = Field(1.0, gt=0)
     # Seconds a call without a deadline may spend on the database; 0: no bound.
     db_statement_timeout: float = Field(30.0, ge=0)
+    # Seconds an Aggregate<Rs> or Rank<R> call's database work may take, whatever deadline
+    # the call set (a shorter one still applies); 0: only the bounds above.
+    aggregate_timeout: float = Field(10.0, ge=0)
+    # How many groups, in order, an Aggregate<Rs> call's pages may reach (docs/aggregation.md).
+    aggregate_max_groups: int = Field(10_000, ge=1)
     # Connections one tenant's calls and transactions may hold at once (its bulkhead).
     # Unset: half the pool (size + overflow), so one tenant's pile-up always leaves the
     # other half to the rest; 0: no cap (one tenant, as a sidecar often serves).

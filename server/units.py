@@ -42,6 +42,7 @@ from repositories.errors import Conflict, DeadlineExceeded, PoolExhausted
 from repositories.transactions import OnCommit, TransactionRegistry, tell
 from server import context
 from server.breaker import Breaker, BreakerPolicy
+from server.query_shapes import QueryShapes
 
 T = TypeVar("T")
 Work = Callable[[RepositorySource], Awaitable[T]]
@@ -79,6 +80,8 @@ class Units:
         self.breaker = breaker or Breaker("database", BreakerPolicy())
         # Retries done since start, for statistics.
         self.retried = 0
+        # The shapes of the List and Count queries run, for index recommendations.
+        self.shapes = QueryShapes()
 
     @property
     def bulkheads(self) -> Bulkheads:

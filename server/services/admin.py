@@ -1,8 +1,10 @@
-"""repogate.v1.AdminService: the pool, dependencies' health, and call statistics.
+"""repogate.v1.AdminService: the pool, dependencies' health, call statistics, the query
+profile and index recommendations.
 
-Everything here reads state the server keeps anyway; only CheckHealth does
-I/O: one round trip to each dependency, each bounded by `probe_timeout`, and
-outside the breakers, so it reports what is true rather than what they think.
+Most of it reads state the server keeps anyway. CheckHealth does one round trip to each
+dependency, each bounded by `probe_timeout`, and outside the breakers, so it reports what
+is true rather than what they think; GetQueryProfile reads pg_stat_statements when the
+database has it; RecommendIndexes runs an EXPLAIN per query shape (server/index_advice.py).
 """
 
 from __future__ import annotations
@@ -17,16 +19,28 @@ from grpc import aio
 
 from repogate.v1 import admin_pb2 as pb
 from repogate.v1 import admin_pb2_grpc
+from repositories import pg_stat_statements
 from repositories.database import Database
-from repositories.errors import DomainError
-from repositories.profiler import SlowStatements
+from repositories.errors import DomainError, InvalidArgument
+from repositories.profiler import SlowStatements, StatementTotals
 from server.breaker import Breaker, State
 from server.cache import CacheBackend
 from server.call_stats import CallStats
+from server.index_advice import Examined, recommend
 from server.mapping import duration, timestamp
 from server.units import Units
 
 Context: TypeAlias = aio.ServicerContext
+
+# The most statements or shapes one call returns (or EXPLAINs).
+MOST = 500
+
+_VERDICTS = {
+    "SERVED": pb.SHAPE_VERDICT_SERVED,
+    "INDEX_UNUSED": pb.SHAPE_VERDICT_INDEX_UNUSED,
+    "NEEDS_INDEX": pb.SHAPE_VERDICT_NEEDS_INDEX,
+    "NOT_INDEXABLE": pb.SHAPE_VERDICT_NOT_INDEXABLE,
+}
 
 _BREAKER_STATE = {
     State.CLOSED: pb.BREAKER_STATE_CLOSED,
@@ -131,6 +145,49 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             ],
         )
 
+    async def GetQueryProfile(
+        self, request: pb.GetQueryProfileRequest, context: Context
+    ) -> pb.QueryProfile:
+        count = _count(request.max_statements, "max_statements", default=20)
+        profile = pb.QueryProfile()
+        if self._o.db.dialect == "postgresql":
+            found = await pg_stat_statements.top(self._o.db.engine, count)
+            if not found.unavailable:
+                profile.source = pb.PROFILE_SOURCE_PG_STAT_STATEMENTS
+                profile.statements.extend(_statement(s) for s in found.statements)
+                if found.since is not None:
+                    profile.since.CopyFrom(timestamp(found.since))
+                return profile
+            profile.fallback_reason = found.unavailable
+        own = self._o.slow.statements
+        profile.source = pb.PROFILE_SOURCE_REPOGATE
+        profile.statements.extend(_statement(s) for s in own.top(count))
+        profile.since.CopyFrom(timestamp(own.since))
+        return profile
+
+    async def RecommendIndexes(
+        self, request: pb.RecommendIndexesRequest, context: Context
+    ) -> pb.IndexRecommendations:
+        count = _count(request.max_shapes, "max_shapes", default=50)
+        examined, recommendations = await recommend(
+            self._o.db, self._o.units.shapes.most_called(count)
+        )
+        return pb.IndexRecommendations(
+            dialect=self._o.db.dialect,
+            recommendations=[
+                pb.IndexRecommendation(
+                    table=r.table.name,
+                    name=r.name,
+                    columns=[column for column, _ in r.columns],
+                    create_index=r.create_index,
+                    schema_option=r.schema_option,
+                    shapes=[_shape(each) for each in r.shapes],
+                )
+                for r in recommendations
+            ],
+            shapes=[_shape(each) for each in examined],
+        )
+
     async def _probe(self, name: str, ping: Callable[[], Awaitable[None]]) -> pb.DependencyHealth:
         health = pb.DependencyHealth(
             name=name, breaker=_BREAKER_STATE[self._o.breakers[name].state]
@@ -147,3 +204,35 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             health.reachable = True
             health.round_trip.CopyFrom(duration(time.perf_counter() - started))
         return health
+
+
+def _count(value: int, field: str, default: int) -> int:
+    if value < 0:
+        raise InvalidArgument.field(field, "must not be negative")
+    return min(value or default, MOST)
+
+
+def _statement(totals: StatementTotals) -> pb.StatementProfile:
+    return pb.StatementProfile(
+        sql=totals.sql,
+        calls=totals.calls,
+        total_time=duration(totals.total),
+        mean_time=duration(totals.total / totals.calls if totals.calls else 0.0),
+        max_time=duration(totals.longest),
+    )
+
+
+def _shape(examined: Examined) -> pb.QueryShape:
+    shape = examined.shape
+    return pb.QueryShape(
+        resource=shape.entity.resource,
+        table=shape.entity.table.name,
+        method=shape.method,
+        filter=shape.filter.text,
+        order_by=shape.order_by,
+        calls=shape.calls,
+        access=examined.plan.describe(),
+        verdict=_VERDICTS[examined.verdict],
+        index=examined.index,
+        estimated_cost=examined.plan.cost,
+    )

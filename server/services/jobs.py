@@ -67,6 +67,11 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         total, exact = await self._jobs.count(request)
         return pb.CountJobsResponse(total_size=total, total_size_exact=exact)
 
+    async def AggregateJobs(
+        self, request: pb.AggregateJobsRequest, context: Context
+    ) -> pb.AggregateJobsResponse:
+        return await self._jobs.aggregate(request, pb.AggregateJobsResponse)
+
     async def UpdateJob(self, request: pb.UpdateJobRequest, context: Context) -> Encoded[pb.Job]:
         return await self._jobs.update(request)
 

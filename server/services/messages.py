@@ -68,6 +68,11 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         total, exact = await self._messages.count(request)
         return pb.CountMessagesResponse(total_size=total, total_size_exact=exact)
 
+    async def AggregateMessages(
+        self, request: pb.AggregateMessagesRequest, context: Context
+    ) -> pb.AggregateMessagesResponse:
+        return await self._messages.aggregate(request, pb.AggregateMessagesResponse)
+
     async def UpdateMessage(
         self, request: pb.UpdateMessageRequest, context: Context
     ) -> Encoded[pb.Message]:

@@ -68,6 +68,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         total, exact = await self._sessions.count(request)
         return pb.CountSessionsResponse(total_size=total, total_size_exact=exact)
 
+    async def AggregateSessions(
+        self, request: pb.AggregateSessionsRequest, context: Context
+    ) -> pb.AggregateSessionsResponse:
+        return await self._sessions.aggregate(request, pb.AggregateSessionsResponse)
+
     async def UpdateSession(
         self, request: pb.UpdateSessionRequest, context: Context
     ) -> Encoded[pb.Session]:

@@ -62,6 +62,11 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         total, exact = await self._users.count(request)
         return pb.CountUsersResponse(total_size=total, total_size_exact=exact)
 
+    async def AggregateUsers(
+        self, request: pb.AggregateUsersRequest, context: Context
+    ) -> pb.AggregateUsersResponse:
+        return await self._users.aggregate(request, pb.AggregateUsersResponse)
+
     async def UpdateUser(self, request: pb.UpdateUserRequest, context: Context) -> Encoded[pb.User]:
         return await self._users.update(request)
 

@@ -24,6 +24,20 @@ class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BREAKER_STATE_CLOSED: _ClassVar[BreakerState]
     BREAKER_STATE_OPEN: _ClassVar[BreakerState]
     BREAKER_STATE_HALF_OPEN: _ClassVar[BreakerState]
+
+class ProfileSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROFILE_SOURCE_UNSPECIFIED: _ClassVar[ProfileSource]
+    PROFILE_SOURCE_PG_STAT_STATEMENTS: _ClassVar[ProfileSource]
+    PROFILE_SOURCE_REPOGATE: _ClassVar[ProfileSource]
+
+class ShapeVerdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHAPE_VERDICT_UNSPECIFIED: _ClassVar[ShapeVerdict]
+    SHAPE_VERDICT_SERVED: _ClassVar[ShapeVerdict]
+    SHAPE_VERDICT_INDEX_UNUSED: _ClassVar[ShapeVerdict]
+    SHAPE_VERDICT_NEEDS_INDEX: _ClassVar[ShapeVerdict]
+    SHAPE_VERDICT_NOT_INDEXABLE: _ClassVar[ShapeVerdict]
 HEALTH_STATUS_UNSPECIFIED: HealthStatus
 HEALTH_STATUS_HEALTHY: HealthStatus
 HEALTH_STATUS_DEGRADED: HealthStatus
@@ -32,6 +46,14 @@ BREAKER_STATE_UNSPECIFIED: BreakerState
 BREAKER_STATE_CLOSED: BreakerState
 BREAKER_STATE_OPEN: BreakerState
 BREAKER_STATE_HALF_OPEN: BreakerState
+PROFILE_SOURCE_UNSPECIFIED: ProfileSource
+PROFILE_SOURCE_PG_STAT_STATEMENTS: ProfileSource
+PROFILE_SOURCE_REPOGATE: ProfileSource
+SHAPE_VERDICT_UNSPECIFIED: ShapeVerdict
+SHAPE_VERDICT_SERVED: ShapeVerdict
+SHAPE_VERDICT_INDEX_UNUSED: ShapeVerdict
+SHAPE_VERDICT_NEEDS_INDEX: ShapeVerdict
+SHAPE_VERDICT_NOT_INDEXABLE: ShapeVerdict
 
 class GetPoolStatusRequest(_message.Message):
     __slots__ = ()
@@ -164,3 +186,91 @@ class ServerStats(_message.Message):
     retries: int
     slow_statements: _containers.RepeatedCompositeFieldContainer[SlowStatement]
     def __init__(self, methods: _Optional[_Iterable[_Union[MethodStats, _Mapping]]] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ..., transactions: _Optional[_Union[TransactionStats, _Mapping]] = ..., retries: _Optional[int] = ..., slow_statements: _Optional[_Iterable[_Union[SlowStatement, _Mapping]]] = ...) -> None: ...
+
+class GetQueryProfileRequest(_message.Message):
+    __slots__ = ("max_statements",)
+    MAX_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    max_statements: int
+    def __init__(self, max_statements: _Optional[int] = ...) -> None: ...
+
+class StatementProfile(_message.Message):
+    __slots__ = ("sql", "calls", "total_time", "mean_time", "max_time")
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    MEAN_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIME_FIELD_NUMBER: _ClassVar[int]
+    sql: str
+    calls: int
+    total_time: _duration_pb2.Duration
+    mean_time: _duration_pb2.Duration
+    max_time: _duration_pb2.Duration
+    def __init__(self, sql: _Optional[str] = ..., calls: _Optional[int] = ..., total_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., mean_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class QueryProfile(_message.Message):
+    __slots__ = ("source", "statements", "fallback_reason", "since")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    source: ProfileSource
+    statements: _containers.RepeatedCompositeFieldContainer[StatementProfile]
+    fallback_reason: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, source: _Optional[_Union[ProfileSource, str]] = ..., statements: _Optional[_Iterable[_Union[StatementProfile, _Mapping]]] = ..., fallback_reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecommendIndexesRequest(_message.Message):
+    __slots__ = ("max_shapes",)
+    MAX_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    max_shapes: int
+    def __init__(self, max_shapes: _Optional[int] = ...) -> None: ...
+
+class QueryShape(_message.Message):
+    __slots__ = ("resource", "table", "method", "filter", "order_by", "calls", "access", "verdict", "index", "estimated_cost")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    table: str
+    method: str
+    filter: str
+    order_by: str
+    calls: int
+    access: str
+    verdict: ShapeVerdict
+    index: str
+    estimated_cost: float
+    def __init__(self, resource: _Optional[str] = ..., table: _Optional[str] = ..., method: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., calls: _Optional[int] = ..., access: _Optional[str] = ..., verdict: _Optional[_Union[ShapeVerdict, str]] = ..., index: _Optional[str] = ..., estimated_cost: _Optional[float] = ...) -> None: ...
+
+class IndexRecommendation(_message.Message):
+    __slots__ = ("table", "name", "columns", "create_index", "schema_option", "shapes")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_OPTION_FIELD_NUMBER: _ClassVar[int]
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    name: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    create_index: str
+    schema_option: str
+    shapes: _containers.RepeatedCompositeFieldContainer[QueryShape]
+    def __init__(self, table: _Optional[str] = ..., name: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., create_index: _Optional[str] = ..., schema_option: _Optional[str] = ..., shapes: _Optional[_Iterable[_Union[QueryShape, _Mapping]]] = ...) -> None: ...
+
+class IndexRecommendations(_message.Message):
+    __slots__ = ("dialect", "recommendations", "shapes")
+    DIALECT_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    dialect: str
+    recommendations: _containers.RepeatedCompositeFieldContainer[IndexRecommendation]
+    shapes: _containers.RepeatedCompositeFieldContainer[QueryShape]
+    def __init__(self, dialect: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[IndexRecommendation, _Mapping]]] = ..., shapes: _Optional[_Iterable[_Union[QueryShape, _Mapping]]] = ...) -> None: ...

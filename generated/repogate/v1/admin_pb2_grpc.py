@@ -52,6 +52,16 @@ class AdminServiceStub:
                 request_serializer=repogate_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_admin__pb2.ServerStats.FromString,
                 _registered_method=True)
+        self.GetQueryProfile = channel.unary_unary(
+                '/repogate.v1.AdminService/GetQueryProfile',
+                request_serializer=repogate_dot_v1_dot_admin__pb2.GetQueryProfileRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_admin__pb2.QueryProfile.FromString,
+                _registered_method=True)
+        self.RecommendIndexes = channel.unary_unary(
+                '/repogate.v1.AdminService/RecommendIndexes',
+                request_serializer=repogate_dot_v1_dot_admin__pb2.RecommendIndexesRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_admin__pb2.IndexRecommendations.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -83,6 +93,25 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueryProfile(self, request, context):
+        """The statements that took the most database time, as shapes with
+        placeholders: from pg_stat_statements when that extension is installed in
+        the database, else from this server's own statistics of what it ran.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendIndexes(self, request, context):
+        """Indexes that would serve the List and Count queries clients actually ran:
+        each query shape is EXPLAINed (without ANALYZE), and a CREATE INDEX is
+        suggested for those the database reads sequentially and no index serves.
+        Nothing is ever created: applying a suggestion is the operator's decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +129,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=repogate_dot_v1_dot_admin__pb2.GetStatsRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_admin__pb2.ServerStats.SerializeToString,
+            ),
+            'GetQueryProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueryProfile,
+                    request_deserializer=repogate_dot_v1_dot_admin__pb2.GetQueryProfileRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_admin__pb2.QueryProfile.SerializeToString,
+            ),
+            'RecommendIndexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendIndexes,
+                    request_deserializer=repogate_dot_v1_dot_admin__pb2.RecommendIndexesRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_admin__pb2.IndexRecommendations.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +225,60 @@ class AdminService:
             '/repogate.v1.AdminService/GetStats',
             repogate_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
             repogate_dot_v1_dot_admin__pb2.ServerStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueryProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.AdminService/GetQueryProfile',
+            repogate_dot_v1_dot_admin__pb2.GetQueryProfileRequest.SerializeToString,
+            repogate_dot_v1_dot_admin__pb2.QueryProfile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendIndexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.AdminService/RecommendIndexes',
+            repogate_dot_v1_dot_admin__pb2.RecommendIndexesRequest.SerializeToString,
+            repogate_dot_v1_dot_admin__pb2.IndexRecommendations.FromString,
             options,
             channel_credentials,
             insecure,

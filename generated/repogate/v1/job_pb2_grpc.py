@@ -134,6 +134,11 @@ class JobServiceStub:
                 request_serializer=repogate_dot_v1_dot_job__pb2.PurgeJobsRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_job__pb2.PurgeJobsResponse.FromString,
                 _registered_method=True)
+        self.AggregateJobs = channel.unary_unary(
+                '/repogate.v1.JobService/AggregateJobs',
+                request_serializer=repogate_dot_v1_dot_job__pb2.AggregateJobsRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_job__pb2.AggregateJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -281,6 +286,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AggregateJobs(self, request, context):
+        """Aggregates the tenant's jobs: e.g. jobs per type and status, with their
+        mean progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -378,6 +391,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.PurgeJobs,
                     request_deserializer=repogate_dot_v1_dot_job__pb2.PurgeJobsRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_job__pb2.PurgeJobsResponse.SerializeToString,
+            ),
+            'AggregateJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AggregateJobs,
+                    request_deserializer=repogate_dot_v1_dot_job__pb2.AggregateJobsRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_job__pb2.AggregateJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -898,6 +916,33 @@ class JobService:
             '/repogate.v1.JobService/PurgeJobs',
             repogate_dot_v1_dot_job__pb2.PurgeJobsRequest.SerializeToString,
             repogate_dot_v1_dot_job__pb2.PurgeJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AggregateJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.JobService/AggregateJobs',
+            repogate_dot_v1_dot_job__pb2.AggregateJobsRequest.SerializeToString,
+            repogate_dot_v1_dot_job__pb2.AggregateJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -103,6 +103,11 @@ class MessageServiceStub:
                 request_serializer=repogate_dot_v1_dot_message__pb2.SearchMessagesRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_message__pb2.SearchMessagesResponse.FromString,
                 _registered_method=True)
+        self.AggregateMessages = channel.unary_unary(
+                '/repogate.v1.MessageService/AggregateMessages',
+                request_serializer=repogate_dot_v1_dot_message__pb2.AggregateMessagesRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_message__pb2.AggregateMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -209,6 +214,13 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AggregateMessages(self, request, context):
+        """Aggregates the tenant's messages: e.g. messages per session and role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +288,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.SearchMessages,
                     request_deserializer=repogate_dot_v1_dot_message__pb2.SearchMessagesRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_message__pb2.SearchMessagesResponse.SerializeToString,
+            ),
+            'AggregateMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AggregateMessages,
+                    request_deserializer=repogate_dot_v1_dot_message__pb2.AggregateMessagesRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_message__pb2.AggregateMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -633,6 +650,33 @@ class MessageService:
             '/repogate.v1.MessageService/SearchMessages',
             repogate_dot_v1_dot_message__pb2.SearchMessagesRequest.SerializeToString,
             repogate_dot_v1_dot_message__pb2.SearchMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AggregateMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.MessageService/AggregateMessages',
+            repogate_dot_v1_dot_message__pb2.AggregateMessagesRequest.SerializeToString,
+            repogate_dot_v1_dot_message__pb2.AggregateMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

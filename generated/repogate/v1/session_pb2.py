@@ -26,10 +26,11 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from repogate.options.v1 import options_pb2 as repogate_dot_options_dot_v1_dot_options__pb2
+from repogate.v1 import aggregate_pb2 as repogate_dot_v1_dot_aggregate__pb2
 from repogate.v1 import query_pb2 as repogate_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19repogate/v1/session.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x17repogate/v1/query.proto\"\xb4\x06\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07user_id\x18\x02 \x01(\tB\x12\xda\xee#\x0e\x08\x01(\x01\x38\x01J\x06\n\x04User\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12N\n\x06status\x18\x04 \x01(\x0e\x32\x1a.repogate.v1.SessionStatusB\"\xda\xee#\x1e\x08\x01\x10\x01\x42\x18\"SESSION_STATUS_CREATED\"\x12\x36\n\x0bpreferences\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\xda\xee#\x04\x42\x02{}\x12\"\n\x0etotal_messages\x18\x06 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12$\n\x10total_tool_calls\x18\x07 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12 \n\x0etotal_cost_usd\x18\x08 \x01(\tB\x08\xda\xee#\x04\x08\x01\x30\x01\x12 \n\x0cinput_tokens\x18\t \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12!\n\routput_tokens\x18\n \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12&\n\x14last_sequence_number\x18\x0b \x01(\x03\x42\x08\xda\xee#\x04\x08\x01\x30\x01\x12\x42\n\x10last_access_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\xda\xee#\x08\x08\x01\x10\x01\x30\x01\x38\x01\x12<\n\x0e\x63ompleted_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xda\xee#\x04\x08\x01\x30\x01\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x13 \x01(\t\x12\x12\n\nupdated_by\x18\x14 \x01(\t:\x04\xda\xee#\x00\"Q\n\x14\x43reateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdd\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x99\x01\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"h\n\x14\x43ountSessionsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"E\n\x15\x43ountSessionsResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"\x85\x01\n\x14UpdateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"?\n\x14\x44\x65leteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"2\n\x16UndeleteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"U\n\x17\x42\x61tchGetSessionsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"B\n\x18\x42\x61tchGetSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchCreateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.CreateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchCreateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchUpdateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.UpdateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchUpdateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchDeleteSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.DeleteSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchDeleteSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"-\n\x1a\x43ountActiveSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"3\n\x1b\x43ountActiveSessionsResponse\x12\x14\n\x0c\x61\x63tive_count\x18\x01 \x01(\x03\"\xb7\x01\n\x1eIncrementSessionMetricsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0etotal_messages\x18\x02 \x01(\x03\x12\x18\n\x10total_tool_calls\x18\x03 \x01(\x03\x12\x16\n\x0etotal_cost_usd\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"!\n\x13TouchSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x14PurgeSessionsRequest\x12/\n\x0b\x63utoff_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x15PurgeSessionsResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03*\xf9\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_CREATED\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x03\x12\x1d\n\x19SESSION_STATUS_PROCESSING\x10\x04\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x05\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x06\x12\x1d\n\x19SESSION_STATUS_TERMINATED\x10\x07\x32\xb4\n\n\x0eSessionService\x12H\n\rCreateSession\x12!.repogate.v1.CreateSessionRequest\x1a\x14.repogate.v1.Session\x12\x42\n\nGetSession\x12\x1e.repogate.v1.GetSessionRequest\x1a\x14.repogate.v1.Session\x12S\n\x0cListSessions\x12 .repogate.v1.ListSessionsRequest\x1a!.repogate.v1.ListSessionsResponse\x12V\n\rCountSessions\x12!.repogate.v1.CountSessionsRequest\x1a\".repogate.v1.CountSessionsResponse\x12H\n\rUpdateSession\x12!.repogate.v1.UpdateSessionRequest\x1a\x14.repogate.v1.Session\x12H\n\rDeleteSession\x12!.repogate.v1.DeleteSessionRequest\x1a\x14.repogate.v1.Session\x12L\n\x0fUndeleteSession\x12#.repogate.v1.UndeleteSessionRequest\x1a\x14.repogate.v1.Session\x12_\n\x10\x42\x61tchGetSessions\x12$.repogate.v1.BatchGetSessionsRequest\x1a%.repogate.v1.BatchGetSessionsResponse\x12h\n\x13\x42\x61tchCreateSessions\x12\'.repogate.v1.BatchCreateSessionsRequest\x1a(.repogate.v1.BatchCreateSessionsResponse\x12h\n\x13\x42\x61tchUpdateSessions\x12\'.repogate.v1.BatchUpdateSessionsRequest\x1a(.repogate.v1.BatchUpdateSessionsResponse\x12h\n\x13\x42\x61tchDeleteSessions\x12\'.repogate.v1.BatchDeleteSessionsRequest\x1a(.repogate.v1.BatchDeleteSessionsResponse\x12h\n\x13\x43ountActiveSessions\x12\'.repogate.v1.CountActiveSessionsRequest\x1a(.repogate.v1.CountActiveSessionsResponse\x12\\\n\x17IncrementSessionMetrics\x12+.repogate.v1.IncrementSessionMetricsRequest\x1a\x14.repogate.v1.Session\x12\x46\n\x0cTouchSession\x12 .repogate.v1.TouchSessionRequest\x1a\x14.repogate.v1.Session\x12V\n\rPurgeSessions\x12!.repogate.v1.PurgeSessionsRequest\x1a\".repogate.v1.PurgeSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19repogate/v1/session.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\xb4\x06\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07user_id\x18\x02 \x01(\tB\x12\xda\xee#\x0e\x08\x01(\x01\x38\x01J\x06\n\x04User\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12N\n\x06status\x18\x04 \x01(\x0e\x32\x1a.repogate.v1.SessionStatusB\"\xda\xee#\x1e\x08\x01\x10\x01\x42\x18\"SESSION_STATUS_CREATED\"\x12\x36\n\x0bpreferences\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\xda\xee#\x04\x42\x02{}\x12\"\n\x0etotal_messages\x18\x06 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12$\n\x10total_tool_calls\x18\x07 \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12 \n\x0etotal_cost_usd\x18\x08 \x01(\tB\x08\xda\xee#\x04\x08\x01\x30\x01\x12 \n\x0cinput_tokens\x18\t \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12!\n\routput_tokens\x18\n \x01(\x03\x42\n\xda\xee#\x06\x08\x01\x10\x01X\x01\x12&\n\x14last_sequence_number\x18\x0b \x01(\x03\x42\x08\xda\xee#\x04\x08\x01\x30\x01\x12\x42\n\x10last_access_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\xda\xee#\x08\x08\x01\x10\x01\x30\x01\x38\x01\x12<\n\x0e\x63ompleted_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xda\xee#\x04\x08\x01\x30\x01\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x13 \x01(\t\x12\x12\n\nupdated_by\x18\x14 \x01(\t:\x04\xda\xee#\x00\"Q\n\x14\x43reateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdd\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x99\x01\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"h\n\x14\x43ountSessionsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"E\n\x15\x43ountSessionsResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"\x85\x01\n\x14UpdateSessionRequest\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"?\n\x14\x44\x65leteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"2\n\x16UndeleteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"U\n\x17\x42\x61tchGetSessionsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"B\n\x18\x42\x61tchGetSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchCreateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.CreateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchCreateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchUpdateSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.UpdateSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchUpdateSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"e\n\x1a\x42\x61tchDeleteSessionsRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.DeleteSessionRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchDeleteSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Session\"-\n\x1a\x43ountActiveSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"3\n\x1b\x43ountActiveSessionsResponse\x12\x14\n\x0c\x61\x63tive_count\x18\x01 \x01(\x03\"\xb7\x01\n\x1eIncrementSessionMetricsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0etotal_messages\x18\x02 \x01(\x03\x12\x18\n\x10total_tool_calls\x18\x03 \x01(\x03\x12\x16\n\x0etotal_cost_usd\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"!\n\x13TouchSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x14PurgeSessionsRequest\x12/\n\x0b\x63utoff_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x15PurgeSessionsResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03\"\xbb\x01\n\x18\x41ggregateSessionsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"a\n\x19\x41ggregateSessionsResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xf9\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_CREATED\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x03\x12\x1d\n\x19SESSION_STATUS_PROCESSING\x10\x04\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x05\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x06\x12\x1d\n\x19SESSION_STATUS_TERMINATED\x10\x07\x32\x98\x0b\n\x0eSessionService\x12H\n\rCreateSession\x12!.repogate.v1.CreateSessionRequest\x1a\x14.repogate.v1.Session\x12\x42\n\nGetSession\x12\x1e.repogate.v1.GetSessionRequest\x1a\x14.repogate.v1.Session\x12S\n\x0cListSessions\x12 .repogate.v1.ListSessionsRequest\x1a!.repogate.v1.ListSessionsResponse\x12V\n\rCountSessions\x12!.repogate.v1.CountSessionsRequest\x1a\".repogate.v1.CountSessionsResponse\x12H\n\rUpdateSession\x12!.repogate.v1.UpdateSessionRequest\x1a\x14.repogate.v1.Session\x12H\n\rDeleteSession\x12!.repogate.v1.DeleteSessionRequest\x1a\x14.repogate.v1.Session\x12L\n\x0fUndeleteSession\x12#.repogate.v1.UndeleteSessionRequest\x1a\x14.repogate.v1.Session\x12_\n\x10\x42\x61tchGetSessions\x12$.repogate.v1.BatchGetSessionsRequest\x1a%.repogate.v1.BatchGetSessionsResponse\x12h\n\x13\x42\x61tchCreateSessions\x12\'.repogate.v1.BatchCreateSessionsRequest\x1a(.repogate.v1.BatchCreateSessionsResponse\x12h\n\x13\x42\x61tchUpdateSessions\x12\'.repogate.v1.BatchUpdateSessionsRequest\x1a(.repogate.v1.BatchUpdateSessionsResponse\x12h\n\x13\x42\x61tchDeleteSessions\x12\'.repogate.v1.BatchDeleteSessionsRequest\x1a(.repogate.v1.BatchDeleteSessionsResponse\x12h\n\x13\x43ountActiveSessions\x12\'.repogate.v1.CountActiveSessionsRequest\x1a(.repogate.v1.CountActiveSessionsResponse\x12\\\n\x17IncrementSessionMetrics\x12+.repogate.v1.IncrementSessionMetricsRequest\x1a\x14.repogate.v1.Session\x12\x46\n\x0cTouchSession\x12 .repogate.v1.TouchSessionRequest\x1a\x14.repogate.v1.Session\x12V\n\rPurgeSessions\x12!.repogate.v1.PurgeSessionsRequest\x1a\".repogate.v1.PurgeSessionsResponse\x12\x62\n\x11\x41ggregateSessions\x12%.repogate.v1.AggregateSessionsRequest\x1a&.repogate.v1.AggregateSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,56 +63,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['completed_time']._serialized_options = b'\332\356#\004\010\0010\001'
   _globals['_SESSION']._loaded_options = None
   _globals['_SESSION']._serialized_options = b'\332\356#\000'
-  _globals['_SESSIONSTATUS']._serialized_start=3114
-  _globals['_SESSIONSTATUS']._serialized_end=3363
-  _globals['_SESSION']._serialized_start=200
-  _globals['_SESSION']._serialized_end=1020
-  _globals['_CREATESESSIONREQUEST']._serialized_start=1022
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1103
-  _globals['_GETSESSIONREQUEST']._serialized_start=1105
-  _globals['_GETSESSIONREQUEST']._serialized_end=1183
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1186
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1407
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1410
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1563
-  _globals['_COUNTSESSIONSREQUEST']._serialized_start=1565
-  _globals['_COUNTSESSIONSREQUEST']._serialized_end=1669
-  _globals['_COUNTSESSIONSRESPONSE']._serialized_start=1671
-  _globals['_COUNTSESSIONSRESPONSE']._serialized_end=1740
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=1743
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1876
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1878
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1941
-  _globals['_UNDELETESESSIONREQUEST']._serialized_start=1943
-  _globals['_UNDELETESESSIONREQUEST']._serialized_end=1993
-  _globals['_BATCHGETSESSIONSREQUEST']._serialized_start=1995
-  _globals['_BATCHGETSESSIONSREQUEST']._serialized_end=2080
-  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_start=2082
-  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_end=2148
-  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_start=2150
-  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_end=2251
-  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_start=2253
-  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_end=2322
-  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_start=2324
-  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_end=2425
-  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_start=2427
-  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_end=2496
-  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_start=2498
-  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_end=2599
-  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_start=2601
-  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_end=2670
-  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_start=2672
-  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_end=2717
-  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_start=2719
-  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_end=2770
-  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_start=2773
-  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_end=2956
-  _globals['_TOUCHSESSIONREQUEST']._serialized_start=2958
-  _globals['_TOUCHSESSIONREQUEST']._serialized_end=2991
-  _globals['_PURGESESSIONSREQUEST']._serialized_start=2993
-  _globals['_PURGESESSIONSREQUEST']._serialized_end=3064
-  _globals['_PURGESESSIONSRESPONSE']._serialized_start=3066
-  _globals['_PURGESESSIONSRESPONSE']._serialized_end=3111
-  _globals['_SESSIONSERVICE']._serialized_start=3366
-  _globals['_SESSIONSERVICE']._serialized_end=4698
+  _globals['_SESSIONSTATUS']._serialized_start=3432
+  _globals['_SESSIONSTATUS']._serialized_end=3681
+  _globals['_SESSION']._serialized_start=229
+  _globals['_SESSION']._serialized_end=1049
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1051
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1132
+  _globals['_GETSESSIONREQUEST']._serialized_start=1134
+  _globals['_GETSESSIONREQUEST']._serialized_end=1212
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1215
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1436
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1439
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1592
+  _globals['_COUNTSESSIONSREQUEST']._serialized_start=1594
+  _globals['_COUNTSESSIONSREQUEST']._serialized_end=1698
+  _globals['_COUNTSESSIONSRESPONSE']._serialized_start=1700
+  _globals['_COUNTSESSIONSRESPONSE']._serialized_end=1769
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1772
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1905
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1907
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1970
+  _globals['_UNDELETESESSIONREQUEST']._serialized_start=1972
+  _globals['_UNDELETESESSIONREQUEST']._serialized_end=2022
+  _globals['_BATCHGETSESSIONSREQUEST']._serialized_start=2024
+  _globals['_BATCHGETSESSIONSREQUEST']._serialized_end=2109
+  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_start=2111
+  _globals['_BATCHGETSESSIONSRESPONSE']._serialized_end=2177
+  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_start=2179
+  _globals['_BATCHCREATESESSIONSREQUEST']._serialized_end=2280
+  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_start=2282
+  _globals['_BATCHCREATESESSIONSRESPONSE']._serialized_end=2351
+  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_start=2353
+  _globals['_BATCHUPDATESESSIONSREQUEST']._serialized_end=2454
+  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_start=2456
+  _globals['_BATCHUPDATESESSIONSRESPONSE']._serialized_end=2525
+  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_start=2527
+  _globals['_BATCHDELETESESSIONSREQUEST']._serialized_end=2628
+  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_start=2630
+  _globals['_BATCHDELETESESSIONSRESPONSE']._serialized_end=2699
+  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_start=2701
+  _globals['_COUNTACTIVESESSIONSREQUEST']._serialized_end=2746
+  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_start=2748
+  _globals['_COUNTACTIVESESSIONSRESPONSE']._serialized_end=2799
+  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_start=2802
+  _globals['_INCREMENTSESSIONMETRICSREQUEST']._serialized_end=2985
+  _globals['_TOUCHSESSIONREQUEST']._serialized_start=2987
+  _globals['_TOUCHSESSIONREQUEST']._serialized_end=3020
+  _globals['_PURGESESSIONSREQUEST']._serialized_start=3022
+  _globals['_PURGESESSIONSREQUEST']._serialized_end=3093
+  _globals['_PURGESESSIONSRESPONSE']._serialized_start=3095
+  _globals['_PURGESESSIONSRESPONSE']._serialized_end=3140
+  _globals['_AGGREGATESESSIONSREQUEST']._serialized_start=3143
+  _globals['_AGGREGATESESSIONSREQUEST']._serialized_end=3330
+  _globals['_AGGREGATESESSIONSRESPONSE']._serialized_start=3332
+  _globals['_AGGREGATESESSIONSRESPONSE']._serialized_end=3429
+  _globals['_SESSIONSERVICE']._serialized_start=3684
+  _globals['_SESSIONSERVICE']._serialized_end=5116
 # @@protoc_insertion_point(module_scope)

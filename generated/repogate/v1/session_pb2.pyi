@@ -4,6 +4,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from repogate.options.v1 import options_pb2 as _options_pb2
+from repogate.v1 import aggregate_pb2 as _aggregate_pb2
 from repogate.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -274,3 +275,29 @@ class PurgeSessionsResponse(_message.Message):
     PURGED_COUNT_FIELD_NUMBER: _ClassVar[int]
     purged_count: int
     def __init__(self, purged_count: _Optional[int] = ...) -> None: ...
+
+class AggregateSessionsRequest(_message.Message):
+    __slots__ = ("filter", "group_by", "aggregations", "order_by", "page_size", "page_token", "show_deleted")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SHOW_DELETED_FIELD_NUMBER: _ClassVar[int]
+    filter: str
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    aggregations: _containers.RepeatedCompositeFieldContainer[_aggregate_pb2.Aggregation]
+    order_by: str
+    page_size: int
+    page_token: str
+    show_deleted: bool
+    def __init__(self, filter: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregations: _Optional[_Iterable[_Union[_aggregate_pb2.Aggregation, _Mapping]]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., show_deleted: _Optional[bool] = ...) -> None: ...
+
+class AggregateSessionsResponse(_message.Message):
+    __slots__ = ("groups", "next_page_token")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[_aggregate_pb2.AggregateGroup]
+    next_page_token: str
+    def __init__(self, groups: _Optional[_Iterable[_Union[_aggregate_pb2.AggregateGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

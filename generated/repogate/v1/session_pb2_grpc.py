@@ -112,6 +112,11 @@ class SessionServiceStub:
                 request_serializer=repogate_dot_v1_dot_session__pb2.PurgeSessionsRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_session__pb2.PurgeSessionsResponse.FromString,
                 _registered_method=True)
+        self.AggregateSessions = channel.unary_unary(
+                '/repogate.v1.SessionService/AggregateSessions',
+                request_serializer=repogate_dot_v1_dot_session__pb2.AggregateSessionsRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_session__pb2.AggregateSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -232,6 +237,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AggregateSessions(self, request, context):
+        """Aggregates the tenant's sessions: e.g. the total cost per user (group_by
+        `user_id`, SUM of `total_cost_usd`), or sessions per status and day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -309,6 +322,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.PurgeSessions,
                     request_deserializer=repogate_dot_v1_dot_session__pb2.PurgeSessionsRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_session__pb2.PurgeSessionsResponse.SerializeToString,
+            ),
+            'AggregateSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.AggregateSessions,
+                    request_deserializer=repogate_dot_v1_dot_session__pb2.AggregateSessionsRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_session__pb2.AggregateSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -719,6 +737,33 @@ class SessionService:
             '/repogate.v1.SessionService/PurgeSessions',
             repogate_dot_v1_dot_session__pb2.PurgeSessionsRequest.SerializeToString,
             repogate_dot_v1_dot_session__pb2.PurgeSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AggregateSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.SessionService/AggregateSessions',
+            repogate_dot_v1_dot_session__pb2.AggregateSessionsRequest.SerializeToString,
+            repogate_dot_v1_dot_session__pb2.AggregateSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

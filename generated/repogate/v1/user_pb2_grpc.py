@@ -111,6 +111,11 @@ class UserServiceStub:
                 request_serializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsRequest.SerializeToString,
                 response_deserializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsResponse.FromString,
                 _registered_method=True)
+        self.AggregateUsers = channel.unary_unary(
+                '/repogate.v1.UserService/AggregateUsers',
+                request_serializer=repogate_dot_v1_dot_user__pb2.AggregateUsersRequest.SerializeToString,
+                response_deserializer=repogate_dot_v1_dot_user__pb2.AggregateUsersResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -224,6 +229,14 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AggregateUsers(self, request, context):
+        """Aggregates the tenant's users: groups (by fields, or by the month they
+        were created: `create_time.month`) and counts over them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +314,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.CheckUserExists,
                     request_deserializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsRequest.FromString,
                     response_serializer=repogate_dot_v1_dot_user__pb2.CheckUserExistsResponse.SerializeToString,
+            ),
+            'AggregateUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.AggregateUsers,
+                    request_deserializer=repogate_dot_v1_dot_user__pb2.AggregateUsersRequest.FromString,
+                    response_serializer=repogate_dot_v1_dot_user__pb2.AggregateUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -710,6 +728,33 @@ class UserService:
             '/repogate.v1.UserService/CheckUserExists',
             repogate_dot_v1_dot_user__pb2.CheckUserExistsRequest.SerializeToString,
             repogate_dot_v1_dot_user__pb2.CheckUserExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AggregateUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/repogate.v1.UserService/AggregateUsers',
+            repogate_dot_v1_dot_user__pb2.AggregateUsersRequest.SerializeToString,
+            repogate_dot_v1_dot_user__pb2.AggregateUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,
