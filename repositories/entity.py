@@ -61,4 +61,8 @@ class Entity:
 
     @property
     def errors(self) -> ErrorContext:
-        return ErrorContext(self.resource_type, self.unique_fields, self.racing)
+        # Ids are the server's UUIDs, or an upsert's (allow_missing): only two upserts
+        # racing to create one id violate the primary key, and the loser, retried, updates.
+        primary_key = self.table.primary_key.name
+        racing = self.racing | {primary_key} if isinstance(primary_key, str) else self.racing
+        return ErrorContext(self.resource_type, self.unique_fields, racing)

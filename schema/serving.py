@@ -36,6 +36,7 @@ class _Query:
         "order_by",
         "page_size",
         "page_token",
+        "read_mask",
         "show_deleted",
         "skip",
     )
@@ -49,6 +50,7 @@ class _Query:
         self.show_deleted = getattr(request, "show_deleted", False)
         self.count_mode = getattr(request, "count_mode", 0)
         self.expand = getattr(request, "expand", ())
+        self.read_mask = getattr(request, "read_mask", None)
 
 
 def handlers(bindings: list[Binding], runs: dict[str, Handler]) -> dict[str, grpc.RpcMethodHandler]:

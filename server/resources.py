@@ -8,7 +8,7 @@ each RPC becomes a line calling into this class with the request message.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, Protocol
@@ -22,7 +22,7 @@ from repositories.database import RepositorySource
 from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
-from server import context, request_ids, validation
+from server import context, read_masks, request_ids, updates, validation
 from server.aggregates import Aggregates
 from server.answers import Answers, Encoded, R
 from server.expansion import Expander, Relation
@@ -149,6 +149,7 @@ class StandardMethods(Generic[M]):
 
     async def get(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
+        mask = read_masks.of(request, self._r.mapping.message_cls)
         expand = self._expander.names(request)
         if expand:
             # Past the cache: one read of the row and its related rows, all as of one
@@ -158,24 +159,32 @@ class StandardMethods(Generic[M]):
                 return await self._expander.messages(uow, [row], expand)
 
             (message,) = await self._units.read(expanded)
-            return message
+            return message if mask is None else mask.apply(message)
 
         async def load() -> tuple[M, int]:
             row = await self._units.read(lambda uow: self._repo(uow).get(key))
             return self._r.mapping.to_message(row), row["version"]
 
-        return await self._cache.get(self._table, key, load, self._r.mapping.message_cls.FromString)
+        # The cache holds whole messages: the mask applies to what it gives.
+        message = await self._cache.get(
+            self._table, key, load, self._r.mapping.message_cls.FromString
+        )
+        return message if mask is None else mask.apply(message)
 
     async def batch_get(self, request: Any) -> list[M]:
         validation.batch_size(len(request.ids), "ids")
         keys = [validation.resource_id(id_, f"ids[{i}]") for i, id_ in enumerate(request.ids)]
         validation.distinct(keys, "ids[{}]", "id")
+        mask = read_masks.of(request, self._r.mapping.message_cls)
         expand = self._expander.names(request)
         self._expander.check_batch(len(keys), expand)
+        # With a mask alone, rows hold only the columns it needs; expanding reads whole rows.
+        partial = mask if not expand else None
+        columns = partial.columns(self._r.repository.entity.table) if partial else ()
 
         async def read(uow: RepositorySource) -> list[M]:
-            rows = await self._repo(uow).get_many(keys)
-            return await self._expander.messages(uow, rows, expand)
+            rows = await self._repo(uow).get_many(keys, columns=columns)
+            return await self._to_messages(uow, rows, mask, expand)
 
         return await self._units.read(read)
 
@@ -187,9 +196,12 @@ class StandardMethods(Generic[M]):
         if request.skip < 0:
             raise InvalidArgument.field("skip", "must not be negative")
         counting = self._count_mode(request.count_mode, default=CountMode.COUNT_MODE_NONE)
+        mask = read_masks.of(request, self._r.mapping.message_cls)
         tenant = context.tenant()
         where = self.filters.compile(request.filter)
         order = parse_order_by(request.order_by, self._sort_columns, self._default_order)
+        partial = mask if not expand else None  # as in batch_get
+        columns = partial.columns(self._r.repository.entity.table, order) if partial else ()
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
@@ -210,11 +222,13 @@ class StandardMethods(Generic[M]):
                 order=order,
                 skip=request.skip,
                 show_deleted=request.show_deleted,
+                columns=columns,
             )
             total, exact = None, False
             if counting != CountMode.COUNT_MODE_NONE:
                 total, exact = await self._count(repo, where, request.show_deleted, counting)
-            return rows, await self._expander.messages(uow, rows, expand), more, total, exact
+            items = await self._to_messages(uow, rows, mask, expand)
+            return rows, items, more, total, exact
 
         rows, items, more, total, exact = await self._units.read(read)
         token = self._tokens.encode(position_of(order, rows[-1]), query) if more else ""
@@ -263,25 +277,28 @@ class StandardMethods(Generic[M]):
         return await self._write(request, lambda repo: repo.create_many(values), response)
 
     async def update(self, request: Any) -> Encoded[M]:
-        key, values, version = self._update_values(request, "")
+        """AIP-134, with update_mask paths into Struct fields and allow_missing
+        (server/updates.py)."""
+        change = updates.change(self._r, request, "", self._create_values)
         return await self._write(
             None,
-            lambda repo: self._one(repo.update(key, values, version)),
-            one_write=self._one_write["update"],
+            lambda repo: self._one(updates.write(repo, change)),
+            one_write=self._one_write["update"] and change.one_statement,
         )
 
     async def batch_update(self, request: Any, response: type[R]) -> Encoded[R]:
         validation.batch_size(len(request.requests), "requests")
-        updates = [
-            self._update_values(item, f"requests[{i}].") for i, item in enumerate(request.requests)
+        changes = [
+            updates.change(self._r, item, f"requests[{i}].", self._create_values)
+            for i, item in enumerate(request.requests)
         ]
         validation.distinct(
-            [key for key, _, _ in updates], f"requests[{{}}].{self._r.name}.id", "id"
+            [change.key for change in changes], f"requests[{{}}].{self._r.name}.id", "id"
         )
 
         async def work(repo: Repository) -> list[Row]:
-            # One statement per item: each has its own mask and etag.
-            return [await repo.update(key, values, version) for key, values, version in updates]
+            # One write per item: each has its own mask and etag.
+            return [await updates.write(repo, change) for change in changes]
 
         return await self._write(request, work, response)
 
@@ -318,8 +335,14 @@ class StandardMethods(Generic[M]):
 
     def update_values(self, request: Any) -> tuple[uuid.UUID, dict[str, Any], int | None]:
         """(id, values, expected version) of an Update request (the resource and its
-        `update_mask`), checked as Update checks them: for extensions."""
-        return self._update_values(request, "")
+        `update_mask`), checked as Update checks them: for extensions. Paths into Struct
+        fields need the stored row (`updates.write` runs them): refused here."""
+        change = updates.change(self._r, request, "", self._create_values)
+        if change.edits:
+            raise InvalidArgument.field(
+                "update_mask", "paths into Struct fields are not supported by this method"
+            )
+        return change.key, change.values, change.version
 
     async def undelete(self, request: Any) -> Encoded[M]:
         key = validation.resource_id(request.id, "id")
@@ -339,6 +362,20 @@ class StandardMethods(Generic[M]):
     def _repo(self, uow: RepositorySource) -> Repository:
         return uow.repository(self._r.repository)
 
+    async def _to_messages(
+        self,
+        uow: RepositorySource,
+        rows: Sequence[Row],
+        mask: read_masks.ReadMask | None,
+        expand: Sequence[str],
+    ) -> list[M]:
+        """`rows` as the answer's messages: with the related fields `expand` names, then
+        masked. Without `expand`, a mask's rows hold only the columns it asked for."""
+        if mask is not None and not expand:
+            return mask.messages(rows, self._r.mapping)
+        messages = await self._expander.messages(uow, rows, expand)
+        return messages if mask is None else list(map(mask.apply, messages))
+
     @staticmethod
     async def _one(row: Awaitable[Row]) -> list[Row]:
         return [await row]
@@ -354,23 +391,6 @@ class StandardMethods(Generic[M]):
         validation.require(values, self._r.required, prefix)
         validation.check_fields(values, self._r.checks, prefix)
         return values
-
-    def _update_values(
-        self, request: Any, prefix: str
-    ) -> tuple[uuid.UUID, dict[str, Any], int | None]:
-        mapping, name = self._r.mapping, self._r.name
-        message = getattr(request, name)
-        key = validation.resource_id(getattr(message, "id", ""), f"{prefix}{name}.id")
-        version = parse_etag(getattr(message, "etag", ""), f"{prefix}{name}.etag")
-        mask = request.update_mask if request.HasField("update_mask") else None
-        paths = mapping.mask_paths(message, mask, f"{prefix}update_mask")
-        if self._r.rules is not None:
-            self._r.rules(message, paths, f"{prefix}{name}")
-        values = mapping.to_values(message, paths)
-        if not values:
-            raise InvalidArgument.field(f"{prefix}update_mask", "names no field to update")
-        validation.check_fields(values, self._r.checks, f"{prefix}{name}")
-        return key, values, version
 
     def _delete_item(self, request: Any, prefix: str) -> tuple[uuid.UUID, int | None, bool]:
         key = validation.resource_id(request.id, f"{prefix}id")

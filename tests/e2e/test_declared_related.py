@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -340,3 +341,27 @@ async def test_an_expanded_get_in_a_transaction_sees_its_own_writes(client: Clie
     assert ids(seen.tasks) == [task.id]
     gone = await fails(client("ProjectService/GetProject", id=project.id, expand=["tasks"]))
     assert gone.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_read_mask_applies_to_the_expanded_answer(client: Client) -> None:
+    """The mask says which fields come back, related ones included: a related field the
+    mask leaves out is unset however it was expanded."""
+    c = client.as_tenant(f"t-{uuid.uuid4().hex[:16]}")
+    project = await c.project("masked")
+    made = ids(await tasks(c, project.id, 2))
+    mask = field_mask_pb2.FieldMask(paths=["name", "tasks"])
+    bare = field_mask_pb2.FieldMask(paths=["name"])
+
+    got = await c("ProjectService/GetProject", id=project.id, expand=["tasks"], read_mask=mask)
+    batch = await c(
+        "ProjectService/BatchGetProjects", ids=[project.id], expand=["tasks"], read_mask=mask
+    )
+    page = await c("ProjectService/ListProjects", page_size=5, expand=["tasks"], read_mask=mask)
+    left_out = await c("ProjectService/GetProject", id=project.id, expand=["tasks"], read_mask=bare)
+
+    for answer in (got, batch.projects[0], page.projects[0]):
+        assert answer.name == "masked"
+        assert sorted(ids(answer.tasks)) == sorted(made)
+        assert (answer.id, answer.etag, answer.description) == ("", "", "")
+    assert left_out.name == "masked"
+    assert not left_out.tasks

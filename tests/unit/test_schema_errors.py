@@ -119,6 +119,22 @@ def test_every_method_that_fits_no_standard_shape_is_named(tmp_path: Path) -> No
     assert "ThingService.CreateThing: PingRequest needs a field `message thing`" in message
 
 
+def test_read_mask_and_allow_missing_of_another_type_are_named(tmp_path: Path) -> None:
+    body = (
+        f"message Thing {{\n  {RESOURCE}}}\n"
+        "message GetThingRequest { string id = 1; string read_mask = 2; }\n"
+        "message UpdateThingRequest {\n"
+        "  Thing thing = 1;\n  Thing update_mask = 2;\n  string allow_missing = 3;\n}\n"
+        "service ThingService {\n"
+        "  rpc GetThing(GetThingRequest) returns (Thing);\n"
+        "  rpc UpdateThing(UpdateThingRequest) returns (Thing);\n"
+        "}\n"
+    )
+    message = refusal(tmp_path, body)
+    assert "GetThing: GetThingRequest needs a field `message read_mask`" in message
+    assert "UpdateThing: UpdateThingRequest needs a field `bool allow_missing`" in message
+
+
 def test_protoc_errors_are_a_schema_error(tmp_path: Path) -> None:
     directory, _ = write(tmp_path, "message Broken { string id = 1 }\n")
     with pytest.raises(SchemaError, match="protoc failed"):

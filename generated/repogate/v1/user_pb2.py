@@ -29,7 +29,7 @@ from repogate.v1 import aggregate_pb2 as repogate_dot_v1_dot_aggregate__pb2
 from repogate.v1 import query_pb2 as repogate_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16repogate/v1/user.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\xe5\x03\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x05\x65mail\x18\x02 \x01(\tB\x0e\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12 \n\x08username\x18\x03 \x01(\tB\x0e\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12\x1e\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12$\n\tis_active\x18\x05 \x01(\x08\x42\x0c\xda\xee#\x08\x08\x01\x42\x04trueH\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\x12\x12\n\nupdated_by\x18\x0c \x01(\t\x12=\n\x0flast_login_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xda\xee#\x04\x08\x01\x30\x01:\x04\xda\xee#\x00\x42\x0c\n\n_is_active\"H\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xab\x01\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\"\x90\x01\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"e\n\x11\x43ountUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"B\n\x12\x43ountUsersResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"e\n\x11UpdateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"/\n\x13UndeleteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"#\n\x14\x42\x61tchGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"9\n\x15\x42\x61tchGetUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchCreateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.CreateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchCreateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchUpdateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.UpdateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchUpdateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchDeleteUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.DeleteUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchDeleteUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"&\n\x15GetUserByEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\",\n\x18GetUserByUsernameRequest\x12\x10\n\x08username\x18\x01 \x01(\t\" \n\x12RecordLoginRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"F\n\x17\x43heckUserExistsResponse\x12\x13\n\x0b\x65mail_taken\x18\x01 \x01(\x08\x12\x16\n\x0eusername_taken\x18\x02 \x01(\x08\"\xb8\x01\n\x15\x41ggregateUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"^\n\x16\x41ggregateUsersResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfa\t\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.repogate.v1.CreateUserRequest\x1a\x11.repogate.v1.User\x12\x39\n\x07GetUser\x12\x1b.repogate.v1.GetUserRequest\x1a\x11.repogate.v1.User\x12J\n\tListUsers\x12\x1d.repogate.v1.ListUsersRequest\x1a\x1e.repogate.v1.ListUsersResponse\x12M\n\nCountUsers\x12\x1e.repogate.v1.CountUsersRequest\x1a\x1f.repogate.v1.CountUsersResponse\x12?\n\nUpdateUser\x12\x1e.repogate.v1.UpdateUserRequest\x1a\x11.repogate.v1.User\x12?\n\nDeleteUser\x12\x1e.repogate.v1.DeleteUserRequest\x1a\x11.repogate.v1.User\x12\x43\n\x0cUndeleteUser\x12 .repogate.v1.UndeleteUserRequest\x1a\x11.repogate.v1.User\x12V\n\rBatchGetUsers\x12!.repogate.v1.BatchGetUsersRequest\x1a\".repogate.v1.BatchGetUsersResponse\x12_\n\x10\x42\x61tchCreateUsers\x12$.repogate.v1.BatchCreateUsersRequest\x1a%.repogate.v1.BatchCreateUsersResponse\x12_\n\x10\x42\x61tchUpdateUsers\x12$.repogate.v1.BatchUpdateUsersRequest\x1a%.repogate.v1.BatchUpdateUsersResponse\x12_\n\x10\x42\x61tchDeleteUsers\x12$.repogate.v1.BatchDeleteUsersRequest\x1a%.repogate.v1.BatchDeleteUsersResponse\x12G\n\x0eGetUserByEmail\x12\".repogate.v1.GetUserByEmailRequest\x1a\x11.repogate.v1.User\x12M\n\x11GetUserByUsername\x12%.repogate.v1.GetUserByUsernameRequest\x1a\x11.repogate.v1.User\x12\x41\n\x0bRecordLogin\x12\x1f.repogate.v1.RecordLoginRequest\x1a\x11.repogate.v1.User\x12\\\n\x0f\x43heckUserExists\x12#.repogate.v1.CheckUserExistsRequest\x1a$.repogate.v1.CheckUserExistsResponse\x12Y\n\x0e\x41ggregateUsers\x12\".repogate.v1.AggregateUsersRequest\x1a#.repogate.v1.AggregateUsersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16repogate/v1/user.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\xe5\x03\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x05\x65mail\x18\x02 \x01(\tB\x0e\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12 \n\x08username\x18\x03 \x01(\tB\x0e\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12\x1e\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12$\n\tis_active\x18\x05 \x01(\x08\x42\x0c\xda\xee#\x08\x08\x01\x42\x04trueH\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\x12\x12\n\nupdated_by\x18\x0c \x01(\t\x12=\n\x0flast_login_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xda\xee#\x04\x08\x01\x30\x01:\x04\xda\xee#\x00\x42\x0c\n\n_is_active\"H\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xda\x01\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x90\x01\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"e\n\x11\x43ountUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"B\n\x12\x43ountUsersResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"|\n\x11UpdateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"<\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"/\n\x13UndeleteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"R\n\x14\x42\x61tchGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x15\x42\x61tchGetUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchCreateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.CreateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchCreateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchUpdateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.UpdateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchUpdateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchDeleteUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.DeleteUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchDeleteUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"&\n\x15GetUserByEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\",\n\x18GetUserByUsernameRequest\x12\x10\n\x08username\x18\x01 \x01(\t\" \n\x12RecordLoginRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"F\n\x17\x43heckUserExistsResponse\x12\x13\n\x0b\x65mail_taken\x18\x01 \x01(\x08\x12\x16\n\x0eusername_taken\x18\x02 \x01(\x08\"\xb8\x01\n\x15\x41ggregateUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"^\n\x16\x41ggregateUsersResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfa\t\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.repogate.v1.CreateUserRequest\x1a\x11.repogate.v1.User\x12\x39\n\x07GetUser\x12\x1b.repogate.v1.GetUserRequest\x1a\x11.repogate.v1.User\x12J\n\tListUsers\x12\x1d.repogate.v1.ListUsersRequest\x1a\x1e.repogate.v1.ListUsersResponse\x12M\n\nCountUsers\x12\x1e.repogate.v1.CountUsersRequest\x1a\x1f.repogate.v1.CountUsersResponse\x12?\n\nUpdateUser\x12\x1e.repogate.v1.UpdateUserRequest\x1a\x11.repogate.v1.User\x12?\n\nDeleteUser\x12\x1e.repogate.v1.DeleteUserRequest\x1a\x11.repogate.v1.User\x12\x43\n\x0cUndeleteUser\x12 .repogate.v1.UndeleteUserRequest\x1a\x11.repogate.v1.User\x12V\n\rBatchGetUsers\x12!.repogate.v1.BatchGetUsersRequest\x1a\".repogate.v1.BatchGetUsersResponse\x12_\n\x10\x42\x61tchCreateUsers\x12$.repogate.v1.BatchCreateUsersRequest\x1a%.repogate.v1.BatchCreateUsersResponse\x12_\n\x10\x42\x61tchUpdateUsers\x12$.repogate.v1.BatchUpdateUsersRequest\x1a%.repogate.v1.BatchUpdateUsersResponse\x12_\n\x10\x42\x61tchDeleteUsers\x12$.repogate.v1.BatchDeleteUsersRequest\x1a%.repogate.v1.BatchDeleteUsersResponse\x12G\n\x0eGetUserByEmail\x12\".repogate.v1.GetUserByEmailRequest\x1a\x11.repogate.v1.User\x12M\n\x11GetUserByUsername\x12%.repogate.v1.GetUserByUsernameRequest\x1a\x11.repogate.v1.User\x12\x41\n\x0bRecordLogin\x12\x1f.repogate.v1.RecordLoginRequest\x1a\x11.repogate.v1.User\x12\\\n\x0f\x43heckUserExists\x12#.repogate.v1.CheckUserExistsRequest\x1a$.repogate.v1.CheckUserExistsResponse\x12Y\n\x0e\x41ggregateUsers\x12\".repogate.v1.AggregateUsersRequest\x1a#.repogate.v1.AggregateUsersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,51 +53,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEUSERREQUEST']._serialized_start=683
   _globals['_CREATEUSERREQUEST']._serialized_end=755
   _globals['_GETUSERREQUEST']._serialized_start=757
-  _globals['_GETUSERREQUEST']._serialized_end=785
-  _globals['_LISTUSERSREQUEST']._serialized_start=788
-  _globals['_LISTUSERSREQUEST']._serialized_end=959
-  _globals['_LISTUSERSRESPONSE']._serialized_start=962
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1106
-  _globals['_COUNTUSERSREQUEST']._serialized_start=1108
-  _globals['_COUNTUSERSREQUEST']._serialized_end=1209
-  _globals['_COUNTUSERSRESPONSE']._serialized_start=1211
-  _globals['_COUNTUSERSRESPONSE']._serialized_end=1277
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1279
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1380
-  _globals['_DELETEUSERREQUEST']._serialized_start=1382
-  _globals['_DELETEUSERREQUEST']._serialized_end=1442
-  _globals['_UNDELETEUSERREQUEST']._serialized_start=1444
-  _globals['_UNDELETEUSERREQUEST']._serialized_end=1491
-  _globals['_BATCHGETUSERSREQUEST']._serialized_start=1493
-  _globals['_BATCHGETUSERSREQUEST']._serialized_end=1528
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=1530
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=1587
-  _globals['_BATCHCREATEUSERSREQUEST']._serialized_start=1589
-  _globals['_BATCHCREATEUSERSREQUEST']._serialized_end=1684
-  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_start=1686
-  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_end=1746
-  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_start=1748
-  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_end=1843
-  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_start=1845
-  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_end=1905
-  _globals['_BATCHDELETEUSERSREQUEST']._serialized_start=1907
-  _globals['_BATCHDELETEUSERSREQUEST']._serialized_end=2002
-  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_start=2004
-  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_end=2064
-  _globals['_GETUSERBYEMAILREQUEST']._serialized_start=2066
-  _globals['_GETUSERBYEMAILREQUEST']._serialized_end=2104
-  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_start=2106
-  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_end=2150
-  _globals['_RECORDLOGINREQUEST']._serialized_start=2152
-  _globals['_RECORDLOGINREQUEST']._serialized_end=2184
-  _globals['_CHECKUSEREXISTSREQUEST']._serialized_start=2186
-  _globals['_CHECKUSEREXISTSREQUEST']._serialized_end=2243
-  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_start=2245
-  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=2315
-  _globals['_AGGREGATEUSERSREQUEST']._serialized_start=2318
-  _globals['_AGGREGATEUSERSREQUEST']._serialized_end=2502
-  _globals['_AGGREGATEUSERSRESPONSE']._serialized_start=2504
-  _globals['_AGGREGATEUSERSRESPONSE']._serialized_end=2598
-  _globals['_USERSERVICE']._serialized_start=2601
-  _globals['_USERSERVICE']._serialized_end=3875
+  _globals['_GETUSERREQUEST']._serialized_end=832
+  _globals['_LISTUSERSREQUEST']._serialized_start=835
+  _globals['_LISTUSERSREQUEST']._serialized_end=1053
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1056
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1200
+  _globals['_COUNTUSERSREQUEST']._serialized_start=1202
+  _globals['_COUNTUSERSREQUEST']._serialized_end=1303
+  _globals['_COUNTUSERSRESPONSE']._serialized_start=1305
+  _globals['_COUNTUSERSRESPONSE']._serialized_end=1371
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1373
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1497
+  _globals['_DELETEUSERREQUEST']._serialized_start=1499
+  _globals['_DELETEUSERREQUEST']._serialized_end=1559
+  _globals['_UNDELETEUSERREQUEST']._serialized_start=1561
+  _globals['_UNDELETEUSERREQUEST']._serialized_end=1608
+  _globals['_BATCHGETUSERSREQUEST']._serialized_start=1610
+  _globals['_BATCHGETUSERSREQUEST']._serialized_end=1692
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=1694
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=1751
+  _globals['_BATCHCREATEUSERSREQUEST']._serialized_start=1753
+  _globals['_BATCHCREATEUSERSREQUEST']._serialized_end=1848
+  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_start=1850
+  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_end=1910
+  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_start=1912
+  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_end=2007
+  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_start=2009
+  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_end=2069
+  _globals['_BATCHDELETEUSERSREQUEST']._serialized_start=2071
+  _globals['_BATCHDELETEUSERSREQUEST']._serialized_end=2166
+  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_start=2168
+  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_end=2228
+  _globals['_GETUSERBYEMAILREQUEST']._serialized_start=2230
+  _globals['_GETUSERBYEMAILREQUEST']._serialized_end=2268
+  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_start=2270
+  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_end=2314
+  _globals['_RECORDLOGINREQUEST']._serialized_start=2316
+  _globals['_RECORDLOGINREQUEST']._serialized_end=2348
+  _globals['_CHECKUSEREXISTSREQUEST']._serialized_start=2350
+  _globals['_CHECKUSEREXISTSREQUEST']._serialized_end=2407
+  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_start=2409
+  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=2479
+  _globals['_AGGREGATEUSERSREQUEST']._serialized_start=2482
+  _globals['_AGGREGATEUSERSREQUEST']._serialized_end=2666
+  _globals['_AGGREGATEUSERSRESPONSE']._serialized_start=2668
+  _globals['_AGGREGATEUSERSRESPONSE']._serialized_end=2762
+  _globals['_USERSERVICE']._serialized_start=2765
+  _globals['_USERSERVICE']._serialized_end=4039
 # @@protoc_insertion_point(module_scope)
