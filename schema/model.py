@@ -233,8 +233,8 @@ def _field(f: FieldDescriptor, where: str) -> FieldSpec:
     # required (on an output-only field: the server sets it on every row).
     nullable = f.has_presence and not (repeated or o.required or o.counter)
     nullable = nullable and not o.HasField("sequence")
-    if o.sortable and (nullable or kind in ("struct", "list", "bytes")):
-        raise SchemaError(f"{name}: only fields that are never null sort; this one may be")
+    if o.sortable and kind in ("struct", "list", "bytes"):
+        raise SchemaError(f"{name}: a {kind} field cannot be sorted on")
     if o.filterable and kind == "bytes":
         raise SchemaError(f"{name}: a bytes field cannot be filtered on")
     default = _default(f, o, kind, name) if o.default else None
