@@ -229,7 +229,7 @@ def _compare(at: _Path, name: str, op: str, lit: Literal) -> ColumnElement[bool]
         try:
             number = float(lit.value)  # type: ignore[arg-type]
         except OverflowError:
-            raise error(f"{lit.value} at column {lit.column} is out of range") from None
+            raise error(f"the number at column {lit.column} is out of range") from None
         document = cast(bind(json.dumps(number)), JSONB)
         return at.typed(
             "number",
