@@ -101,6 +101,26 @@ def _number(raw: str, at: int) -> Literal:
     return Literal("int", int(raw), at)
 
 
+INT64 = 2**63
+
+
+def double(lit: Literal) -> float:
+    """A number literal as a double, what a Struct holds."""
+    try:
+        return float(lit.value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise error(f"the number at column {lit.column} is out of range") from None
+
+
+def json_number(lit: Literal) -> int | float:
+    """A number literal as a JSON array element compares: an integer while a BIGINT
+    holds it (both databases compare those exactly), else a double."""
+    value = lit.value
+    if isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64:
+        return value
+    return double(lit)
+
+
 _FRACTION = re.compile(r"\.([0-9]+)")
 
 

@@ -40,9 +40,11 @@ from repositories.errors import InvalidArgument
 from repositories.filter_literals import Literal as Value
 from repositories.filter_literals import column as _column
 from repositories.filter_literals import error as _error
+from repositories.filter_literals import json_number
 from repositories.filter_literals import literal as _literal
 from repositories.filter_literals import quote as _quote
 from repositories.filter_literals import timestamp as _timestamp
+from repositories.filter_sql import PerDialect as PerDialect  # where it was declared before
 from repositories.filter_sql import bind as _bind
 from repositories.filter_sql import match as _match
 from repositories.ids import parse_uuid
@@ -327,8 +329,10 @@ class _Compiler:
         if field.kind == "json_array":
             if lit.kind == "string":
                 return has_element(field.column, self.string(name, lit)[0])
-            assert isinstance(lit.value, (int, float, bool))
-            return has_element(field.column, lit.value)
+            if lit.kind == "bool":
+                assert isinstance(lit.value, bool)
+                return has_element(field.column, lit.value)
+            return has_element(field.column, json_number(lit))
         raise _error(f": only applies to string and array fields; {name} is a {field.kind}")
 
     def membership(self, name_token: lark.Token, values: list[Value]) -> ColumnElement[bool]:

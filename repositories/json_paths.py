@@ -49,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import UnaryExpression
 
-from repositories.filter_literals import Literal, error
+from repositories.filter_literals import Literal, double, error
 from repositories.filter_sql import PerDialect, bind, match
 from repositories.json_match import contains
 
@@ -70,16 +70,18 @@ def _text(sql: str) -> ColumnElement[Any]:
     return literal_column(sql, String())
 
 
-def _key(key: str, inline: bool) -> ColumnElement[Any]:
+def _checked(key: str) -> str:
     if not KEY.fullmatch(key):  # the grammar and the schema let no other key through
         raise ValueError(f"{key!r} is not a path key")
-    return _text(f"'{key}'") if inline else bind(key)
+    return key
+
+
+def _key(key: str, inline: bool) -> ColumnElement[Any]:
+    return _text(f"'{_checked(key)}'") if inline else bind(_checked(key))
 
 
 def _sqlite_path(path: Path, inline: bool) -> ColumnElement[Any]:
-    for key in path:
-        _key(key, inline)
-    text = "$" + "".join(f'."{key}"' for key in path)
+    text = "$" + "".join(f'."{_checked(key)}"' for key in path)
     return _text(f"'{text}'") if inline else bind(text)
 
 
@@ -131,9 +133,10 @@ class _Path:
     def __init__(self, document: ColumnElement[Any], path: Path, inline: bool) -> None:
         self.document = document
         self.path = path
-        self.value = JsonValue(document, path, inline)
-        self.sqlite_path = _sqlite_path(path, inline)
+        # The two forms of JsonValue, each on its own dialect.
         self.pg_value = _pg_value(document, path, inline)
+        self.sqlite_path = _sqlite_path(path, inline)
+        self.sqlite_value = func.json_extract(document, self.sqlite_path)
 
     def typed(
         self, kind: str, default: ColumnElement[bool], sqlite: ColumnElement[bool]
@@ -151,7 +154,7 @@ class _Path:
     def text(self) -> PerDialect:
         """A string value as text (meaningful where `typed("string", ...)` holds)."""
         pg = self.pg_value.op("#>>", return_type=Text)(_text("'{}'"))
-        return PerDialect(pg, func.json_extract(self.document, self.sqlite_path))
+        return PerDialect(pg, self.sqlite_value)
 
     def present(self) -> PerDialect:
         return PerDialect(
@@ -210,7 +213,10 @@ def _both(condition: PerDialect) -> tuple[ColumnElement[bool], ColumnElement[boo
 
 
 def _value(lit: Literal) -> Any:
-    return lit.segments[0] if lit.kind == "string" else lit.value
+    """The literal as JSON data; a number as a double, as a Struct holds numbers."""
+    if lit.kind == "string":
+        return lit.segments[0]
+    return double(lit) if lit.kind in ("int", "float") else lit.value
 
 
 def _member(at: _Path, name: str, lit: Literal) -> ColumnElement[bool]:
@@ -226,15 +232,12 @@ def _member(at: _Path, name: str, lit: Literal) -> ColumnElement[bool]:
 def _compare(at: _Path, name: str, op: str, lit: Literal) -> ColumnElement[bool]:
     compare = ORDERING[op]
     if lit.kind in ("int", "float"):
-        try:
-            number = float(lit.value)  # type: ignore[arg-type]
-        except OverflowError:
-            raise error(f"the number at column {lit.column} is out of range") from None
+        number = double(lit)
         document = cast(bind(json.dumps(number)), JSONB)
         return at.typed(
             "number",
             compare(at.pg_value, document),
-            compare(at.value.sqlite, bindparam(None, number, type_=Float())),
+            compare(at.sqlite_value, bindparam(None, number, type_=Float())),
         )
     if lit.kind == "string" and not lit.wildcard:
         text = at.text()
