@@ -39,8 +39,8 @@ from repositories import json_paths
 from repositories.errors import InvalidArgument
 from repositories.filter_literals import Literal as Value
 from repositories.filter_literals import column as _column
+from repositories.filter_literals import double, json_number
 from repositories.filter_literals import error as _error
-from repositories.filter_literals import json_number
 from repositories.filter_literals import literal as _literal
 from repositories.filter_literals import quote as _quote
 from repositories.filter_literals import timestamp as _timestamp
@@ -371,7 +371,7 @@ class _Compiler:
                 raise _error(f"{lit.value} at column {lit.column} is out of range for {name}")
             return lit.value
         if kind == "float" and lit.kind in ("int", "float"):
-            return float(lit.value)  # type: ignore[arg-type]
+            return double(lit)
         if kind == "bool" and lit.kind == "bool":
             return lit.value
         if kind == "timestamp" and lit.kind == "string" and len(lit.segments) == 1:
