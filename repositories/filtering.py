@@ -57,6 +57,7 @@ FilterKind = Literal[
 MAX_FILTER_BYTES = 2048
 MAX_DEPTH = 16
 MAX_IN_VALUES = 100
+MAX_PATH = 32
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,9 @@ class _Compiler:
             )
         if path and field.kind != "json_object":
             raise _error(f"{head} at column {_column(name)} is not a JSON object")
+        if len(path) > MAX_PATH:
+            # A Struct nests at most 32 levels (docs/requests.md): no value lies deeper.
+            raise _error(f"the path at column {_column(name)} is over {MAX_PATH} keys deep")
         return str(name), field, tuple(path)
 
     def restriction(self, name_token: lark.Token, op: str, lit: Value) -> ColumnElement[bool]:

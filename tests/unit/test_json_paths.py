@@ -137,6 +137,7 @@ def test_has_on_an_array_is_a_non_empty_array() -> None:
         ("payload.a = ", "expected a value: a quoted string, a number, true, false, null or *"),
         ("payload. = 1", "syntax error at column 8"),
         ("tags : null", "null can only be compared with = or != (column 8)"),
+        ("payload" + ".k" * 33 + " = 1", "the path at column 1 is over 32 keys deep"),
     ],
 )
 def test_refusals_say_what_and_where(text: str, expected: str) -> None:
