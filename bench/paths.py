@@ -1,5 +1,5 @@
-"""`python -m bench.paths`: ListTasks filtered by a path into a Struct and by a tag, over
-many tasks of one tenant, against the same query in raw SQL.
+"""`python -m bench.paths`: ListTasks filtered by a path into a Struct and by a tag, and
+AggregateTasks, over many tasks of one tenant, against the same query in raw SQL.
 
 The tasks of tests/schemas/tasks (payload a `searchable` Struct with an index on
 `payload.score`, tags a filterable repeated string: see docs/filtering.md) are copied
@@ -12,6 +12,9 @@ machine, and so is the statement the server runs for it, sent by asyncpg with th
 values on one connection: the difference is what the server adds (gRPC, the filter's
 compilation, the rows' encoding). Medians of `--calls` calls each; the plan's indexes
 come from EXPLAIN of the raw statement.
+
+AggregateTasks is timed the same way (`--aggregate-calls`, each a scan of every row) against
+the GROUP BY a user would write for it by hand, on the same connection.
 """
 
 from __future__ import annotations
@@ -53,12 +56,57 @@ FILTERS = [
     ("either tag, 10.1 %", 'tags:"g3" OR tags:"rare"', False),
 ]
 
+# (label, filter, group_by, aggregations as (function, field), the same in SQL over $1's
+# live tasks, its groups in key order): every row, or a tenth of them.
+_LIVE = "FROM tasks WHERE tenant_id = $1::text AND delete_time IS NULL"
+_SCORE = "(payload ->> 'score')::float8"
+AGGREGATES = [
+    (
+        "by priority: count, sum and avg of payload.score",
+        "",
+        ["priority"],
+        [
+            ("FUNCTION_COUNT", ""),
+            ("FUNCTION_SUM", "payload.score"),
+            ("FUNCTION_AVG", "payload.score"),
+        ],
+        f"SELECT priority, count(*), sum({_SCORE}), avg({_SCORE}) {_LIVE} "
+        "GROUP BY priority ORDER BY priority",
+    ),
+    (
+        "by payload.workspace: count",
+        "",
+        ["payload.workspace"],
+        [("FUNCTION_COUNT", "")],
+        f"SELECT payload -> 'workspace' AS k, count(*) {_LIVE} GROUP BY k ORDER BY k LIMIT {PAGE}",
+    ),
+    (
+        "by create_time.hour: count",
+        "",
+        ["create_time.hour"],
+        [("FUNCTION_COUNT", "")],
+        f"SELECT date_trunc('hour', create_time AT TIME ZONE 'UTC') AS k, count(*) {_LIVE} "
+        "GROUP BY k ORDER BY k",
+    ),
+    (
+        'tags:"g3", by priority: count',
+        'tags:"g3"',
+        ["priority"],
+        [("FUNCTION_COUNT", "")],
+        f"SELECT priority, count(*) {_LIVE} AND tags @> '[\"g3\"]' GROUP BY priority "
+        "ORDER BY priority",
+    ),
+]
+# The aggregate's own bound (REPOGATE_AGGREGATE_TIMEOUT, 10 s) is raised for a slow machine.
+AGGREGATE_SECONDS = 120
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.paths", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=30, help="timed calls per query")
     parser.add_argument("--deep", type=int, default=DEEP, help="the deep page's number")
+    parser.add_argument("--aggregate-calls", type=int, default=5, help="timed calls per aggregate")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     return parser.parse_args(argv)
@@ -221,6 +269,46 @@ def measure(lister: Lister, dsn: str, calls: int, deepest: int) -> list[dict[str
     return results
 
 
+def aggregates(address: str, dsn: str, calls: int) -> list[dict[str, Any]]:
+    from repogate.v1.aggregate_pb2 import Aggregation
+
+    request_cls = task_class("AggregateTasksRequest")
+    response_cls = task_class("AggregateTasksResponse")
+    results = []
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(
+            "/acme.tasks.v1.TaskService/AggregateTasks",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        for label, text, group_by, functions, sql in AGGREGATES:
+            request = request_cls(
+                filter=text,
+                group_by=group_by,
+                aggregations=[Aggregation(function=f, field=field) for f, field in functions],
+                page_size=PAGE,
+            )
+
+            def once(r: Message = request) -> Any:
+                metadata = (("x-tenant-id", TENANT),)
+                return call(r, metadata=metadata, timeout=AGGREGATE_SECONDS)
+
+            groups = once().groups
+            served = median_ms(calls, once)
+            direct, read, used = asyncio.run(raw(dsn, sql, [TENANT], calls))
+            assert read == len(groups), (label, read, len(groups))
+            results.append(
+                {"query": label, "aggregatetasks_ms": served, "raw_sql_ms": direct}
+                | {"groups": read, "indexes": used}
+            )
+            print(
+                f"{label:<50} AggregateTasks {served:8.1f} ms  raw SQL {direct:8.1f} ms  "
+                f"{read} groups  {', '.join(used) or 'sequential scan'}",
+                flush=True,
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dsn = seed.database_dsn(args.pg, DATABASE)
@@ -238,14 +326,17 @@ def main(argv: list[str] | None = None) -> int:
             "REPOGATE_PURGE_INTERVAL": "0",
             "REPOGATE_ACCESS_LOG": "false",
             "REPOGATE_TRACE_EXPORTER": "none",
+            "REPOGATE_AGGREGATE_TIMEOUT": str(AGGREGATE_SECONDS),
         }
         log = ROOT / "bench" / "results" / "logs" / "paths.log"
         argv_serve = [str(Path(sys.executable).parent / "repogate"), "serve", "--no-migrate"]
         server = Server("repogate", argv_serve, address, env, log)
         server.wait_serving()
         results = measure(Lister(address, dsn), dsn, args.calls, args.deep)
+        grouped = aggregates(address, dsn, args.aggregate_calls)
         out = ROOT / "bench" / "results" / f"paths-{int(time.time())}.json"
-        out.write_text(json.dumps({"rows": args.rows, "results": results}, indent=2))
+        document = {"rows": args.rows, "results": results, "aggregates": grouped}
+        out.write_text(json.dumps(document, indent=2))
         print(f"results: {out}")
     finally:
         if server is not None:
