@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn, TypeVar
 
@@ -45,6 +45,7 @@ from repositories.errors import (
 from repositories.explain import Explain
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
+from repositories.related import PARENTS_PARAM, first_of_each
 from repositories.scope import ID_PARAM, Params, ScopeViolation, TenantScope
 
 Row = RowMapping
@@ -194,14 +195,36 @@ class Repository(ScopedTable):
             raise NotFound(self.entity.resource_type, str(id_))
         return row
 
-    async def get_many(self, ids: Sequence[uuid.UUID]) -> list[Row]:
-        """The rows with `ids`, in that order; NotFound names the first one missing."""
-        result = await self._execute(self.scope.select().where(self.c.id.in_(set(ids))))
+    async def get_many(
+        self, ids: Sequence[uuid.UUID], *, columns: Sequence[ColumnElement[Any]] = ()
+    ) -> list[Row]:
+        """The rows with `ids`, in that order; NotFound names the first one missing.
+        `columns`: only these (with `id`), not the whole row."""
+        stmt = self.scope.select(*columns).where(self.c.id.in_(set(ids)))
+        result = await self._execute(stmt)
         by_id = {row["id"]: row for row in result.mappings()}
         for id_ in ids:
             if id_ not in by_id:
                 raise NotFound(self.entity.resource_type, str(id_))
         return [by_id[id_] for id_ in ids]
+
+    async def live_many(self, ids: Collection[uuid.UUID]) -> list[Row]:
+        """The live rows among `ids`, in no promised order; missing ones are left out."""
+        if not ids:
+            return []
+        stmt = self.scope.select().where(self.c.id.in_(sorted(ids)), self._live())
+        return list((await self._execute(stmt)).mappings())
+
+    async def first_children(
+        self, via: str, parents: Collection[uuid.UUID], order: Order, limit: int
+    ) -> list[Row]:
+        """Live rows whose reference `via` holds one of `parents`: the first `limit` of each
+        parent, in `order`. One statement for all parents (repositories/related.py)."""
+        if not parents:
+            return []
+        stmt = first_of_each(self.scope, via, order, limit, lateral=self.dialect == "postgresql")
+        result = await self._execute(stmt, {PARENTS_PARAM: sorted(parents)})
+        return list(result.mappings())
 
     async def page(
         self,
@@ -212,12 +235,13 @@ class Repository(ScopedTable):
         order: Order | None = None,
         skip: int = 0,
         show_deleted: bool = False,
+        columns: Sequence[ColumnElement[Any]] = (),
     ) -> tuple[list[Row], bool]:
         """One page of rows matching `where` in `order` (default: the entity's), starting
         after the keyset position `after` and then skipping `skip` rows. The flag says
-        whether more rows follow."""
+        whether more rows follow. `columns`: only these (with the order's), not whole rows."""
         order = order or self.entity.order
-        stmt = self._matching(self.scope.select(), where, show_deleted)
+        stmt = self._matching(self.scope.select(*columns), where, show_deleted)
         stmt = stmt.order_by(*(key.clause() for key in order))
         if after is not None:
             stmt = stmt.where(keyset_after(order, after))
@@ -252,10 +276,11 @@ class Repository(ScopedTable):
     ) -> list[Row]:
         """Inserts every row, created `now` (default: the current time); returns them in the
         order given. One statement, compiled once: on PostgreSQL an INSERT from unnested
-        column arrays, elsewhere an executemany sent as multi-row INSERTs."""
+        column arrays, elsewhere an executemany sent as multi-row INSERTs. A row's `id` is
+        a new UUID, unless its values hold one (an upsert's, which the client chose)."""
         now = now or datetime.now(UTC)
         count = len(values)
-        ids = [uuid.uuid4() for _ in range(count)]
+        ids = [each.get("id") or uuid.uuid4() for each in values]
         stamps = {
             "version": 1,
             "create_time": now,

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Table
 
 from repositories.errors import ErrorContext
 from repositories.filtering import FilterField, FilterKind
+from repositories.json_paths import indexed_paths
 from repositories.ordering import Order, parse_order_by
 
 # Columns of repositories.tables.standard_columns() that every entity filters on.
@@ -32,7 +33,7 @@ class Entity:
         resource_type: Singular name used in errors ("user").
         table: The Core table, built with tables.standard_columns().
         unique_fields: Unique index name -> the request field it guards.
-        sortable: Field names clients may `order_by` (NOT NULL columns).
+        sortable: Field names clients may `order_by` (a NULL sorts after every value).
         filterable: Field name -> how `filter` may use it, beyond STANDARD_FILTERABLE.
         default_order: The order when the client gives none.
     """
@@ -57,8 +58,16 @@ class Entity:
     def filter_fields(self) -> dict[str, FilterField]:
         """The entity's own filterable fields plus the standard columns every entity has."""
         kinds = {**STANDARD_FILTERABLE, **self.filterable}
-        return {name: FilterField(self.table.c[name], kind) for name, kind in kinds.items()}
+        paths = indexed_paths(self.table)
+        return {
+            name: FilterField(self.table.c[name], kind, paths.get(name, frozenset()))
+            for name, kind in kinds.items()
+        }
 
     @property
     def errors(self) -> ErrorContext:
-        return ErrorContext(self.resource_type, self.unique_fields, self.racing)
+        # Ids are the server's UUIDs, or an upsert's (allow_missing): only two upserts
+        # racing to create one id violate the primary key, and the loser, retried, updates.
+        primary_key = self.table.primary_key.name
+        racing = self.racing | {primary_key} if isinstance(primary_key, str) else self.racing
+        return ErrorContext(self.resource_type, self.unique_fields, racing)

@@ -10,51 +10,45 @@ Syntax (see `compile_filter`):
     a = "Ann*"   a != "*son"                               wildcards (string fields)
     a =~ "ann*"                                            case-insensitive match
     a : "nn"                                               substring / array membership
+    a : *                                                  has: a non-empty array
     a IN ("x", "y")                                        1..100 values
     a = null   a != null                                   IS NULL / IS NOT NULL
+    s.k.l = 1   s.k < 2   s.k : "x"   s.k : *   ...        paths into a JSON object
     x AND y   x y   x OR y   NOT x   -x   ( ... )
 
 As in AIP-160, OR binds tighter than AND: `a AND b OR c` is `a AND (b OR c)`.
+Paths into JSON objects (repositories/json_paths.py) compare by the JSON type of
+the value they find.
 
 String matching is case-sensitive on both databases. PostgreSQL uses LIKE with
 ESCAPE; SQLite's LIKE ignores ASCII case, so there the same pattern is
-rendered as GLOB. The choice is made when the statement is compiled, by
-`_PerDialect`, so one expression serves both.
+rendered as GLOB (repositories/filter_sql.py).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, Literal
 
 import lark
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    ColumnElement,
-    SmallInteger,
-    String,
-    and_,
-    bindparam,
-    cast,
-    func,
-    not_,
-    or_,
-    select,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy import BigInteger, ColumnElement, SmallInteger, and_, not_, or_
 
+from repositories import json_paths
 from repositories.errors import InvalidArgument
+from repositories.filter_literals import Literal as Value
+from repositories.filter_literals import column as _column
+from repositories.filter_literals import double, json_number
+from repositories.filter_literals import error as _error
+from repositories.filter_literals import literal as _literal
+from repositories.filter_literals import quote as _quote
+from repositories.filter_literals import timestamp as _timestamp
+from repositories.filter_sql import PerDialect as PerDialect  # where it was declared before
+from repositories.filter_sql import bind as _bind
+from repositories.filter_sql import match as _match
 from repositories.ids import parse_uuid
+from repositories.json_match import has_element, non_empty
 
 FilterKind = Literal[
     "string", "int", "float", "bool", "timestamp", "uuid", "json_array", "json_object"
@@ -63,14 +57,20 @@ FilterKind = Literal[
 MAX_FILTER_BYTES = 2048
 MAX_DEPTH = 16
 MAX_IN_VALUES = 100
+MAX_PATH = 32
 
 
 @dataclass(frozen=True)
 class FilterField:
-    """A column clients may filter on, and how its literals are read."""
+    """A column clients may filter on, and how its literals are read.
+
+    indexed: for a JSON object column, the paths into it an index holds
+    (json_paths.indexed_paths); conditions on them use the index's expression.
+    """
 
     column: ColumnElement[Any]
     kind: FilterKind
+    indexed: frozenset[tuple[str, ...]] = frozenset()
 
 
 def compile_filter(text: str, fields: Mapping[str, FilterField]) -> ColumnElement[bool] | None:
@@ -117,7 +117,7 @@ _GRAMMAR = r"""
 ?simple: "(" expression ")" -> group
        | restriction
        | membership
-restriction: NAME COMPARATOR _value
+restriction: NAME COMPARATOR (_value | STAR)
 membership: NAME _IN "(" _value ("," _value)* ")"
 _value: STRING | NUMBER | TRUE | FALSE | NULL
 
@@ -128,6 +128,7 @@ NUMBER: /-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/
 TRUE: "true"
 FALSE: "false"
 NULL: "null"
+STAR: "*"
 _AND: "AND"
 _OR: "OR"
 _NOT: "NOT"
@@ -146,6 +147,7 @@ _TOKEN_NAMES = {
     "TRUE": "true",
     "FALSE": "false",
     "NULL": "null",
+    "STAR": '"*"',
     "_AND": "AND",
     "_OR": "OR",
     "_NOT": "NOT",
@@ -161,10 +163,6 @@ _TOKEN_NAMES = {
 def _parser() -> lark.Lark:
     # Built once: building the LALR tables costs far more than a parse.
     return lark.Lark(_GRAMMAR, parser="lalr", lexer="basic", propagate_positions=False)
-
-
-def _error(description: str) -> InvalidArgument:
-    return InvalidArgument.field("filter", description, reason="INVALID_FILTER")
 
 
 def _check_size(text: str) -> None:
@@ -201,19 +199,10 @@ def _unexpected_token(token: lark.Token, expected: set[str]) -> str:
     else:
         what = f"syntax error at column {_column(token)}: unexpected {_quote(token)}"
     if "STRING" in expected:
-        return what + "; expected a value: a quoted string, a number, true, false or null"
+        star = ", null or *" if "STAR" in expected else " or null"
+        return what + f"; expected a value: a quoted string, a number, true, false{star}"
     names = sorted({_TOKEN_NAMES[name] for name in expected if name in _TOKEN_NAMES})
     return what + (f"; expected {', '.join(names)}" if names else "")
-
-
-def _column(token: lark.Token) -> int:
-    """The 1-based character position of `token` in the whole filter text."""
-    return (token.start_pos or 0) + 1
-
-
-def _quote(token: lark.Token) -> str:
-    value = str(token)
-    return json.dumps(value if len(value) <= 20 else value[:20] + "...")
 
 
 def _check_depth(tree: lark.Tree[lark.Token]) -> None:
@@ -226,191 +215,6 @@ def _check_depth(tree: lark.Tree[lark.Token]) -> None:
             if depth > MAX_DEPTH:
                 raise _error(f"nesting deeper than {MAX_DEPTH} levels")
         stack.extend((child, depth) for child in node.children if isinstance(child, lark.Tree))
-
-
-# ---------------------------------------------------------------- literals
-
-
-@dataclass(frozen=True)
-class _Literal:
-    kind: Literal["string", "int", "float", "bool", "null"]
-    # Strings: the text between wildcards (one segment when there are none).
-    value: tuple[str, ...] | int | float | bool | None
-    column: int
-
-    @property
-    def segments(self) -> tuple[str, ...]:
-        assert isinstance(self.value, tuple)
-        return self.value
-
-    @property
-    def text(self) -> str:
-        return "*".join(self.segments)
-
-
-_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
-
-
-def _literal(token: lark.Token) -> _Literal:
-    column = _column(token)
-    if token.type == "STRING":
-        return _Literal("string", _unquote(str(token), column), column)
-    if token.type == "NUMBER":
-        return _number(str(token), column)
-    if token.type in ("TRUE", "FALSE"):
-        return _Literal("bool", token.type == "TRUE", column)
-    return _Literal("null", None, column)
-
-
-def _unquote(raw: str, column: int) -> tuple[str, ...]:
-    """Splits a quoted string at its unescaped `*`s, resolving backslash escapes."""
-    segments: list[str] = []
-    current: list[str] = []
-    chars = iter(enumerate(raw[1:-1], start=column + 1))
-    for position, char in chars:
-        if char == "*":
-            segments.append("".join(current))
-            current = []
-        elif char == "\\":
-            position, escaped = next(chars)
-            if escaped == "*":
-                current.append("*")
-            elif escaped in _ESCAPES:
-                current.append(_ESCAPES[escaped])
-            else:
-                raise _error(f"unknown escape \\{escaped} at column {position - 1}")
-        else:
-            current.append(char)
-    segments.append("".join(current))
-    return tuple(segments)
-
-
-def _number(raw: str, column: int) -> _Literal:
-    if any(mark in raw for mark in ".eE"):
-        value = float(raw)
-        if not math.isfinite(value):
-            raise _error(f"number {raw} at column {column} is out of range")
-        return _Literal("float", value, column)
-    return _Literal("int", int(raw), column)
-
-
-_FRACTION = re.compile(r"\.([0-9]+)")
-
-
-def _timestamp(text: str) -> datetime | None:
-    """An aware UTC datetime from RFC 3339 text, or None if it is not one."""
-    if len(text) < 20 or text[10] not in "Tt" or text[4] != "-":
-        return None
-    if text[-1] in "Zz":
-        text = text[:-1] + "+00:00"
-    fraction = _FRACTION.match(text, 19)
-    if fraction and fraction.group(1)[6:].strip("0"):
-        # Stored times have microseconds; fromisoformat would silently drop the rest.
-        return None
-    try:
-        value = datetime.fromisoformat(text[:10] + "T" + text[11:])
-        if value.tzinfo is None:
-            return None
-        return value.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _int_range(column: ColumnElement[Any]) -> tuple[int, int]:
-    bits = 64 if isinstance(column.type, BigInteger) else 32
-    if isinstance(column.type, SmallInteger):
-        bits = 16
-    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-
-
-# ---------------------------------------------------------------- SQL
-
-
-class _PerDialect(ColumnElement[bool]):
-    """A condition rendered one way on SQLite and another everywhere else.
-
-    Both forms are built up front, with their own bound parameters; only the
-    one for the executing dialect is rendered.
-    """
-
-    __visit_name__ = "repogate_per_dialect"
-    inherit_cache = True
-    _traverse_internals = [  # noqa: RUF012 - SQLAlchemy's own declaration style
-        ("default", InternalTraversal.dp_clauseelement),
-        ("sqlite", InternalTraversal.dp_clauseelement),
-    ]
-    type = Boolean()
-
-    def __init__(self, default: ColumnElement[bool], sqlite: ColumnElement[bool]) -> None:
-        self.default = default
-        self.sqlite = sqlite
-
-    @property
-    def _from_objects(self) -> list[Any]:
-        return list(self.default._from_objects)
-
-    def _negate(self) -> ColumnElement[bool]:
-        return _PerDialect(not_(self.default), not_(self.sqlite))
-
-
-# For other builders of conditions that differ by dialect (repositories.json_match).
-PerDialect = _PerDialect
-
-
-@compiles(_PerDialect)
-def _render_default(element: _PerDialect, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.default, **kw)})"
-
-
-@compiles(_PerDialect, "sqlite")
-def _render_sqlite(element: _PerDialect, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.sqlite, **kw)})"
-
-
-def _bind(value: Any, column: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
-    # An anonymous, unique parameter; typed by the column so its bind
-    # processing (UTC timestamps, UUIDs on SQLite) applies.
-    return bindparam(None, value, type_=column.type if column is not None else String())
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _glob_escape(text: str) -> str:
-    # GLOB has no ESCAPE clause; a metacharacter in brackets stands for itself.
-    return "".join(f"[{char}]" if char in "*?[" else char for char in text)
-
-
-def _match(column: ColumnElement[Any], segments: Sequence[str], fold: bool) -> _PerDialect:
-    """`column` against a pattern: `segments` joined by any-text wildcards."""
-    like = _bind("%".join(_like_escape(part) for part in segments))
-    glob = _bind("*".join(_glob_escape(part) for part in segments))
-    if fold:
-        lowered = func.lower(column)
-        return _PerDialect(
-            lowered.like(func.lower(like), escape="\\"),
-            lowered.op("GLOB", is_comparison=True)(func.lower(glob)),
-        )
-    return _PerDialect(column.like(like, escape="\\"), column.op("GLOB", is_comparison=True)(glob))
-
-
-def _contains_element(column: ColumnElement[Any], value: str | int | float | bool) -> _PerDialect:
-    """The JSON array in `column` has `value` as an element."""
-    document = cast(_bind(json.dumps([value])), JSONB)
-    postgres = cast(column, JSONB).op("@>", is_comparison=True)(document)
-    each = func.json_each(column).table_valued("value", "type")
-    if isinstance(value, bool):
-        # SQLite reports JSON true/false as 1/0; only the type tells them apart.
-        same = each.c.type == _bind("true" if value else "false")
-    elif isinstance(value, str):
-        same = and_(each.c.type == _bind("text"), each.c.value == _bind(value))
-    else:
-        same = and_(
-            each.c.type.in_([_bind("integer"), _bind("real")]),
-            each.c.value == bindparam(None, value),
-        )
-    return _PerDialect(postgres, select(each.c.value).where(same).exists())
 
 
 # ---------------------------------------------------------------- compiler
@@ -426,6 +230,13 @@ _KIND_WORDS = {
     "json_array": "a quoted string, a number, true or false",
     "json_object": "a path into it: name.key = value",
 }
+
+
+def _int_range(column: ColumnElement[Any]) -> tuple[int, int]:
+    bits = 64 if isinstance(column.type, BigInteger) else 32
+    if isinstance(column.type, SmallInteger):
+        bits = 16
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
 class _Compiler:
@@ -447,31 +258,41 @@ class _Compiler:
             return self.membership(tokens[0], [_literal(token) for token in tokens[1:]])
         return self.restriction(tokens[0], str(tokens[1]), _literal(tokens[2]))
 
-    def field(self, name: lark.Token) -> tuple[str, FilterField]:
-        head, dot, _ = str(name).partition(".")
+    def field(self, name: lark.Token) -> tuple[str, FilterField, tuple[str, ...]]:
+        """The field `name` starts with, and the path into it after its first dot."""
+        head, *path = str(name).split(".")
         field = self.fields.get(head)
-        if field is not None and (field.kind == "json_object") != bool(dot):
-            what = "a JSON object: name a key in it" if dot == "" else "not a JSON object"
-            raise _error(f"{head} at column {_column(name)} is {what}")
         if field is None:
             known = ", ".join(sorted(self.fields)) or "none"
             raise _error(
                 f"unknown field {_quote(name)} at column {_column(name)}; "
                 f"filterable fields: {known}"
             )
-        return str(name), field
+        if path and field.kind != "json_object":
+            raise _error(f"{head} at column {_column(name)} is not a JSON object")
+        if len(path) > MAX_PATH:
+            # A Struct nests at most 32 levels (docs/requests.md): no value lies deeper.
+            raise _error(f"the path at column {_column(name)} is over {MAX_PATH} keys deep")
+        return str(name), field, tuple(path)
 
-    def restriction(self, name_token: lark.Token, op: str, lit: _Literal) -> ColumnElement[bool]:
-        name, field = self.field(name_token)
+    def restriction(self, name_token: lark.Token, op: str, lit: Value) -> ColumnElement[bool]:
+        name, field, path = self.field(name_token)
         column = field.column
-        if field.kind == "json_object":
-            return self.path(name, field, op, lit)
+        if lit.kind == "any" and op != ":":
+            raise _error(f"* stands alone only after : (column {lit.column})")
+        if path:
+            return json_paths.restriction(column, path, name, op, lit, path in field.indexed)
         if lit.kind == "null":
             if op == "=":
                 return column.is_(None)
             if op == "!=":
                 return column.is_not(None)
             raise _error(f"null can only be compared with = or != (column {lit.column})")
+        if field.kind == "json_object":
+            raise _error(
+                f"{name} at column {_column(name_token)} is a JSON object: name a key in it "
+                f"({name}.key = value, {name}.key:*), or compare it with null"
+            )
         if op == ":":
             return self.has(name, field, lit)
         if op == "=~":
@@ -482,7 +303,7 @@ class _Compiler:
             raise _error(f"{name} is an array; use {name} : value to test membership")
         if op in _ORDERING and field.kind in ("bool", "uuid"):
             raise _error(f"{op} does not apply to {field.kind} field {name}; use = or !=")
-        if field.kind == "string" and lit.kind == "string" and len(lit.segments) > 1:
+        if field.kind == "string" and lit.wildcard:
             if op not in ("=", "!="):
                 raise _error(f"wildcards only work with = and != (column {lit.column})")
             matched = _match(column, lit.segments, fold=False)
@@ -497,58 +318,52 @@ class _Compiler:
             ">=": column >= value,
         }[op]
 
-    def has(self, name: str, field: FilterField, lit: _Literal) -> ColumnElement[bool]:
-        if lit.kind == "string" and len(lit.segments) > 1:
+    def has(self, name: str, field: FilterField, lit: Value) -> ColumnElement[bool]:
+        if lit.kind == "any":
+            if field.kind != "json_array":
+                raise _error(
+                    f":* applies to arrays and to paths into JSON objects; {name} is a "
+                    f"{field.kind} (to test for a value, write {name} != null)"
+                )
+            return non_empty(field.column)
+        if lit.wildcard:
             raise _error(f"wildcards only work with =, != and =~ (column {lit.column})")
         if field.kind == "string":
             return _match(field.column, ("", self.string(name, lit)[0], ""), fold=False)
         if field.kind == "json_array":
             if lit.kind == "string":
-                return _contains_element(field.column, self.string(name, lit)[0])
-            assert isinstance(lit.value, (int, float, bool))
-            return _contains_element(field.column, lit.value)
+                return has_element(field.column, self.string(name, lit)[0])
+            if lit.kind == "bool":
+                assert isinstance(lit.value, bool)
+                return has_element(field.column, lit.value)
+            return has_element(field.column, json_number(lit))
         raise _error(f": only applies to string and array fields; {name} is a {field.kind}")
 
-    def path(self, name: str, field: FilterField, op: str, lit: _Literal) -> ColumnElement[bool]:
-        """`a.b.c = value` on a JSON object column: containment of {"b": {"c": value}} in
-        `a` (jsonb @> on PostgreSQL, which a GIN index serves; the same test on SQLite).
-        `!=` is its negation: rows without the key match it too, rows without a
-        document (NULL) match neither."""
-        from repositories.json_match import contains  # json_match builds on this module
-
-        if op not in ("=", "!="):
-            raise _error(f"only = and != apply to a path into JSON ({name})")
-        if lit.kind == "string" and len(lit.segments) > 1:
-            raise _error(f"wildcards do not apply to a path into JSON ({name})")
-        value: Any = lit.segments[0] if lit.kind == "string" else lit.value
-        for key in reversed(name.split(".")[1:]):
-            value = {key: value}
-        matched = contains(field.column, value)
-        return matched if op == "=" else and_(field.column.is_not(None), not_(matched))
-
-    def membership(self, name_token: lark.Token, values: list[_Literal]) -> ColumnElement[bool]:
-        name, field = self.field(name_token)
-        if field.kind == "json_object":
-            raise _error(f"IN does not apply to a path into JSON ({name})")
-        if field.kind == "json_array":
-            raise _error(f"IN does not apply to array field {name}")
+    def membership(self, name_token: lark.Token, values: list[Value]) -> ColumnElement[bool]:
+        name, field, path = self.field(name_token)
         if len(values) > MAX_IN_VALUES:
             raise _error(f"IN takes at most {MAX_IN_VALUES} values; {name} has {len(values)}")
+        if path:
+            return json_paths.membership(field.column, path, name, values)
+        if field.kind == "json_object":
+            raise _error(f"IN does not apply to JSON object {name}; name a key in it")
+        if field.kind == "json_array":
+            raise _error(f"IN does not apply to array field {name}")
         for lit in values:
             if lit.kind == "null":
                 raise _error(f"null is not allowed in IN (column {lit.column}); use = null")
-            if lit.kind == "string" and len(lit.segments) > 1:
+            if lit.wildcard:
                 raise _error(f"wildcards are not allowed in IN (column {lit.column})")
         bound = [_bind(self.value(name, field, lit), field.column) for lit in values]
         return field.column.in_(bound)
 
-    def string(self, name: str, lit: _Literal) -> tuple[str, ...]:
+    def string(self, name: str, lit: Value) -> tuple[str, ...]:
         """The segments of a string literal; only one unless wildcards are allowed."""
         if lit.kind != "string":
             raise self.mismatch(name, "string", lit)
         return lit.segments
 
-    def value(self, name: str, field: FilterField, lit: _Literal) -> Any:
+    def value(self, name: str, field: FilterField, lit: Value) -> Any:
         """The literal as the Python value the column binds, or an error."""
         kind = field.kind
         if kind == "string" and lit.kind == "string":
@@ -560,7 +375,7 @@ class _Compiler:
                 raise _error(f"{lit.value} at column {lit.column} is out of range for {name}")
             return lit.value
         if kind == "float" and lit.kind in ("int", "float"):
-            return float(lit.value)  # type: ignore[arg-type]
+            return double(lit)
         if kind == "bool" and lit.kind == "bool":
             return lit.value
         if kind == "timestamp" and lit.kind == "string" and len(lit.segments) == 1:
@@ -574,5 +389,5 @@ class _Compiler:
                 pass
         raise self.mismatch(name, kind, lit)
 
-    def mismatch(self, name: str, kind: FilterKind, lit: _Literal) -> InvalidArgument:
+    def mismatch(self, name: str, kind: FilterKind, lit: Value) -> InvalidArgument:
         return _error(f"expected {_KIND_WORDS[kind]} for {name} at column {lit.column}")

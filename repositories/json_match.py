@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, and_, bindparam, case, cast, exists, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 
-from repositories.filtering import PerDialect
+from repositories.filter_sql import PerDialect
 
 
 def contains(column: ColumnElement[Any], query: dict[str, Any]) -> ColumnElement[bool]:
@@ -74,3 +74,30 @@ def _member(
     if key is not None:
         matches = and_(each.c.key == _bind(key), matches)
     return exists(select(each.c.key).where(matches))
+
+
+def has_element(column: ColumnElement[Any], value: str | int | float | bool) -> PerDialect:
+    """The JSON array in `column` has `value` as an element: `column @> '[value]'` on
+    PostgreSQL, which a GIN index on the column serves."""
+    document = cast(_bind(json.dumps([value])), JSONB)
+    # The cast is no change to a JSONB column (the index still serves it), and makes a
+    # JSON one (a table not built by Repogate) comparable.
+    postgres = cast(column, JSONB).op("@>", is_comparison=True)(document)
+    each = func.json_each(column).table_valued("value", "type")
+    if isinstance(value, bool):
+        # SQLite reports JSON true/false as 1/0; only the type tells them apart.
+        same = each.c.type == _bind("true" if value else "false")
+    elif isinstance(value, str):
+        same = and_(each.c.type == _bind("text"), each.c.value == _bind(value))
+    else:
+        numeric = each.c.type.in_([_bind("integer"), _bind("real")])
+        same = and_(numeric, each.c.value == _bind(value))
+    return PerDialect(postgres, select(each.c.value).where(same).exists())
+
+
+def non_empty(column: ColumnElement[Any]) -> PerDialect:
+    """The JSON array in `column` has an element (`tags:*`)."""
+    array = cast(column, JSONB)
+    empty = cast(_bind("[]"), JSONB)
+    postgres = and_(func.jsonb_typeof(array) == _bind("array"), array != empty)
+    return PerDialect(postgres, func.json_array_length(column) > 0)

@@ -2,8 +2,12 @@
 
 Every order ends with the id, so rows have a total order and a keyset
 position (the sort values of the last row seen) names one place in it.
-Sortable columns must be NOT NULL: NULLs have no agreed place in a keyset
-comparison across PostgreSQL and SQLite.
+
+A nullable column sorts NULL after every value: last ascending, first
+descending. That is PostgreSQL's default, so an ordinary index serves both
+directions there; SQLite, whose default is the reverse, is told NULLS LAST or
+NULLS FIRST. A keyset position may hold NULL, and `after` compares with NULL
+as the greatest value, so pages cross from values to NULLs and back.
 """
 
 from __future__ import annotations
@@ -29,8 +33,39 @@ class SortKey:
     column: ColumnElement[Any]
     descending: bool = False
 
+    @property
+    def nullable(self) -> bool:
+        return bool(getattr(self.column, "nullable", False))
+
     def clause(self) -> ColumnElement[Any]:
-        return self.column.desc() if self.descending else self.column.asc()
+        if self.descending:
+            return self.column.desc().nulls_first() if self.nullable else self.column.desc()
+        return self.column.asc().nulls_last() if self.nullable else self.column.asc()
+
+    def same(self, value: Any) -> ColumnElement[bool]:
+        return self.column.is_(None) if value is None else self.column == value
+
+    def beyond(self, value: Any) -> ColumnElement[bool] | None:
+        """Rows after `value` in this key's direction, NULL being the greatest; None
+        when no row can be (ascending past NULL)."""
+        if value is None:
+            return self.column.is_not(None) if self.descending else None
+        if self.descending:
+            below: ColumnElement[bool] = self.column < value
+            return below
+        above: ColumnElement[bool] = self.column > value
+        return or_(above, self.column.is_(None)) if self.nullable else above
+
+    def bound(self, value: Any) -> ColumnElement[bool] | None:
+        """The range of this key `beyond` stays in, as an index range scan can use it;
+        None where that is no plain range."""
+        if value is None:
+            return None if self.descending else self.column.is_(None)
+        if self.descending:
+            most: ColumnElement[bool] = self.column <= value
+            return most
+        least: ColumnElement[bool] = self.column >= value
+        return None if self.nullable else least
 
 
 Order = tuple[SortKey, ...]
@@ -66,14 +101,15 @@ def after(order: Order, position: Sequence[Any]) -> ColumnElement[bool]:
     """
     clauses = []
     for i, key in enumerate(order):
-        equal = [order[j].column == position[j] for j in range(i)]
-        beyond = key.column < position[i] if key.descending else key.column > position[i]
-        clauses.append(and_(*equal, beyond))
+        beyond = key.beyond(position[i])
+        if beyond is not None:
+            equal = [order[j].same(position[j]) for j in range(i)]
+            clauses.append(and_(*equal, beyond))
     # Implied by the OR, but only this form bounds an index range scan: without it a
-    # deep page reads and discards every row before it (sortable columns are NOT NULL).
-    first = order[0]
-    bound = first.column <= position[0] if first.descending else first.column >= position[0]
-    return and_(bound, or_(*clauses))
+    # deep page reads and discards every row before it.
+    bound = order[0].bound(position[0])
+    later = or_(*clauses)
+    return later if bound is None else and_(bound, later)
 
 
 def position_of(order: Order, row: Mapping[Any, Any]) -> list[Any]:
@@ -96,7 +132,11 @@ def position_from(order: Order, values: Any) -> list[Any]:
     parsed: list[Any] = []
     for key, value in zip(order, values, strict=True):
         python_type = key.column.type.python_type
-        if python_type is datetime:
+        if value is None:
+            if not key.nullable:
+                raise ValueError(f"{key.name}: null in a column that holds none")
+            parsed.append(None)
+        elif python_type is datetime:
             moment = datetime.fromisoformat(value)
             if moment.tzinfo is None:
                 raise ValueError(f"{key.name}: timestamp without an offset")

@@ -126,6 +126,15 @@ class TenantScope:
     def delete(self) -> Delete:
         return self._mark(delete(self.table).where(self._statements.tenant_is))
 
+    def around(self, stmt: Select[Any], *inner: Select[Any]) -> Select[Any]:
+        """Marks `stmt`: a SELECT that reads this table only through `inner`, SELECTs this
+        scope built (so filtering on the tenant), used as its subqueries."""
+        for each in inner:
+            self.check(each)
+        if self.table in stmt.columns_clause_froms:
+            raise ScopeViolation("a statement around scoped ones must not read the table itself")
+        return self._mark(stmt)
+
     def explain(self, stmt: Select[Any]) -> Explain:
         """The plan of a statement this scope built."""
         self.check(stmt)

@@ -3,8 +3,9 @@ entity, repository class and `Resource` (mapping, checks, defaults, rules)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf.message import Message
@@ -12,10 +13,10 @@ from sqlalchemy import MetaData, Table
 
 from repositories.base import Repository
 from repositories.tables import metadata as built_in_metadata
-from schema import rules, tables
+from schema import related, rules, tables
 from schema.entities import entity
 from schema.loading import Schema
-from schema.model import ResourceSpec, resource_spec
+from schema.model import ResourceSpec, is_resource, resource_spec
 from schema.repository import DeclaredRepository, repository_class
 from server import validation
 from server.mapping import M, MessageMapping
@@ -50,6 +51,9 @@ def declare(schema: Schema) -> Declared:
                 parent = schema.resource(f.reference).message.full_name
                 repo.references[f.name] = repositories[parent]
         resources[full_name] = _resource(spec, repo, schema)
+    for full_name, spec in schema.resources.items():
+        bound = related.relations(spec, lambda m: schema.resources.get(m.full_name), resources)
+        resources[full_name] = replace(resources[full_name], related=bound)
     return Declared(schema, metadata, built, resources)
 
 
@@ -104,7 +108,8 @@ def _resource(
             checks[f.name] = validation.json_document
         elif f.kind == "timestamp":
             checks[f.name] = validation.moment
-    return resource(spec, repo, schema.message_class(spec.message), checks, rules=rules.check)
+    shown = functools.partial(rules.check, ignored=spec.unstored) if spec.unstored else rules.check
+    return resource(spec, repo, schema.message_class(spec.message), checks, rules=shown)
 
 
 def resource(
@@ -139,6 +144,7 @@ def resource(
         # Cleared by an update that names them unset; a built-in's column may hold a
         # default instead (Session.preferences).
         nullable=[f.name for f in writable if f.nullable and columns[f.name].nullable],
+        unmapped=spec.unstored,
     )
     return Resource(
         name=spec.singular,
@@ -152,8 +158,21 @@ def resource(
 
 
 def resource_of(
-    message_cls: type[M], repo: type[Repository], checks: Mapping[str, validation.Check]
+    message_cls: type[M],
+    repo: type[Repository],
+    checks: Mapping[str, validation.Check],
+    *,
+    related_to: Collection[Resource[Any]] = (),
 ) -> Resource[M]:
-    """The Resource a built-in resource message declares."""
+    """The Resource a built-in resource message declares; `related_to`: the resources its
+    related fields show."""
     descriptor: Any = message_cls.DESCRIPTOR
-    return resource(resource_spec(descriptor), repo, message_cls, checks)
+    spec = resource_spec(descriptor)
+    made = resource(spec, repo, message_cls, checks)
+    served = {r.mapping.message_cls.DESCRIPTOR.full_name: r for r in related_to}
+    bound = related.relations(spec, _built_in, served)
+    return replace(made, related=bound) if bound else made
+
+
+def _built_in(message: Any) -> ResourceSpec | None:
+    return resource_spec(message) if is_resource(message) else None

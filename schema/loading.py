@@ -26,6 +26,7 @@ from google.protobuf.descriptor import Descriptor, FileDescriptor, ServiceDescri
 from google.protobuf.message import Message
 
 from repogate.options.v1 import options_pb2
+from schema import related
 from schema.model import ResourceSpec, SchemaError, is_resource, resource_spec
 
 # Files the schema may import whose descriptors Repogate supplies.
@@ -81,6 +82,7 @@ def load(path: str | Path) -> Schema:
             raise SchemaError(f"{message.full_name}: table {spec.table!r} is {other}'s too")
         tables[spec.table] = message.full_name
         resources[message.full_name] = spec
+    related.check(resources)
     services = tuple(s for f in files for s in f.services_by_name.values())
     return Schema(tuple(own), resources, services)
 

@@ -93,6 +93,9 @@ class ResourceSpec:
     indexes: tuple[options_pb2.Index, ...] = ()
     # Standard columns the message shows, besides id and etag.
     shown: frozenset[str] = field(default_factory=frozenset)
+    # Fields the message shows that are not stored: related resources and the flags
+    # saying a list of them was cut (schema/related.py reads and checks them).
+    unstored: frozenset[str] = field(default_factory=frozenset)
 
     def field(self, name: str) -> FieldSpec:
         for each in self.fields:
@@ -136,12 +139,14 @@ def resource_spec(message: Descriptor) -> ResourceSpec:
         raise SchemaError(f"{where}: a resource needs a `string id` field")
     fields = []
     shown = set()
+    unstored = _unstored(message)
     for f in message.fields:
         if f.name in STANDARD_FIELDS:
             _standard(f, where)
             shown.add(f.name)
             continue
-        fields.append(_field(f, where))
+        if f.name not in unstored:
+            fields.append(_field(f, where))
     spec = ResourceSpec(
         message=message,
         singular=singular,
@@ -153,9 +158,22 @@ def resource_spec(message: Descriptor) -> ResourceSpec:
         fields=tuple(fields),
         indexes=tuple(opts.indexes),
         shown=frozenset(shown - {"id", "etag"}),
+        unstored=frozenset(unstored - set(STANDARD_FIELDS)),
     )
     _check_cross_field(spec)
     return spec
+
+
+def _unstored(message: Descriptor) -> set[str]:
+    """Fields declared `related`, and the `truncated` flags they name."""
+    names = set()
+    for f in message.fields:
+        options: options_pb2.FieldOptions = f.GetOptions().Extensions[_FIELD]
+        if options.HasField("related"):
+            names.add(f.name)
+            if options.related.truncated:
+                names.add(options.related.truncated)
+    return names
 
 
 def _identifier(value: str, where: str) -> None:
@@ -233,8 +251,8 @@ def _field(f: FieldDescriptor, where: str) -> FieldSpec:
     # required (on an output-only field: the server sets it on every row).
     nullable = f.has_presence and not (repeated or o.required or o.counter)
     nullable = nullable and not o.HasField("sequence")
-    if o.sortable and (nullable or kind in ("struct", "list", "bytes")):
-        raise SchemaError(f"{name}: only fields that are never null sort; this one may be")
+    if o.sortable and kind in ("struct", "list", "bytes"):
+        raise SchemaError(f"{name}: a {kind} field cannot be sorted on")
     if o.filterable and kind == "bytes":
         raise SchemaError(f"{name}: a bytes field cannot be filtered on")
     default = _default(f, o, kind, name) if o.default else None
@@ -299,5 +317,26 @@ def _check_cross_field(spec: ResourceSpec) -> None:
     for index in spec.indexes:
         for part in index.fields:
             column = part.removesuffix(" desc").strip()
-            if column not in names or column == "etag":
+            head, dot, path = column.partition(".")
+            if dot:
+                _index_path(spec, where, head, path)
+            elif column not in names or column == "etag":
                 raise SchemaError(f"{where}: index field {column!r} is not a field")
+
+
+# A key of an indexed path: what a filter's path may name (repositories/json_paths.py).
+_PATH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_INDEXED_PATH = 8
+
+
+def _index_path(spec: ResourceSpec, where: str, head: str, path: str) -> None:
+    """`head.path` in an index: a path into a Struct field, which filters on the path use."""
+    own = {f.name: f for f in spec.fields}
+    if head not in own or own[head].kind != "struct":
+        raise SchemaError(f"{where}: index field {head}.{path}: {head!r} is not a Struct field")
+    keys = path.split(".")
+    if len(keys) > MAX_INDEXED_PATH or not all(_PATH_KEY.fullmatch(key) for key in keys):
+        raise SchemaError(
+            f"{where}: index field {head}.{path}: a path is 1 to {MAX_INDEXED_PATH} keys "
+            "of letters, digits and _, each starting with a letter or _"
+        )

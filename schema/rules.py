@@ -16,10 +16,13 @@ from google.protobuf.message import Message
 from repositories.errors import FieldViolation, InvalidArgument
 
 
-def check(message: Message, written: Collection[str] | None, prefix: str) -> None:
+def check(
+    message: Message, written: Collection[str] | None, prefix: str, ignored: Collection[str] = ()
+) -> None:
     """Raises InvalidArgument for `message`'s violations: of every field (a create), or
     of the `written` fields only (an update: the others are not written, and their
-    zero values in the request are not the stored ones)."""
+    zero values in the request are not the stored ones); never of `ignored` fields (the
+    related resources a message shows, which no write stores)."""
     try:
         found = protovalidate.collect_violations(message)
     except protovalidate.EvaluationError as exc:
@@ -28,7 +31,8 @@ def check(message: Message, written: Collection[str] | None, prefix: str) -> Non
     violations = []
     for violation in found:
         path = _path(violation)
-        if written is not None and path.split(".", 1)[0].split("[", 1)[0] not in written:
+        field = path.split(".", 1)[0].split("[", 1)[0]
+        if (written is not None and field not in written) or field in ignored:
             continue
         violations.append(
             FieldViolation(".".join(p for p in (prefix, path) if p), _message(violation))

@@ -31,10 +31,12 @@ class _Query:
 
     __slots__ = (
         "count_mode",
+        "expand",
         "filter",
         "order_by",
         "page_size",
         "page_token",
+        "read_mask",
         "show_deleted",
         "skip",
     )
@@ -47,6 +49,8 @@ class _Query:
         self.skip = getattr(request, "skip", 0)
         self.show_deleted = getattr(request, "show_deleted", False)
         self.count_mode = getattr(request, "count_mode", 0)
+        self.expand = getattr(request, "expand", ())
+        self.read_mask = getattr(request, "read_mask", None)
 
 
 def handlers(bindings: list[Binding], runs: dict[str, Handler]) -> dict[str, grpc.RpcMethodHandler]:

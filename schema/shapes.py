@@ -116,9 +116,9 @@ def _field(message: Descriptor, name: str, kind: int, *, repeated: bool = False)
         raise SchemaError(f"{message.name} needs a field `{expected}`")
 
 
-def _optional(message: Descriptor, name: str, kind: int) -> None:
+def _optional(message: Descriptor, name: str, kind: int, *, repeated: bool = False) -> None:
     if name in message.fields_by_name:
-        _field(message, name, kind)
+        _field(message, name, kind, repeated=repeated)
 
 
 def _of(message: Descriptor, name: str, wanted: Descriptor, *, repeated: bool = False) -> None:
@@ -133,6 +133,12 @@ def _named(message: Descriptor, name: str, full_name: str, *, repeated: bool = F
     kind = message.fields_by_name[name].message_type
     if kind is None or kind.full_name != full_name:
         raise SchemaError(f"{message.name}.{name} must be a {full_name}")
+
+
+def _read_mask(message: Descriptor) -> None:
+    """AIP-157: an optional `google.protobuf.FieldMask read_mask`."""
+    if "read_mask" in message.fields_by_name:
+        _named(message, "read_mask", "google.protobuf.FieldMask")
 
 
 def _returns(method: MethodDescriptor, spec: ResourceSpec) -> None:
@@ -155,12 +161,13 @@ def _create(method: MethodDescriptor, spec: ResourceSpec) -> None:
 
 def _get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "id", _STRING)
+    _optional(method.input_type, "expand", _STRING, repeated=True)
+    _read_mask(method.input_type)
     _returns(method, spec)
 
 
 def _update(method: MethodDescriptor, spec: ResourceSpec) -> None:
-    _of(method.input_type, spec.singular, spec.message)
-    _field(method.input_type, "update_mask", _MESSAGE)
+    _update_item(method.input_type, spec)
     _returns(method, spec)
 
 
@@ -201,6 +208,8 @@ def _list(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _query_fields(message)
     _optional(message, "order_by", _STRING)
     _optional(message, "skip", _INT32)
+    _optional(message, "expand", _STRING, repeated=True)
+    _read_mask(message)
     out = method.output_type
     _of(out, spec.plural, spec.message, repeated=True)
     _field(out, "next_page_token", _STRING)
@@ -245,6 +254,8 @@ def _rank(method: MethodDescriptor, spec: ResourceSpec) -> None:
 
 def _batch_get(method: MethodDescriptor, spec: ResourceSpec) -> None:
     _field(method.input_type, "ids", _STRING, repeated=True)
+    _optional(method.input_type, "expand", _STRING, repeated=True)
+    _read_mask(method.input_type)
     _holder(method, spec)
 
 
@@ -268,6 +279,7 @@ def _create_item(message: Descriptor, spec: ResourceSpec) -> None:
 def _update_item(message: Descriptor, spec: ResourceSpec) -> None:
     _of(message, spec.singular, spec.message)
     _field(message, "update_mask", _MESSAGE)
+    _optional(message, "allow_missing", _BOOL)  # AIP-134 upsert
 
 
 def _delete_item(message: Descriptor, spec: ResourceSpec) -> None:

@@ -34,9 +34,10 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import TypeEngine
 
 from repogate.options.v1 import options_pb2
+from repositories.json_paths import path_index_expression
 from repositories.tables import live_unique, purge_index, standard_columns
 from repositories.types import UTCDateTime, json_document
-from schema.model import FieldSpec, ResourceSpec
+from schema.model import FieldSpec, ResourceSpec, SchemaError
 from server.mapping import stored_enum_names
 
 # PostgreSQL cuts longer names short without a word; Repogate shortens them itself.
@@ -172,7 +173,9 @@ def _table(
                 c[f.name],
                 unique=True,
             )
-        if o.searchable:
+        if o.searchable or (o.filterable and f.kind == "list"):
+            # Containment (@>): Struct paths `payload.a = 1`, `payload.tags:"x"`, and
+            # membership in a repeated field, `tags:"x"`.
             Index(
                 name("ix", t, f.name),
                 c[f.name],
@@ -181,14 +184,26 @@ def _table(
             ).ddl_if(dialect="postgresql")
     for index in spec.indexes:
         parts = [part.split() for part in index.fields]
-        exprs = [c[p[0]].desc() if p[1:] == ["desc"] else c[p[0]] for p in parts]
-        words = [p[0] for p in parts]
+        exprs = [
+            _indexed(c, p[0]).desc() if p[1:] == ["desc"] else _indexed(c, p[0]) for p in parts
+        ]
+        words = [p[0].replace(".", "_") for p in parts]
         if index.unique:
             live_unique(name("uq", t, "tenant", *words), c.tenant_id, *exprs)
         else:
             Index(name("ix", t, "tenant", *words), c.tenant_id, *exprs)
     purge_index(table)
+    named = [str(i.name) for i in table.indexes]
+    if len(set(named)) < len(named):
+        twice = sorted({n for n in named if named.count(n) > 1})
+        raise SchemaError(f"{spec.message.full_name}: two indexes are named {', '.join(twice)}")
     return table
+
+
+def _indexed(c: Any, field: str) -> Any:
+    """A column, or for `payload.a.b` the JSON value at the path, as filters on it compare."""
+    head, *path = field.split(".")
+    return path_index_expression(c[head], tuple(path)) if path else c[head]
 
 
 def sequence_index(spec: ResourceSpec, f: FieldSpec) -> str:

@@ -170,6 +170,7 @@ class MessageMapping(Generic[M]):
         references: String fields holding the UUID of another resource.
         nullable: Fields with presence whose column stores NULL when the message lacks
             them (a Timestamp, an `optional` scalar): not their zero value.
+        unmapped: Fields that are no column (related resources, shown by `expand`).
     """
 
     def __init__(
@@ -180,9 +181,10 @@ class MessageMapping(Generic[M]):
         immutable: Collection[str] = (),
         references: Collection[str] = (),
         nullable: Collection[str] = (),
+        unmapped: Collection[str] = (),
     ) -> None:
         self.message_cls = message_cls
-        fields = message_cls.DESCRIPTOR.fields
+        fields = [f for f in message_cls.DESCRIPTOR.fields if f.name not in unmapped]
         self.updatable = frozenset(updatable)
         self.immutable = frozenset(immutable)
         self._writable = self.updatable | self.immutable

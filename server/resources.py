@@ -22,9 +22,10 @@ from repositories.database import RepositorySource
 from repositories.errors import InvalidArgument
 from repositories.filtering import Filters
 from repositories.ordering import Order, parse_order_by, position_from, position_of
-from server import context, request_ids, validation
+from server import context, read_masks, request_ids, updates, validation
 from server.aggregates import Aggregates
 from server.answers import Answers, Encoded, R
+from server.expansion import Expander, Relation
 from server.mapping import M, MessageMapping, parse_etag
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
@@ -60,6 +61,8 @@ class Resource(Generic[M]):
     # Rules declared in the schema (schema/rules.py): run on the message with the
     # fields written (None: a create writes all) and the request's name for it.
     rules: Callable[[Message, Collection[str] | None, str], None] | None = None
+    # Related fields a Get, List or BatchGet may `expand` (server/expansion.py).
+    related: tuple[Relation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class StandardMethods(Generic[M]):
         self._tokens = tokens
         self._policy = policy
         self._answers = Answers(policy.max_message_bytes)
+        self._expander = Expander(resource.name, resource.related, resource.mapping.to_message)
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
@@ -145,30 +149,59 @@ class StandardMethods(Generic[M]):
 
     async def get(self, request: Any) -> M:
         key = validation.resource_id(request.id, "id")
+        mask = read_masks.of(request, self._r.mapping.message_cls)
+        expand = self._expander.names(request)
+        if expand:
+            # Past the cache: one read of the row and its related rows, all as of one
+            # snapshot; a cached row says nothing of its children (docs/schema.md).
+            async def expanded(uow: RepositorySource) -> list[M]:
+                row = await self._repo(uow).get(key)
+                return await self._expander.messages(uow, [row], expand)
+
+            (message,) = await self._units.read(expanded)
+            return message if mask is None else mask.apply(message)
 
         async def load() -> tuple[M, int]:
             row = await self._units.read(lambda uow: self._repo(uow).get(key))
             return self._r.mapping.to_message(row), row["version"]
 
-        return await self._cache.get(self._table, key, load, self._r.mapping.message_cls.FromString)
+        # The cache holds whole messages: the mask applies to what it gives.
+        message = await self._cache.get(
+            self._table, key, load, self._r.mapping.message_cls.FromString
+        )
+        return message if mask is None else mask.apply(message)
 
     async def batch_get(self, request: Any) -> list[M]:
         validation.batch_size(len(request.ids), "ids")
         keys = [validation.resource_id(id_, f"ids[{i}]") for i, id_ in enumerate(request.ids)]
         validation.distinct(keys, "ids[{}]", "id")
-        rows = await self._units.read(lambda uow: self._repo(uow).get_many(keys))
-        return self._messages(rows)
+        mask = read_masks.of(request, self._r.mapping.message_cls)
+        expand = self._expander.names(request)
+        self._expander.check_batch(len(keys), expand)
+        # With a mask alone, rows hold only the columns it needs; expanding reads whole rows.
+        partial = mask if not expand else None
+        columns = partial.columns(self._r.repository.entity.table) if partial else ()
+
+        async def read(uow: RepositorySource) -> list[M]:
+            rows = await self._repo(uow).get_many(keys, columns=columns)
+            return await self._to_messages(uow, rows, mask, expand)
+
+        return await self._units.read(read)
 
     async def page(self, request: ListRequest, narrow: Narrowing | None = None) -> Page[M]:
         """AIP-132 List with AIP-158 pages, AIP-160 filter, order_by and counts. `narrow`:
         a condition a domain search adds to the filter, and the text page tokens bind it by."""
-        limit = validation.page_size(request.page_size)
+        expand = self._expander.names(request)
+        limit = self._expander.page_size(validation.page_size(request.page_size), expand)
         if request.skip < 0:
             raise InvalidArgument.field("skip", "must not be negative")
         counting = self._count_mode(request.count_mode, default=CountMode.COUNT_MODE_NONE)
+        mask = read_masks.of(request, self._r.mapping.message_cls)
         tenant = context.tenant()
         where = self.filters.compile(request.filter)
         order = parse_order_by(request.order_by, self._sort_columns, self._default_order)
+        partial = mask if not expand else None  # as in batch_get
+        columns = partial.columns(self._r.repository.entity.table, order) if partial else ()
         query = "|".join(
             (self._r.name, tenant, request.filter, request.order_by, str(request.show_deleted))
         )
@@ -178,7 +211,9 @@ class StandardMethods(Generic[M]):
         after = self._position(order, request.page_token, query) if request.page_token else None
         self.shapes.record("List", request.filter, request.order_by)
 
-        async def read(uow: RepositorySource) -> tuple[list[Row], bool, int | None, bool]:
+        async def read(
+            uow: RepositorySource,
+        ) -> tuple[list[Row], list[M], bool, int | None, bool]:
             repo = self._repo(uow)
             rows, more = await repo.page(
                 limit,
@@ -187,15 +222,17 @@ class StandardMethods(Generic[M]):
                 order=order,
                 skip=request.skip,
                 show_deleted=request.show_deleted,
+                columns=columns,
             )
             total, exact = None, False
             if counting != CountMode.COUNT_MODE_NONE:
                 total, exact = await self._count(repo, where, request.show_deleted, counting)
-            return rows, more, total, exact
+            items = await self._to_messages(uow, rows, mask, expand)
+            return rows, items, more, total, exact
 
-        rows, more, total, exact = await self._units.read(read)
+        rows, items, more, total, exact = await self._units.read(read)
         token = self._tokens.encode(position_of(order, rows[-1]), query) if more else ""
-        return Page(self._messages(rows), token, total, exact)
+        return Page(items, token, total, exact)
 
     async def count(self, request: Any) -> tuple[int, bool]:
         """(total, exact) for a Count request: filter, show_deleted, count_mode."""
@@ -240,25 +277,28 @@ class StandardMethods(Generic[M]):
         return await self._write(request, lambda repo: repo.create_many(values), response)
 
     async def update(self, request: Any) -> Encoded[M]:
-        key, values, version = self._update_values(request, "")
+        """AIP-134, with update_mask paths into Struct fields and allow_missing
+        (server/updates.py)."""
+        change = updates.change(self._r, request, "", self._create_values)
         return await self._write(
             None,
-            lambda repo: self._one(repo.update(key, values, version)),
-            one_write=self._one_write["update"],
+            lambda repo: self._one(updates.write(repo, change)),
+            one_write=self._one_write["update"] and change.one_statement,
         )
 
     async def batch_update(self, request: Any, response: type[R]) -> Encoded[R]:
         validation.batch_size(len(request.requests), "requests")
-        updates = [
-            self._update_values(item, f"requests[{i}].") for i, item in enumerate(request.requests)
+        changes = [
+            updates.change(self._r, item, f"requests[{i}].", self._create_values)
+            for i, item in enumerate(request.requests)
         ]
         validation.distinct(
-            [key for key, _, _ in updates], f"requests[{{}}].{self._r.name}.id", "id"
+            [change.key for change in changes], f"requests[{{}}].{self._r.name}.id", "id"
         )
 
         async def work(repo: Repository) -> list[Row]:
-            # One statement per item: each has its own mask and etag.
-            return [await repo.update(key, values, version) for key, values, version in updates]
+            # One write per item: each has its own mask and etag.
+            return [await updates.write(repo, change) for change in changes]
 
         return await self._write(request, work, response)
 
@@ -295,8 +335,14 @@ class StandardMethods(Generic[M]):
 
     def update_values(self, request: Any) -> tuple[uuid.UUID, dict[str, Any], int | None]:
         """(id, values, expected version) of an Update request (the resource and its
-        `update_mask`), checked as Update checks them: for extensions."""
-        return self._update_values(request, "")
+        `update_mask`), checked as Update checks them: for extensions. Paths into Struct
+        fields need the stored row (`updates.write` runs them): refused here."""
+        change = updates.change(self._r, request, "", self._create_values)
+        if change.edits:
+            raise InvalidArgument.field(
+                "update_mask", "paths into Struct fields are not supported by this method"
+            )
+        return change.key, change.values, change.version
 
     async def undelete(self, request: Any) -> Encoded[M]:
         key = validation.resource_id(request.id, "id")
@@ -316,8 +362,19 @@ class StandardMethods(Generic[M]):
     def _repo(self, uow: RepositorySource) -> Repository:
         return uow.repository(self._r.repository)
 
-    def _messages(self, rows: Sequence[Row]) -> list[M]:
-        return [self._r.mapping.to_message(row) for row in rows]
+    async def _to_messages(
+        self,
+        uow: RepositorySource,
+        rows: Sequence[Row],
+        mask: read_masks.ReadMask | None,
+        expand: Sequence[str],
+    ) -> list[M]:
+        """`rows` as the answer's messages: with the related fields `expand` names, then
+        masked. Without `expand`, a mask's rows hold only the columns it asked for."""
+        if mask is not None and not expand:
+            return mask.messages(rows, self._r.mapping)
+        messages = await self._expander.messages(uow, rows, expand)
+        return messages if mask is None else list(map(mask.apply, messages))
 
     @staticmethod
     async def _one(row: Awaitable[Row]) -> list[Row]:
@@ -334,23 +391,6 @@ class StandardMethods(Generic[M]):
         validation.require(values, self._r.required, prefix)
         validation.check_fields(values, self._r.checks, prefix)
         return values
-
-    def _update_values(
-        self, request: Any, prefix: str
-    ) -> tuple[uuid.UUID, dict[str, Any], int | None]:
-        mapping, name = self._r.mapping, self._r.name
-        message = getattr(request, name)
-        key = validation.resource_id(getattr(message, "id", ""), f"{prefix}{name}.id")
-        version = parse_etag(getattr(message, "etag", ""), f"{prefix}{name}.etag")
-        mask = request.update_mask if request.HasField("update_mask") else None
-        paths = mapping.mask_paths(message, mask, f"{prefix}update_mask")
-        if self._r.rules is not None:
-            self._r.rules(message, paths, f"{prefix}{name}")
-        values = mapping.to_values(message, paths)
-        if not values:
-            raise InvalidArgument.field(f"{prefix}update_mask", "names no field to update")
-        validation.check_fields(values, self._r.checks, f"{prefix}{name}")
-        return key, values, version
 
     def _delete_item(self, request: Any, prefix: str) -> tuple[uuid.UUID, int | None, bool]:
         key = validation.resource_id(request.id, f"{prefix}id")

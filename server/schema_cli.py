@@ -88,6 +88,8 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  {unique}index ({', '.join(index.fields)})")
         for line in _fields(spec):
             print(f"  {line}")
+        for line in _related(spec, schema):
+            print(f"  {line}")
     for service, bindings in served.services:
         print(f"{service}")
         for b in bindings:
@@ -114,6 +116,23 @@ def _fields(spec: ResourceSpec) -> list[str]:
     width = max((len(name) for name, _, _ in rows), default=0)
     kinds = max((len(kind) for _, kind, _ in rows), default=0)
     return [f"{n:<{width}}  {k:<{kinds}}  {w}".rstrip() for n, k, w in rows]
+
+
+def _related(spec: ResourceSpec, schema: Declared) -> list[str]:
+    """A line per related field: `related tasks  children of Task via project_id ...`."""
+    from schema.related import related
+
+    lines = []
+    for r in related(spec, lambda m: schema.schema.resources.get(m.full_name)):
+        target = r.target.message.name
+        if not r.children:
+            lines.append(f"related {r.name}  parent {target} via {r.via}")
+            continue
+        words = [f"related {r.name}  children {target} via {r.via}", f"limit {r.limit}"]
+        words += [f"order by {r.order_by}"] if r.order_by else []
+        words += [f"truncated {r.truncated}"] if r.truncated else []
+        lines.append(", ".join(words))
+    return lines
 
 
 def _text(option: Any, value: Any) -> str:

@@ -18,6 +18,7 @@ from server.answers import Encoded
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
 from server.resources import Policy, StandardMethods
+from server.services.messages import MESSAGE
 from server.units import Units
 
 # Declared in session.proto (its repogate.options); these are the checks beyond it.
@@ -30,6 +31,7 @@ SESSION = resource_of(
         "status": validation.one_of(SESSION_STATUSES),
         "preferences": validation.json_document,
     },
+    related_to=[MESSAGE],
 )
 COUNTERS = ("total_messages", "total_tool_calls", "input_tokens", "output_tokens")
 

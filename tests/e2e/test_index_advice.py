@@ -151,6 +151,7 @@ def schema_copy(directory: Path, resource_option: str = "") -> tuple[str, str]:
     opening = "  option (repogate.options.v1.resource) = {\n"
     for source in (TASKS / "acme" / "tasks" / "v1").glob("*.proto"):
         text = source.read_text().replace("package acme.tasks.v1;", f"package acme.{package}.v1;")
+        text = text.replace('import "acme/tasks/v1/', f'import "acme/{package}/v1/')
         if source.name == "task.proto":
             assert opening in text
             text = text.replace(opening, f"{opening}    {resource_option}\n")

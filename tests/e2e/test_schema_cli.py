@@ -101,13 +101,17 @@ def test_schema_check_prints_each_resource(tmp_path: Path) -> None:
     lines = checked.stdout.splitlines()
     assert "acme.tasks.v1.Task  table tasks  order by create_time" in lines
     assert "  index (project_id, priority desc)" in lines
+    assert "  index (payload.score)" in lines
     task = lines[lines.index("acme.tasks.v1.Task  table tasks  order by create_time") :]
-    fields = {line.split()[0]: line.split()[1:] for line in task[2:11]}
+    described = [line for line in task[1:12] if not line.startswith("  index ")]
+    fields = {line.split()[0]: line.split()[1:] for line in described[:9]}
     assert fields["project_id"][0] == "uuid"
     assert 'reference(resource="Project"' in " ".join(fields["project_id"])
     assert fields["tags"][0] == "list<string>"
     assert fields["assignee"][:2] == ["string", "optional"]
     assert fields["attempts"][-1] == "counter"
+    assert "  related project  parent Project via project_id" in task
+    assert "  related tasks  children Task via project_id, limit 100, truncated more_tasks" in lines
     assert "acme.tasks.v1.TaskService" in lines
     assert "  ListTasks  list Task" in lines
     assert "  IncrementTaskCounters  increment Task" in lines

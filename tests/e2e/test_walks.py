@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from repogate.v1 import query_pb2, user_pb2, user_pb2_grpc
@@ -62,6 +62,8 @@ def seed_rows(rng: random.Random) -> list[dict[str, Any]]:
                 "create_time": BASE_TIME + timedelta(minutes=i // 4),
                 "update_time": BASE_TIME + timedelta(seconds=rng.randrange(12)),
                 "delete_time": BASE_TIME + timedelta(days=1) if i % 9 == 4 else None,
+                # Unset on a third of the users: they sort after every time.
+                "last_login_time": None if i % 3 == 0 else BASE_TIME + timedelta(hours=i % 5),
             }
         )
     rng.shuffle(rows)  # insertion order must not be what the walk relies on
@@ -82,7 +84,8 @@ async def seeded(database: Database, tenant: str) -> list[dict[str, Any]]:
 
 
 def expected_order(rows: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> list[str]:
-    """The ids of `rows` sorted by `keys` (name, descending), ties broken by id."""
+    """The ids of `rows` sorted by `keys` (name, descending), ties broken by id; a
+    missing value (None) after every other, so first when descending."""
     if all(name != "id" for name, _ in keys):
         keys = [*keys, ("id", False)]
     ordered = sorted(rows, key=lambda row: str(row["id"]))
@@ -90,7 +93,8 @@ def expected_order(rows: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> 
         # Stable sorts from the last key to the first: a multi-key sort. UUIDs
         # compare as their lowercase hex text, as both databases compare them.
         ordered.sort(
-            key=lambda row, n=name: str(row[n]) if n == "id" else row[n], reverse=descending
+            key=lambda row, n=name: str(row[n]) if n == "id" else (row[n] is None, row[n]),
+            reverse=descending,
         )
     return [str(row["id"]) for row in ordered]
 
@@ -129,6 +133,9 @@ order_terms = st.lists(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(page_size=st.integers(1, 40), terms=order_terms, show_deleted=st.booleans())
+# A nullable key, across the boundary between times and NULLs both ways.
+@example(page_size=3, terms=[("last_login_time", "")], show_deleted=False)
+@example(page_size=2, terms=[("last_login_time", " desc"), ("display_name", "")], show_deleted=True)
 async def test_any_page_size_and_order_walks_every_user_once_in_order(
     users: Stub,
     database: Database,

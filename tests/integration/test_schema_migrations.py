@@ -45,15 +45,37 @@ EXPRESSION_INDEX_WARNINGS = [
     "ignore:autogenerate skipping metadata-specified expression-based index",
 ]
 ASSIGNEE = "  optional string assignee = 17 [(repogate.options.v1.field).filterable = true];\n"
-# Comment and Task are resources no more (their messages stay, for the services).
+# Comment and Task are resources no more (their messages stay, for the services), and
+# the fields showing them as related resources go.
+COMMENTS_OF_TASK = """\
+  // Its latest 3 live comments, when a read names `comments` in `expand`.
+  repeated Comment comments = 31 [(repogate.options.v1.field).related = {
+    via: "task_id"
+    limit: 3
+    order_by: "number desc"
+    truncated: "more_comments"
+  }];
+  bool more_comments = 32;
+"""
+TASKS_OF_PROJECT = """\
+  repeated Task tasks = 30 [(repogate.options.v1.field).related = {
+    via: "project_id"
+    truncated: "more_tasks"
+  }];
+  bool more_tasks = 31;
+"""
 NO_COMMENTS = (
-    "comment.proto",
-    '  option (repogate.options.v1.resource) = {default_order: "task_id, number"};\n',
-    "",
+    (
+        "comment.proto",
+        '  option (repogate.options.v1.resource) = {default_order: "task_id, number"};\n',
+        "",
+    ),
+    (TASK, COMMENTS_OF_TASK, ""),
 )
 NO_TASKS = (
     (TASK, "  option (repogate.options.v1.resource) = {\n    indexes: [", "  /*\n    indexes: ["),
     (TASK, "    ]\n  };\n", "    ]\n  */\n"),
+    (TASK, TASKS_OF_PROJECT, ""),
 )
 LABEL = """syntax = "proto3";
 
@@ -108,6 +130,7 @@ def evolve(tmp_path: Path, *edits: tuple[str, str, str], add: str = "") -> Decla
         sources[name] = sources[name].replace(old, new)
     for name, source in sources.items():
         moved = source.replace("package acme.tasks.v1;", f"package acme.{package}.v1;")
+        moved = moved.replace('import "acme/tasks/v1/', f'import "acme/{package}/v1/')
         (directory / name).write_text(moved)
     return declare(load(root))
 
@@ -459,7 +482,7 @@ async def test_a_removed_resource_is_refused(engine: AsyncEngine, tmp_path: Path
     before = await state(engine, "comments")
 
     with pytest.raises(Refused) as refused:
-        await upgrade(engine, declared=evolve(tmp_path, NO_COMMENTS, add=LABEL))
+        await upgrade(engine, declared=evolve(tmp_path, *NO_COMMENTS, add=LABEL))
 
     assert [r.where for r in refused.value.refusals] == ["comments"]
     message = str(refused.value)
@@ -510,7 +533,7 @@ async def test_schema_drop_drops_what_the_schema_no_longer_declares(
 
 async def test_schema_drop_of_removed_resources(engine: AsyncEngine, tmp_path: Path) -> None:
     await upgrade(engine, declared=declare(load(TASKS)))
-    evolved = evolve(tmp_path, NO_COMMENTS, *NO_TASKS)
+    evolved = evolve(tmp_path, *NO_COMMENTS, *NO_TASKS)
     with pytest.raises(Refused) as refused:
         await upgrade(engine, declared=evolved)
     assert sorted(r.where for r in refused.value.refusals) == ["comments", "tasks"]

@@ -343,3 +343,12 @@ def test_filters_remember_what_they_compiled_and_refuse_bad_text_every_time() ->
     assert (str(stmt).split("WHERE", 1)[1], dict(stmt.params)) == compiled(
         'username = "a"', postgresql.dialect()
     )
+
+
+def test_a_number_too_large_for_a_double_is_refused_for_a_float_field() -> None:
+    from repositories.sessions import SESSION
+
+    with pytest.raises(InvalidArgument) as err:
+        compile_filter("total_cost_usd > 1" + "0" * 400, SESSION.filter_fields())
+    assert err.value.violations[0].description == "the number at column 18 is out of range"
+    assert compile_filter("total_cost_usd > 1" + "0" * 300, SESSION.filter_fields()) is not None

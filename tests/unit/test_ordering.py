@@ -89,3 +89,77 @@ def test_keyset_clause_follows_each_direction() -> None:
     assert "users.display_name = " in sql
     assert "users.id > " in sql
     assert "Ann" not in sql
+
+
+def test_a_nullable_key_sorts_null_last_ascending_and_first_descending() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    for dialect in (postgresql.dialect(), sqlite.dialect()):
+        up = parse_order_by("last_login_time", SORTABLE, "create_time")
+        down = parse_order_by("last_login_time desc, email", SORTABLE, "create_time")
+        assert [str(k.clause().compile(dialect=dialect)) for k in up] == [
+            "users.last_login_time ASC NULLS LAST",
+            "users.id ASC",
+        ]
+        assert [str(k.clause().compile(dialect=dialect)) for k in down] == [
+            "users.last_login_time DESC NULLS FIRST",
+            "users.email ASC",
+            "users.id ASC",
+        ]
+
+
+def test_a_position_may_hold_null_only_in_a_nullable_key() -> None:
+    order = parse_order_by("last_login_time, display_name", SORTABLE, "create_time")
+    row = {"last_login_time": None, "display_name": "Ann", "id": uuid.uuid4()}
+    position = position_of(order, row)
+    assert position == [None, "Ann", str(row["id"])]
+    assert position_from(order, position) == [None, "Ann", row["id"]]
+    with pytest.raises(ValueError, match="display_name: null"):
+        position_from(order, ["2026-01-01T00:00:00+00:00", None, str(row["id"])])
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "fragments", "absent"),
+    [
+        # Ascending past a time: later times, then every NULL.
+        (
+            "last_login_time",
+            ["2026-01-01T00:00:00+00:00"],
+            ["users.last_login_time > ", "users.last_login_time IS NULL"],
+            ["users.last_login_time >= "],
+        ),
+        # Ascending past NULL: only other NULLs, by id; bounded to the NULLs.
+        (
+            "last_login_time",
+            [None],
+            ["users.last_login_time IS NULL AND users.id > "],
+            ["users.last_login_time > ", "IS NOT NULL"],
+        ),
+        # Descending past NULL: the other NULLs by id, then every time.
+        (
+            "last_login_time desc",
+            [None],
+            ["users.last_login_time IS NOT NULL", "users.last_login_time IS NULL AND users.id > "],
+            ["<="],
+        ),
+        # Descending past a time: earlier times only (the NULLs came first).
+        (
+            "last_login_time desc",
+            ["2026-01-01T00:00:00+00:00"],
+            ["users.last_login_time <= ", "users.last_login_time < "],
+            ["IS NULL"],
+        ),
+    ],
+)
+def test_keyset_clause_puts_null_after_every_value(
+    text: str, position: list[object], fragments: list[str], absent: list[str]
+) -> None:
+    from repositories.ordering import after
+
+    order = parse_order_by(text, SORTABLE, "create_time")
+    values = position_from(order, [*position, str(uuid.uuid4())])
+    sql = str(after(order, values).compile(dialect=postgresql.dialect()))
+    for fragment in fragments:
+        assert fragment in sql, sql
+    for fragment in absent:
+        assert fragment not in sql, sql

@@ -49,8 +49,8 @@ RESOURCE = "option (repogate.options.v1.resource) = {};\n  string id = 1;\n"
         ("map<string, string> labels = 2;", "labels: maps are not stored"),
         ("uint64 big = 2;", "big: a uint64 cannot be stored"),
         (
-            "optional string nick = 2 [(repogate.options.v1.field).sortable = true];",
-            "nick: only fields that are never null sort",
+            "repeated string nicks = 2 [(repogate.options.v1.field).sortable = true];",
+            "nicks: a list field cannot be sorted on",
         ),
         (
             'string owner_id = 2 [(repogate.options.v1.field).reference.resource = "Nobody"];',
@@ -119,6 +119,22 @@ def test_every_method_that_fits_no_standard_shape_is_named(tmp_path: Path) -> No
     assert "ThingService.CreateThing: PingRequest needs a field `message thing`" in message
 
 
+def test_read_mask_and_allow_missing_of_another_type_are_named(tmp_path: Path) -> None:
+    body = (
+        f"message Thing {{\n  {RESOURCE}}}\n"
+        "message GetThingRequest { string id = 1; string read_mask = 2; }\n"
+        "message UpdateThingRequest {\n"
+        "  Thing thing = 1;\n  Thing update_mask = 2;\n  string allow_missing = 3;\n}\n"
+        "service ThingService {\n"
+        "  rpc GetThing(GetThingRequest) returns (Thing);\n"
+        "  rpc UpdateThing(UpdateThingRequest) returns (Thing);\n"
+        "}\n"
+    )
+    message = refusal(tmp_path, body)
+    assert "GetThing: GetThingRequest needs a field `message read_mask`" in message
+    assert "UpdateThing: UpdateThingRequest needs a field `bool allow_missing`" in message
+
+
 def test_protoc_errors_are_a_schema_error(tmp_path: Path) -> None:
     directory, _ = write(tmp_path, "message Broken { string id = 1 }\n")
     with pytest.raises(SchemaError, match="protoc failed"):
@@ -137,3 +153,40 @@ def test_a_good_schema_declares_its_resources(tmp_path: Path) -> None:
     assert (spec.singular, spec.plural, spec.table) == ("task_run", "task_runs", "task_runs")
     assert [(f.name, f.kind, f.nullable) for f in spec.fields] == [("note", "string", True)]
     assert declared.tables[f"{package}.TaskRun"].c.note.nullable
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        ('"nick.x"', "index field nick.x: 'nick' is not a Struct field"),
+        ('"missing.x"', "index field missing.x: 'missing' is not a Struct field"),
+        ('"doc.1x"', "index field doc.1x: a path is 1 to 8 keys"),
+        ('"doc.a-b"', "index field doc.a-b: a path is 1 to 8 keys"),
+        ('"doc." ', "index field doc.: a path is 1 to 8 keys"),
+        ('"doc.' + ".".join("k" * 9) + '"', "a path is 1 to 8 keys"),
+    ],
+)
+def test_an_index_on_a_path_names_a_struct_and_keys_a_filter_can_name(
+    tmp_path: Path, index: str, expected: str
+) -> None:
+    body = (
+        "message Thing {\n"
+        f"  option (repogate.options.v1.resource) = {{indexes: [{{fields: [{index}]}}]}};\n"
+        "  string id = 1;\n  string nick = 2;\n  google.protobuf.Struct doc = 3;\n}\n"
+    )
+    assert expected in refusal(tmp_path, 'import "google/protobuf/struct.proto";\n' + body)
+
+
+def test_a_nullable_field_may_be_sortable(tmp_path: Path) -> None:
+    directory, package = write(
+        tmp_path,
+        f"message Thing {{\n  {RESOURCE}"
+        "  optional google.protobuf.Timestamp due_time = 2\n"
+        "    [(repogate.options.v1.field).sortable = true];\n"
+        "}\n",
+    )
+    declared = declare(load(directory))
+    bind(declared)
+    table = declared.tables[f"{package}.Thing"]
+    assert table.c.due_time.nullable
+    assert "due_time" in declared.resources[f"{package}.Thing"].repository.entity.sortable

@@ -88,3 +88,20 @@ def test_check_accepts_only_statements_scoped_to_this_table() -> None:
     ):
         with pytest.raises(ScopeViolation):
             scope.check(stmt)
+
+
+def test_around_marks_a_select_over_scoped_subqueries_only() -> None:
+    scope = TenantScope(users, "acme")
+    inner = scope.select(users.c.id)
+    ranked = inner.subquery()
+
+    outer = scope.around(select(ranked.c.id), inner)
+
+    scope.check(outer)
+    assert "WHERE users.tenant_id = " in str(outer.compile(dialect=postgresql.dialect()))
+    with pytest.raises(ScopeViolation):
+        scope.around(select(users.c.id).where(users.c.id.in_(select(ranked.c.id))), inner)
+    with pytest.raises(ScopeViolation):
+        scope.around(select(ranked.c.id), select(users.c.id))
+    with pytest.raises(ScopeViolation):
+        TenantScope(sessions, "acme").around(select(ranked.c.id), inner)

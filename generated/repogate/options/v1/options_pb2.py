@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!repogate/options/v1/options.proto\x12\x13repogate.options.v1\x1a google/protobuf/descriptor.proto\"\x86\x01\n\x0fResourceOptions\x12\r\n\x05table\x18\x01 \x01(\t\x12\x10\n\x08singular\x18\x02 \x01(\t\x12\x0e\n\x06plural\x18\x03 \x01(\t\x12\x15\n\rdefault_order\x18\x04 \x01(\t\x12+\n\x07indexes\x18\x05 \x03(\x0b\x32\x1a.repogate.options.v1.Index\"\'\n\x05Index\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\x12\x0e\n\x06unique\x18\x02 \x01(\x08\"O\n\tReference\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x30\n\ton_delete\x18\x02 \x01(\x0e\x32\x1d.repogate.options.v1.OnDelete\"\x1a\n\x08Sequence\x12\x0e\n\x06parent\x18\x01 \x01(\t\"\xb2\x02\n\x0c\x46ieldOptions\x12\x12\n\nfilterable\x18\x01 \x01(\x08\x12\x10\n\x08sortable\x18\x02 \x01(\x08\x12\x0e\n\x06unique\x18\x03 \x01(\x08\x12\x18\n\x10\x63\x61se_insensitive\x18\x04 \x01(\x08\x12\x11\n\timmutable\x18\x05 \x01(\x08\x12\x13\n\x0boutput_only\x18\x06 \x01(\x08\x12\x10\n\x08required\x18\x07 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x08 \x01(\t\x12\x31\n\treference\x18\t \x01(\x0b\x32\x1e.repogate.options.v1.Reference\x12\x12\n\nsearchable\x18\n \x01(\x08\x12\x0f\n\x07\x63ounter\x18\x0b \x01(\x08\x12/\n\x08sequence\x18\x0c \x01(\x0b\x32\x1d.repogate.options.v1.Sequence*l\n\x08OnDelete\x12\x19\n\x15ON_DELETE_UNSPECIFIED\x10\x00\x12\x16\n\x12ON_DELETE_RESTRICT\x10\x01\x12\x15\n\x11ON_DELETE_CASCADE\x10\x02\x12\x16\n\x12ON_DELETE_SET_NULL\x10\x03:Y\n\x08resource\x12\x1f.google.protobuf.MessageOptions\x18\xeb\xbd\x04 \x01(\x0b\x32$.repogate.options.v1.ResourceOptions:Q\n\x05\x66ield\x12\x1d.google.protobuf.FieldOptions\x18\xeb\xbd\x04 \x01(\x0b\x32!.repogate.options.v1.FieldOptionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!repogate/options/v1/options.proto\x12\x13repogate.options.v1\x1a google/protobuf/descriptor.proto\"\x86\x01\n\x0fResourceOptions\x12\r\n\x05table\x18\x01 \x01(\t\x12\x10\n\x08singular\x18\x02 \x01(\t\x12\x0e\n\x06plural\x18\x03 \x01(\t\x12\x15\n\rdefault_order\x18\x04 \x01(\t\x12+\n\x07indexes\x18\x05 \x03(\x0b\x32\x1a.repogate.options.v1.Index\"\'\n\x05Index\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\x12\x0e\n\x06unique\x18\x02 \x01(\x08\"O\n\tReference\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x30\n\ton_delete\x18\x02 \x01(\x0e\x32\x1d.repogate.options.v1.OnDelete\"\x1a\n\x08Sequence\x12\x0e\n\x06parent\x18\x01 \x01(\t\"\xe1\x02\n\x0c\x46ieldOptions\x12\x12\n\nfilterable\x18\x01 \x01(\x08\x12\x10\n\x08sortable\x18\x02 \x01(\x08\x12\x0e\n\x06unique\x18\x03 \x01(\x08\x12\x18\n\x10\x63\x61se_insensitive\x18\x04 \x01(\x08\x12\x11\n\timmutable\x18\x05 \x01(\x08\x12\x13\n\x0boutput_only\x18\x06 \x01(\x08\x12\x10\n\x08required\x18\x07 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x08 \x01(\t\x12\x31\n\treference\x18\t \x01(\x0b\x32\x1e.repogate.options.v1.Reference\x12\x12\n\nsearchable\x18\n \x01(\x08\x12\x0f\n\x07\x63ounter\x18\x0b \x01(\x08\x12/\n\x08sequence\x18\x0c \x01(\x0b\x32\x1d.repogate.options.v1.Sequence\x12-\n\x07related\x18\r \x01(\x0b\x32\x1c.repogate.options.v1.Related\"J\n\x07Related\x12\x0b\n\x03via\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x10\n\x08order_by\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\t*l\n\x08OnDelete\x12\x19\n\x15ON_DELETE_UNSPECIFIED\x10\x00\x12\x16\n\x12ON_DELETE_RESTRICT\x10\x01\x12\x15\n\x11ON_DELETE_CASCADE\x10\x02\x12\x16\n\x12ON_DELETE_SET_NULL\x10\x03:Y\n\x08resource\x12\x1f.google.protobuf.MessageOptions\x18\xeb\xbd\x04 \x01(\x0b\x32$.repogate.options.v1.ResourceOptions:Q\n\x05\x66ield\x12\x1d.google.protobuf.FieldOptions\x18\xeb\xbd\x04 \x01(\x0b\x32!.repogate.options.v1.FieldOptionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'repogate.options.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ONDELETE']._serialized_start=688
-  _globals['_ONDELETE']._serialized_end=796
+  _globals['_ONDELETE']._serialized_start=811
+  _globals['_ONDELETE']._serialized_end=919
   _globals['_RESOURCEOPTIONS']._serialized_start=93
   _globals['_RESOURCEOPTIONS']._serialized_end=227
   _globals['_INDEX']._serialized_start=229
@@ -43,5 +43,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEQUENCE']._serialized_start=351
   _globals['_SEQUENCE']._serialized_end=377
   _globals['_FIELDOPTIONS']._serialized_start=380
-  _globals['_FIELDOPTIONS']._serialized_end=686
+  _globals['_FIELDOPTIONS']._serialized_end=733
+  _globals['_RELATED']._serialized_start=735
+  _globals['_RELATED']._serialized_end=809
 # @@protoc_insertion_point(module_scope)

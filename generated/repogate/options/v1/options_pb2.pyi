@@ -60,7 +60,7 @@ class Sequence(_message.Message):
     def __init__(self, parent: _Optional[str] = ...) -> None: ...
 
 class FieldOptions(_message.Message):
-    __slots__ = ("filterable", "sortable", "unique", "case_insensitive", "immutable", "output_only", "required", "default", "reference", "searchable", "counter", "sequence")
+    __slots__ = ("filterable", "sortable", "unique", "case_insensitive", "immutable", "output_only", "required", "default", "reference", "searchable", "counter", "sequence", "related")
     FILTERABLE_FIELD_NUMBER: _ClassVar[int]
     SORTABLE_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class FieldOptions(_message.Message):
     SEARCHABLE_FIELD_NUMBER: _ClassVar[int]
     COUNTER_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RELATED_FIELD_NUMBER: _ClassVar[int]
     filterable: bool
     sortable: bool
     unique: bool
@@ -85,4 +86,17 @@ class FieldOptions(_message.Message):
     searchable: bool
     counter: bool
     sequence: Sequence
-    def __init__(self, filterable: _Optional[bool] = ..., sortable: _Optional[bool] = ..., unique: _Optional[bool] = ..., case_insensitive: _Optional[bool] = ..., immutable: _Optional[bool] = ..., output_only: _Optional[bool] = ..., required: _Optional[bool] = ..., default: _Optional[str] = ..., reference: _Optional[_Union[Reference, _Mapping]] = ..., searchable: _Optional[bool] = ..., counter: _Optional[bool] = ..., sequence: _Optional[_Union[Sequence, _Mapping]] = ...) -> None: ...
+    related: Related
+    def __init__(self, filterable: _Optional[bool] = ..., sortable: _Optional[bool] = ..., unique: _Optional[bool] = ..., case_insensitive: _Optional[bool] = ..., immutable: _Optional[bool] = ..., output_only: _Optional[bool] = ..., required: _Optional[bool] = ..., default: _Optional[str] = ..., reference: _Optional[_Union[Reference, _Mapping]] = ..., searchable: _Optional[bool] = ..., counter: _Optional[bool] = ..., sequence: _Optional[_Union[Sequence, _Mapping]] = ..., related: _Optional[_Union[Related, _Mapping]] = ...) -> None: ...
+
+class Related(_message.Message):
+    __slots__ = ("via", "limit", "order_by", "truncated")
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    via: str
+    limit: int
+    order_by: str
+    truncated: str
+    def __init__(self, via: _Optional[str] = ..., limit: _Optional[int] = ..., order_by: _Optional[str] = ..., truncated: _Optional[str] = ...) -> None: ...
