@@ -26,3 +26,12 @@ async def user(c: Client, **fields: Any) -> Any:
 
 async def session(c: Client, user_id: str | None = None, **fields: Any) -> Any:
     return await create(c, "Session", user_id=user_id or (await user(c)).id, **fields)
+
+
+async def tool_call(c: Client, session_id: str, tool: str = "Read", **fields: Any) -> Any:
+    fields.setdefault("tool_use_id", unique("toolu"))
+    return await create(c, "ToolCall", session_id=session_id, tool_name=tool, **fields)
+
+
+async def task(c: Client, user_id: str, **fields: Any) -> Any:
+    return await create(c, "Task", user_id=user_id, name="t", prompt_template="p", **fields)

@@ -1,8 +1,10 @@
 """The agent-sessions pack (schemas/agent_sessions, seed 003) end to end, on SQLite and
-PostgreSQL: the methods of ToolCallRepository, TaskRepository, TaskExecutionRepository,
-ReportRepository, MCPServerRepository, SessionTemplateRepository, HookExecutionRepository,
+PostgreSQL: the methods of ToolCallRepository, TaskRepository, ReportRepository,
+MCPServerRepository, SessionTemplateRepository, HookExecutionRepository,
 PermissionDecisionRepository, WorkingDirectoryArchiveRepository and
-SessionMetricsSnapshotRepository, each answered over gRPC as the seed's method promised."""
+SessionMetricsSnapshotRepository, each answered over gRPC as the seed's method promised.
+The statistics (tool calls by tool, a task's runs, decisions by decision, cost per user):
+test_agent_sessions_stats.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 
 from tests.conftest import Running
 from tests.declared import Client, ids
-from tests.e2e.packs.agents import PACK, PACKAGE, session, unique, user
+from tests.e2e.packs.agents import PACK, PACKAGE, session, task, tool_call, unique, user
 from tests.e2e.packs.support import at, call, counted, create, listed, mask, struct, transact
 from tests.e2e.support import fails
 
@@ -28,11 +30,6 @@ def c(pack_server: Running) -> Client:
 
 
 # ---------------------------------------------------------------- ToolCallRepository
-
-
-async def tool_call(c: Client, session_id: str, tool: str = "Read", **fields: Any) -> Any:
-    fields.setdefault("tool_use_id", unique("toolu"))
-    return await create(c, "ToolCall", session_id=session_id, tool_name=tool, **fields)
 
 
 async def test_get_by_tool_use_id(c: Client) -> None:
@@ -86,28 +83,7 @@ async def test_update_status_with_timestamps(c: Client) -> None:
     ]
 
 
-async def test_statistics_by_tool_are_counts_per_tool_and_status(c: Client) -> None:
-    made = await session(c)
-    calls = [("Read", "SUCCESS"), ("Read", "SUCCESS"), ("Read", "ERROR"), ("Bash", "ERROR")]
-    for tool, status in calls:
-        await tool_call(c, made.id, tool, status=f"TOOL_CALL_STATUS_{status}")
-    await tool_call(c, (await session(c)).id, "Read", status="TOOL_CALL_STATUS_SUCCESS")
-    scope = f'session_id = "{made.id}"'
-    expected = Counter(calls)
-
-    for tool in ("Read", "Bash"):
-        total = await counted(c, "ToolCall", f'{scope} AND tool_name = "{tool}"')
-        assert total == sum(n for (t, _), n in expected.items() if t == tool)
-        for status in ("SUCCESS", "ERROR"):
-            text = f'{scope} AND tool_name = "{tool}" AND status = "{status.lower()}"'
-            assert await counted(c, "ToolCall", text) == expected[(tool, status)]
-
-
 # ---------------------------------------------------------------- TaskRepository
-
-
-async def task(c: Client, user_id: str, **fields: Any) -> Any:
-    return await create(c, "Task", user_id=user_id, name="t", prompt_template="p", **fields)
 
 
 async def test_get_scheduled_tasks(c: Client) -> None:
@@ -140,23 +116,6 @@ async def test_get_by_tags_is_any_of_the_tags(c: Client) -> None:
 
     assert ids(mine) == [tagged[2].id, tagged[0].id]
     assert ids(everyone) == [theirs.id, tagged[2].id, tagged[0].id]
-
-
-# ---------------------------------------------------------------- TaskExecutionRepository
-
-
-async def test_execution_stats_count_each_outcome(c: Client) -> None:
-    made = await task(c, (await user(c)).id)
-    outcomes = ["COMPLETED", "COMPLETED", "FAILED", "CANCELLED", "RUNNING"]
-    for outcome in outcomes:
-        await create(c, "TaskExecution", task_id=made.id, status=f"TASK_EXECUTION_STATUS_{outcome}")
-    await create(c, "TaskExecution", task_id=(await task(c, (await user(c)).id)).id)
-    of_task = f'task_id = "{made.id}"'
-
-    assert await counted(c, "TaskExecution", of_task) == len(outcomes)
-    for outcome in ("COMPLETED", "FAILED", "CANCELLED"):
-        text = f'{of_task} AND status = "{outcome.lower()}"'
-        assert await counted(c, "TaskExecution", text) == outcomes.count(outcome)
 
 
 # ---------------------------------------------------------------- ReportRepository

@@ -1,34 +1,42 @@
 """The AnythingLLM pack (schemas/anythingllm), end to end on SQLite and PostgreSQL: each
 method of the seed's JobRepository and BaseRepository answered over gRPC as
 schemas/anythingllm/README.md maps it, and the seed's CacheRepository calls answered by
-repogate.v1.CacheService."""
+repogate.v1.CacheService. Statistics and the queue position: test_anythingllm_stats.py."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
 from google.protobuf.duration_pb2 import Duration
 
 from repogate.v1 import cache_pb2, cache_pb2_grpc
-from schema.loading import load
 from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.domain import plain, struct
-from tests.e2e.packs.support import PACKS, call, listed, mask, transact, unpacked
+from tests.e2e.packs import llm
+from tests.e2e.packs.llm import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PACKAGE,
+    PENDING,
+    PROCESSING,
+    QUESTION,
+    UPLOAD,
+    create_job,
+    set_status,
+)
+from tests.e2e.packs.support import call, listed, mask, transact, unpacked
 from tests.e2e.support import fails
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
-PACK = PACKS / "anythingllm"
-EXTENSIONS = str(PACK / "extensions.py")  # by file path, as the pack's README serves it
-PACKAGE = "anythingllm.v1"
+PACK, EXTENSIONS = llm.PACK, llm.EXTENSIONS  # what the pack_server fixture serves
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 COUNT_MODE_EXACT = 2
@@ -42,38 +50,6 @@ def client(pack_server: Running) -> Client:
 @pytest.fixture
 def cache(pack_server: Running) -> cache_pb2_grpc.CacheServiceStub:
     return cache_pb2_grpc.CacheServiceStub(pack_server.channel)
-
-
-def enum(name: str, value: str) -> int:
-    """The number of `value` of the pack's enum `name` ("JobStatus", "PROCESSING")."""
-    load(PACK)
-    found = descriptor_pool.Default().FindEnumTypeByName(f"{PACKAGE}.{name}")
-    prefix = "JOB_TYPE_" if name == "JobType" else "JOB_STATUS_"
-    return int(found.values_by_name[prefix + value].number)
-
-
-def stored(number: int) -> str:
-    """A JobStatus number as filters name it ("processing")."""
-    found = descriptor_pool.Default().FindEnumTypeByName(f"{PACKAGE}.JobStatus")
-    return str(found.values_by_number[number].name.removeprefix("JOB_STATUS_").lower())
-
-
-UPLOAD, QUESTION = enum("JobType", "DOCUMENT_UPLOAD"), enum("JobType", "QUESTION_PROCESSING")
-PENDING, PROCESSING = enum("JobStatus", "PENDING"), enum("JobStatus", "PROCESSING")
-COMPLETED, FAILED = enum("JobStatus", "COMPLETED"), enum("JobStatus", "FAILED")
-CANCELLED = enum("JobStatus", "CANCELLED")
-
-
-async def create_job(c: Client, job_type: int = UPLOAD, **fields: Any) -> Any:
-    if "metadata" in fields:
-        fields["metadata"] = struct(fields["metadata"])
-    return await c("JobService/CreateJob", job=c.message("Job", job_type=job_type, **fields))
-
-
-async def set_status(c: Client, job_id: str, status: int, **fields: Any) -> Any:
-    if "result" in fields:
-        fields["result"] = struct(fields["result"])
-    return await c("JobService/UpdateJobStatus", id=job_id, status=status, **fields)
 
 
 # ------------------------------------------------------------ JobRepository
@@ -254,41 +230,6 @@ async def test_get_by_id_or_raise(client: Client) -> None:
         assert (error.code, error.reason) == (NOT_FOUND, "RESOURCE_NOT_FOUND")
     bad = await fails(client("JobService/GetJob", id="invalid_id"))
     assert (bad.code, list(bad.violations)) == (INVALID, ["id"])
-
-
-async def test_queue_position(client: Client) -> None:
-    jobs = [await create_job(client) for _ in range(5)]
-    await set_status(client, jobs[1].id, PROCESSING)
-    await set_status(client, jobs[3].id, CANCELLED)
-    pending = [j for j in jobs if j.id not in (jobs[1].id, jobs[3].id)]
-
-    for job in pending:
-        ahead = await client(
-            "JobService/CountJobs",
-            filter=f'status = "pending" AND create_time < "{job.create_time.ToJsonString()}"',
-        )
-        position = ahead.total_size + 1
-        assert position == pending.index(job) + 1
-
-
-async def test_statistics_by_status_and_type_in_one_transact(client: Client) -> None:
-    plan = [(UPLOAD, COMPLETED), (UPLOAD, FAILED), (QUESTION, COMPLETED), (UPLOAD, PENDING)]
-    for job_type, status in plan:
-        job = await create_job(client, job_type)
-        if status != PENDING:
-            await set_status(client, job.id, status)
-    statuses = [PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED]
-    filters = [f'status = "{stored(s)}"' for s in statuses]
-    filters += ['job_type = "document_upload"', 'job_type = "question_processing"']
-    count = "JobService/CountJobs"
-    calls = [call(client, count, client.message("CountJobsRequest", filter=f)) for f in filters]
-
-    counts = unpacked(calls, await transact(client, *calls))
-
-    by_status = Counter(status for _, status in plan)
-    by_type = Counter(job_type for job_type, _ in plan)
-    expected = [by_status[s] for s in statuses] + [by_type[UPLOAD], by_type[QUESTION]]
-    assert [c.total_size for c in counts] == expected
 
 
 async def test_cleanup_of_finished_jobs(client: Client) -> None:

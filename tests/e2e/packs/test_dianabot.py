@@ -1,7 +1,8 @@
 """The DianaBot pack (schemas/dianabot, seed 004) end to end, on SQLite and PostgreSQL:
 the standard methods of every resource of its nine aggregates, tenant isolation, and the
 methods of the User and Point aggregates, each answered over gRPC as the seed's method
-promised. The other aggregates: test_dianabot_world.py and test_dianabot_games.py."""
+promised. The other aggregates: test_dianabot_world.py and test_dianabot_games.py; ranks,
+leaderboards and statistics: test_dianabot_stats.py."""
 
 from __future__ import annotations
 
@@ -224,15 +225,6 @@ async def test_get_admins(c: Client) -> None:
     await bot_user(c, role="USER_ROLE_VIP")
     await bot_user(c)
     assert ids(await listed(c, "User", filter='role = "admin"')) == [admin.id]
-
-
-async def test_get_user_rank_by_points(c: Client) -> None:
-    made = [await bot_user(c, points) for points in (50, 20, 80, 50, 5)]
-    for user in made:
-        above = await counted(c, "User", f"points > {user.points}")
-        # rank = 1 + users with more points (ties share a rank)
-        assert above + 1 == 1 + sum(other.points > user.points for other in made)
-    assert await counted(c, "User", f"points > {made[1].points}") + 1 == 4
 
 
 async def test_get_user_profile_parts(c: Client) -> None:
