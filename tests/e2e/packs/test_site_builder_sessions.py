@@ -5,6 +5,9 @@ test_site_builder_sites.py; the preferences: test_site_builder_preferences.py.""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from repogate.v1 import session_pb2
@@ -12,7 +15,7 @@ from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.domain import Stubs, new_session, new_user, plain, struct
 from tests.e2e.packs import sites
-from tests.e2e.packs.sites import NOT_FOUND, PACKAGE, session
+from tests.e2e.packs.sites import INVALID, NOT_FOUND, PACKAGE, session
 from tests.e2e.packs.support import mask
 from tests.e2e.support import fails
 from tests.rpc import md
@@ -74,6 +77,101 @@ async def test_session_update_preferences(stubs: Stubs, client: Client) -> None:
     )
 
     assert plain(updated.preferences) == {"theme": "light", "language": "es"}
+
+
+async def update_keys(
+    stubs: Stubs, c: Client, session_id: str, preferences: dict[str, Any], *paths: str
+) -> session_pb2.Session:
+    """UpdateSession of the keys `paths` of the session's preferences, to `preferences`'."""
+    change = session_pb2.Session(id=session_id, preferences=struct(preferences))
+    return await stubs.sessions.UpdateSession(
+        session_pb2.UpdateSessionRequest(session=change, update_mask=mask(*paths)),
+        metadata=md(c.tenant),
+    )
+
+
+async def test_session_update_one_preference_keeps_the_others(stubs: Stubs, client: Client) -> None:
+    stored = {"theme": "dark", "language": "en", "layout": {"grid": 12, "sidebar": "left"}}
+    created = await session(stubs, client, preferences=struct(stored))
+
+    themed = await update_keys(stubs, client, created.id, {"theme": "light"}, "preferences.theme")
+    nested = await update_keys(
+        stubs, client, created.id, {"layout": {"grid": 16}}, "preferences.layout.grid"
+    )
+    # A path the request's Struct lacks removes the key.
+    removed = await update_keys(stubs, client, created.id, {}, "preferences.language")
+
+    assert plain(themed.preferences) == {**stored, "theme": "light"}
+    assert plain(nested.preferences) == {
+        **stored,
+        "theme": "light",
+        "layout": {**stored["layout"], "grid": 16},
+    }
+    expected = {key: value for key, value in plain(nested.preferences).items() if key != "language"}
+    assert plain(removed.preferences) == expected
+    assert [int(s.etag) for s in (created, themed, nested, removed)] == [1, 2, 3, 4]
+    read = await stubs.sessions.GetSession(
+        session_pb2.GetSessionRequest(id=created.id), metadata=md(client.tenant)
+    )
+    assert read == removed
+
+
+async def test_session_updates_of_two_preferences_at_once_both_land(
+    stubs: Stubs, client: Client
+) -> None:
+    created = await session(stubs, client, preferences=struct({"theme": "dark", "language": "en"}))
+
+    await asyncio.gather(
+        update_keys(stubs, client, created.id, {"theme": "light"}, "preferences.theme"),
+        update_keys(stubs, client, created.id, {"language": "es"}, "preferences.language"),
+    )
+
+    read = await stubs.sessions.GetSession(
+        session_pb2.GetSessionRequest(id=created.id), metadata=md(client.tenant)
+    )
+    assert plain(read.preferences) == {"theme": "light", "language": "es"}
+    assert read.etag == "3"
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ("preferences", "preferences.theme"),  # which of the two decides?
+        ("preferences.theme", "preferences.theme.dark"),
+        ("preference.theme",),  # no such field
+        ("user_id.theme",),  # not a Struct
+        ("preferences.",),  # malformed
+    ],
+)
+async def test_session_update_of_a_bad_preference_path_is_refused(
+    stubs: Stubs, client: Client, paths: tuple[str, ...]
+) -> None:
+    created = await session(stubs, client, preferences=struct({"theme": "dark"}))
+
+    error = await fails(update_keys(stubs, client, created.id, {"theme": "light"}, *paths))
+
+    assert (error.code, list(error.violations)) == (INVALID, ["update_mask"])
+    read = await stubs.sessions.GetSession(
+        session_pb2.GetSessionRequest(id=created.id), metadata=md(client.tenant)
+    )
+    assert read == created
+
+
+async def test_session_update_of_another_tenants_preference_is_not_found(
+    stubs: Stubs, client: Client
+) -> None:
+    created = await session(stubs, client, preferences=struct({"theme": "dark"}))
+    other = client.as_tenant(client.tenant + "-other")
+
+    error = await fails(
+        update_keys(stubs, other, created.id, {"theme": "light"}, "preferences.theme")
+    )
+
+    assert error.code == NOT_FOUND
+    read = await stubs.sessions.GetSession(
+        session_pb2.GetSessionRequest(id=created.id), metadata=md(client.tenant)
+    )
+    assert plain(read.preferences) == {"theme": "dark"}
 
 
 async def test_session_get_by_user_id_get_all_and_count(stubs: Stubs, client: Client) -> None:
