@@ -203,6 +203,10 @@ async def test_tool_calls_by_their_input(c: Client) -> None:
         await tool_call(c, made.id, "Bash" if "command" in i else "Read", tool_input=struct(**i))
         for i in inputs
     ]
+    theirs = c.as_tenant(unique("t"))
+    for i in inputs:  # the same inputs, another tenant's
+        await tool_call(theirs, (await session(theirs)).id, tool_input=struct(**i))
+
     reads_files = await listed(c, "ToolCall", filter="tool_input.file_path : *")
     listings = await listed(c, "ToolCall", filter='tool_input.command = "ls*"')
     slow = await listed(c, "ToolCall", filter="tool_input.timeout >= 300")
