@@ -82,7 +82,7 @@ def compile_filter(text: str, fields: Mapping[str, FilterField]) -> ColumnElemen
     _check_size(text)
     if not text.strip():
         return None
-    tree = _parse(text)
+    tree = parse(text)
     _check_depth(tree)
     return _Compiler(fields).expression(tree)
 
@@ -177,7 +177,9 @@ def _check_size(text: str) -> None:
         raise _error(f"filter contains a NUL character at column {text.index(chr(0)) + 1}")
 
 
-def _parse(text: str) -> lark.Tree[lark.Token]:
+def parse(text: str) -> lark.Tree[lark.Token]:
+    """The syntax tree of a filter text; INVALID_FILTER when it does not parse. Readers of
+    a filter's shape (server/query_shapes.py) walk it as the compiler does."""
     try:
         return _parser().parse(text)
     except lark.exceptions.UnexpectedCharacters as exc:

@@ -20,7 +20,7 @@ from schema.model import ResourceSpec, is_resource, resource_spec
 from schema.repository import DeclaredRepository, repository_class
 from server import validation
 from server.mapping import M, MessageMapping
-from server.resources import Resource
+from server.resource_types import Resource
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from repositories.errors import InvalidArgument
 from repositories.ordering import parse_order_by
 from schema.model import STANDARD_FIELDS, FieldSpec, ResourceSpec, SchemaError
 from server.expansion import Relation
-from server.resources import Resource
+from server.resource_types import Resource
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -49,7 +49,8 @@ from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, StandardMethods
+from server.resource_types import Policy
+from server.resources import StandardMethods
 from server.served_schema import declared_services
 from server.services.admin import AdminService, Observed
 from server.services.cache import CacheService

@@ -21,7 +21,7 @@ import lark
 from sqlalchemy import ColumnElement, Table
 
 from repositories.base import Repository
-from repositories.filtering import FilterField, FilterKind, _parser
+from repositories.filtering import FilterField, FilterKind, parse
 from repositories.ordering import Order, parse_order_by
 from server import context
 
@@ -142,7 +142,7 @@ class EntityShapes:
         """The shape of a filter text that compiles over `fields`."""
         if not text.strip():
             return FilterShape("", "", (), ())
-        tree = _parser().parse(text)
+        tree = parse(text)
         return FilterShape(
             _render(tree, None),
             _render(tree, self),

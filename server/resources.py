@@ -1,4 +1,4 @@
-"""Standard methods (AIP-131..135, 154, 155, 158, 160, 164, 231..235) for any
+"""Standard methods (AIP-131..135, 154, 155, 157, 158, 160, 164, 231..235) for any
 resource, shared by every servicer.
 
 A servicer declares its resource once (repository, mapping, field checks) and
@@ -8,13 +8,11 @@ each RPC becomes a line calling into this class with the request message.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Generic, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic
 
 from google.protobuf.message import Message
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import and_
 
 from repogate.v1 import query_pb2
 from repositories.base import Repository, Row
@@ -25,76 +23,19 @@ from repositories.ordering import Order, parse_order_by, position_from, position
 from server import context, read_masks, request_ids, updates, validation
 from server.aggregates import Aggregates
 from server.answers import Answers, Encoded, R
-from server.expansion import Expander, Relation
-from server.mapping import M, MessageMapping, parse_etag
+from server.expansion import Expander
+from server.mapping import M, parse_etag
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
+from server.resource_types import ListRequest, Narrowing, Page, Policy, Resource
 from server.units import Units
 
 CountMode = query_pb2.CountMode
 
 
-class ListRequest(Protocol):
-    """The fields every List request message has."""
-
-    page_size: int
-    page_token: str
-    filter: str
-    order_by: str
-    skip: int
-    show_deleted: bool
-    count_mode: Any  # the generated CountMode enum
-
-
-@dataclass(frozen=True)
-class Resource(Generic[M]):
-    """Everything the standard methods need to know about one resource."""
-
-    name: str  # the request field holding the resource: "user"
-    repository: type[Repository]
-    mapping: MessageMapping[M]
-    checks: Mapping[str, validation.Check]
-    # Fields a create must populate.
-    required: frozenset[str]
-    # Values a create gets for writable fields the client left unset.
-    create_defaults: Mapping[str, Any]
-    # Rules declared in the schema (schema/rules.py): run on the message with the
-    # fields written (None: a create writes all) and the request's name for it.
-    rules: Callable[[Message, Collection[str] | None, str], None] | None = None
-    # Related fields a Get, List or BatchGet may `expand` (server/expansion.py).
-    related: tuple[Relation, ...] = ()
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Server-wide knobs from settings."""
-
-    # Soft-deleted rows get purge_time = delete_time + retention; None keeps them.
-    retention: timedelta | None = None
-    request_id_ttl: timedelta = timedelta(hours=24)
-    # ESTIMATED counts stay exact while the planner expects fewer rows.
-    estimate_threshold: int = 10_000
-    # The largest response the server sends (REPOGATE_MAX_MESSAGE_BYTES).
-    max_message_bytes: int = 4 * 1024 * 1024
-    # Seconds an Aggregate or Rank call's database work may take; None: no bound of its own.
-    aggregate_timeout: float | None = 10.0
-    # How many groups, in order, an Aggregate call's pages may reach.
-    aggregate_max_groups: int = 10_000
-
-
-@dataclass(frozen=True)
-class Page(Generic[M]):
-    items: list[M]
-    next_page_token: str
-    total_size: int | None = None
-    total_size_exact: bool = False
-
-
 Work = Callable[[Repository], Awaitable[list[Row]]]
 # How a write's rows become its answer: the one message, or a response holding them.
 Shape = type[Message] | None
-# A condition a domain search adds to a List, and the text that names it in page tokens.
-Narrowing = tuple[ColumnElement[bool], str]
 
 
 class StandardMethods(Generic[M]):

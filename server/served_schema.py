@@ -15,7 +15,8 @@ from schema.loading import load
 from schema.model import SchemaError
 from schema.serving import register
 from schema.shapes import Binding, bind
-from server.resources import Resource, StandardMethods
+from server.resource_types import Resource
+from server.resources import StandardMethods
 from server.units import Units
 
 

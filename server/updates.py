@@ -30,7 +30,7 @@ from server import field_paths, validation
 from server.mapping import MessageMapping, json_object, parse_etag
 
 if TYPE_CHECKING:
-    from server.resources import Resource
+    from server.resource_types import Resource
 
 Values = dict[str, Any]
 

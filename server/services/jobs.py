@@ -20,7 +20,8 @@ from server.answers import Encoded
 from server.mapping import duration, json_object, parse_etag, stored_enum_names
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, StandardMethods
+from server.resource_types import Policy
+from server.resources import StandardMethods
 from server.units import Units
 
 # Declared in job.proto (its repogate.options); these are the checks beyond it.

@@ -18,7 +18,8 @@ from server.answers import Encoded
 from server.mapping import json_object
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, StandardMethods
+from server.resource_types import Policy
+from server.resources import StandardMethods
 from server.units import Units
 
 # Declared in message.proto (its repogate.options); these are the checks beyond it.

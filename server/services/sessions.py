@@ -17,7 +17,8 @@ from server import validation
 from server.answers import Encoded
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.resources import Policy, StandardMethods
+from server.resource_types import Policy
+from server.resources import StandardMethods
 from server.services.messages import MESSAGE
 from server.units import Units
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from server.settings import Settings
 from tests.conftest import Running
 from tests.declared import TASKS
 from tests.e2e.domain import Stubs
-from tests.e2e.support import Dedicated, StartRepogate
+from tests.e2e.support import Dedicated, StartRepogate, serving_schema
 from tests.pgbouncer import fresh_database
 from tests.proxy import Proxy
 
@@ -93,21 +92,6 @@ async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 async def tasks_server(
     backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    """A Repogate serving the suite's schema (tests/schemas/tasks) on a database of the
-    test module's own, with the default (memory) cache of entities."""
-    async with contextlib.AsyncExitStack() as stack:
-        if backend == "postgresql":
-            url = await stack.enter_async_context(fresh_database())
-        else:
-            url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('tasks') / 'tasks.db'}"
-        settings = Settings(
-            listen="127.0.0.1:0",
-            database_url=url,
-            schema_path=str(TASKS),
-            shutdown_grace=1,
-            purge_interval=0,
-            cache_timeout=5,
-        )
-        app = await stack.enter_async_context(Repogate(settings))
-        channel = await stack.enter_async_context(aio.insecure_channel(app.address))
-        yield Running(app, channel)
+    """The suite's schema (tests/schemas/tasks) served on a database of the test module's own."""
+    async with serving_schema(backend, tmp_path_factory, TASKS) as running:
+        yield running

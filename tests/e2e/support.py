@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,9 @@ from grpc import aio
 
 from repogate.v1 import user_pb2, user_pb2_grpc
 from server.app import Repogate
+from server.settings import Settings
+from tests.conftest import Running
+from tests.pgbouncer import fresh_database
 from tests.polling import eventually
 from tests.rpc import ErrorDetails, details, md
 
@@ -86,3 +91,28 @@ async def walk(stub: Stub, tenant: str, page_size: int) -> list[user_pb2.ListUse
 
 async def all_users(stub: Stub, tenant: str) -> list[user_pb2.User]:
     return [user for page in await walk(stub, tenant, 1000) for user in page.users]
+
+
+@contextlib.asynccontextmanager
+async def serving_schema(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, schema: Path, extensions: str = ""
+) -> AsyncIterator[Running]:
+    """A Repogate serving `schema` (and `extensions`) on a database of its own, SQLite or
+    PostgreSQL, with the default (memory) cache of entities."""
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "postgresql":
+            url = await stack.enter_async_context(fresh_database())
+        else:
+            url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp(schema.name) / 'schema.db'}"
+        settings = Settings(
+            listen="127.0.0.1:0",
+            database_url=url,
+            schema_path=str(schema),
+            extensions=extensions,
+            shutdown_grace=1,
+            purge_interval=0,
+            cache_timeout=5,
+        )
+        app = await stack.enter_async_context(Repogate(settings))
+        channel = await stack.enter_async_context(aio.insecure_channel(app.address))
+        yield Running(app, channel)
