@@ -4,6 +4,7 @@ the users and channels most rows hang from, and the requests its recipes are mad
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any
 
 from tests.declared import Client
@@ -12,12 +13,20 @@ from tests.e2e.packs.support import PACKS, call, create, mask
 PACK = PACKS / "dianabot"
 PACKAGE = "dianabot.v1"
 EXTENSIONS = "schemas.dianabot.extensions"
+# The namespace of config entry ids: an entry's id is uuid5(CONFIG_IDS, key), so that
+# UpdateConfigEntry with allow_missing sets or creates it by key (the pack's README).
+CONFIG_IDS = uuid.UUID("a73b85a9-89ba-53c3-9df5-58904b280778")
 _telegram_ids = itertools.count(1000)
 
 
 def telegram_id() -> int:
     """A Telegram id no other of this process's rows has."""
     return next(_telegram_ids)
+
+
+def config_id(key: str) -> str:
+    """The id of the config entry of `key`."""
+    return str(uuid.uuid5(CONFIG_IDS, key))
 
 
 async def bot_user(c: Client, points: int = 0, **fields: Any) -> Any:

@@ -2,7 +2,8 @@
 PostgreSQL: the seed's BaseRepository methods on each of its thirteen repositories, and
 the SessionRepository, UserRepository and MessageRepository methods, each answered over
 gRPC with the rows, counts and orders the seed's method promised. The other repositories'
-methods: test_agent_sessions_tools.py."""
+methods: test_agent_sessions_tools.py; get_completed_before and the JSONB queries:
+test_agent_sessions_queries.py."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from tests.e2e.packs.support import (
     plural,
     rollback,
     struct,
-    when,
 )
 from tests.e2e.support import fails
 
@@ -208,24 +208,6 @@ async def test_get_by_status(c: Client) -> None:
     ]
     found = await listed(c, "Session", filter='status = "completed"', order_by="create_time desc")
     assert ids(found) == [made[2].id, made[0].id]
-
-
-async def test_get_completed_before(c: Client) -> None:
-    owner = (await user(c)).id
-    base = 1_700_000_000
-    cases = [("COMPLETED", 10), ("FAILED", 20), ("TERMINATED", 30), ("COMPLETED", 500)]
-    made = [
-        await session(c, owner, status=f"SESSION_STATUS_{state}", completed_time=at(base + t))
-        for state, t in cases
-    ]
-    await session(c, owner, status="SESSION_STATUS_ACTIVE")  # never completed
-    cutoff = at(base + 100)
-    text = f'status IN ("completed", "failed", "terminated") AND completed_time < {when(cutoff)}'
-
-    found = await listed(c, "Session", filter=text)
-
-    # The seed orders them by completed_at: that order waits for sortable nullable times.
-    assert sorted(ids(found)) == sorted(ids(made[:3]))
 
 
 async def test_soft_delete_hides_a_session_until_undeleted(c: Client) -> None:

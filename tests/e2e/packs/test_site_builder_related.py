@@ -11,18 +11,18 @@ import pytest
 from tests.conftest import Running
 from tests.declared import Client, ids
 from tests.e2e.domain import Stubs, new_session, new_user
-from tests.e2e.packs.support import PACKS, create, listed
+from tests.e2e.packs import sites
+from tests.e2e.packs.support import create, listed
 
 pytestmark = pytest.mark.e2e
 
-PACK = PACKS / "site_builder"
-EXTENSIONS = str(PACK / "extensions.py")
+PACK, EXTENSIONS = sites.PACK, sites.EXTENSIONS  # what the pack_server fixture serves
 RELATIONS = ["site_versions", "audits", "deployments"]
 
 
 @pytest.fixture
 def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package="site_builder.v1")
+    return Client(pack_server.channel, schema=PACK, package=sites.PACKAGE)
 
 
 async def site(stubs: Stubs, c: Client, name: str) -> Any:
