@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, not_
+from sqlalchemy import ColumnElement, false, func, not_
 
 from repositories import time_bound
 from repositories.base import Repository
@@ -37,8 +37,9 @@ async def rank(
         raise NotFound(repo.entity.resource_type, str(id_))
     position: list[Any] = [row[key.name] for key in order]
     # The order is total (it ends with the id), so every other row is after this one or
-    # ahead of it.
-    ahead = not_(after(order, position)) & (repo.c.id != id_)
+    # ahead of it. `after` is NULL, not false, for a row whose key is unset where this
+    # row's is set: such a row is not after it (a List page leaves it out), so it is ahead.
+    ahead = not_(func.coalesce(after(order, position), false())) & (repo.c.id != id_)
     stmt = repo.scope.select(
         func.count(),
         func.count().filter(ahead),

@@ -57,6 +57,25 @@ async def test_the_rank_is_the_position_in_the_list(client: Client, order_by: st
         assert places[:3] == top
 
 
+@pytest.mark.parametrize("order_by", ["due_time desc", "due_time", "due_time desc, priority"])
+async def test_rows_without_a_value_take_their_place_in_the_list(
+    client: Client, order_by: str
+) -> None:
+    """Unset values sort last ascending and first descending, in Rank as in List."""
+    c = client.as_tenant(f"t-rank-{order_by.replace(' ', '-').replace(',', '')}-{id(client)}")
+    ids = await board(c, [1, 2, 3])
+    unset = await board(c, [4, 5])
+    for n, id_ in enumerate(ids):
+        task = message("Task", id=id_, due_time={"seconds": 1_800_000_000 + 86_400 * n})
+        await c("TaskService/UpdateTask", task=task, update_mask={"paths": ["due_time"]})
+    places = await listed(c, order_by=order_by)
+
+    assert sorted(places) == sorted(ids + unset)
+    for id_ in ids + unset:
+        answer = await c(RANK, id=id_, order_by=order_by)
+        assert (answer.rank, answer.total_size) == (places.index(id_) + 1, 5)
+
+
 async def test_rows_outside_the_filter_or_deleted_take_no_place(client: Client) -> None:
     ids = await board(client, [3, 8, 6, 2])
     done = await board(client, [7], state=TASK_STATE_DONE)
