@@ -67,7 +67,8 @@ class JsonScalar(ColumnElement[Any]):
 @compiles(JsonScalar)
 def _json_postgresql(element: JsonScalar, compiler: SQLCompiler, **kw: Any) -> str:
     column = compiler.process(element.column, **kw)
-    path = "'{" + ",".join(element.keys) + "}'"
+    # Each key quoted: unquoted, a key named null (in any case) would be SQL NULL.
+    path = "'{" + ",".join(f'"{key}"' for key in element.keys) + "}'"
     kind = f"jsonb_typeof({column} #> {path})"
     text = f"({column} #>> {path})"
     if element.part == "number":

@@ -127,6 +127,23 @@ async def test_values_match_what_the_rows_hold(client: Client) -> None:
     )
 
 
+async def test_a_key_named_null_is_a_key_like_any_other(client: Client) -> None:
+    """PostgreSQL reads an unquoted NULL in a path's array literal as SQL NULL."""
+    c = client.as_tenant(f"t-null-key-{id(client)}")
+    project = (await c.project()).id
+    payloads = [{"null": "a", "NULL": 2}, {"null": "a", "NULL": 3}, {"null": "b"}]
+    await create(c, [new_task(project, f"t{i}", payload=p) for i, p in enumerate(payloads)])
+
+    groups = await aggregate(
+        c, group_by=["payload.null"], aggregations=[agg("sum", "payload.NULL", "total")]
+    )
+
+    assert {key["payload.null"]: values["total"] for key, values in groups} == {
+        "a": 5.0,
+        "b": None,
+    }
+
+
 async def test_group_by_paths_into_a_struct(client: Client) -> None:
     project = (await client.project()).id
     payloads: list[dict[str, Any] | None] = [
