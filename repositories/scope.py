@@ -131,8 +131,18 @@ class TenantScope:
         scope built (so filtering on the tenant), used as its subqueries."""
         for each in inner:
             self.check(each)
-        if self.table in stmt.columns_clause_froms:
-            raise ScopeViolation("a statement around scoped ones must not read the table itself")
+        # Everything `stmt` holds outside `inner`: no FROM, join, subquery or column of it
+        # may name the table, wherever it stands (select list, WHERE, JOIN, ORDER BY).
+        stack: list[Any] = [stmt]
+        while stack:
+            element = stack.pop()
+            if any(element is each for each in inner):
+                continue
+            if element is self.table or getattr(element, "table", None) is self.table:
+                raise ScopeViolation(
+                    "a statement around scoped ones must not read the table itself"
+                )
+            stack.extend(element.get_children())
         return self._mark(stmt)
 
     def explain(self, stmt: Select[Any]) -> Explain:

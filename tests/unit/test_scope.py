@@ -105,3 +105,25 @@ def test_around_marks_a_select_over_scoped_subqueries_only() -> None:
         scope.around(select(ranked.c.id), select(users.c.id))
     with pytest.raises(ScopeViolation):
         TenantScope(sessions, "acme").around(select(ranked.c.id), inner)
+
+
+@pytest.mark.parametrize(
+    "reads_the_table",
+    [
+        lambda ranked: select(ranked.c.id).where(users.c.display_name == "x"),
+        lambda ranked: select(ranked.c.id).join_from(ranked, users, ranked.c.id == users.c.id),
+        lambda ranked: select(ranked.c.id).where(
+            ranked.c.id.in_(select(users.c.id).where(users.c.display_name == "x"))
+        ),
+        lambda ranked: select(ranked.c.id).order_by(users.c.display_name),
+    ],
+    ids=["where", "join", "subquery", "order_by"],
+)
+def test_around_refuses_the_table_read_anywhere_outside_the_scoped_select(
+    reads_the_table: Any,
+) -> None:
+    scope = TenantScope(users, "acme")
+    inner = scope.select(users.c.id)
+
+    with pytest.raises(ScopeViolation, match="must not read the table itself"):
+        scope.around(reads_the_table(inner.subquery()), inner)
