@@ -44,7 +44,6 @@ from repositories.filter_literals import error as _error
 from repositories.filter_literals import literal as _literal
 from repositories.filter_literals import quote as _quote
 from repositories.filter_literals import timestamp as _timestamp
-from repositories.filter_sql import PerDialect as PerDialect  # where it was declared before
 from repositories.filter_sql import bind as _bind
 from repositories.filter_sql import match as _match
 from repositories.ids import parse_uuid

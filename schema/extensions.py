@@ -97,7 +97,7 @@ def load(modules: Iterable[str]) -> dict[str, Extension]:
     for module_name in modules:
         try:
             module = _module(module_name)
-        except (ImportError, OSError) as exc:
+        except (ImportError, OSError, SyntaxError) as exc:
             raise SchemaError(f"extension module {module_name!r}: {exc}") from None
         extensions = getattr(module, "extensions", None)
         if not isinstance(extensions, Extensions):

@@ -46,3 +46,10 @@ def test_a_file_without_a_registry_is_refused(tmp_path: Path) -> None:
     path.write_text("x = 1\n")
     with pytest.raises(SchemaError, match="has no `extensions = Extensions\\(\\)`"):
         extensions.load([str(path)])
+
+
+def test_a_file_that_does_not_parse_is_a_schema_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text("def poke(:\n")
+    with pytest.raises(SchemaError, match=r"broken\.py"):
+        extensions.load([str(path)])
