@@ -101,7 +101,7 @@ async def statements(db: Database, calls: int, rounds: int) -> None:
                 async with db.unit_of_work(TENANT, read_only=True) as uow:
                     repo = uow.repository(MessageRepository)
                     stmt = first_of_each(repo.scope, "session_id", order, 101, lateral=lateral)
-                    # The statement as first_children runs it, on either dialect's shape.
+                    # The statement as related.first_children runs it, in either dialect's shape.
                     result = await repo._execute(stmt, {PARENTS_PARAM: parents})
                     return result.all()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn, TypeVar
 
@@ -45,7 +45,6 @@ from repositories.errors import (
 from repositories.explain import Explain
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
-from repositories.related import PARENTS_PARAM, first_of_each
 from repositories.scope import ID_PARAM, Params, ScopeViolation, TenantScope
 
 Row = RowMapping
@@ -207,24 +206,6 @@ class Repository(ScopedTable):
             if id_ not in by_id:
                 raise NotFound(self.entity.resource_type, str(id_))
         return [by_id[id_] for id_ in ids]
-
-    async def live_many(self, ids: Collection[uuid.UUID]) -> list[Row]:
-        """The live rows among `ids`, in no promised order; missing ones are left out."""
-        if not ids:
-            return []
-        stmt = self.scope.select().where(self.c.id.in_(sorted(ids)), self._live())
-        return list((await self._execute(stmt)).mappings())
-
-    async def first_children(
-        self, via: str, parents: Collection[uuid.UUID], order: Order, limit: int
-    ) -> list[Row]:
-        """Live rows whose reference `via` holds one of `parents`: the first `limit` of each
-        parent, in `order`. One statement for all parents (repositories/related.py)."""
-        if not parents:
-            return []
-        stmt = first_of_each(self.scope, via, order, limit, lateral=self.dialect == "postgresql")
-        result = await self._execute(stmt, {PARENTS_PARAM: sorted(parents)})
-        return list(result.mappings())
 
     async def page(
         self,

@@ -15,8 +15,10 @@ so every reference to it filters on the tenant as every scoped statement does.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Collection
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BindParameter,
@@ -34,11 +36,35 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from repositories.ordering import Order
 from repositories.scope import TenantScope
 
+if TYPE_CHECKING:
+    from repositories.base import Repository, Row
+
 # The bound parameter holding the parents' ids.
 PARENTS_PARAM = "repogate_parents"
 # Statements built, by (table, key, id of the order, limit, lateral), with the order they
 # keep alive (so its id is not reused).
 _built: dict[tuple[Table, str, int, int, bool], tuple[Order, Select[Any]]] = {}
+
+
+async def live_rows(repo: Repository, ids: Collection[uuid.UUID]) -> list[Row]:
+    """The live rows of `repo`'s tenant among `ids`, in no promised order; missing ones
+    are left out."""
+    if not ids:
+        return []
+    stmt = repo.scope.select().where(repo.c.id.in_(sorted(ids)), repo._live())
+    return list((await repo._execute(stmt)).mappings())
+
+
+async def first_children(
+    repo: Repository, via: str, parents: Collection[uuid.UUID], order: Order, limit: int
+) -> list[Row]:
+    """Live rows of `repo`'s tenant whose reference `via` holds one of `parents`: the
+    first `limit` of each parent, in `order`. One statement for all parents."""
+    if not parents:
+        return []
+    lateral = repo.dialect == "postgresql"
+    stmt = first_of_each(repo.scope, via, order, limit, lateral=lateral)
+    return list((await repo._execute(stmt, {PARENTS_PARAM: sorted(parents)})).mappings())
 
 
 def first_of_each(

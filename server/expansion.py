@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
+from repositories import related
 from repositories.base import Repository, Row
 from repositories.database import RepositorySource
 from repositories.errors import InvalidArgument
@@ -115,7 +116,9 @@ async def _children(
     repo: Repository, r: Relation, rows: Sequence[Row], messages: Sequence[Message]
 ) -> None:
     # One more than the limit: its presence says the list was cut.
-    read = await repo.first_children(r.via, {row["id"] for row in rows}, r.order, r.limit + 1)
+    read = await related.first_children(
+        repo, r.via, {row["id"] for row in rows}, r.order, r.limit + 1
+    )
     by_parent: dict[uuid.UUID, list[Row]] = defaultdict(list)
     for child in read:
         by_parent[child[r.via]].append(child)
@@ -130,7 +133,7 @@ async def _parents(
     repo: Repository, r: Relation, rows: Sequence[Row], messages: Sequence[Message]
 ) -> None:
     wanted = {row[r.via] for row in rows if row[r.via] is not None}
-    parents = {parent["id"]: parent for parent in await repo.live_many(wanted)}
+    parents = {parent["id"]: parent for parent in await related.live_rows(repo, wanted)}
     for row, message in zip(rows, messages, strict=True):
         parent = parents.get(row[r.via])
         if parent is not None:
