@@ -22,10 +22,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from repositories.filter_sql import PerDialect
 
 
-def contains(column: ColumnElement[Any], query: dict[str, Any]) -> ColumnElement[bool]:
-    """`column` (a JSON object column) contains `query` (plain JSON data)."""
+def contains(column: ColumnElement[Any], query: dict[str, Any] | list[Any]) -> ColumnElement[bool]:
+    """`column` (a JSON object or array column) contains `query` (plain JSON data)."""
     document = cast(_bind(json.dumps(query)), JSONB)
-    postgres = column.op("@>", is_comparison=True)(document)
+    # The cast is no change to a JSONB column (its GIN index still serves the test), and
+    # makes a JSON one (a table not built by Repogate) comparable.
+    postgres = cast(column, JSONB).op("@>", is_comparison=True)(document)
     return PerDialect(postgres, _contains(column, func.json_type(column), query))
 
 
@@ -76,23 +78,10 @@ def _member(
     return exists(select(each.c.key).where(matches))
 
 
-def has_element(column: ColumnElement[Any], value: str | int | float | bool) -> PerDialect:
+def has_element(column: ColumnElement[Any], value: str | int | float | bool) -> ColumnElement[bool]:
     """The JSON array in `column` has `value` as an element: `column @> '[value]'` on
     PostgreSQL, which a GIN index on the column serves."""
-    document = cast(_bind(json.dumps([value])), JSONB)
-    # The cast is no change to a JSONB column (the index still serves it), and makes a
-    # JSON one (a table not built by Repogate) comparable.
-    postgres = cast(column, JSONB).op("@>", is_comparison=True)(document)
-    each = func.json_each(column).table_valued("value", "type")
-    if isinstance(value, bool):
-        # SQLite reports JSON true/false as 1/0; only the type tells them apart.
-        same = each.c.type == _bind("true" if value else "false")
-    elif isinstance(value, str):
-        same = and_(each.c.type == _bind("text"), each.c.value == _bind(value))
-    else:
-        numeric = each.c.type.in_([_bind("integer"), _bind("real")])
-        same = and_(numeric, each.c.value == _bind(value))
-    return PerDialect(postgres, select(each.c.value).where(same).exists())
+    return contains(column, [value])
 
 
 def non_empty(column: ColumnElement[Any]) -> PerDialect:
