@@ -78,12 +78,19 @@ def compile_filter(text: str, fields: Mapping[str, FilterField]) -> ColumnElemen
     Raises InvalidArgument (reason INVALID_FILTER, field "filter") for any
     text that is not a valid filter over these fields.
     """
+    tree = checked_tree(text)
+    return None if tree is None else _Compiler(fields).expression(tree)
+
+
+def checked_tree(text: str) -> lark.Tree[lark.Token] | None:
+    """The syntax tree of a filter text within the size and depth bounds, or None when
+    it is blank; INVALID_FILTER otherwise."""
     _check_size(text)
     if not text.strip():
         return None
-    tree = parse(text)
+    tree = _parse(text)
     _check_depth(tree)
-    return _Compiler(fields).expression(tree)
+    return tree
 
 
 class Filters:
@@ -91,14 +98,17 @@ class Filters:
     clients send the same few filters again and again, and parsing one costs more
     than the rest of building its query. The condition, with its values bound, is
     a SQLAlchemy expression, immutable and so safe to reuse; invalid texts raise
-    every time and are not kept."""
+    every time and are not kept. `tree` gives the parsed text too, parsed once for
+    both (server/query_shapes.py reads a filter's shape from it)."""
 
     def __init__(self, fields: Mapping[str, FilterField], remember: int = 256) -> None:
         self.fields = fields
+        self.tree = lru_cache(maxsize=remember)(checked_tree)
         self.compile = lru_cache(maxsize=remember)(self._compile)
 
     def _compile(self, text: str) -> ColumnElement[bool] | None:
-        return compile_filter(text, self.fields)
+        tree = self.tree(text)
+        return None if tree is None else _Compiler(self.fields).expression(tree)
 
 
 # ---------------------------------------------------------------- parsing
@@ -176,9 +186,8 @@ def _check_size(text: str) -> None:
         raise _error(f"filter contains a NUL character at column {text.index(chr(0)) + 1}")
 
 
-def parse(text: str) -> lark.Tree[lark.Token]:
-    """The syntax tree of a filter text; INVALID_FILTER when it does not parse. Readers of
-    a filter's shape (server/query_shapes.py) walk it as the compiler does."""
+def _parse(text: str) -> lark.Tree[lark.Token]:
+    """The syntax tree of a filter text; INVALID_FILTER when it does not parse."""
     try:
         return _parser().parse(text)
     except lark.exceptions.UnexpectedCharacters as exc:

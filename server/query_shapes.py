@@ -1,5 +1,5 @@
-"""The shapes of the List and Count queries clients run: what AdminService.RecommendIndexes
-EXPLAINs.
+"""The shapes of the List, Count, Aggregate and Rank queries clients run: what
+AdminService.RecommendIndexes EXPLAINs.
 
 A shape is what a query asks, without its values: the resource, the method, the AIP-160
 filter with `?` for each value, and the order. StandardMethods records each call's shape
@@ -21,7 +21,7 @@ import lark
 from sqlalchemy import ColumnElement, Table
 
 from repositories.base import Repository
-from repositories.filtering import FilterField, FilterKind, parse
+from repositories.filtering import FilterField, FilterKind, Filters
 from repositories.ordering import Order, parse_order_by
 from server import context
 
@@ -81,13 +81,11 @@ class QueryShapes:
         self._entities: dict[str, EntityShapes] = {}
         self._shapes: dict[tuple[str, str, str, str], Shape] = {}
 
-    def entity(
-        self, resource: str, repository: type[Repository], fields: Mapping[str, FilterField]
-    ) -> EntityShapes:
+    def entity(self, resource: str, repository: type[Repository], filters: Filters) -> EntityShapes:
         """The recorder for one resource (one per resource, however often asked)."""
         found = self._entities.get(resource)
         if found is None:
-            found = self._entities[resource] = EntityShapes(self, resource, repository, fields)
+            found = self._entities[resource] = EntityShapes(self, resource, repository, filters)
         return found
 
     def most_called(self, count: int) -> list[Shape]:
@@ -114,12 +112,13 @@ class EntityShapes:
         shapes: QueryShapes,
         resource: str,
         repository: type[Repository],
-        fields: Mapping[str, FilterField],
+        filters: Filters,
     ) -> None:
         self._shapes = shapes
         self.resource = resource
         self.repository = repository
-        self.fields = fields
+        self._filters = filters
+        self.fields: Mapping[str, FilterField] = filters.fields
         entity = repository.entity
         self.table: Table = entity.table
         self.sort_columns: dict[str, ColumnElement[Any]] = entity.sort_columns()
@@ -140,9 +139,10 @@ class EntityShapes:
 
     def filter_shape(self, text: str) -> FilterShape:
         """The shape of a filter text that compiles over `fields`."""
-        if not text.strip():
+        # Parsed once for the call's own compile (Filters.tree); a new text is parsed here.
+        tree = self._filters.tree(text)
+        if tree is None:
             return FilterShape("", "", (), ())
-        tree = parse(text)
         return FilterShape(
             _render(tree, None),
             _render(tree, self),

@@ -59,9 +59,9 @@ class StandardMethods(Generic[M]):
         entity = resource.repository.entity
         # Shared with domain methods that filter the same entity (JobStatistics).
         self.filters = Filters(entity.filter_fields())
-        # The shapes of List and Count queries, for AdminService.RecommendIndexes.
+        # The shapes of List, Count, Aggregate and Rank queries, for AdminService.RecommendIndexes.
         name = resource.mapping.message_cls.DESCRIPTOR.full_name
-        self.shapes = units.shapes.entity(name, resource.repository, self.filters.fields)
+        self.shapes = units.shapes.entity(name, resource.repository, self.filters)
         self._sort_columns = entity.sort_columns()
         self._aggregates = Aggregates(
             resource.name,

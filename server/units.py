@@ -80,7 +80,7 @@ class Units:
         self.breaker = breaker or Breaker("database", BreakerPolicy())
         # Retries done since start, for statistics.
         self.retried = 0
-        # The shapes of the List and Count queries run, for index recommendations.
+        # The shapes of the List, Count, Aggregate and Rank queries run, for index recommendations.
         self.shapes = QueryShapes()
 
     @property

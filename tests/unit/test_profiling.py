@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 
 from repositories.base import Repository
 from repositories.entity import Entity
-from repositories.filtering import compile_filter
+from repositories.filtering import Filters, compile_filter
 from repositories.plans import _postgresql, _sqlite
 from repositories.profiler import StatementStats
 from repositories.tables import standard_columns
@@ -41,7 +41,7 @@ class NoteRepository(Repository):
 
 def shapes() -> EntityShapes:
     entity = NoteRepository.entity
-    return QueryShapes().entity("test.Note", NoteRepository, entity.filter_fields())
+    return QueryShapes().entity("test.Note", NoteRepository, Filters(entity.filter_fields()))
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,9 @@ def test_shapes_are_bounded_and_the_least_called_make_room() -> None:
     from server import context
 
     recorded = QueryShapes(keep=2)
-    note = recorded.entity("test.Note", NoteRepository, NoteRepository.entity.filter_fields())
+    note = recorded.entity(
+        "test.Note", NoteRepository, Filters(NoteRepository.entity.filter_fields())
+    )
     token = context.bind(context.RequestContext(tenant="t1", request_id="r"))
     try:
         for _ in range(3):

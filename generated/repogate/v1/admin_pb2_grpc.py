@@ -103,7 +103,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecommendIndexes(self, request, context):
-        """Indexes that would serve the List and Count queries clients actually ran:
+        """Indexes that would serve the List, Count, Aggregate and Rank queries
+        clients actually ran:
         each query shape is EXPLAINed (without ANALYZE), and a CREATE INDEX is
         suggested for those the database reads sequentially and no index serves.
         Nothing is ever created: applying a suggestion is the operator's decision.
