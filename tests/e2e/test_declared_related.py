@@ -304,6 +304,16 @@ async def test_expanded_gets_neither_serve_stale_children_nor_fill_the_cache(
     assert sorted(ids(after.tasks)) == sorted([first.id, second.id])
     assert plain == cached
     assert not plain.tasks
+    # On a cold cache: an expanded Get first, then a plain one, which an expanded answer
+    # left in the cache would show with its children.
+    cold = await client.project()
+    await tasks(client, cold.id, 2)
+    expanded = await client("ProjectService/GetProject", id=cold.id, expand=["tasks"])
+    plain = await client("ProjectService/GetProject", id=cold.id)
+    assert len(expanded.tasks) == 2
+    assert not plain.tasks
+    expanded.ClearField("tasks")
+    assert plain == expanded
 
 
 async def test_writes_ignore_related_fields_and_masks_refuse_them(client: Client) -> None:
