@@ -277,12 +277,15 @@ class StandardMethods(Generic[M]):
     def update_values(self, request: Any) -> tuple[uuid.UUID, dict[str, Any], int | None]:
         """(id, values, expected version) of an Update request (the resource and its
         `update_mask`), checked as Update checks them: for extensions. Paths into Struct
-        fields need the stored row (`updates.write` runs them): refused here."""
+        fields need the stored row (`updates.write` runs them), and `allow_missing` a write
+        that may create it: both refused here."""
         change = updates.change(self._r, request, "", self._create_values)
         if change.edits:
             raise InvalidArgument.field(
                 "update_mask", "paths into Struct fields are not supported by this method"
             )
+        if change.create is not None:
+            raise InvalidArgument.field("allow_missing", "is not supported by this method")
         return change.key, change.values, change.version
 
     async def undelete(self, request: Any) -> Encoded[M]:

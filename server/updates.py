@@ -116,6 +116,8 @@ def mask_paths(
     texts = list(mask.paths) if mask is not None else []
     if not texts or texts == ["*"]:
         return mapping.mask_paths(message, mask, request_field), []
+    if "*" in texts:
+        raise InvalidArgument.field(request_field, "'*' (every field) stands alone")
     fields = []
     for text in texts:
         try:

@@ -234,7 +234,8 @@ async def test_batch_update_items_take_paths_into_structs(client: Client) -> Non
         (["attempts"], "not an updatable field"),
         (["nope.x"], "not an updatable field"),
         (["payload..x"], "is not a path"),
-        (["payload.theme", "*"], "not an updatable field"),
+        (["payload.theme", "*"], "stands alone"),
+        (["*", "title"], "stands alone"),
     ],
 )
 async def test_bad_update_mask_paths_are_invalid_and_write_nothing(
