@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     schema_path: str | None = Field(
         None, validation_alias=AliasChoices("REPOGATE_SCHEMA", "schema_path")
     )
-    # Python modules (import paths, comma-separated) whose `extensions` serve the schema's
+    # Python modules (import paths or .py file paths, comma-separated) whose `extensions` serve the schema's
     # methods that are not standard ones (docs/schema.md#extensions).
     extensions: str = ""
     # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
