@@ -122,15 +122,32 @@ def _verdict(shape: Shape, plan: Plan, existing: list[TableIndex]) -> Examined:
         for index in existing
         if len(index.columns) > 1 and index.columns[0] == TENANT and index.columns[1] in leading
     ]
-    compared = {_column(shape, term.field) for term in shape.filter.terms} - {None, TENANT}
+    # An index narrows the rows when the column it sorts by first (after the tenant) is one
+    # every matching row is compared on: a term under OR or NOT narrows nothing.
+    compared = {_column(shape, term.field) for term in shape.filter.conjuncts} - {None, TENANT}
+    narrowing = {index.name for index in existing if _first(index.columns) in compared}
+    # An expression (a path into a Struct) is known by the columns its condition reads.
+    expressions = {index.name for index in existing if None in index.columns[:2]}
     for access in plan.accesses:
-        if access.index is not None and (access.index in serving or access.columns & compared):
-            return Examined(shape, plan, "SERVED", access.index, wanted)
+        name = access.index
+        if name is not None and (
+            name in serving
+            or name in narrowing
+            or (name in expressions and access.columns & compared)
+        ):
+            return Examined(shape, plan, "SERVED", name, wanted)
     if wanted is None:
         return Examined(shape, plan, "NOT_INDEXABLE")
     if serving:
         return Examined(shape, plan, "INDEX_UNUSED", serving[0], wanted)
     return Examined(shape, plan, "NEEDS_INDEX", "", wanted)
+
+
+def _first(columns: tuple[str | None, ...]) -> str | None:
+    """The column an index sorts by first, after the tenant (None: an expression)."""
+    if columns and columns[0] == TENANT:
+        return columns[1] if len(columns) > 1 else None
+    return columns[0] if columns else None
 
 
 def _wanted(shape: Shape) -> tuple[tuple[IndexColumn, ...] | None, set[str]]:

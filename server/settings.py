@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     schema_path: str | None = Field(
         None, validation_alias=AliasChoices("REPOGATE_SCHEMA", "schema_path")
     )
-    # Python modules (import paths or .py file paths, comma-separated) whose `extensions` serve the schema's
-    # methods that are not standard ones (docs/schema.md#extensions).
+    # Python modules (import paths or .py file paths, comma-separated) whose `extensions`
+    # serve the schema's methods that are not standard ones (docs/schema.md#extensions).
     extensions: str = ""
     # Sized for a sidecar, one of many processes on one PostgreSQL: 10 connections at
     # most, kept open rather than opened and closed per burst (docs/fleet.md).

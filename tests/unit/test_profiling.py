@@ -13,10 +13,11 @@ from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 from repositories.base import Repository
 from repositories.entity import Entity
 from repositories.filtering import Filters, compile_filter
-from repositories.plans import _postgresql, _sqlite
+from repositories.plans import Access, Plan, TableIndex, _postgresql, _sqlite
 from repositories.profiler import StatementStats
 from repositories.tables import standard_columns
-from server.query_shapes import EntityShapes, QueryShapes, Term, indexable
+from server.index_advice import _verdict
+from server.query_shapes import EntityShapes, QueryShapes, Shape, Term, indexable
 
 pytestmark = pytest.mark.unit
 
@@ -239,3 +240,26 @@ def test_a_sqlite_plan_names_its_scans_and_their_columns() -> None:
     assert {"tenant_id", "rank"} <= accesses[0].columns
     assert accesses[1].columns == frozenset()
     assert [a.how for a in accesses] == details[:2]
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        # rank is in the index's condition, but the index sorts by title first: no narrowing.
+        ("rank > 1", "NEEDS_INDEX"),
+        ('NOT title = "a" AND rank > 1', "NEEDS_INDEX"),
+        ('title = "a" OR rank > 1', "NOT_INDEXABLE"),
+        ('title = "a" AND rank > 1', "SERVED"),
+    ],
+)
+def test_an_index_serves_a_shape_only_by_a_column_every_matching_row_is_compared_on(
+    text: str, verdict: str
+) -> None:
+    entity = shapes()
+    index = "ix_profiling_notes_tenant_title_rank"
+    existing = [TableIndex(index, ("tenant_id", "title", "rank"))]
+    scan = f"Index Scan using {index} on profiling_notes"
+    plan = Plan((Access(scan, index, frozenset({"tenant_id", "title", "rank"})),), 10.0)
+    shape = Shape(entity, "Count", entity.filter_shape(text), "")
+
+    assert _verdict(shape, plan, existing).verdict == verdict
