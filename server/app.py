@@ -234,7 +234,9 @@ class Repogate:
         observed = Observed(
             self._db, s.db_max_overflow, units, self.cache, breakers, self.calls, slow
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(observed), registry)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(observed, work_timeout=s.db_statement_timeout or None), registry
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, registry)
         reflection.enable_server_reflection(
             (*scoped, ADMIN_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),

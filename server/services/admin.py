@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from grpc import aio
 
@@ -21,7 +21,7 @@ from repogate.v1 import admin_pb2 as pb
 from repogate.v1 import admin_pb2_grpc
 from repositories import pg_stat_statements
 from repositories.database import Database
-from repositories.errors import DomainError, InvalidArgument
+from repositories.errors import DeadlineExceeded, DomainError, InvalidArgument
 from repositories.profiler import SlowStatements, StatementTotals
 from server.breaker import Breaker, State
 from server.cache import CacheBackend
@@ -29,6 +29,8 @@ from server.call_stats import CallStats
 from server.index_advice import Examined, recommend
 from server.mapping import duration, timestamp
 from server.units import Units
+
+T = TypeVar("T")
 
 Context: TypeAlias = aio.ServicerContext
 
@@ -63,9 +65,14 @@ class Observed:
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, observed: Observed, probe_timeout: float = 1.0) -> None:
+    def __init__(
+        self, observed: Observed, probe_timeout: float = 1.0, work_timeout: float | None = 30.0
+    ) -> None:
         self._o = observed
         self._probe_timeout = probe_timeout
+        # GetQueryProfile's and RecommendIndexes' database work, as any call's without a
+        # deadline (REPOGATE_DB_STATEMENT_TIMEOUT): a lock held on a table cannot hang them.
+        self._work_timeout = work_timeout
 
     async def GetPoolStatus(
         self, request: pb.GetPoolStatusRequest, context: Context
@@ -151,7 +158,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         count = _count(request.max_statements, "max_statements", default=20)
         profile = pb.QueryProfile()
         if self._o.db.dialect == "postgresql":
-            found = await pg_stat_statements.top(self._o.db.engine, count)
+            found = await self._bounded(pg_stat_statements.top(self._o.db.engine, count))
             if not found.unavailable:
                 profile.source = pb.PROFILE_SOURCE_PG_STAT_STATEMENTS
                 profile.statements.extend(_statement(s) for s in found.statements)
@@ -169,8 +176,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: pb.RecommendIndexesRequest, context: Context
     ) -> pb.IndexRecommendations:
         count = _count(request.max_shapes, "max_shapes", default=50)
-        examined, recommendations = await recommend(
-            self._o.db, self._o.units.shapes.most_called(count)
+        examined, recommendations = await self._bounded(
+            recommend(self._o.db, self._o.units.shapes.most_called(count))
         )
         return pb.IndexRecommendations(
             dialect=self._o.db.dialect,
@@ -187,6 +194,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             ],
             shapes=[_shape(each) for each in examined],
         )
+
+    async def _bounded(self, work: Awaitable[T]) -> T:
+        if self._work_timeout is None:
+            return await work
+        try:
+            async with asyncio.timeout(self._work_timeout):
+                return await work
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the database did not answer within {self._work_timeout:g}s"
+            ) from None
 
     async def _probe(self, name: str, ping: Callable[[], Awaitable[None]]) -> pb.DependencyHealth:
         health = pb.DependencyHealth(

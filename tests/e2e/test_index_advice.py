@@ -20,6 +20,7 @@ from repogate.v1 import admin_pb2 as pb
 from repogate.v1 import admin_pb2_grpc, user_pb2
 from tests.declared import TASKS, Client, message
 from tests.e2e.support import Dedicated, StartRepogate, fails
+from tests.pgbouncer import fresh_database
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
@@ -269,3 +270,30 @@ async def test_an_in_memory_database_gets_advice_too(
     (wanted,) = advice.recommendations
     assert list(wanted.columns) == ["tenant_id", "display_name", "create_time", "id"]
     assert wanted.schema_option == ""  # a built-in resource
+
+
+async def test_a_locked_table_bounds_the_advice_not_hangs_it(
+    start_repogate: StartRepogate,
+) -> None:
+    """RecommendIndexes' EXPLAINs wait on a table another session locked: they give up at
+    REPOGATE_DB_STATEMENT_TIMEOUT, as a call without a deadline does, with DEADLINE_EXCEEDED."""
+    async with fresh_database() as url:
+        app = await start_repogate(
+            database_url=url, schema_path=str(TASKS), purge_interval=0, db_statement_timeout=0.5
+        )
+        client = Client(app.channel)
+        await client("TaskService/ListTasks", filter='assignee = "x"')
+        locker = await asyncpg.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(False)
+        )
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+                # The client's own deadline stops the test, were the server to wait on.
+                waiting = admin(app).RecommendIndexes(pb.RecommendIndexesRequest(), timeout=10)
+                error = await fails(waiting)
+        finally:
+            await locker.close()
+
+    assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error.reason == "STATEMENT_TIMEOUT"
