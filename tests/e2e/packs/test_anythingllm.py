@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.domain import plain, struct
 from tests.e2e.packs import llm
@@ -19,7 +18,6 @@ from tests.e2e.packs.llm import (
     CANCELLED,
     COMPLETED,
     FAILED,
-    PACKAGE,
     PENDING,
     PROCESSING,
     QUESTION,
@@ -33,14 +31,10 @@ from tests.e2e.support import fails
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = llm.PACK, llm.EXTENSIONS  # what the pack_server fixture serves
+PACKAGE = llm.PACKAGE  # the client fixture's
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 COUNT_MODE_EXACT = 2
-
-
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
 
 
 # ------------------------------------------------------------ JobRepository

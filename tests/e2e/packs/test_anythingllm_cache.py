@@ -13,17 +13,13 @@ from repogate.v1 import cache_pb2, cache_pb2_grpc
 from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.packs import llm
-from tests.e2e.packs.llm import PACKAGE, create_job
+from tests.e2e.packs.llm import create_job
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = llm.PACK, llm.EXTENSIONS  # what the pack_server fixture serves
-
-
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
+PACKAGE = llm.PACKAGE  # the client fixture's
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import Running
 from tests.declared import Client, ids
 from tests.e2e.grouping import Group, agg, bucket, every_group
 from tests.e2e.packs import llm
@@ -21,7 +20,6 @@ from tests.e2e.packs.llm import (
     CANCELLED,
     COMPLETED,
     FAILED,
-    PACKAGE,
     PENDING,
     PROCESSING,
     QUESTION,
@@ -36,13 +34,9 @@ from tests.e2e.support import fails
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = llm.PACK, llm.EXTENSIONS  # what the pack_server fixture serves
+PACKAGE = llm.PACKAGE  # the client fixture's
 AGGREGATE, RANK = "JobService/AggregateJobs", "JobService/RankJob"
 STATUSES = [PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED]
-
-
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
 
 
 async def aggregate(c: Client, **request: Any) -> list[Group]:

@@ -49,11 +49,6 @@ PEOPLE = [
 ]
 
 
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
-
-
 def customer_message(c: Client, person: tuple[Any, ...]) -> Any:
     name, email, state, active, role, category, bandwidth = person
     return c.message(

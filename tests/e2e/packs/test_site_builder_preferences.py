@@ -13,7 +13,6 @@ import grpc
 import pytest
 
 from repogate.v1 import session_pb2
-from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.domain import Stubs, new_user
 from tests.e2e.packs import sites
@@ -21,7 +20,6 @@ from tests.e2e.packs.sites import (
     COUNT_MODE_EXACT,
     INVALID,
     NOT_FOUND,
-    PACKAGE,
     session,
     site,
     upsert,
@@ -34,16 +32,7 @@ from tests.rpc import md
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = sites.PACK, sites.EXTENSIONS  # what the pack_server fixture serves
-
-
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
-
-
-@pytest.fixture
-def stubs(pack_server: Running) -> Stubs:
-    return Stubs.on(pack_server.channel)
+PACKAGE = sites.PACKAGE  # the client fixture's
 
 
 # ------------------------------------------------------------ PreferencesRepository

@@ -17,6 +17,7 @@ from tests.e2e.packs.support import create, listed
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = sites.PACK, sites.EXTENSIONS  # what the pack_server fixture serves
+PACKAGE = sites.PACKAGE  # the client fixture's
 RELATIONS = ["site_versions", "audits", "deployments"]
 
 

@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from repogate.v1 import session_pb2
-from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.domain import Stubs, new_session, new_user, plain, struct
 from tests.e2e.packs import sites
-from tests.e2e.packs.sites import INVALID, NOT_FOUND, PACKAGE, session
+from tests.e2e.packs.sites import INVALID, NOT_FOUND, session
 from tests.e2e.packs.support import mask
 from tests.e2e.support import fails
 from tests.rpc import md
@@ -23,16 +22,7 @@ from tests.rpc import md
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = sites.PACK, sites.EXTENSIONS  # what the pack_server fixture serves
-
-
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
-
-
-@pytest.fixture
-def stubs(pack_server: Running) -> Stubs:
-    return Stubs.on(pack_server.channel)
+PACKAGE = sites.PACKAGE  # the client fixture's
 
 
 async def test_session_create_with_preferences(stubs: Stubs, client: Client) -> None:

@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Running
 from tests.declared import Client
 from tests.e2e.domain import Stubs, plain, struct
 from tests.e2e.packs import sites
 from tests.e2e.packs.sites import (
     INVALID,
     NOT_FOUND,
-    PACKAGE,
     audit,
     deployment,
     session,
@@ -33,16 +31,7 @@ from tests.e2e.support import fails
 pytestmark = pytest.mark.e2e
 
 PACK, EXTENSIONS = sites.PACK, sites.EXTENSIONS  # what the pack_server fixture serves
-
-
-@pytest.fixture
-def client(pack_server: Running) -> Client:
-    return Client(pack_server.channel, schema=PACK, package=PACKAGE)
-
-
-@pytest.fixture
-def stubs(pack_server: Running) -> Stubs:
-    return Stubs.on(pack_server.channel)
+PACKAGE = sites.PACKAGE  # the client fixture's
 
 
 # ------------------------------------------------------------ SiteRepository
