@@ -221,20 +221,49 @@ class Repository(ScopedTable):
         """One page of rows matching `where` in `order` (default: the entity's), starting
         after the keyset position `after` and then skipping `skip` rows. The flag says
         whether more rows follow. `columns`: only these (with the order's), not whole rows."""
+        stmt = self.page_statement(
+            limit,
+            after,
+            where=where,
+            order=order,
+            skip=skip,
+            show_deleted=show_deleted,
+            columns=columns,
+        )
+        rows = list((await self._execute(stmt)).mappings())
+        return rows[:limit], len(rows) > limit
+
+    def page_statement(
+        self,
+        limit: int,
+        after: Sequence[Any] | None = None,
+        *,
+        where: ColumnElement[bool] | None = None,
+        order: Order | None = None,
+        skip: int = 0,
+        show_deleted: bool = False,
+        columns: Sequence[ColumnElement[Any]] = (),
+    ) -> Select[Any]:
+        """The statement `page` runs: one row more than `limit`, to tell whether more follow.
+        Index advice EXPLAINs it (repositories/plans.py)."""
         order = order or self.entity.order
         stmt = self._matching(self.scope.select(*columns), where, show_deleted)
         stmt = stmt.order_by(*(key.clause() for key in order))
         if after is not None:
             stmt = stmt.where(keyset_after(order, after))
-        stmt = stmt.offset(skip or None).limit(limit + 1)
-        rows = list((await self._execute(stmt)).mappings())
-        return rows[:limit], len(rows) > limit
+        return stmt.offset(skip or None).limit(limit + 1)
 
     async def count(
         self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
     ) -> int:
-        stmt = self._matching(self.scope.select(func.count()), where, show_deleted)
+        stmt = self.count_statement(where, show_deleted=show_deleted)
         return int((await self._execute(stmt)).scalar_one())
+
+    def count_statement(
+        self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
+    ) -> Select[Any]:
+        """The statement `count` runs."""
+        return self._matching(self.scope.select(func.count()), where, show_deleted)
 
     async def estimate(
         self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, inspect
+from sqlalchemy import ColumnElement, Select, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
@@ -59,14 +59,13 @@ class TableIndex:
 def list_statement(
     repo: Repository, where: ColumnElement[bool] | None, order: Order, limit: int
 ) -> Select[Any]:
-    """The first page of a List as `Repository.page` builds it (live rows only)."""
-    stmt = repo._matching(repo.scope.select(), where, show_deleted=False)
-    return stmt.order_by(*(key.clause() for key in order)).limit(limit + 1)
+    """The first page of a List, live rows only, as `Repository.page` runs it."""
+    return repo.page_statement(limit, where=where, order=order)
 
 
 def count_statement(repo: Repository, where: ColumnElement[bool] | None) -> Select[Any]:
-    """A Count as `Repository.count` builds it (live rows only)."""
-    return repo._matching(repo.scope.select(func.count()), where, show_deleted=False)
+    """A Count, live rows only, as `Repository.count` runs it."""
+    return repo.count_statement(where)
 
 
 async def explain(repo: Repository, stmt: Select[Any]) -> Plan:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from repositories.database import Database, create_engine
@@ -119,11 +119,8 @@ async def plan_of(
     # SET LOCAL needs; it writes nothing.
     async with Database(engine).unit_of_work(TENANTS[0]) as uow:
         repo = uow.repository(repository)
-        if generic:
-            stmt = repo._matching(repo.scope.select(func.count()), where, False)
-        else:
-            stmt = repo._matching(repo.scope.select(), where, False)
-            stmt = stmt.order_by(*(key.clause() for key in repository.entity.order)).limit(51)
+        # The statements Count and a List's first page of 50 run.
+        stmt = repo.count_statement(where) if generic else repo.page_statement(50, where=where)
         compiled = stmt.compile(dialect=engine.dialect)
         params = {**compiled.params, TENANT_PARAM: TENANTS[0]}
         values = ", ".join(literal(params[name]) for name in compiled.positiontup or ())
