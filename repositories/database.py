@@ -22,11 +22,11 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from repositories.base import ScopedTable, Writes
 from repositories.bulkheads import NO_CAP, Bulkheads, Slot
 from repositories.changes import Changes
 from repositories.drivers import connect_arguments
 from repositories.errors import Unavailable, translate_db_errors
+from repositories.scoped_table import ScopedTable, Writes
 
 _WRITE = "repogate_write"
 _RETURNED = "repogate_returned"

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from repositories.base import ScopedTable
 from repositories.errors import ErrorContext
+from repositories.scoped_table import ScopedTable
 from repositories.tables import request_ids
 
 # PostgreSQL names the primary key; SQLite names its columns.

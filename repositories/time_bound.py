@@ -16,9 +16,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.base import Executable
 
-from repositories.base import ScopedTable
 from repositories.errors import DeadlineExceeded
 from repositories.scope import Params
+from repositories.scoped_table import ScopedTable
 
 
 class OutOfTime(DeadlineExceeded):

@@ -30,11 +30,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex
 
-from repositories.base import Writes
 from repositories.database import Database
 from repositories.errors import translate_db_errors
 from repositories.filtering import compile_filter
 from repositories.plans import Plan, TableIndex, count_statement, explain, indexes, list_statement
+from repositories.scoped_table import Writes
 from repositories.tables import metadata as built_in
 from schema.tables import name as index_name
 from server.query_shapes import EQUALITY, Shape, indexable
