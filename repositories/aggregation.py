@@ -31,6 +31,7 @@ from repositories.base import Repository
 from repositories.errors import InvalidArgument
 from repositories.filtering import FilterField
 from repositories.grouping import BUCKETS, PARTS, JsonScalar, TimeBucket
+from repositories.ordering import order_terms
 from repositories.types import FixedDecimal
 
 FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct")
@@ -42,10 +43,6 @@ MAX_ORDER_BY = 1024
 EXACT_INTEGERS = 2**53
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_TERM = re.compile(
-    r"\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:\s+(asc|desc))?\s*",
-    re.IGNORECASE,
-)
 _NUMERIC = frozenset({"int", "float", "decimal", "json"})
 _ORDERED = _NUMERIC | {"string", "timestamp"}
 _KIND_WORDS = {
@@ -356,15 +353,7 @@ def json_value(value: Any) -> Any:
 def _order(text: str, keys: list[Term], values: list[Term]) -> tuple[tuple[Term, bool], ...]:
     named = {term.name: term for term in (*keys, *values)}
     chosen: list[tuple[Term, bool]] = []
-    if len(text) > MAX_ORDER_BY:
-        raise _invalid("order_by", f"is longer than {MAX_ORDER_BY} characters", "INVALID_ORDER_BY")
-    for part in text.split(",") if text.strip() else ():
-        match = _TERM.fullmatch(part)
-        if match is None:
-            raise _invalid(
-                "order_by", f"{part.strip()!r} is not 'name' or 'name desc'", "INVALID_ORDER_BY"
-            )
-        name, descending = match.group(1), (match.group(2) or "").lower() == "desc"
+    for name, descending in order_terms(text, limit=MAX_ORDER_BY, dotted=True, noun="name"):
         if name not in named:
             known = ", ".join(named)
             raise _invalid(
@@ -372,8 +361,6 @@ def _order(text: str, keys: list[Term], values: list[Term]) -> tuple[tuple[Term,
                 f"cannot order by {name!r}; order by a group_by entry or an alias: {known}",
                 "INVALID_ORDER_BY",
             )
-        if any(term.name == name for term, _ in chosen):
-            raise _invalid("order_by", f"{name!r} appears twice", "INVALID_ORDER_BY")
         chosen.append((named[name], descending))
     # The keys last: each group's place in the order is its own.
     chosen += [(key, False) for key in keys if all(key is not term for term, _ in chosen)]

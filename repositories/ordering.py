@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,10 @@ from sqlalchemy import ColumnElement, and_, or_
 from repositories.errors import InvalidArgument
 
 MAX_ORDER_BY = 512
-_TERM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s+(asc|desc))?\s*", re.IGNORECASE)
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_TERM = re.compile(rf"\s*({_NAME})(?:\s+(asc|desc))?\s*", re.IGNORECASE)
+# A term whose name may be a path (`payload.tool`, `create_time.day`), as aggregates order.
+_DOTTED_TERM = re.compile(rf"\s*({_NAME}(?:\.{_NAME})*)(?:\s+(asc|desc))?\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -73,25 +76,39 @@ Order = tuple[SortKey, ...]
 
 def parse_order_by(text: str, sortable: Mapping[str, ColumnElement[Any]], default: str) -> Order:
     """'display_name desc, create_time' -> sort keys, with `id` appended as the tie-breaker."""
-    text = text.strip() or default
-    if len(text) > MAX_ORDER_BY:
-        raise _invalid(f"is longer than {MAX_ORDER_BY} characters")
     keys: list[SortKey] = []
-    for term in text.split(","):
-        match = _TERM.fullmatch(term)
-        if match is None:
-            raise _invalid(f"{term.strip()!r} is not 'field' or 'field desc'")
-        name, direction = match.group(1), (match.group(2) or "asc").lower()
+    for name, descending in order_terms(text.strip() or default):
         if name not in sortable:
             raise _invalid(
                 f"cannot sort by {name!r}; sortable fields: {', '.join(sorted(sortable))}"
             )
-        if any(key.name == name for key in keys):
-            raise _invalid(f"{name!r} appears twice")
-        keys.append(SortKey(name, sortable[name], direction == "desc"))
+        keys.append(SortKey(name, sortable[name], descending))
     if keys[-1].name != "id" and all(key.name != "id" for key in keys):
         keys.append(SortKey("id", sortable["id"]))
     return tuple(keys)
+
+
+def order_terms(
+    text: str, *, limit: int = MAX_ORDER_BY, dotted: bool = False, noun: str = "field"
+) -> Iterator[tuple[str, bool]]:
+    """The (name, descending) terms of an `order_by` text, one at a time, so that a caller's
+    refusal of a name comes before a later term's fault. INVALID_ORDER_BY (field order_by)
+    for a text over `limit` characters, a malformed term or a name given twice. `dotted`:
+    names may be paths. A blank text has none."""
+    if len(text) > limit:
+        raise _invalid(f"is longer than {limit} characters")
+    if not text.strip():
+        return
+    seen: set[str] = set()
+    for part in text.split(","):
+        match = (_DOTTED_TERM if dotted else _TERM).fullmatch(part)
+        if match is None:
+            raise _invalid(f"{part.strip()!r} is not '{noun}' or '{noun} desc'")
+        name = match.group(1)
+        if name in seen:
+            raise _invalid(f"{name!r} appears twice")
+        seen.add(name)
+        yield name, (match.group(2) or "").lower() == "desc"
 
 
 def after(order: Order, position: Sequence[Any]) -> ColumnElement[bool]:
