@@ -31,6 +31,7 @@ from repositories.base import Repository
 from repositories.errors import InvalidArgument
 from repositories.filtering import FilterField
 from repositories.grouping import BUCKETS, PARTS, JsonScalar, TimeBucket
+from repositories.json_paths import KEY
 from repositories.ordering import order_terms
 from repositories.types import FixedDecimal
 
@@ -41,7 +42,7 @@ MAX_PATH = 256
 MAX_ORDER_BY = 1024
 # The largest integer a double (google.protobuf.Value's number) holds exactly.
 EXACT_INTEGERS = 2**53
-_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_PATH = re.compile(rf"{KEY.pattern}(\.{KEY.pattern})*")
 _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NUMERIC = frozenset({"int", "float", "decimal", "json"})
 _ORDERED = _NUMERIC | {"string", "timestamp"}

@@ -10,7 +10,6 @@ get there: a path's keys are identifiers (`KEY`), a bucket is one of `BUCKETS`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -19,9 +18,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from repositories.json_paths import KEY
 from repositories.types import UTCDateTime
 
-KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BUCKETS = ("hour", "day", "week", "month", "year")
 # What a JSON path yields, in three columns of which at most one is not NULL: numbers
 # (as doubles, as google.protobuf.Value holds them), strings, and booleans ('true' or

@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from repogate.options.v1 import options_pb2
+from repositories.json_paths import KEY
 
 # Columns every resource table has (repositories.tables.standard_columns), by the message
 # field that may show them; `etag` shows `version`.
@@ -324,8 +325,6 @@ def _check_cross_field(spec: ResourceSpec) -> None:
                 raise SchemaError(f"{where}: index field {column!r} is not a field")
 
 
-# A key of an indexed path: what a filter's path may name (repositories/json_paths.py).
-_PATH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_INDEXED_PATH = 8
 
 
@@ -335,7 +334,7 @@ def _index_path(spec: ResourceSpec, where: str, head: str, path: str) -> None:
     if head not in own or own[head].kind != "struct":
         raise SchemaError(f"{where}: index field {head}.{path}: {head!r} is not a Struct field")
     keys = path.split(".")
-    if len(keys) > MAX_INDEXED_PATH or not all(_PATH_KEY.fullmatch(key) for key in keys):
+    if len(keys) > MAX_INDEXED_PATH or not all(KEY.fullmatch(key) for key in keys):
         raise SchemaError(
             f"{where}: index field {head}.{path}: a path is 1 to {MAX_INDEXED_PATH} keys "
             "of letters, digits and _, each starting with a letter or _"
