@@ -12,7 +12,7 @@ so a key never indexes into a list.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,16 @@ def struct_fields(message: Descriptor | Any) -> frozenset[str]:
         for f in message.fields
         if f.message_type is not None and f.message_type.full_name == _STRUCT
     )
+
+
+def every_field(texts: Sequence[str], request_field: str) -> bool:
+    """Whether a mask's paths are `*` (every field); INVALID_ARGUMENT naming
+    `request_field` when `*` comes with other paths."""
+    if "*" not in texts:
+        return False
+    if len(texts) > 1:
+        raise InvalidArgument.field(request_field, "'*' (every field) stands alone")
+    return True
 
 
 def split(text: str) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ from typing import Any, cast
 from google.protobuf.message import Message
 from sqlalchemy import ColumnElement, Table
 
-from repositories.errors import InvalidArgument
 from repositories.ordering import Order
 from server import field_paths
 from server.mapping import ETAG, M, MessageMapping
@@ -109,9 +108,7 @@ def _compiled(message_cls: Any, paths: tuple[str, ...]) -> ReadMask | None:
 
 
 def _compile(message_cls: Any, paths: tuple[str, ...]) -> ReadMask | None:
-    if "*" in paths:
-        if len(paths) > 1:
-            raise InvalidArgument.field(FIELD, "'*' (every field) stands alone")
+    if field_paths.every_field(paths, FIELD):
         return None
     descriptor = message_cls.DESCRIPTOR
     fields = [f.name for f in descriptor.fields]

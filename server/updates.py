@@ -114,10 +114,8 @@ def mask_paths(
 ) -> tuple[list[str], list[field_paths.Path]]:
     """(the whole fields the update writes, the paths into Struct fields it edits)."""
     texts = list(mask.paths) if mask is not None else []
-    if not texts or texts == ["*"]:
+    if not texts or field_paths.every_field(texts, request_field):
         return mapping.mask_paths(message, mask, request_field), []
-    if "*" in texts:
-        raise InvalidArgument.field(request_field, "'*' (every field) stands alone")
     fields = []
     for text in texts:
         try:
