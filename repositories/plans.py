@@ -16,12 +16,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, inspect
+from sqlalchemy import Select, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from repositories.base import Repository
-from repositories.ordering import Order
 
 # A quoted literal in a PostgreSQL condition: '...' with '' for a quote inside.
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
@@ -54,18 +53,6 @@ class Plan:
 class TableIndex:
     name: str
     columns: tuple[str | None, ...]  # None for an expression
-
-
-def list_statement(
-    repo: Repository, where: ColumnElement[bool] | None, order: Order, limit: int
-) -> Select[Any]:
-    """The first page of a List, live rows only, as `Repository.page` runs it."""
-    return repo.page_statement(limit, where=where, order=order)
-
-
-def count_statement(repo: Repository, where: ColumnElement[bool] | None) -> Select[Any]:
-    """A Count, live rows only, as `Repository.count` runs it."""
-    return repo.count_statement(where)
 
 
 async def explain(repo: Repository, stmt: Select[Any]) -> Plan:

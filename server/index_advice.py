@@ -33,7 +33,7 @@ from sqlalchemy.schema import CreateIndex
 from repositories.database import Database
 from repositories.errors import translate_db_errors
 from repositories.filtering import compile_filter
-from repositories.plans import Plan, TableIndex, count_statement, explain, indexes, list_statement
+from repositories.plans import Plan, TableIndex, explain, indexes
 from repositories.scoped_table import Writes
 from repositories.tables import metadata as built_in
 from schema.tables import name as index_name
@@ -109,9 +109,10 @@ async def _plan(conn: AsyncConnection, shape: Shape) -> Plan:
     where = compile_filter(text, entity.fields) if text else None
     repo = entity.repository(conn, shape.tenant, writes=Writes(0))
     if shape.method == "List":
-        stmt = list_statement(repo, where, shape.order, DEFAULT_PAGE_SIZE)
+        # The statements List (its first page) and Count run.
+        stmt = repo.page_statement(DEFAULT_PAGE_SIZE, where=where, order=shape.order)
     else:
-        stmt = count_statement(repo, where)
+        stmt = repo.count_statement(where)
     return await explain(repo, stmt)
 
 
