@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from bench import dbload, facts, h2load, profile, report, rpc, seed, stats
+from bench.options import parse_args
 from bench.procs import MB, Server, free_port
 from bench.report import Row, judge
 from bench.scenarios import DriverScenario, H2Scenario, Target, run_driver, run_h2load
@@ -27,105 +28,12 @@ from repogate.v1 import user_pb2
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-GROUPS = (
-    "get",
-    "list",
-    "write",
-    "tx",
-    "forward",
-    "declared",
-    "coherence",
-    "interceptors",
-    "soak",
-    "workers",
-)
 PAGE_SECRET = "repogate-bench-page-token-secret"
 DEEP_TENANT, TENANT = f"{seed.TENANT_PREFIX}0", f"{seed.TENANT_PREFIX}1"
 WRITE_TENANT = "bench-writes"
 LIST_REQUEST = user_pb2.ListUsersRequest(
     page_size=50, filter="is_active = true", order_by="create_time desc"
 )
-
-
-# The main rows, about a second each on a small seed: whether the benchmark still runs
-# and answers right (CI's `make bench-smoke`), not how fast. Explicit options win.
-SMOKE_GROUPS = ("get", "list", "write", "tx", "interceptors")
-SMOKE = {
-    "seconds": 1.0,
-    "users": 2_000,
-    "tenants": 4,
-    "deep_pages": 5,
-    "repeat": 1,
-    "soak": 0.0,
-    "only": ",".join(SMOKE_GROUPS),
-}
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="the main rows for about a second each on a small seed, ratios without verdicts; "
-        f"fails only when a scenario does (sets {', '.join(f'--{k}' for k in SMOKE)})",
-    )
-    parser.add_argument("--seconds", type=float, default=5.0, help="per scenario (default 5)")
-    parser.add_argument(
-        "--soak", type=float, default=30.0, help="seconds of steady load (600: the 10-minute soak)"
-    )
-    parser.add_argument("--soak-rps", type=float, default=300.0, help="GetUser calls/s in the soak")
-    parser.add_argument("--clients", type=int, default=8, help="h2load connections")
-    parser.add_argument("--streams", type=int, default=4, help="h2load streams per connection")
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--tenants", type=int, default=10)
-    parser.add_argument("--deep-pages", type=int, default=1000)
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=3,
-        help="alternations: list pages, writes vs baselines, interceptors on/off, 1/2 workers",
-    )
-    parser.add_argument("--pool-size", type=int, default=10, help="per server process")
-    parser.add_argument(
-        "--invalidation-rate",
-        type=float,
-        default=200.0,
-        help="UpdateUser calls/s through another process while the coherence group reads",
-    )
-    parser.add_argument(
-        "--staleness-writes", type=int, default=200, help="writes the staleness row times"
-    )
-    parser.add_argument(
-        "--profile",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="after measuring, sample Repogate with py-spy (.venv/bin/pip install py-spy) "
-        "this long in each of GetUser miss and hit, the deep ListUsers page, CreateUser "
-        "and BatchCreateUsers; raw stacks and summaries go to bench/results/",
-    )
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--database", default="repogate_bench", help="created, then dropped")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra REPOGATE_* setting for every Repogate started (repeatable)",
-    )
-    parser.add_argument(
-        "--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}"
-    )
-    smoke, _ = parser.parse_known_args(argv)
-    if smoke.smoke:
-        parser.set_defaults(**SMOKE)
-    args = parser.parse_args(argv)
-    args.groups = {group.strip() for group in args.only.split(",") if group.strip()}
-    unknown = args.groups - set(GROUPS)
-    if unknown:
-        parser.error(f"unknown groups: {', '.join(sorted(unknown))}")
-    return args
 
 
 def workers_supported() -> bool:
