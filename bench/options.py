@@ -27,6 +27,7 @@ SMOKE = {
     "tenants": 4,
     "deep_pages": 5,
     "repeat": 1,
+    "warmup": 100,
     "soak": 0.0,
     "only": ",".join(SMOKE_GROUPS),
 }
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-rps", type=float, default=300.0, help="GetUser calls/s in the soak")
     parser.add_argument("--clients", type=int, default=8, help="h2load connections")
     parser.add_argument("--streams", type=int, default=4, help="h2load streams per connection")
+    parser.add_argument(
+        "--warmup", type=int, default=500, help="h2load requests before each measured run"
+    )
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--tenants", type=int, default=10)
     parser.add_argument("--deep-pages", type=int, default=1000)

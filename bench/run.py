@@ -57,7 +57,7 @@ class Bench:
         self.stamp = self.started.strftime("%Y%m%d-%H%M%S")
         self.logs = RESULTS / "logs" / self.stamp
         self.dsn = seed.database_dsn(args.pg, args.database)
-        self.load = h2load.Load(args.clients, args.streams, args.seconds)
+        self.load = h2load.Load(args.clients, args.streams, args.seconds, warmup=args.warmup)
         self.rows: list[Row] = []
         self.found: dict[str, Row] = {}
         self.servers: list[Server] = []
@@ -178,9 +178,9 @@ class Bench:
             "metrics and purge off unless stated" + (f"; {a.server_env}" if a.server_env else ""),
             f"bare baselines: grpc.aio on uvloop, same method paths and messages; asyncpg pool "
             f"{pool}; redis-py",
-            f"h2load: {a.clients} connections x {a.streams} streams, 500 warm-up requests, then "
-            f"{a.seconds:g} s; latencies from its per-request log; server CPU and peak RSS from "
-            "psutil over the measured window (workers included)",
+            f"h2load: {a.clients} connections x {a.streams} streams, {a.warmup} warm-up "
+            f"requests, then {a.seconds:g} s; latencies from its per-request log; server CPU "
+            "and peak RSS from psutil over the measured window (workers included)",
             "python driver (bench/driver.py): grpc.aio on uvloop, raw bytes, 4 channels, closed "
             f"loop, 1 s warm-up, then {a.seconds:g} s; used where every request must differ or "
             "calls chain; its ceiling is the no-op row above each of its scenarios",
@@ -692,7 +692,7 @@ class Bench:
         if deep.page_token:
             method = "repogate.v1.UserService/ListUsers"
             scenarios.append(("listusers-deep", H2Scenario("", method, deep, DEEP_TENANT)))
-        load = h2load.Load(self.load.clients, self.load.streams, seconds)
+        load = h2load.Load(self.load.clients, self.load.streams, seconds, warmup=self.load.warmup)
         summaries = []
         for name, scenario in scenarios:
             raw = out / f"{name}.txt"

@@ -129,6 +129,7 @@ def test_smoke_options_shrink_the_run_and_explicit_ones_win() -> None:
     assert full.groups == set(options.GROUPS)
     smoke = options.parse_args(["--smoke", "--database", "b"])
     assert (smoke.seconds, smoke.users, smoke.repeat, smoke.soak) == (1.0, 2_000, 1, 0.0)
+    assert (full.warmup, smoke.warmup) == (500, 100)
     assert smoke.groups == set(options.SMOKE_GROUPS)
     assert smoke.database == "b"
     # The smoke's deep page exists: the deep tenant's active users fill more pages.
