@@ -165,7 +165,8 @@ class Bench:
         print(f"\nwritten: {out.relative_to(ROOT)} ({self.extra['duration_seconds']:.0f} s)")
         failed = report.failures(self.rows)
         for row in failed:
-            print(f"FAILED: {row.name}: {'; '.join(row.notes[-2:])}", file=sys.stderr)
+            why = [f"{row.errors} calls failed"] if row.errors else row.notes
+            print(f"FAILED: {row.name}: {'; '.join(why)}", file=sys.stderr)
         return 1 if failed else 0
 
     def describe(self) -> list[str]:
