@@ -12,8 +12,10 @@ from bench import stats
 # How a row is compared with its baseline:
 # throughput: rate / baseline rate, higher is better;
 # cost: baseline rate / rate (how many times dearer), lower is better;
-# latency: p50 / baseline p50, lower is better.
-Kind = Literal["throughput", "cost", "latency"]
+# latency: p50 / baseline p50, lower is better;
+# cpu: server CPU per call / the baseline's, lower is better (steadier than rates or
+# latencies when other work shares the machine).
+Kind = Literal["throughput", "cost", "latency", "cpu"]
 
 
 @dataclass
@@ -47,6 +49,8 @@ def judge(row: Row, base: Row | None, kind: Kind, bound: float | None = None) ->
         row.ratio = stats.ratio(row.rate, base.rate)
     elif kind == "cost":
         row.ratio = stats.ratio(base.rate, row.rate)
+    elif kind == "cpu":
+        row.ratio = stats.ratio(row.server_cpu_us, base.server_cpu_us)
     else:
         row.ratio = stats.ratio(row.p50_ms, base.p50_ms)
     if bound is None:

@@ -558,16 +558,20 @@ class Bench:
         with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as reply:
             scraped = len(reply.read())
         self.stop(on)
-        off_row = self.add(middle(offs), "off")
-        on_row = self.add(middle(ons))
-        judge(on_row, off_row, "latency", 1.10)
+        off_row = self.add(by_cpu(offs), "off")
+        on_row = self.add(by_cpu(ons))
+        judge(on_row, off_row, "cpu", 1.10)
         on_row.notes.append(
             "on: tracing (OTLP/gRPC to a local sink, 10 % of new traces), Prometheus metrics "
             f"(/metrics scraped once at the end: {scraped:,} bytes), JSON access log (to /dev/null)"
         )
         for row, runs in ((off_row, offs), (on_row, ons)):
             p50s = ", ".join(f"{r.p50_ms:.2f}" for r in runs if r.p50_ms is not None)
-            row.notes.append(f"median of {len(runs)} alternating runs; p50s {p50s} ms")
+            cpus = ", ".join(f"{r.server_cpu_us:.0f}" for r in runs if r.server_cpu_us is not None)
+            row.notes.append(
+                f"median of {len(runs)} alternating runs by server CPU ({cpus} us/op); "
+                f"p50s {p50s} ms"
+            )
         if self.args.smoke:  # the pair alone: each interceptor's row is a server more
             return
         for i, (name, env) in enumerate((*ONE_AT_A_TIME, *ALONE)):
@@ -576,7 +580,7 @@ class Bench:
                 H2Scenario(f"GetUser hit, {name} only", get, hit, TENANT), alone, self.load
             )
             self.stop(alone)
-            judge(self.add(row), off_row, "latency")
+            judge(self.add(row), off_row, "cpu")
 
     def soak(self, main: Target) -> None:
         seconds = self.args.soak
@@ -854,9 +858,9 @@ def by_rate(rows: list[Row]) -> Row:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def middle(rows: list[Row]) -> Row:
-    """The run with the median p50 latency."""
-    ordered = sorted(rows, key=lambda row: row.p50_ms or 0.0)
+def by_cpu(rows: list[Row]) -> Row:
+    """The run with the median server CPU per call."""
+    ordered = sorted(rows, key=lambda row: row.server_cpu_us or 0.0)
     return ordered[(len(ordered) - 1) // 2]
 
 
