@@ -85,7 +85,7 @@ class Lane:
             self._replies = opening.result()
 
     async def _connect(self) -> _Replies:
-        connection = self._pool.make_connection()
+        connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         await connection.connect()
         writer = connection._writer
         if writer is None:
@@ -108,9 +108,7 @@ class _Replies(asyncio.Protocol):
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         # Futures of the commands sent, oldest first, with when each was sent.
-        self._waiting: collections.deque[tuple[asyncio.Future[Reply], float]] = (
-            collections.deque()
-        )
+        self._waiting: collections.deque[tuple[asyncio.Future[Reply], float]] = collections.deque()
         self._buffer = b""
         self._out: list[bytes] = []
         self._watch: asyncio.TimerHandle | None = None

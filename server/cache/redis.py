@@ -118,7 +118,7 @@ class RedisBackend:
         return deleted
 
     async def set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
-        args = [value, math.ceil(ttl * 1000), ORDER_BYTES]
+        args: list[bytes | int] = [value, math.ceil(ttl * 1000), ORDER_BYTES]
         if self._lane is None:
             async with self._command:
                 written = await self._set_if_newer(keys=[key], args=args)
