@@ -49,6 +49,8 @@ class Lane:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        # Replies are read as RESP2 below, whatever the URL's query asks for.
+        self._pool.connection_kwargs["protocol"] = 2
         self._timeout = timeout
         self._replies: _Replies | None = None
         self._opening: asyncio.Future[_Replies] | None = None
@@ -81,8 +83,12 @@ class Lane:
 
     def _opened(self, opening: asyncio.Future[_Replies]) -> None:
         self._opening = None
-        if not opening.cancelled() and opening.exception() is None:
-            self._replies = opening.result()
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        if self._closed:  # closed while it opened
+            opening.result().close()
+            return
+        self._replies = opening.result()
 
     async def _connect(self) -> _Replies:
         connection = self._pool.make_connection()  # type: ignore[no-untyped-call]

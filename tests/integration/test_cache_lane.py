@@ -4,13 +4,17 @@ through a proxy that cuts, stalls and restores it."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.cache import redis as redis_backend
@@ -18,6 +22,8 @@ from server.cache.errors import CacheUnavailable
 from server.cache.lane import Lane
 from server.cache.redis import RedisBackend
 from tests.cache_support import CLOSED_REDIS_URL, REDIS_URL, require_redis
+from tests.pki import Authority
+from tests.polling import eventually
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.integration
@@ -205,3 +211,58 @@ async def test_set_if_newer_loads_its_script_when_redis_does_not_know_it(
     finally:
         await redis.delete([prefix])
         await redis.close()
+
+
+@pytest.fixture
+async def tls_redis(tmp_path: Path) -> AsyncIterator[str]:
+    """A Redis of this test's own that takes only TLS and a password: its URL (db 3)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    authority = Authority(tmp_path)
+    issued = authority.server()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--tls-cert-file", str(issued.cert_file), "--tls-key-file", str(issued.key_file)]
+    argv += ["--tls-ca-cert-file", str(authority.cert_file), "--tls-auth-clients", "no"]
+    argv += ["--requirepass", "s3cret", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(tmp_path)]
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    url = f"rediss://:s3cret@127.0.0.1:{port}/3?ssl_ca_certs={authority.cert_file}"
+    try:
+        client = aioredis.from_url(url)
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except (RedisError, OSError):
+                return False
+
+        await eventually(answers, "the TLS Redis to answer")
+        await client.aclose()
+        yield url
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def test_tls_password_and_database_come_from_the_url(tls_redis: str, prefix: str) -> None:
+    redis = RedisBackend(tls_redis, timeout=TIMEOUT)
+    plain = aioredis.from_url(tls_redis.replace("/3?", "/0?"))
+    try:
+        assert await redis.set_if_newer(prefix, b"%020dV" % 1, 10)
+        assert await redis.get(prefix) == b"%020dV" % 1
+        assert await redis._redis.get(prefix) == b"%020dV" % 1  # db 3, through redis-py
+        assert await plain.get(prefix) is None  # not db 0
+        assert redis.stats.errors == 0
+    finally:
+        await plain.aclose()
+        await redis.close()
+    wrong = RedisBackend(tls_redis.replace("s3cret", "wrong"), timeout=TIMEOUT)
+    with pytest.raises(CacheUnavailable):
+        await wrong.get(prefix)
+    await wrong.close()
