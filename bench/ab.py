@@ -4,7 +4,8 @@ Two Repogate servers run side by side on one seeded database, A and B, each with
 own settings (`--a`, `--b`) or code (`--a-path`, `--b-path`: a checkout put first on
 PYTHONPATH, e.g. a `git worktree` of the commit before). Rounds alternate ABAB, BABA,
 each a few seconds of h2load on one server calling GetUser (a cached read), or
-UpdateUser of one row (`--call UpdateUser`, a single-row write), and the report is the
+UpdateUser of one row (`--call UpdateUser`, a single-row write; `--miss` pins a tombstone
+so that every GetUser misses the cache: Redis GET, lookup, refused fill), and the report is the
 median of the rounds' differences in server CPU per call. Single runs drift by a fifth
 on shared machines; a paired median holds to about ten microseconds.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
-from bench import h2load, seed
+from bench import h2load, rpc, seed
 from bench.procs import Server, free_port
 from bench.run import BIN, RESULTS, env_for, repogate_env
 from repogate.v1 import user_pb2
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--a-path", type=Path, help="checkout whose code A runs")
     parser.add_argument("--b-path", type=Path, help="checkout whose code B runs")
     parser.add_argument("--call", choices=sorted(CALLS), default="GetUser")
+    parser.add_argument("--miss", action="store_true", help="every GetUser misses the cache")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--clients", type=int, default=8, help="h2load connections")
     parser.add_argument("--streams", type=int, default=4, help="h2load streams per connection")
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         seed.migrate(BIN / "repogate", migrate_env)
         asyncio.run(seed.seed_users(dsn, seed.SeedPlan(total=1_000, tenants=1)))
         (user_id,) = asyncio.run(seed.some_user_ids(dsn, TENANT, 1))
+        if args.miss:
+            rpc.pin_miss(args.redis_url, TENANT, user_id)
         templates = {
             "A": settings(args.a, args.a_path),
             "B": settings(args.b, args.b_path),

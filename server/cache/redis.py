@@ -4,12 +4,17 @@ Every call is bounded by short timeouts (to get a free connection, to connect,
 to read) and is not retried: a cache that answers late is worth less than a
 miss, and the caller decides what a failure means (CacheService: UNAVAILABLE;
 read-through: a miss). Redis and socket errors become CacheUnavailable in one
-place, `_Command`.
+place, `_Command` (and `_pipelined` for the lane).
+
+GET and set_if_newer, the read-through's commands, go through one pipelined
+connection (server/cache/lane.py) when `pipelined`; every other command, and both
+when not, through redis-py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -22,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from server.cache.backend import ORDER_BYTES
 from server.cache.errors import CacheUnavailable, NotInteger
+from server.cache.lane import Lane, Reply
 from server.cache.stats import CacheStats
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+_SET_IF_NEWER_SHA = hashlib.sha1(_SET_IF_NEWER.encode()).hexdigest()
 # Redis's words for INCRBY on a value that is not an int64, or a result outside it.
 _NOT_INTEGER = ("not an integer", "overflow")
 
@@ -45,7 +52,14 @@ _NOT_INTEGER = ("not an integer", "overflow")
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, url: str, *, timeout: float = 0.25, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.25,
+        max_connections: int = 100,
+        pipelined: bool = True,
+    ) -> None:
         self.stats = CacheStats()
         pool = aioredis.ConnectionPool.from_url(
             url,
@@ -57,10 +71,16 @@ class RedisBackend:
         self._redis = aioredis.Redis.from_pool(pool)
         self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
         self._command = _Command(self, max_connections, timeout)
+        self._lane = Lane(url, timeout) if pipelined else None
 
     async def get(self, key: str) -> bytes | None:
-        async with self._command:
-            value = _bytes(await self._redis.get(key))
+        if self._lane is not None:
+            value = await self._pipelined("GET", key)
+            if not isinstance(value, bytes | None):
+                raise self._unexpected(value)
+        else:
+            async with self._command:
+                value = _bytes(await self._redis.get(key))
         self.stats.count_lookups([value])
         return value
 
@@ -98,10 +118,22 @@ class RedisBackend:
         return deleted
 
     async def set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
-        async with self._command:
-            written = await self._set_if_newer(
-                keys=[key], args=[value, math.ceil(ttl * 1000), ORDER_BYTES]
-            )
+        args: list[bytes | int] = [value, math.ceil(ttl * 1000), ORDER_BYTES]
+        if self._lane is None:
+            async with self._command:
+                written = await self._set_if_newer(keys=[key], args=args)
+            return bool(written)
+        try:
+            written = await self._lane.execute("EVALSHA", _SET_IF_NEWER_SHA, 1, key, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                self._failed(exc)
+                raise CacheUnavailable() from exc
+            # A Redis that restarted, or was flushed, forgot the script: EVAL loads it.
+            written = await self._pipelined("EVAL", _SET_IF_NEWER, 1, key, *args)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            raise CacheUnavailable() from exc
         return bool(written)
 
     async def scan(self, pattern: str, cursor: str, count: int) -> tuple[list[str], str]:
@@ -140,7 +172,22 @@ class RedisBackend:
             await self._redis.ping()
 
     async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
         await self._redis.aclose()
+
+    async def _pipelined(self, *args: bytes | str | int) -> Reply:
+        assert self._lane is not None
+        try:
+            return await self._lane.execute(*args)
+        except (RedisError, OSError) as exc:  # OSError covers TimeoutError
+            self._failed(exc)
+            raise CacheUnavailable() from exc
+
+    def _unexpected(self, reply: object) -> CacheUnavailable:
+        exc = ResponseError(f"unexpected reply {reply!r}")
+        self._failed(exc)
+        return CacheUnavailable()
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
