@@ -17,7 +17,6 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Delete,
-    RowMapping,
     Select,
     Update,
     func,
@@ -25,6 +24,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from repositories import scoped_table
 from repositories.entity import Entity
 from repositories.errors import (
     Conflict,
@@ -36,9 +36,9 @@ from repositories.errors import (
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
 from repositories.scope import ID_PARAM
-from repositories.scoped_table import ScopedTable
+from repositories.scoped_table import ScopedTable, mappings
 
-Row = RowMapping
+Row = scoped_table.Row
 
 
 class Repository(ScopedTable):
@@ -64,11 +64,10 @@ class Repository(ScopedTable):
         return all(getattr(cls, name) is getattr(Repository, name) for name in methods)
 
     async def get(self, id_: uuid.UUID) -> Row:
-        result = await self._execute(self.scope.select_by_id(), {ID_PARAM: id_})
-        row = result.mappings().one_or_none()
-        if row is None:
+        rows = await self._rows(self.scope.select_by_id(), {ID_PARAM: id_})
+        if not rows:
             raise NotFound(self.entity.resource_type, str(id_))
-        return row
+        return rows[0]
 
     async def get_many(
         self, ids: Sequence[uuid.UUID], *, columns: Sequence[ColumnElement[Any]] = ()
@@ -76,8 +75,7 @@ class Repository(ScopedTable):
         """The rows with `ids`, in that order; NotFound names the first one missing.
         `columns`: only these (with `id`), not the whole row."""
         stmt = self.scope.select(*columns).where(self.c.id.in_(set(ids)))
-        result = await self._execute(stmt)
-        by_id = {row["id"]: row for row in result.mappings()}
+        by_id = {row["id"]: row for row in await self._rows(stmt)}
         for id_ in ids:
             if id_ not in by_id:
                 raise NotFound(self.entity.resource_type, str(id_))
@@ -106,7 +104,7 @@ class Repository(ScopedTable):
             show_deleted=show_deleted,
             columns=columns,
         )
-        rows = list((await self._execute(stmt)).mappings())
+        rows = await self._rows(stmt)
         return rows[:limit], len(rows) > limit
 
     def page_statement(
@@ -132,8 +130,9 @@ class Repository(ScopedTable):
     async def count(
         self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
     ) -> int:
-        stmt = self.count_statement(where, show_deleted=show_deleted)
-        return int((await self._execute(stmt)).scalar_one())
+        (row,) = await self._rows(self.count_statement(where, show_deleted=show_deleted))
+        (count,) = row.values()
+        return int(count)
 
     def count_statement(
         self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
@@ -176,18 +175,17 @@ class Repository(ScopedTable):
         }
         if count > 1 and self.dialect == "postgresql":
             insert, columns = self.scope.insert_columns(values, {"id": ids}, stamps)
-            result = await self._execute(insert.returning(self.entity.table), columns)
-            by_id = {row["id"]: row for row in result.mappings()}
+            rows = await self._rows(insert.returning(self.entity.table), columns)
+            by_id = {row["id"]: row for row in rows}
             return [by_id[id_] for id_ in ids]
         rows = [{**each, "id": id_, **stamps} for each, id_ in zip(values, ids, strict=True)]
         stmt, params = self.scope.insert_many(rows)
         if len(params) == 1:
             # One row runs as a plain execute: SQLAlchemy's executemany path costs
             # about 60 µs more, for nothing to batch.
-            result = await self._execute(self.scope.insert_returning(), params[0])
-            return list(result.mappings())
+            return await self._rows(self.scope.insert_returning(), params[0])
         returning = stmt.returning(self.entity.table, sort_by_parameter_order=True)
-        return list((await self._execute(returning, params)).mappings())
+        return mappings(await self._execute(returning, params))  # executemany
 
     async def update(
         self, id_: uuid.UUID, values: Mapping[str, Any], expected_version: int | None = None
@@ -282,6 +280,9 @@ class Repository(ScopedTable):
         return match if expected_version is None else match & (self.c.version == expected_version)
 
     def _identities(self, items: Sequence[tuple[uuid.UUID, int | None]]) -> ColumnElement[bool]:
+        if len(items) == 1:
+            # One row: equality, which compiles to one shape (an IN list to one per length).
+            return self._identity(*items[0])
         plain = [id_ for id_, version in items if version is None]
         pinned = [(id_, version) for id_, version in items if version is not None]
         clauses = []
@@ -311,8 +312,8 @@ class Repository(ScopedTable):
 
     async def _returning(self, stmt: Update | Delete) -> dict[uuid.UUID, Row]:
         """Runs an UPDATE or DELETE and returns the rows it changed, by id."""
-        result = await self._execute(stmt.returning(self.entity.table), rows_recorded=True)
-        rows = {row["id"]: row for row in result.mappings()}
+        returned = await self._rows(stmt.returning(self.entity.table), rows_recorded=True)
+        rows = {row["id"]: row for row in returned}
         gone = isinstance(stmt, Delete)
         tenant = self.scope.tenant
         self.changes.rows.extend(
