@@ -23,7 +23,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
@@ -226,13 +226,16 @@ async def _failed(
     if isinstance(driver_error, dbapi.InvalidCachedStatementError):
         dialect._invalidate_schema_cache()
     disconnect = bool(dialect.is_disconnect(driver_error, sync.connection.dbapi_connection, None))
-    wrapped: BaseException = sa_exc.DBAPIError.instance(
-        statement,
-        args,
-        driver_error,
-        dbapi.Error,
-        connection_invalidated=disconnect,
-        dialect=dialect,
+    wrapped = cast(
+        sa_exc.DBAPIError,
+        sa_exc.DBAPIError.instance(
+            statement,
+            args,
+            driver_error,
+            dbapi.Error,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        ),
     )
     if dialect._has_events:
         failure = ExceptionContextImpl(
