@@ -320,7 +320,8 @@ class UnitOfWork:
         if conn is None or slot is None:
             return
         try:
-            if conn.in_transaction():
+            # In autocommit each statement committed as it ran: nothing to roll back.
+            if not self._autocommit and conn.in_transaction():
                 await conn.rollback()
         except Exception:
             # A dead connection cannot roll back; the pool discards it. Do not hide
@@ -351,6 +352,8 @@ class UnitOfWork:
         if self._repositories.failed:
             raise RuntimeError("a statement in this unit of work failed; it cannot commit")
         self._commit_sent = True
+        if self._autocommit:
+            return  # each statement committed as it ran
         with translate_db_errors():
             await self._conn.commit()
 

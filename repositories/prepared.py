@@ -165,9 +165,11 @@ async def fetch(
     args = shape.arguments(params, extracted)
     sync = conn.sync_connection
     assert sync is not None
-    if not sync.in_transaction():
-        sync.begin()  # SQLAlchemy's autobegin: no round trip on asyncpg
     adapted: Any = sync.connection.dbapi_connection
+    if not adapted.autocommit and not sync.in_transaction():
+        # SQLAlchemy's autobegin (no round trip on asyncpg), so that its commit and
+        # rollback reach the transaction the driver begins below.
+        sync.begin()
     dialect: Any = lean.dialect
     events = sync._has_events or sync.engine._has_events
     context = _Context()
