@@ -144,7 +144,7 @@ def statements(dialect: Dialect) -> Statements | None:
     return found
 
 
-class _Context:
+class LeanContext:
     """What statement listeners are handed as the execution context: they keep their
     own state on it (a statement's span)."""
 
@@ -172,7 +172,7 @@ async def fetch(
         sync.begin()
     dialect: Any = lean.dialect
     events = sync._has_events or sync.engine._has_events
-    context = _Context()
+    context = LeanContext()
     if events:
         sync.dispatch.before_cursor_execute(sync, None, shape.sql, args, context, False)
     try:
@@ -208,7 +208,7 @@ async def fetch(
 async def _failed(
     lean: Statements,
     conn: AsyncConnection,
-    context: _Context,
+    context: LeanContext,
     error: Exception,
     statement: str,
     args: list[Any],

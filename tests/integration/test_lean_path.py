@@ -1,0 +1,176 @@
+"""The lean path (repositories/prepared.py): which statements it runs, that the tenant
+scope still guards them, and that listeners, errors and cancellation behave as through
+SQLAlchemy. PostgreSQL only: on SQLite every statement runs through SQLAlchemy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from repositories import prepared
+from repositories.database import Database
+from repositories.errors import AlreadyExists
+from repositories.scope import TENANT_PARAM, ScopeViolation
+from repositories.sessions import SessionRepository
+from repositories.users import UserRepository
+from tests.integration.support import create_users, other_tenant, user
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Heard:
+    statement: str
+    lean: bool
+    context: Any
+
+
+@contextmanager
+def heard(database: Database) -> Iterator[tuple[list[Heard], list[Any]]]:
+    """Statements the engine's listeners hear while the block runs (whether the lean
+    path ran each), and the errors `handle_error` listeners hear."""
+    statements: list[Heard] = []
+    errors: list[Any] = []
+
+    def before(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any
+    ) -> None:
+        lean = isinstance(context, prepared.LeanContext)
+        statements.append(Heard(" ".join(statement.split()), lean, context))
+
+    def failed(context: Any) -> None:
+        errors.append(context)
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "handle_error", failed)
+    try:
+        yield statements, errors
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "handle_error", failed)
+
+
+@pytest.fixture
+def pg(database: Database, backend: str) -> Database:
+    if backend != "postgresql":
+        pytest.skip("the lean path runs on asyncpg only")
+    return database
+
+
+def _users(seen: list[Heard]) -> list[Heard]:
+    return [each for each in seen if " users" in each.statement]
+
+
+async def test_the_hot_statements_run_on_the_lean_path(pg: Database, tenant: str) -> None:
+    first, second = await create_users(pg, tenant, "lean1", "lean2")
+    with heard(pg) as (seen, _):
+        async with pg.unit_of_work(tenant) as uow:
+            repo = uow.repository(UserRepository)
+            await repo.get(first["id"])
+            await repo.get_many([first["id"], second["id"]])
+            await repo.page(10)
+            assert await repo.count() == 2
+            created = await repo.create(user("lean3"))
+            await repo.update(created["id"], {"display_name": "Lean"}, expected_version=1)
+            await repo.delete(created["id"])
+            await uow.commit()
+    ran = _users(seen)
+    assert len(ran) == 7, [each.statement for each in ran]
+    assert all(each.lean for each in ran), [each.statement for each in ran if not each.lean]
+
+
+async def test_rows_from_the_lean_path_are_what_sqlalchemy_gives(pg: Database, tenant: str) -> None:
+    (owner,) = await create_users(pg, tenant, "owner")
+    session = {
+        "user_id": owner["id"],
+        "status": "active",
+        "preferences": {"a": [1, {"b": None}]},
+        "total_cost_usd": Decimal("0.000000007"),
+        "last_access_time": datetime.now(UTC),
+    }
+    async with pg.unit_of_work(tenant) as uow:
+        created = await uow.repository(SessionRepository).create(session)
+        await uow.commit()
+    async with pg.unit_of_work(tenant, read_only=True) as uow:
+        repo = uow.repository(SessionRepository)
+        lean = await repo.get(created["id"])
+        repo._lean = None  # the same statement through SQLAlchemy
+        through_sqlalchemy = await repo.get(created["id"])
+    assert isinstance(lean, dict)
+    assert lean == dict(through_sqlalchemy)
+    assert lean["preferences"] == {"a": [1, {"b": None}]}
+    assert lean["total_cost_usd"] == Decimal("0.000000007")
+    assert lean["create_time"].utcoffset() is not None
+
+
+async def test_a_statement_the_scope_did_not_build_never_runs(pg: Database, tenant: str) -> None:
+    async with pg.unit_of_work(tenant, read_only=True) as uow:
+        users = uow.repository(UserRepository)
+        sessions = uow.repository(SessionRepository)
+        with heard(pg) as (seen, _):
+            with pytest.raises(ScopeViolation):
+                await users._rows(select(users.table))
+            with pytest.raises(ScopeViolation):
+                # Marked, but by another table's scope.
+                await users._rows(sessions.scope.select())
+    assert seen == []
+
+
+async def test_a_tenant_passed_as_a_parameter_is_overridden(pg: Database, tenant: str) -> None:
+    other = other_tenant()
+    await create_users(pg, other, "theirs")
+    (mine,) = await create_users(pg, tenant, "mine")
+    async with pg.unit_of_work(tenant, read_only=True) as uow:
+        repo = uow.repository(UserRepository)
+        with heard(pg) as (seen, _):
+            rows = await repo._rows(repo.scope.select(), {TENANT_PARAM: other})
+    assert [row["id"] for row in rows] == [mine["id"]]
+    assert all(each.lean for each in _users(seen))
+
+
+async def test_a_refused_statement_is_translated_and_heard(pg: Database, tenant: str) -> None:
+    await create_users(pg, tenant, "taken")
+    with heard(pg) as (seen, errors):
+        async with pg.unit_of_work(tenant) as uow:
+            with pytest.raises(AlreadyExists):
+                await uow.repository(UserRepository).create(user("taken"))
+    (insert,) = _users(seen)
+    assert insert.lean
+    (error,) = errors
+    # The same context the statement's listeners were handed: a span started in
+    # before_cursor_execute is found again and ended.
+    assert error.execution_context is insert.context
+    # The driver's error as SQLAlchemy's adapter raises it, as through SQLAlchemy.
+    assert isinstance(error.original_exception, pg.engine.dialect.loaded_dbapi.IntegrityError)
+    assert "unique" in str(error.sqlalchemy_exception).lower()
+
+
+async def test_a_cancelled_statement_leaves_no_connection_behind(pg: Database, tenant: str) -> None:
+    (row,) = await create_users(pg, tenant, "sleeper")
+    async with pg.unit_of_work(tenant, read_only=True) as uow:
+        repo = uow.repository(UserRepository)
+        stmt = repo.scope.select(func.pg_sleep(30))
+        task = asyncio.create_task(repo._rows(stmt))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # As through SQLAlchemy: the connection is invalidated, never handed out again.
+        assert repo._conn.invalidated
+    async with pg.engine.connect() as conn:
+        sleeping = await conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+            "AND state = 'active' AND pid <> pg_backend_pid()"
+        )
+        assert sleeping.scalar_one() == 0
+    async with pg.unit_of_work(tenant, read_only=True) as uow:
+        assert (await uow.repository(UserRepository).get(row["id"]))["username"] == "sleeper"
