@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
 from sqlalchemy import (
+    ClauseElement,
     ColumnElement,
     CursorResult,
     Delete,
@@ -38,7 +39,7 @@ from repositories.errors import (
 )
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
-from repositories.scope import ID_PARAM
+from repositories.scope import ID_PARAM, VERSION_PARAM, set_param
 from repositories.scoped_table import ScopedTable, mappings
 
 Row = scoped_table.Row
@@ -312,18 +313,45 @@ class Repository(ScopedTable):
         deleted: bool,
     ) -> Row:
         """Updates one row that is soft-deleted (`deleted`) or live; says why if none matched."""
-        state = self.c.delete_time.is_not(None) if deleted else self._live()
-        stmt = self.scope.update(self._changes(values)).where(
-            self._identity(id_, expected_version), state
-        )
-        row = (await self._returning(stmt)).get(id_)
+        if any(isinstance(value, ClauseElement) for value in values.values()):
+            # A value computed in SQL (x = x + 1): a statement of its own.
+            state = self.c.delete_time.is_not(None) if deleted else self._live()
+            stmt = self.scope.update(self._changes(values)).where(
+                self._identity(id_, expected_version), state
+            )
+            row = (await self._returning(stmt)).get(id_)
+        else:
+            row = (await self._update_one(id_, expected_version, values, deleted)).get(id_)
         if row is None:
             await self._raise_why(id_, expected_version, deleted=deleted)
         return row
 
-    async def _returning(self, stmt: Update | Delete) -> dict[uuid.UUID, Row]:
-        """Runs an UPDATE or DELETE and returns the rows it changed, by id."""
-        returned = await self._rows(stmt.returning(self.entity.table), rows_recorded=True)
+    async def _update_one(
+        self,
+        id_: uuid.UUID,
+        expected_version: int | None,
+        values: Mapping[str, Any],
+        deleted: bool,
+    ) -> dict[uuid.UUID, Row]:
+        """`_change_one`'s UPDATE of plain values, as a statement built once per shape."""
+        sets = {**values, "update_time": datetime.now(UTC), "updated_by": self.actor}
+        sets.pop("version", None)  # always one up, as in `_changes`
+        versioned = expected_version is not None
+        stmt = self.scope.update_one(tuple(sorted(sets)), versioned=versioned, deleted=deleted)
+        params = {set_param(key): value for key, value in sets.items()}
+        params[ID_PARAM] = id_
+        if versioned:
+            params[VERSION_PARAM] = expected_version
+        return await self._returning(stmt, params)
+
+    async def _returning(
+        self, stmt: Update | Delete, params: dict[str, Any] | None = None
+    ) -> dict[uuid.UUID, Row]:
+        """Runs an UPDATE or DELETE and returns the rows it changed, by id. A statement
+        that does not return its rows yet is made to."""
+        if not stmt._returning:
+            stmt = stmt.returning(self.entity.table)
+        returned = await self._rows(stmt, params, rows_recorded=True)
         rows = {row["id"]: row for row in returned}
         gone = isinstance(stmt, Delete)
         tenant = self.scope.tenant

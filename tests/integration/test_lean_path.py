@@ -174,3 +174,28 @@ async def test_a_cancelled_statement_leaves_no_connection_behind(pg: Database, t
         assert sleeping.scalar_one() == 0
     async with pg.unit_of_work(tenant, read_only=True) as uow:
         assert (await uow.repository(UserRepository).get(row["id"]))["username"] == "sleeper"
+
+
+async def test_updates_of_one_row_share_one_statement(pg: Database, tenant: str) -> None:
+    (row,) = await create_users(pg, tenant, "twice")
+    with heard(pg) as (seen, _):
+        async with pg.unit_of_work(tenant) as uow:
+            repo = uow.repository(UserRepository)
+            first = await repo.update(row["id"], {"display_name": "One"}, expected_version=1)
+            second = await repo.update(row["id"], {"display_name": "Two"}, expected_version=2)
+            await uow.commit()
+    assert (first["display_name"], first["version"]) == ("One", 2)
+    assert (second["display_name"], second["version"]) == ("Two", 3)
+    one, two = _users(seen)
+    assert one.lean
+    assert two.lean
+    assert one.statement == two.statement  # the values are parameters
+
+
+async def test_a_cached_update_cannot_move_a_row_to_another_tenant(
+    pg: Database, tenant: str
+) -> None:
+    async with pg.unit_of_work(tenant) as uow:
+        repo = uow.repository(UserRepository)
+        with pytest.raises(ScopeViolation):
+            repo.scope.update_one(("display_name", "tenant_id"), versioned=False, deleted=False)
