@@ -7,6 +7,7 @@ cost more CPU per call than the database does, and nothing here needs them.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from sqlalchemy import (
     CursorResult,
     Delete,
     Select,
+    Table,
     Update,
     any_,
     func,
@@ -270,7 +272,7 @@ class Repository(ScopedTable):
         return self.c.id.in_(set(ids))
 
     def _live(self) -> ColumnElement[bool]:
-        return self.c.delete_time.is_(None)
+        return _live(self.table)
 
     def _matching(
         self, stmt: Select[Any], where: ColumnElement[bool] | None, show_deleted: bool
@@ -380,6 +382,12 @@ class Repository(ScopedTable):
             raise EtagMismatch(kind, str(id_))
         # The row changed between the write and this look: another call won.
         raise Conflict(f"{kind} {str(id_)!r} changed concurrently; retry")
+
+
+@functools.cache
+def _live(table: Table) -> ColumnElement[bool]:
+    """`delete_time IS NULL`, built once per table."""
+    return table.c.delete_time.is_(None)
 
 
 def _rowcount(result: CursorResult[Any]) -> int:

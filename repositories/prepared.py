@@ -54,7 +54,7 @@ class _Shape:
         self.defaults = defaults
         self.keys: tuple[str, ...] = tuple(entry[0] for entry in compiled._result_columns)
         # Set at the first execution, from the types the database describes.
-        self.results: tuple[Processor | None, ...] | None = None
+        self.results: list[tuple[str, Processor]] | None = None
 
     def arguments(self, params: Mapping[str, Any] | None, extracted: Sequence[Any]) -> list[Any]:
         values = self.compiled.construct_params(
@@ -68,13 +68,16 @@ class _Shape:
 
     def processors(
         self, dialect: Dialect, attributes: Sequence[Any]
-    ) -> tuple[Processor | None, ...]:
+    ) -> list[tuple[str, Processor]]:
+        """The columns whose values SQLAlchemy processes, and how (from the types the
+        database describes, known at the first execution)."""
         if self.results is None:
             entries = self.compiled._result_columns
-            self.results = tuple(
-                entry[3]._cached_result_processor(dialect, attribute.type.oid)
+            self.results = [
+                (entry[0], process)
                 for entry, attribute in zip(entries, attributes, strict=True)
-            )
+                if (process := entry[3]._cached_result_processor(dialect, attribute.type.oid))
+            ]
         return self.results
 
 
@@ -193,16 +196,11 @@ async def fetch(
     if events:
         sync.dispatch.after_cursor_execute(sync, None, shape.sql, args, context, False)
     keys = shape.keys
-    processors = shape.processors(dialect, attributes)
-    if not any(processors):
-        return [dict(zip(keys, record, strict=True)) for record in records]
-    return [
-        {
-            key: value if process is None else process(value)
-            for key, process, value in zip(keys, processors, record, strict=True)
-        }
-        for record in records
-    ]
+    rows = [dict(zip(keys, record, strict=True)) for record in records]
+    for key, process in shape.processors(dialect, attributes):
+        for row in rows:
+            row[key] = process(row[key])
+    return cast(list[Mapping[str, Any]], rows)
 
 
 async def _failed(
