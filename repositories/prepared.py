@@ -1,19 +1,23 @@
-"""Statements compiled once and run on asyncpg's prepared statements: the lean path.
+"""Statements compiled once and run on the driver: the lean path.
 
 SQLAlchemy Core builds every statement and compiles it (its compiled form, bind and
 result processors are what run here, so values go to the database and come back as
 they do through SQLAlchemy). What is skipped is SQLAlchemy's execution of a compiled
-statement: its execution context, cursor adapter, greenlet hop and result object,
+statement: its execution context, cursor adapter, greenlet hops and result object,
 about 140 µs of CPU per statement over asyncpg's own cost on the 2-core bench
-machines. A statement runs here as SQLAlchemy's asyncpg dialect runs it: under the
+machines.
+
+On PostgreSQL a statement runs as SQLAlchemy's asyncpg dialect runs it: under the
 connection's mutex, in the transaction the dialect would begin (none in autocommit),
-through the dialect's cache of prepared statements (so PgBouncer's rules and schema
-invalidation stay its), with `before_cursor_execute`, `after_cursor_execute` and
-`handle_error` dispatched to the listeners (statement spans, the slow
-statement log), and a driver error raised as the same SQLAlchemy exception
-(`repositories/errors.py` translates it). A statement this cannot run as
-SQLAlchemy would (expanding IN lists, Python-side defaults other than constants,
-executemany) is left to SQLAlchemy: `fetch` answers None.
+through the dialect's cache of asyncpg prepared statements (so PgBouncer's rules and
+schema invalidation stay its). On SQLite it runs on aiosqlite in one hop to its
+thread, in the transaction SQLAlchemy begins (the engine's BEGIN hook). Either way
+`before_cursor_execute`, `after_cursor_execute` and `handle_error` are dispatched to
+their listeners (statement spans, the slow statement log), and a driver error is
+raised as the same SQLAlchemy exception (`repositories/errors.py` translates it). A
+statement this cannot run as SQLAlchemy would (expanding IN lists, Python-side
+defaults other than constants, executemany) is left to SQLAlchemy: `fetch` answers
+None.
 
 Rows come back as dicts keyed as SQLAlchemy's row mappings are.
 """
@@ -67,16 +71,17 @@ class _Shape:
         return [binds[key](values[key]) if key in binds else values[key] for key in self.positions]
 
     def processors(
-        self, dialect: Dialect, attributes: Sequence[Any]
+        self, dialect: Dialect, attributes: Sequence[Any] | None
     ) -> list[tuple[str, Processor]]:
-        """The columns whose values SQLAlchemy processes, and how (from the types the
-        database describes, known at the first execution)."""
+        """The columns whose values SQLAlchemy processes, and how: from the types the
+        database describes at the first execution (asyncpg), or none (SQLite)."""
         if self.results is None:
             entries = self.compiled._result_columns
+            oids = [None] * len(entries) if attributes is None else [a.type.oid for a in attributes]
             self.results = [
                 (entry[0], process)
-                for entry, attribute in zip(entries, attributes, strict=True)
-                if (process := entry[3]._cached_result_processor(dialect, attribute.type.oid))
+                for entry, oid in zip(entries, oids, strict=True)
+                if (process := entry[3]._cached_result_processor(dialect, oid))
             ]
         return self.results
 
@@ -93,6 +98,7 @@ class Statements:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.sqlite = dialect.driver == "aiosqlite"
         self._shapes: OrderedDict[Any, _Shape | _Unsupported] = OrderedDict()
 
     def shape(
@@ -140,9 +146,10 @@ _by_dialect: weakref.WeakKeyDictionary[Dialect, Statements] = weakref.WeakKeyDic
 
 
 def statements(dialect: Dialect) -> Statements | None:
-    """The lean path's statements for `dialect`; None where it does not run (SQLite)."""
+    """The lean path's statements for `dialect`; None where it does not run (a driver
+    other than asyncpg and aiosqlite)."""
     found = _by_dialect.get(dialect)
-    if found is None and dialect.driver == "asyncpg":
+    if found is None and dialect.driver in ("asyncpg", "aiosqlite"):
         found = _by_dialect[dialect] = Statements(dialect)
     return found
 
@@ -169,7 +176,12 @@ async def fetch(
     sync = conn.sync_connection
     assert sync is not None
     adapted: Any = sync.connection.dbapi_connection
-    if not adapted.autocommit and not sync.in_transaction():
+    if lean.sqlite:
+        if not sync.in_transaction():
+            # SQLAlchemy's autobegin, which runs the engine's begin hook: BEGIN, or
+            # BEGIN IMMEDIATE for a unit that writes (repositories/database.py).
+            await conn.begin()
+    elif not adapted.autocommit and not sync.in_transaction():
         # SQLAlchemy's autobegin (no round trip on asyncpg), so that its commit and
         # rollback reach the transaction the driver begins below.
         sync.begin()
@@ -180,12 +192,18 @@ async def fetch(
         sync.dispatch.before_cursor_execute(sync, None, shape.sql, args, context, False)
     try:
         async with adapted._execute_mutex:
-            if adapted._transaction is None:
-                await adapted._start_transaction()
-            prepared, attributes = await adapted._prepare(
-                shape.sql, dialect._invalidate_schema_cache_asof
-            )
-            records = await prepared.fetch(*args)
+            if lean.sqlite:
+                # One hop to aiosqlite's thread, where SQLAlchemy's cursor takes four
+                # (cursor, execute, fetchall, close).
+                records = await adapted._connection.execute_fetchall(shape.sql, args)
+                attributes = None
+            else:
+                if adapted._transaction is None:
+                    await adapted._start_transaction()
+                prepared, attributes = await adapted._prepare(
+                    shape.sql, dialect._invalidate_schema_cache_asof
+                )
+                records = await prepared.fetch(*args)
     except Exception as error:
         raise await _failed(lean, conn, context, error, shape.sql, args) from error
     except BaseException:
@@ -223,7 +241,7 @@ async def _failed(
         driver_error: Exception = translated
     if not isinstance(driver_error, dbapi.Error):
         return driver_error
-    if isinstance(driver_error, dbapi.InvalidCachedStatementError):
+    if isinstance(driver_error, getattr(dbapi, "InvalidCachedStatementError", ())):
         dialect._invalidate_schema_cache()
     disconnect = bool(dialect.is_disconnect(driver_error, sync.connection.dbapi_connection, None))
     wrapped = cast(
