@@ -221,6 +221,37 @@ async def fetch(
     return cast(list[Mapping[str, Any]], rows)
 
 
+async def script(lean: Statements, conn: AsyncConnection, sql: str) -> None:
+    """Runs `sql`, statements without parameters separated by semicolons, in one round
+    trip on PostgreSQL (asyncpg's simple query protocol), in the connection's
+    transaction, with the statement listeners told as for `fetch`."""
+    sync = conn.sync_connection
+    assert sync is not None
+    adapted: Any = sync.connection.dbapi_connection
+    if not sync.in_transaction():
+        await conn.begin()
+    events = sync._has_events or sync.engine._has_events
+    context = LeanContext()
+    if events:
+        sync.dispatch.before_cursor_execute(sync, None, sql, (), context, False)
+    try:
+        async with adapted._execute_mutex:
+            if lean.sqlite:
+                for each in sql.split(";"):
+                    await adapted._connection.execute(each)
+            else:
+                if adapted._transaction is None:
+                    await adapted._start_transaction()
+                await adapted._connection.execute(sql)
+    except Exception as error:
+        raise await _failed(lean, conn, context, error, sql, []) from error
+    except BaseException:
+        await conn.invalidate()
+        raise
+    if events:
+        sync.dispatch.after_cursor_execute(sync, None, sql, (), context, False)
+
+
 async def _failed(
     lean: Statements,
     conn: AsyncConnection,

@@ -20,6 +20,7 @@ from repositories.database import Database
 from repositories.errors import AlreadyExists
 from repositories.scope import TENANT_PARAM, ScopeViolation
 from repositories.sessions import SessionRepository
+from repositories.transactions import Limits, TransactionRegistry
 from repositories.users import UserRepository
 from tests.integration.support import create_users, other_tenant, user
 
@@ -209,3 +210,31 @@ async def test_a_cached_update_cannot_move_a_row_to_another_tenant(
         repo = uow.repository(UserRepository)
         with pytest.raises(ScopeViolation):
             repo.scope.update_one(("display_name", "tenant_id"), versioned=False, deleted=False)
+
+
+async def test_calls_in_a_transaction_take_one_savepoint_round_trip_each(
+    db: Database, tenant: str
+) -> None:
+    registry = TransactionRegistry(db, Limits())
+    tx = await registry.begin(tenant)
+    with heard(db) as (seen, _):
+        for tag in ("kept1", "failed", "kept2"):
+            try:
+                async with registry.call(tx.id, tenant, actor=None, write=True) as repos:
+                    await repos.repository(UserRepository).create(user(tag))
+                    if tag == "failed":
+                        raise RuntimeError("the call fails after its write")
+            except RuntimeError:
+                pass
+        await registry.commit(tx.id, tenant)
+    savepoints = [each.statement for each in seen if "SAVEPOINT" in each.statement]
+    assert savepoints == [
+        "SAVEPOINT repogate_call",
+        "RELEASE SAVEPOINT repogate_call; SAVEPOINT repogate_call",
+        "ROLLBACK TO SAVEPOINT repogate_call",
+        "RELEASE SAVEPOINT repogate_call; SAVEPOINT repogate_call",
+    ]
+    async with db.unit_of_work(tenant, read_only=True) as uow:
+        rows, _ = await uow.repository(UserRepository).page(10)
+    names = sorted(row["username"] for row in rows)
+    assert names == ["kept1", "kept2"]
