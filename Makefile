@@ -12,7 +12,7 @@ K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
 BENCH_TOOLS := $(VENV)/.bench-tools
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-deps clean
+.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench-deps: $(BENCH_TOOLS) ## Install what the benchmark needs: psutil into .ven
 
 bench: bench-deps ## Benchmark Repogate on PostgreSQL and Redis against bare baselines (BENCH_ARGS='--help').
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: bench-deps ## The benchmark's main rows for a second each: ratios, no verdicts; fails if a scenario does.
+	$(BIN)/python -m bench --smoke $(BENCH_ARGS)
 
 wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve from it.
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh

@@ -5,8 +5,13 @@ both, and does the least that the scenario needs:
 
 - `noop`: answers at once (GetUser and CreateUser: a fixed user; BatchCreateUsers: an
   empty response; BeginTransaction, Commit and Rollback: fixed answers).
-- `pg`: GetUser is one asyncpg primary-key lookup, CreateUser one asyncpg INSERT
-  (asyncpg's default pool, as many connections as Repogate's pool holds).
+- `pg`: asyncpg's default pool, as many connections as Repogate's pool holds. GetUser
+  is one primary-key lookup; ListUsers (first pages) runs the SELECT Repogate runs for
+  the bench's list request (bench/pgsql.py) and answers the page with a signed
+  next_page_token; CreateUser is one INSERT. BeginTransaction takes a connection from
+  the pool and runs BEGIN on it, answering an id; CreateUser with that id as
+  `x-transaction-id` INSERTs on that connection; Commit (or Rollback) ends it there
+  and gives the connection back.
 - `redis`: GetUser is one redis-py GET of a ~300-byte serialized user.
 
 Run as `python -m bench.baseline MODE --listen 127.0.0.1:PORT [--dsn ...] [--redis-url ...]`.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -86,22 +92,28 @@ def noop_handlers() -> dict[str, dict[str, grpc.RpcMethodHandler]]:
                 batch, user_pb2.BatchCreateUsersRequest, user_pb2.BatchCreateUsersResponse
             ),
         },
-        TRANSACTION_SERVICE: {
-            "BeginTransaction": unary(
-                begin, transaction_pb2.BeginTransactionRequest, transaction_pb2.Transaction
-            ),
-            "Commit": unary(commit, transaction_pb2.CommitRequest, transaction_pb2.CommitResponse),
-            "Rollback": unary(
-                rollback, transaction_pb2.RollbackRequest, transaction_pb2.RollbackResponse
-            ),
-        },
+        TRANSACTION_SERVICE: transaction_methods(begin, commit, rollback),
     }
+
+
+def metadata_of(context: aio.ServicerContext) -> tuple[str, str]:
+    """The call's tenant and transaction id (empty when absent), in one pass."""
+    tenant = transaction = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-tenant-id" and isinstance(value, str):
+            tenant = value
+        elif key == "x-transaction-id" and isinstance(value, str):
+            transaction = value
+    return tenant, transaction
 
 
 async def pg_handlers(dsn: str, pool_size: int) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     import asyncpg
 
     pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
+    # Open transactions by id: each holds a pooled connection from Begin to Commit.
+    transactions: dict[str, Any] = {}
+    token_key = secrets.token_bytes(32)
 
     async def get_user(request: user_pb2.GetUserRequest, ctx: aio.ServicerContext) -> Any:
         row = await pool.fetchrow(pgsql.SELECT_BY_ID, tenant_of(ctx), uuid.UUID(request.id))
@@ -109,16 +121,77 @@ async def pg_handlers(dsn: str, pool_size: int) -> dict[str, dict[str, grpc.RpcM
             await ctx.abort(grpc.StatusCode.NOT_FOUND, "no such user")
         return pgsql.to_user(row)
 
+    async def list_users(request: user_pb2.ListUsersRequest, ctx: aio.ServicerContext) -> Any:
+        if request.page_token:
+            await ctx.abort(grpc.StatusCode.UNIMPLEMENTED, "first pages only")
+        size = request.page_size or 50
+        rows = await pool.fetch(pgsql.LIST_PAGE, tenant_of(ctx), True, size + 1)
+        page = user_pb2.ListUsersResponse(users=[pgsql.to_user(row) for row in rows[:size]])
+        if len(rows) > size:
+            page.next_page_token = pgsql.page_token(token_key, rows[size - 1])
+        return page
+
     async def create_user(request: user_pb2.CreateUserRequest, ctx: aio.ServicerContext) -> Any:
-        values = pgsql.record(tenant_of(ctx), request.user.username, pgsql.now())
-        await pool.execute(pgsql.INSERT, *values)
+        tenant, transaction = metadata_of(ctx)
+        values = pgsql.record(tenant, request.user.username, pgsql.now())
+        if transaction:
+            conn = transactions.get(transaction)
+            if conn is None:
+                await ctx.abort(grpc.StatusCode.NOT_FOUND, "no such transaction")
+            await conn.execute(pgsql.INSERT, *values)
+        else:
+            await pool.execute(pgsql.INSERT, *values)
         return pgsql.to_user(dict(zip(pgsql.COLUMNS, values, strict=True)))
+
+    async def begin(request: Any, ctx: aio.ServicerContext) -> Any:
+        conn = await pool.acquire()
+        try:
+            await conn.execute("BEGIN")
+        except BaseException:
+            await pool.release(conn)
+            raise
+        transaction = uuid.uuid4().hex
+        transactions[transaction] = conn
+        return transaction_pb2.Transaction(id=transaction)
+
+    async def end(transaction: str, statement: str, ctx: aio.ServicerContext) -> None:
+        conn = transactions.pop(transaction, None)
+        if conn is None:
+            await ctx.abort(grpc.StatusCode.NOT_FOUND, "no such transaction")
+        try:
+            await conn.execute(statement)
+        finally:
+            await pool.release(conn)
+
+    async def commit(request: transaction_pb2.CommitRequest, ctx: aio.ServicerContext) -> Any:
+        await end(request.transaction_id, "COMMIT", ctx)
+        return transaction_pb2.CommitResponse()
+
+    async def rollback(request: transaction_pb2.RollbackRequest, ctx: aio.ServicerContext) -> Any:
+        await end(request.transaction_id, "ROLLBACK", ctx)
+        return transaction_pb2.RollbackResponse()
 
     return {
         USER_SERVICE: {
             "GetUser": unary(get_user, user_pb2.GetUserRequest, user_pb2.User),
+            "ListUsers": unary(list_users, user_pb2.ListUsersRequest, user_pb2.ListUsersResponse),
             "CreateUser": unary(create_user, user_pb2.CreateUserRequest, user_pb2.User),
-        }
+        },
+        TRANSACTION_SERVICE: transaction_methods(begin, commit, rollback),
+    }
+
+
+def transaction_methods(
+    begin: Handler, commit: Handler, rollback: Handler
+) -> dict[str, grpc.RpcMethodHandler]:
+    return {
+        "BeginTransaction": unary(
+            begin, transaction_pb2.BeginTransactionRequest, transaction_pb2.Transaction
+        ),
+        "Commit": unary(commit, transaction_pb2.CommitRequest, transaction_pb2.CommitResponse),
+        "Rollback": unary(
+            rollback, transaction_pb2.RollbackRequest, transaction_pb2.RollbackResponse
+        ),
     }
 
 

@@ -44,6 +44,7 @@ class Load:
     seconds: float = 5.0
     requests: int = 0  # when set, a fixed count instead of a duration
     rps_per_client: float = 0.0  # 0: as fast as the server answers
+    warmup: int = 500  # requests sent before a measured run (bench.scenarios.run_h2load)
 
 
 @dataclass

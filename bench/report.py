@@ -12,8 +12,10 @@ from bench import stats
 # How a row is compared with its baseline:
 # throughput: rate / baseline rate, higher is better;
 # cost: baseline rate / rate (how many times dearer), lower is better;
-# latency: p50 / baseline p50, lower is better.
-Kind = Literal["throughput", "cost", "latency"]
+# latency: p50 / baseline p50, lower is better;
+# cpu: server CPU per call / the baseline's, lower is better (steadier than rates or
+# latencies when other work shares the machine).
+Kind = Literal["throughput", "cost", "latency", "cpu"]
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Row:
     machine_busy: float | None = None  # share of all cores busy while it ran, 0-1
     errors: int = 0
     baseline: str = ""
+    baseline_cpu_us: float | None = None  # the baseline's server CPU per operation
     ratio: float | None = None
     target: str = ""
     verdict: str = ""
@@ -41,10 +44,13 @@ def judge(row: Row, base: Row | None, kind: Kind, bound: float | None = None) ->
     if base is None:
         return
     row.baseline = base.name
+    row.baseline_cpu_us = base.server_cpu_us
     if kind == "throughput":
         row.ratio = stats.ratio(row.rate, base.rate)
     elif kind == "cost":
         row.ratio = stats.ratio(base.rate, row.rate)
+    elif kind == "cpu":
+        row.ratio = stats.ratio(row.server_cpu_us, base.server_cpu_us)
     else:
         row.ratio = stats.ratio(row.p50_ms, base.p50_ms)
     if bound is None:
@@ -102,8 +108,11 @@ COLUMNS = (
     ("err", 4, ">"),
     ("ratio", 6, ">"),
     ("target", 12, "<"),
-    ("", 5, "<"),
+    ("verdict", 7, "<"),
 )
+# Verdicts a smoke run leaves as they are: the run's failures.
+FAILED = "error"
+SMOKE = "smoke"
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -147,10 +156,35 @@ def table(rows: list[Row]) -> str:
     out.append(line(["-" * width for _, width, _ in COLUMNS]))
     for row in rows:
         out.append(line(cells(row)))
-        baseline = f"vs {row.baseline}" if row.baseline else ""
-        for note in ([baseline] if baseline else []) + row.notes:
+        baseline = [baseline_note(row)] if row.baseline else []
+        for note in baseline + row.notes:
             out.append(f"    {note}")
     return "\n".join(out)
+
+
+def baseline_note(row: Row) -> str:
+    """What the row is set against, with the baseline's server CPU per operation and
+    how much more (or less) this row spends."""
+    note = f"vs {row.baseline}"
+    if row.baseline_cpu_us is None:
+        return note
+    note += f"; its server CPU {_us(row.baseline_cpu_us)}/op"
+    if row.server_cpu_us is not None:
+        extra = row.server_cpu_us - row.baseline_cpu_us
+        note += f", this row's {'+' if extra >= 0 else '-'}{_us(abs(extra))}"
+    return note
+
+
+def smoke(rows: list[Row]) -> None:
+    """A smoke run's rows: ratios stay, judged verdicts become `smoke`; failures stay."""
+    for row in rows:
+        if row.verdict and row.verdict != FAILED:
+            row.verdict = SMOKE
+
+
+def failures(rows: list[Row]) -> list[Row]:
+    """Rows whose scenario failed: a wrong answer, a server that died, error replies."""
+    return [row for row in rows if row.verdict == FAILED or row.errors > 0]
 
 
 def write_json(

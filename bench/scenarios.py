@@ -107,9 +107,9 @@ class H2Scenario:
 
 
 def run_h2load(
-    scenario: H2Scenario, target: Target, load: h2load.Load, warmup: int = 500
+    scenario: H2Scenario, target: Target, load: h2load.Load
 ) -> tuple[Row, h2load.Result]:
-    """Checks the request once, warms up with `warmup` requests, then measures."""
+    """Checks the request once, warms up with `load.warmup` requests, then measures."""
     reply = rpc.call(
         target.address, "/" + scenario.method, scenario.request.SerializeToString(), scenario.tenant
     )
@@ -118,7 +118,7 @@ def run_h2load(
     url = f"http://{target.address}/{scenario.method}"
     body = h2load.frame(scenario.request)
     headers = [f"x-tenant-id: {scenario.tenant}"]
-    h2load.run(url, body, headers, h2load.Load(load.clients, load.streams, requests=warmup))
+    h2load.run(url, body, headers, h2load.Load(load.clients, load.streams, requests=load.warmup))
     method = scenario.method.removeprefix("repogate.v1.")
     # With several workers, GetStats answers for whichever one it reaches.
     counted = target.repogate and target.workers == 1

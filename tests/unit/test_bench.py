@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import h2load, profile, report, stats
+from bench import h2load, options, pgsql, profile, report, stats
 from bench.seed import SeedPlan
 from repogate.v1 import user_pb2
 
@@ -82,6 +82,81 @@ def test_judging_ratios_against_bounds() -> None:
     report.judge(deep, base, "cost", 1.3)
     assert (deep.ratio, deep.verdict) == (pytest.approx(2.0), "MISS")
     assert "base" in report.table([base, deep])
+
+
+def test_the_table_prints_rate_cpu_ratio_target_and_verdict_and_the_baselines_cpu() -> None:
+    base = report.Row("bare", "g", rate=1000.0, server_cpu_us=200.0)
+    row = report.Row("served", "g", rate=500.0, server_cpu_us=450.0)
+    report.judge(row, base, "throughput", 0.75)
+    assert row.baseline_cpu_us == 200.0
+    names = [name for name, _, _ in report.COLUMNS]
+    shown = dict(zip(names, report.cells(row), strict=True))
+    assert (shown["rate"], shown["srv CPU/op"]) == ("500 req/s", "450 us")
+    assert (shown["ratio"], shown["target"], shown["verdict"]) == ("0.50", ">= 0.75", "MISS")
+    header, _, base_line, served_line, note = report.table([base, row]).splitlines()
+    assert header.index("srv CPU/op") < header.index("ratio") < header.index("verdict")
+    assert served_line.rstrip().endswith("MISS")
+    assert "450 us" in served_line
+    assert "200 us" in base_line
+    assert note.strip() == "vs bare; its server CPU 200 us/op, this row's +250 us"
+    cheaper = report.Row("cheaper", "g", rate=1200.0, server_cpu_us=150.0)
+    report.judge(cheaper, base, "throughput")
+    assert report.baseline_note(cheaper).endswith("this row's -50 us")
+    unmeasured = report.Row("unmeasured", "g", rate=1.0)
+    report.judge(unmeasured, report.Row("bare", "g", rate=1.0), "throughput")
+    assert report.baseline_note(unmeasured) == "vs bare"
+
+
+def test_a_smoke_run_keeps_ratios_and_failures_and_gives_no_verdict() -> None:
+    base = report.Row("bare", "g", rate=1000.0)
+    missed = report.Row("missed", "g", rate=100.0)
+    report.judge(missed, base, "throughput", 0.75)
+    passed = report.Row("passed", "g", rate=900.0)
+    report.judge(passed, base, "throughput", 0.75)
+    failed = report.Row("list: FAILED", "-", verdict=report.FAILED)
+    erring = report.Row("erring", "g", rate=900.0, errors=3)
+    rows = [base, missed, passed, failed, erring]
+    assert report.failures(rows) == [failed, erring]
+    report.smoke(rows)
+    assert [row.verdict for row in rows] == ["", "smoke", "smoke", "error", ""]
+    assert missed.ratio == pytest.approx(0.1)
+    assert report.failures([base, missed, passed]) == []
+
+
+def test_smoke_options_shrink_the_run_and_explicit_ones_win() -> None:
+    full = options.parse_args([])
+    assert (full.smoke, full.seconds, full.users, full.repeat) == (False, 5.0, 100_000, 3)
+    assert full.groups == set(options.GROUPS)
+    smoke = options.parse_args(["--smoke", "--database", "b"])
+    assert (smoke.seconds, smoke.users, smoke.repeat, smoke.soak) == (1.0, 2_000, 1, 0.0)
+    assert (full.warmup, smoke.warmup) == (500, 100)
+    assert smoke.groups == set(options.SMOKE_GROUPS)
+    assert smoke.database == "b"
+    # The smoke's deep page exists: the deep tenant's active users fill more pages.
+    deep = SeedPlan(smoke.users, smoke.tenants).counts()["bench-t0"] * 19 // 20
+    assert deep > 50 * (smoke.deep_pages + 1)
+    chosen = options.parse_args(["--smoke", "--seconds", "3", "--only", "get"])
+    assert (chosen.seconds, chosen.groups, chosen.users) == (3.0, {"get"}, 2_000)
+
+
+def test_the_bare_list_signs_the_keyset_position_of_the_pages_last_row() -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    row = {"create_time": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "id": uuid.UUID(int=7)}
+    body, signature = pgsql.page_token(b"key", row).split(".")
+
+    def decode(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    assert json.loads(decode(body)) == [row["create_time"].isoformat(), str(row["id"])]
+    assert decode(signature) == hmac.new(b"key", decode(body), hashlib.sha256).digest()[:16]
+    # The statement is Repogate's list page: tenant, filter, live rows, order, one more row.
+    assert "ORDER BY users.create_time DESC, users.id ASC LIMIT $3" in pgsql.LIST_PAGE
 
 
 def test_scaling_is_judged_only_where_the_machine_has_room() -> None:
