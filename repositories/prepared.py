@@ -25,8 +25,7 @@ Rows come back as dicts keyed as SQLAlchemy's row mappings are.
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import exc as sa_exc
@@ -47,10 +46,29 @@ KEEP = 500
 class _Shape:
     """One statement compiled for one dialect and set of parameter names."""
 
-    __slots__ = ("binds", "compiled", "defaults", "keys", "positions", "results", "sql")
+    __slots__ = (
+        "binds",
+        "compiled",
+        "defaults",
+        "keys",
+        "own",
+        "positions",
+        "results",
+        "sql",
+        "values",
+    )
 
-    def __init__(self, compiled: SQLCompiler, defaults: dict[str, Any]) -> None:
+    def __init__(
+        self, compiled: SQLCompiler, defaults: dict[str, Any], cache_key: CacheKey
+    ) -> None:
         self.compiled = compiled
+        # The parameters of the statement object it was compiled from, and their values:
+        # a statement built once (repositories/scope.py) comes back as that object, whose
+        # memoized cache key hands back these same parameters, so its values are known.
+        self.own = cache_key.bindparams
+        self.values = compiled.construct_params(
+            extracted_parameters=self.own, escape_names=False, _check=False
+        )
         self.sql = compiled.string
         self.positions: tuple[str, ...] = tuple(compiled.positiontup or ())
         self.binds: Mapping[str, Processor] = compiled._bind_processors  # type: ignore[assignment]
@@ -61,9 +79,13 @@ class _Shape:
         self.results: list[tuple[str, Processor]] | None = None
 
     def arguments(self, params: Mapping[str, Any] | None, extracted: Sequence[Any]) -> list[Any]:
-        values = self.compiled.construct_params(
-            params, extracted_parameters=extracted, escape_names=False
-        )
+        values: MutableMapping[str, Any]
+        if extracted is self.own:
+            values = {**self.values, **params} if params else dict(self.values)
+        else:
+            values = self.compiled.construct_params(
+                params, extracted_parameters=extracted, escape_names=False
+            )
         for key, default in self.defaults.items():
             if values.get(key) is None and (params is None or key not in params):
                 values[key] = default
@@ -94,12 +116,12 @@ _UNSUPPORTED = _Unsupported()
 
 
 class Statements:
-    """The compiled shapes of one asyncpg dialect, least recently used dropped first."""
+    """The compiled shapes of one dialect (all dropped, to start again, past KEEP)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.sqlite = dialect.driver == "aiosqlite"
-        self._shapes: OrderedDict[Any, _Shape | _Unsupported] = OrderedDict()
+        self._shapes: dict[Any, _Shape | _Unsupported] = {}
 
     def shape(
         self, stmt: ClauseElement, keys: tuple[str, ...]
@@ -110,11 +132,9 @@ class Statements:
         key = (cache_key.key, keys)
         shape = self._shapes.get(key)
         if shape is None:
+            if len(self._shapes) >= KEEP:
+                self._shapes.clear()
             shape = self._shapes[key] = self._compile(stmt, keys, cache_key)
-            if len(self._shapes) > KEEP:
-                self._shapes.popitem(last=False)
-        else:
-            self._shapes.move_to_end(key)
         if isinstance(shape, _Unsupported):
             return None
         return shape, cache_key.bindparams
@@ -139,7 +159,7 @@ class Statements:
             if default is None or not default.is_scalar:
                 return _UNSUPPORTED
             defaults[column.key] = default.arg  # type: ignore[attr-defined]
-        return _Shape(compiled, defaults)
+        return _Shape(compiled, defaults, cache_key)
 
 
 _by_dialect: weakref.WeakKeyDictionary[Dialect, Statements] = weakref.WeakKeyDictionary()
