@@ -241,6 +241,14 @@ async def fetch(
     return cast(list[Mapping[str, Any]], rows)
 
 
+async def execute(conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any]) -> None:
+    """Runs `stmt`, a statement outside any tenant's scope that returns nothing, on the
+    lean path where it runs, else through SQLAlchemy."""
+    lean = statements(conn.dialect)
+    if lean is None or await fetch(lean, conn, stmt, params) is None:
+        await conn.execute(stmt, dict(params))
+
+
 async def script(lean: Statements, conn: AsyncConnection, sql: str) -> None:
     """Runs `sql`, statements without parameters separated by semicolons, in one round
     trip on PostgreSQL (asyncpg's simple query protocol), in the connection's

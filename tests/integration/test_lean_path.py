@@ -234,6 +234,8 @@ async def test_calls_in_a_transaction_take_one_savepoint_round_trip_each(
         "ROLLBACK TO SAVEPOINT repogate_call",
         "RELEASE SAVEPOINT repogate_call; SAVEPOINT repogate_call",
     ]
+    (recorded,) = [each for each in seen if "INSERT INTO transaction_outcomes" in each.statement]
+    assert recorded.lean  # the commit's outcome row
     async with db.unit_of_work(tenant, read_only=True) as uow:
         rows, _ = await uow.repository(UserRepository).page(10)
     names = sorted(row["username"] for row in rows)
