@@ -17,7 +17,7 @@ from sqlalchemy import event, func, select
 
 from repositories import prepared
 from repositories.database import Database
-from repositories.errors import AlreadyExists
+from repositories.errors import AlreadyExists, NotFound
 from repositories.scope import TENANT_PARAM, ScopeViolation
 from repositories.sessions import SessionRepository
 from repositories.transactions import Limits, TransactionRegistry
@@ -240,3 +240,20 @@ async def test_calls_in_a_transaction_take_one_savepoint_round_trip_each(
         rows, _ = await uow.repository(UserRepository).page(10)
     names = sorted(row["username"] for row in rows)
     assert names == ["kept1", "kept2"]
+
+
+async def test_one_compiled_statement_serves_each_tenant_only_its_rows(
+    db: Database, tenant: str
+) -> None:
+    other = other_tenant()
+    (mine,) = await create_users(db, tenant, "onlymine")
+    with heard(db) as (seen, _):
+        async with db.unit_of_work(tenant, read_only=True) as uow:
+            assert (await uow.repository(UserRepository).get(mine["id"]))["id"] == mine["id"]
+        async with db.unit_of_work(other, read_only=True) as uow:
+            with pytest.raises(NotFound):
+                await uow.repository(UserRepository).get(mine["id"])
+    first, second = _users(seen)
+    assert first.lean
+    assert second.lean
+    assert first.statement == second.statement
