@@ -7,6 +7,7 @@ cost more CPU per call than the database does, and nothing here needs them.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,17 +15,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
 from sqlalchemy import (
+    ClauseElement,
     ColumnElement,
     CursorResult,
     Delete,
-    RowMapping,
     Select,
+    Table,
     Update,
+    any_,
     func,
+    literal,
     or_,
     tuple_,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from repositories import scoped_table
 from repositories.entity import Entity
 from repositories.errors import (
     Conflict,
@@ -35,10 +41,10 @@ from repositories.errors import (
 )
 from repositories.ordering import Order
 from repositories.ordering import after as keyset_after
-from repositories.scope import ID_PARAM
-from repositories.scoped_table import ScopedTable
+from repositories.scope import ID_PARAM, VERSION_PARAM, set_param
+from repositories.scoped_table import ScopedTable, mappings
 
-Row = RowMapping
+Row = scoped_table.Row
 
 
 class Repository(ScopedTable):
@@ -64,20 +70,18 @@ class Repository(ScopedTable):
         return all(getattr(cls, name) is getattr(Repository, name) for name in methods)
 
     async def get(self, id_: uuid.UUID) -> Row:
-        result = await self._execute(self.scope.select_by_id(), {ID_PARAM: id_})
-        row = result.mappings().one_or_none()
-        if row is None:
+        rows = await self._rows(self.scope.select_by_id(), {ID_PARAM: id_})
+        if not rows:
             raise NotFound(self.entity.resource_type, str(id_))
-        return row
+        return rows[0]
 
     async def get_many(
         self, ids: Sequence[uuid.UUID], *, columns: Sequence[ColumnElement[Any]] = ()
     ) -> list[Row]:
         """The rows with `ids`, in that order; NotFound names the first one missing.
         `columns`: only these (with `id`), not the whole row."""
-        stmt = self.scope.select(*columns).where(self.c.id.in_(set(ids)))
-        result = await self._execute(stmt)
-        by_id = {row["id"]: row for row in result.mappings()}
+        stmt = self.scope.select(*columns).where(self._one_of(ids))
+        by_id = {row["id"]: row for row in await self._rows(stmt)}
         for id_ in ids:
             if id_ not in by_id:
                 raise NotFound(self.entity.resource_type, str(id_))
@@ -106,7 +110,7 @@ class Repository(ScopedTable):
             show_deleted=show_deleted,
             columns=columns,
         )
-        rows = list((await self._execute(stmt)).mappings())
+        rows = await self._rows(stmt)
         return rows[:limit], len(rows) > limit
 
     def page_statement(
@@ -132,8 +136,9 @@ class Repository(ScopedTable):
     async def count(
         self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
     ) -> int:
-        stmt = self.count_statement(where, show_deleted=show_deleted)
-        return int((await self._execute(stmt)).scalar_one())
+        (row,) = await self._rows(self.count_statement(where, show_deleted=show_deleted))
+        (count,) = row.values()
+        return int(count)
 
     def count_statement(
         self, where: ColumnElement[bool] | None = None, *, show_deleted: bool = False
@@ -176,18 +181,17 @@ class Repository(ScopedTable):
         }
         if count > 1 and self.dialect == "postgresql":
             insert, columns = self.scope.insert_columns(values, {"id": ids}, stamps)
-            result = await self._execute(insert.returning(self.entity.table), columns)
-            by_id = {row["id"]: row for row in result.mappings()}
+            rows = await self._rows(insert.returning(self.entity.table), columns)
+            by_id = {row["id"]: row for row in rows}
             return [by_id[id_] for id_ in ids]
         rows = [{**each, "id": id_, **stamps} for each, id_ in zip(values, ids, strict=True)]
         stmt, params = self.scope.insert_many(rows)
         if len(params) == 1:
             # One row runs as a plain execute: SQLAlchemy's executemany path costs
             # about 60 µs more, for nothing to batch.
-            result = await self._execute(self.scope.insert_returning(), params[0])
-            return list(result.mappings())
+            return await self._rows(self.scope.insert_returning(), params[0])
         returning = stmt.returning(self.entity.table, sort_by_parameter_order=True)
-        return list((await self._execute(returning, params)).mappings())
+        return mappings(await self._execute(returning, params))  # executemany
 
     async def update(
         self, id_: uuid.UUID, values: Mapping[str, Any], expected_version: int | None = None
@@ -259,8 +263,16 @@ class Repository(ScopedTable):
             if deleted < batch:
                 return total
 
+    def _one_of(self, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
+        """`id` is one of `ids`. On PostgreSQL as `= ANY(array)`: one parameter, so the
+        statement has one shape however many ids (an IN list has one per length, and
+        leaves the lean path of repositories/prepared.py)."""
+        if self.dialect == "postgresql":
+            return self.c.id == any_(literal(sorted(set(ids)), ARRAY(self.c.id.type)))
+        return self.c.id.in_(set(ids))
+
     def _live(self) -> ColumnElement[bool]:
-        return self.c.delete_time.is_(None)
+        return _live(self.table)
 
     def _matching(
         self, stmt: Select[Any], where: ColumnElement[bool] | None, show_deleted: bool
@@ -282,6 +294,9 @@ class Repository(ScopedTable):
         return match if expected_version is None else match & (self.c.version == expected_version)
 
     def _identities(self, items: Sequence[tuple[uuid.UUID, int | None]]) -> ColumnElement[bool]:
+        if len(items) == 1:
+            # One row: equality, which compiles to one shape (an IN list to one per length).
+            return self._identity(*items[0])
         plain = [id_ for id_, version in items if version is None]
         pinned = [(id_, version) for id_, version in items if version is not None]
         clauses = []
@@ -300,19 +315,46 @@ class Repository(ScopedTable):
         deleted: bool,
     ) -> Row:
         """Updates one row that is soft-deleted (`deleted`) or live; says why if none matched."""
-        state = self.c.delete_time.is_not(None) if deleted else self._live()
-        stmt = self.scope.update(self._changes(values)).where(
-            self._identity(id_, expected_version), state
-        )
-        row = (await self._returning(stmt)).get(id_)
+        if any(isinstance(value, ClauseElement) for value in values.values()):
+            # A value computed in SQL (x = x + 1): a statement of its own.
+            state = self.c.delete_time.is_not(None) if deleted else self._live()
+            stmt = self.scope.update(self._changes(values)).where(
+                self._identity(id_, expected_version), state
+            )
+            row = (await self._returning(stmt)).get(id_)
+        else:
+            row = (await self._update_one(id_, expected_version, values, deleted)).get(id_)
         if row is None:
             await self._raise_why(id_, expected_version, deleted=deleted)
         return row
 
-    async def _returning(self, stmt: Update | Delete) -> dict[uuid.UUID, Row]:
-        """Runs an UPDATE or DELETE and returns the rows it changed, by id."""
-        result = await self._execute(stmt.returning(self.entity.table), rows_recorded=True)
-        rows = {row["id"]: row for row in result.mappings()}
+    async def _update_one(
+        self,
+        id_: uuid.UUID,
+        expected_version: int | None,
+        values: Mapping[str, Any],
+        deleted: bool,
+    ) -> dict[uuid.UUID, Row]:
+        """`_change_one`'s UPDATE of plain values, as a statement built once per shape."""
+        sets = {**values, "update_time": datetime.now(UTC), "updated_by": self.actor}
+        sets.pop("version", None)  # always one up, as in `_changes`
+        versioned = expected_version is not None
+        stmt = self.scope.update_one(tuple(sorted(sets)), versioned=versioned, deleted=deleted)
+        params = {set_param(key): value for key, value in sets.items()}
+        params[ID_PARAM] = id_
+        if versioned:
+            params[VERSION_PARAM] = expected_version
+        return await self._returning(stmt, params)
+
+    async def _returning(
+        self, stmt: Update | Delete, params: dict[str, Any] | None = None
+    ) -> dict[uuid.UUID, Row]:
+        """Runs an UPDATE or DELETE and returns the rows it changed, by id. A statement
+        that does not return its rows yet is made to."""
+        if not stmt._returning:
+            stmt = stmt.returning(self.entity.table)
+        returned = await self._rows(stmt, params, rows_recorded=True)
+        rows = {row["id"]: row for row in returned}
         gone = isinstance(stmt, Delete)
         tenant = self.scope.tenant
         self.changes.rows.extend(
@@ -340,6 +382,12 @@ class Repository(ScopedTable):
             raise EtagMismatch(kind, str(id_))
         # The row changed between the write and this look: another call won.
         raise Conflict(f"{kind} {str(id_)!r} changed concurrently; retry")
+
+
+@functools.cache
+def _live(table: Table) -> ColumnElement[bool]:
+    """`delete_time IS NULL`, built once per table."""
+    return table.c.delete_time.is_(None)
 
 
 def _rowcount(result: CursorResult[Any]) -> int:

@@ -26,7 +26,8 @@ async def update_merged(
     locked. Raises as `Repository.update` does for a row that is missing, deleted, or
     not at `expected_version`; `values` may raise to write nothing."""
     stmt = repo.scope.select().where(repo.c.id == id_).with_for_update()
-    row = (await repo._execute(stmt)).mappings().one_or_none()
+    rows = await repo._rows(stmt)
+    row = rows[0] if rows else None
     if (
         row is None
         or row["delete_time"] is not None

@@ -54,7 +54,8 @@ class MessageRepository(Repository):
         if message_type:
             stmt = stmt.where(self.c.message_type == message_type)
         stmt = stmt.order_by(self.c.sequence_number.desc()).limit(1)
-        row = (await self._execute(stmt)).mappings().first()
+        rows = await self._rows(stmt)
+        row = rows[0] if rows else None
         if row is None:
             await self.sibling(SessionRepository).get(session_id)  # NOT_FOUND for the session
             raise NoMessage(str(session_id), message_type)

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from repositories import prepared
 from repositories.database import Database
 from repositories.errors import (
     AlreadyExists,
@@ -52,7 +53,7 @@ async def record_commit(
     row = {"id": id_, "tenant_id": tenant, "outcome": COMMITTED, "expire_time": expire_time}
     try:
         with translate_db_errors():
-            await conn.execute(_RECORD, row)
+            await prepared.execute(conn, _RECORD, row)
     except AlreadyExists as exc:
         raise TransactionAborted(id_, "a call of it failed to reach its owner") from exc
     except SerializationFailure as exc:

@@ -52,7 +52,7 @@ async def live_rows(repo: Repository, ids: Collection[uuid.UUID]) -> list[Row]:
     if not ids:
         return []
     stmt = repo.scope.select().where(repo.c.id.in_(sorted(ids)), repo._live())
-    return list((await repo._execute(stmt)).mappings())
+    return await repo._rows(stmt)
 
 
 async def first_children(
@@ -64,7 +64,7 @@ async def first_children(
         return []
     lateral = repo.dialect == "postgresql"
     stmt = first_of_each(repo.scope, via, order, limit, lateral=lateral)
-    return list((await repo._execute(stmt, {PARENTS_PARAM: sorted(parents)})).mappings())
+    return await repo._rows(stmt, {PARENTS_PARAM: sorted(parents)})
 
 
 def first_of_each(

@@ -44,6 +44,8 @@ TENANT_COLUMN = "tenant_id"
 TENANT_PARAM = "repogate_tenant"
 # The bound parameter of the cached lookup by primary key.
 ID_PARAM = "repogate_id"
+# The version a cached single-row UPDATE expects.
+VERSION_PARAM = "repogate_version"
 _S = TypeVar("_S", bound=Executable)
 Params = dict[str, Any] | list[dict[str, Any]] | None
 
@@ -123,6 +125,15 @@ class TenantScope:
         stmt = update(self.table).where(self._statements.tenant_is).values(dict(values))
         return self._mark(stmt)
 
+    def update_one(self, keys: tuple[str, ...], *, versioned: bool, deleted: bool) -> Update:
+        """UPDATE of the row whose id is the ID_PARAM parameter (and, `versioned`, whose
+        version is VERSION_PARAM), soft-deleted or live as `deleted` says, setting each
+        of `keys` from its `set_param` parameter and the version one up; returning the
+        row. Built once per table and shape, so compiled once."""
+        if TENANT_COLUMN in keys:
+            raise ScopeViolation("a row cannot move to another tenant")
+        return self._statements.update_one(keys, versioned, deleted)
+
     def delete(self) -> Delete:
         return self._mark(delete(self.table).where(self._statements.tenant_is))
 
@@ -181,6 +192,24 @@ class _Statements:
         self.insert_returning = self.insert.returning(table)
         self._table = table
         self._inserts: dict[tuple[tuple[str, ...], tuple[str, ...]], Insert] = {}
+        self._updates: dict[tuple[tuple[str, ...], bool, bool], Update] = {}
+
+    def update_one(self, keys: tuple[str, ...], versioned: bool, deleted: bool) -> Update:
+        shape = (keys, versioned, deleted)
+        stmt = self._updates.get(shape)
+        if stmt is None:
+            c = self._table.c
+            where = [self.tenant_is, c.id == bindparam(ID_PARAM)]
+            if versioned:
+                where.append(c.version == bindparam(VERSION_PARAM))
+            where.append(c.delete_time.is_not(None) if deleted else c.delete_time.is_(None))
+            values: dict[str, Any] = {
+                key: bindparam(set_param(key), type_=c[key].type) for key in keys
+            }
+            values["version"] = c.version + 1
+            update_ = update(self._table).where(*where).values(values).returning(self._table)
+            stmt = self._updates[shape] = _mark(update_, self._table)
+        return stmt
 
     def insert_columns(self, arrays: tuple[str, ...], scalars: tuple[str, ...]) -> Insert:
         """Built once per set of columns, so SQLAlchemy compiles it once."""
@@ -212,6 +241,11 @@ class _Statements:
 @functools.cache
 def _statements(table: Table) -> _Statements:
     return _Statements(table)
+
+
+def set_param(key: str) -> str:
+    """The parameter a cached UPDATE takes column `key`'s new value from."""
+    return f"repogate_set_{key}"
 
 
 def _column_param(key: str) -> str:

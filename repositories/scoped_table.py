@@ -4,13 +4,14 @@ the unit of work's `Writes`, and records what a statement changed for the caches
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar, cast
 
 from sqlalchemy import CursorResult, Delete, Select, Table, Update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
+from repositories import prepared
 from repositories.changes import Changes
 from repositories.errors import (
     DeadlineExceeded,
@@ -23,6 +24,13 @@ from repositories.explain import Explain
 from repositories.scope import Params, ScopeViolation, TenantScope
 
 T = TypeVar("T", bound="ScopedTable")
+# A row as repositories hand it on: a dict from the lean path, or SQLAlchemy's RowMapping.
+Row = Mapping[str, Any]
+
+
+def mappings(result: CursorResult[Any]) -> list[Row]:
+    """A result's rows, typed as repositories hand rows on."""
+    return cast(list[Row], list(result.mappings()))
 
 
 class Writes:
@@ -92,6 +100,8 @@ class ScopedTable:
         # Set when a statement failed: PostgreSQL would turn a later COMMIT into a
         # silent ROLLBACK, so the unit of work refuses to commit after it.
         self.failed = False
+        # The lean path for this connection's dialect (repositories/prepared.py), or None.
+        self._lean = prepared.statements(conn.dialect)
 
     @property
     def dialect(self) -> str:
@@ -122,18 +132,55 @@ class ScopedTable:
     ) -> CursorResult[Any]:
         """Runs a statement of this scope. An UPDATE or DELETE whose caller does not record
         the rows it changed (`rows_recorded`) counts as changing the tenant's whole table."""
-        self.scope.check(stmt)
-        writing = self._writes.take(stmt)
+        writing = self._admit(stmt)
         try:
             with translate_db_errors(self.errors):
                 result = await self._conn.execute(stmt, self.scope.bind(stmt, params))
         except BaseException as exc:
-            self.failed = True
-            if writing and not _refused(exc):
-                # Cut off (cancelled, connection lost) rather than refused: in autocommit
-                # it may have committed, so what caches this table must forget the tenant's.
-                self.changes.tables.add((self.table.name, self.scope.tenant))
+            self._failed(writing, exc)
             raise
+        self._ran(stmt, rows_recorded)
+        return result
+
+    async def _rows(
+        self,
+        stmt: Executable,
+        params: dict[str, Any] | None = None,
+        *,
+        rows_recorded: bool = False,
+    ) -> list[Row]:
+        """`_execute`, for the rows a statement returns: on the lean path
+        (repositories/prepared.py) where it runs, else through SQLAlchemy."""
+        lean = self._lean
+        if lean is None:
+            return mappings(await self._execute(stmt, params, rows_recorded=rows_recorded))
+        writing = self._admit(stmt)
+        bound = self.scope.bind(stmt, params)
+        assert not isinstance(bound, list)
+        try:
+            with translate_db_errors(self.errors):
+                rows: list[Row] | None = await prepared.fetch(lean, self._conn, stmt, bound)
+                if rows is None:
+                    rows = mappings(await self._conn.execute(stmt, bound))
+        except BaseException as exc:
+            self._failed(writing, exc)
+            raise
+        self._ran(stmt, rows_recorded)
+        return rows
+
+    def _admit(self, stmt: Executable) -> bool:
+        """Refuses a statement this scope did not build, or a write the unit has no room
+        for; whether it writes."""
+        self.scope.check(stmt)
+        return self._writes.take(stmt)
+
+    def _failed(self, writing: bool, exc: BaseException) -> None:
+        self.failed = True
+        if writing and not _refused(exc):
+            # Cut off (cancelled, connection lost) rather than refused: in autocommit
+            # it may have committed, so what caches this table must forget the tenant's.
+            self.changes.tables.add((self.table.name, self.scope.tenant))
+
+    def _ran(self, stmt: Executable, rows_recorded: bool) -> None:
         if not rows_recorded and isinstance(stmt, (Update, Delete)):
             self.changes.tables.add((self.table.name, self.scope.tenant))
-        return result

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import StaticPool
 
+from repositories import prepared
 from repositories.bulkheads import Slot
 from repositories.changes import Changes
 from repositories.database import Database, Repositories
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # How many ended transactions are remembered, to tell their owner how they ended.
 _REMEMBERED = 10_000
+# The savepoint each call runs in (a name taken again shadows the last one's).
+_SAVEPOINT = "repogate_call"
 # How long shutdown waits for a call still holding a transaction.
 _CLOSE_WAIT = 5.0
 
@@ -115,6 +118,8 @@ class Transaction:
     shared: bool = True
     # What its calls changed; a call that failed adds nothing.
     changes: Changes = field(default_factory=Changes)
+    # Whether a call's savepoint is held (the next call releases it).
+    savepoint: bool = False
 
     def expires_at(self) -> float:
         """Monotonic time it will be rolled back at, if no call comes before."""
@@ -265,21 +270,23 @@ class TransactionRegistry:
         # mid-statement, or a savepoint that could not be undone.
         known = False
         try:
+            # The last call's savepoint is released in the same round trip as this
+            # call's is taken (COMMIT releases the last one): one round trip a call.
+            opening = f"RELEASE SAVEPOINT {_SAVEPOINT}; " if tx.savepoint else ""
             with translate_db_errors():
-                savepoint = await tx.conn.begin_nested()
+                await self._script(tx, f"{opening}SAVEPOINT {_SAVEPOINT}")
+            tx.savepoint = True
             try:
                 yield repositories
             except Exception as exc:
                 if not isinstance(exc, (SerializationFailure, Unavailable)):
                     # The call failed on its own: undo it and keep the transaction.
                     with translate_db_errors():
-                        await savepoint.rollback()
+                        await self._script(tx, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                     known = True
                 raise
             if repositories.failed:
                 raise RuntimeError("a statement of this call failed; its work cannot be kept")
-            with translate_db_errors():
-                await savepoint.commit()
             tx.changes.extend(repositories.changes)
         except SerializationFailure as exc:
             await self._end(tx, Outcome.ABORTED)
@@ -291,6 +298,12 @@ class TransactionRegistry:
             if not known:
                 await asyncio.shield(self._end(tx, Outcome.ABORTED, discard=True))
             raise
+
+    @staticmethod
+    async def _script(tx: Transaction, sql: str) -> None:
+        lean = prepared.statements(tx.conn.dialect)
+        assert lean is not None, "both databases' drivers run scripts (prepared.py)"
+        await prepared.script(lean, tx.conn, sql)
 
     async def commit(self, id_: str, tenant: str) -> datetime:
         """Commits, then tells `on_commit` what the transaction changed."""

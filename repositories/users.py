@@ -25,7 +25,8 @@ class UserRepository(Repository):
         the unique indexes do."""
         column = self.c[field]
         stmt = self.scope.select().where(func.lower(column) == func.lower(value), self._live())
-        row = (await self._execute(stmt)).mappings().first()
+        rows = await self._rows(stmt)
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(self.entity.resource_type, f"{field}={value}")
         return row

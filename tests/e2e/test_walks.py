@@ -184,6 +184,7 @@ async def test_walk_during_concurrent_inserts_sees_each_earlier_user_once(
     )
     existing = {user.id for user in before.users}
     walking = asyncio.Event()
+    one_in = asyncio.Event()
     done = asyncio.Event()
     inserted: set[str] = set()
     during: list[str] = []
@@ -203,6 +204,7 @@ async def test_walk_during_concurrent_inserts_sees_each_earlier_user_once(
             inserted.add(user.id)
             if not done.is_set():
                 during.append(user.id)
+            one_in.set()
             i += 1
 
     async def walk() -> list[str]:
@@ -216,6 +218,8 @@ async def test_walk_during_concurrent_inserts_sees_each_earlier_user_once(
             )
             ids += [user.id for user in page.users]
             token = page.next_page_token
+            # The rest of the walk overlaps an insert at least, however fast pages come.
+            await asyncio.wait_for(one_in.wait(), 30)
             if not token:
                 done.set()
                 return ids

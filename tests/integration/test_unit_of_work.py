@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from repositories.database import Database
+from repositories.database import Database, EngineOptions, create_engine
 from repositories.errors import AlreadyExists
 from repositories.scope import ScopeViolation
 from repositories.sessions import SessionRepository
@@ -270,3 +270,35 @@ async def test_read_only_units_run_each_statement_on_its_own_on_postgresql(
 
     assert len(await two_statements(read_only=True)) == 2
     assert len(await two_statements(read_only=False)) == 1
+
+
+async def test_a_connection_leaves_autocommit_with_its_unit(
+    database: Database, database_url: str, backend: str, tenant: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("units run in autocommit on PostgreSQL only")
+    # One connection: every unit below gets the one the unit before it gave back.
+    single = Database(create_engine(database_url, EngineOptions(pool_size=1, max_overflow=0)))
+
+    async def one_write_that_fails() -> None:
+        async with single.unit_of_work(tenant, one_write=True) as uow:
+            await uow.repository(UserRepository).count()
+            raise RuntimeError("undone")
+
+    async def writes_that_fail() -> None:
+        async with single.unit_of_work(tenant) as uow:
+            await uow.repository(UserRepository).create(user("never"))
+            raise RuntimeError("undone")
+
+    try:
+        async with single.unit_of_work(tenant, read_only=True) as uow:
+            await uow.repository(UserRepository).count()
+        with pytest.raises(RuntimeError, match="undone"):
+            await one_write_that_fails()
+        with pytest.raises(RuntimeError, match="undone"):
+            await writes_that_fail()
+        async with single.unit_of_work(tenant, read_only=True) as uow:
+            # The unit of many writes ran in a transaction, rolled back as a whole.
+            assert await uow.repository(UserRepository).count() == 0
+    finally:
+        await single.dispose()
