@@ -1,13 +1,13 @@
 """`python -m bench.layers`: what each layer of a call costs, in process, in CPU µs per call.
 
-Every layer runs on its own, in a loop on uvloop, as a server runs it: the interceptors
-around a handler that does nothing (with a stand-in for grpc.aio's ServicerContext), the
-unit of work around work that does nothing, then with a pool checkout, then with the
-GetUser statement; validation and mapping of a GetUser and a CreateUser; a Redis GET.
-Each figure is process CPU (time.process_time, so the span exporter's thread counts) over
-`--calls` calls, the lowest of `--repeat` runs: the least a busy machine let it cost.
-Differences between rows are the layers' costs; gRPC itself is priced by bench.ab and the
-bare no-op server of `python -m bench`, not here.
+Every layer runs on its own, on uvloop, as a server runs it. The interceptors wrap a
+handler that does nothing (with a stand-in for grpc.aio's ServicerContext), 8 calls at a
+time, each a task. The unit of work runs around work that does nothing, then with a pool
+checkout, then with the GetUser statement; then validation and mapping of a GetUser and
+a CreateUser, and a Redis GET. Each figure is CPU over `--calls` calls, the lowest of
+`--repeat` runs: the least a busy machine let it cost. Differences between rows are the
+layers' costs; gRPC itself is priced by bench.ab and the bare no-op server of
+`python -m bench`, not here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -28,13 +29,11 @@ from typing import Any
 
 import grpc
 import uvloop
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from bench import seed
-from bench.run import BIN, repogate_env
+from bench.procs import Server, free_port
+from bench.run import BIN, RESULTS, repogate_env
 from repogate.v1 import user_pb2
 from server import access, auth, context
 from server.app import Repogate as App
@@ -46,12 +45,14 @@ from server.page_tokens import PageTokens
 from server.resources import StandardMethods
 from server.services.users import USER
 from server.settings import Settings
-from server.tracing import TracingInterceptor
+from server.tracing import Tracing
 from server.wrapping import Behaviour, BehaviourInterceptor
 
 TENANT = f"{seed.TENANT_PREFIX}0"
 METHOD = "/repogate.v1.UserService/GetUser"
 KEY = "rg_bench_layers_key_0123456789abcdef"
+# Calls run together, as tasks: a loaded server ends several in a turn of its event loop.
+TOGETHER = 8
 
 
 class Ctx:
@@ -71,17 +72,6 @@ class Ctx:
 
     def details(self) -> str:
         return ""
-
-
-class Encoding(SpanExporter):
-    """Encodes spans as OTLP does, then drops them: the exporter's CPU without a network."""
-
-    def export(self, spans: Any) -> SpanExportResult:
-        encode_spans(spans).SerializeToString()
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
 
 
 def cpu_us(
@@ -119,19 +109,24 @@ def flushed(
 
     async def run(n: int) -> None:
         for start in range(0, n, 256):
-            for _ in range(min(256, n - start)):
-                await behaviour(request, ctx)
+            await turns(behaviour, request, ctx, min(256, n - start))
             provider.force_flush()
 
     return run
+
+
+async def turns(behaviour: Behaviour, request: Any, ctx: Ctx, n: int) -> None:
+    """`n` calls, each a task of its own as grpc.aio runs them, TOGETHER at a time: the
+    calls that end in one turn of the event loop."""
+    for start in range(0, n, TOGETHER):
+        await asyncio.gather(*(behaviour(request, ctx) for _ in range(min(TOGETHER, n - start))))
 
 
 def calls_of(behaviour: Behaviour, ctx: Ctx) -> Callable[[int], Awaitable[None]]:
     request = user_pb2.GetUserRequest(id=str(uuid.uuid4()))
 
     async def run(n: int) -> None:
-        for _ in range(n):
-            await behaviour(request, ctx)
+        await turns(behaviour, request, ctx, n)
 
     return run
 
@@ -174,10 +169,13 @@ class Details(grpc.HandlerCallDetails):  # type: ignore[misc]
         self.invocation_metadata = metadata
 
 
-def tracer(ratio: float) -> TracerProvider:
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
-    provider.add_span_processor(BatchSpanProcessor(Encoding()))
-    return provider
+def tracing(ratio: float, sink: str) -> Tracing:
+    """A server's tracing, OTLP to `sink`, keeping `ratio` of new traces as the README
+    advises (OTEL_TRACES_SAMPLER=parentbased_traceidratio)."""
+    os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+    os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
+    settings = Settings(trace_exporter="otlp", otlp_endpoint=f"http://{sink}")
+    return Tracing.from_settings(settings)
 
 
 def interceptor_rows(args: argparse.Namespace, keys: Path) -> list[tuple[str, float]]:
@@ -188,13 +186,12 @@ def interceptor_rows(args: argparse.Namespace, keys: Path) -> list[tuple[str, fl
     settings = Settings(auth_mode="keys", api_keys_file=keys)
     (authn,) = auth.interceptors(settings)
     (metrics,) = Metrics.from_settings(Settings(metrics_listen="127.0.0.1:0")).interceptors()
-    unsampled, tenth, sampled = tracer(0.0), tracer(0.1), tracer(1.0)
     devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the whole run)
 
     def measure(layers: list[BehaviourInterceptor], ctx: Ctx = plain) -> float:
         return cpu_us(calls_of(stacked(layers, nothing), ctx), args.calls, args.repeat)
 
-    rows = [("handler alone (an awaited no-op)", measure([]))]
+    rows = [("handler alone (a no-op, as a task, 8 at a time)", measure([]))]
     access.configure(False)
     rows.append(("request context (RequestInterceptor, access log off)", measure([request])))
     rows.append(
@@ -208,16 +205,22 @@ def interceptor_rows(args: argparse.Namespace, keys: Path) -> list[tuple[str, fl
     rows.append(("  + access log", measure([request])))
     access.configure(False)
     rows.append(("  + metrics", measure([metrics, request])))
-    for name, provider in (
-        ("unsampled", unsampled),
-        ("10 % sampled", tenth),
-        ("every call sampled", sampled),
-    ):
-        traced = stacked([TracingInterceptor(provider.get_tracer("b")), request], nothing)
-        cost = cpu_us(flushed(traced, plain, provider), args.calls, args.repeat)
-        rows.append((f"  + tracing, {name}", cost))
-    for provider in (unsampled, tenth, sampled):
-        provider.shutdown()
+    sink = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "bench.otlp_sink", "--listen", sink]
+    collector = Server("otlp-sink", argv, sink, dict(os.environ), RESULTS / "layers-sink.log")
+    try:
+        collector.wait_serving()
+        for name, ratio in (("unsampled", 0.0), ("10 % sampled", 0.1), ("every call", 1.0)):
+            traced = tracing(ratio, sink)
+            (interceptor,) = traced.interceptors()
+            provider = traced.provider
+            assert provider is not None
+            behaviour = stacked([interceptor, request], nothing)
+            cost = cpu_us(flushed(behaviour, plain, provider), args.calls, args.repeat)
+            rows.append((f"  + tracing (OTLP), {name}", cost))
+            provider.shutdown()
+    finally:
+        collector.stop()
     devnull.close()
     return rows
 
@@ -357,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database", default="repogate_layers")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument(
+        "--interceptors-only", action="store_true", help="no database, no Redis: quicker"
+    )
     args = parser.parse_args(argv)
     asyncio.set_event_loop(uvloop.new_event_loop())
     rows: list[tuple[str, float]] = []
@@ -365,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         digest = hashlib.sha256(KEY.encode()).hexdigest()
         keys.write_text(json.dumps({"keys": {"bench": {"sha256": digest, "tenants": [TENANT]}}}))
         rows += interceptor_rows(args, keys)
+    if args.interceptors_only:
+        show(rows)
+        return 0
     dsn = seed.database_dsn(args.pg, args.database)
     asyncio.get_event_loop().run_until_complete(seed.create_database(args.pg, args.database))
     try:
@@ -376,10 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         rows += redis_rows(args)
     finally:
         asyncio.get_event_loop().run_until_complete(seed.drop_database(args.pg, args.database))
+    show(rows)
+    return 0
+
+
+def show(rows: list[tuple[str, float]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, us in rows:
         print(f"{name:<{width}}  {us:8.1f} µs")
-    return 0
 
 
 if __name__ == "__main__":
