@@ -384,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         rows += database_rows(args, dsn)
         rows += redis_rows(args)
     finally:
+        # What was measured, even when a later layer failed (a Redis GET timing out).
+        show(rows)
         asyncio.get_event_loop().run_until_complete(seed.drop_database(args.pg, args.database))
-    show(rows)
     return 0
 
 
