@@ -3,11 +3,14 @@
 Two Repogate servers run side by side on one seeded database, A and B, each with its
 own settings (`--a`, `--b`) or code (`--a-path`, `--b-path`: a checkout put first on
 PYTHONPATH, e.g. a `git worktree` of the commit before). Rounds alternate ABAB, BABA,
-each a few seconds of h2load on one server calling GetUser (a cached read), or
-UpdateUser of one row (`--call UpdateUser`, a single-row write; `--miss` pins a tombstone
-so that every GetUser misses the cache: Redis GET, lookup, refused fill), and the report is the
-median of the rounds' differences in server CPU per call. Single runs drift by a fifth
-on shared machines; a paired median holds to about ten microseconds.
+each a few seconds of h2load on one server calling GetUser (a cached read; `--miss` pins a
+tombstone so that every GetUser misses the cache: Redis GET, lookup, refused fill),
+UpdateUser of one row (`--call UpdateUser`, a single-row write), or ListUsers (the first
+page of 50), or of bench.driver creating a different user each call (`--call CreateUser`,
+32 callers), and the report is the median of the rounds' differences in server CPU per
+call. Single runs drift by a fifth on shared machines; a paired median holds to about ten
+microseconds. `--profile SECONDS` then samples each server with py-spy (bench/profile.py)
+through one more run of that length and prints where its CPU went.
 
     python -m bench.ab --b REPOGATE_ACCESS_LOG=true
     python -m bench.ab --a-path /tmp/before --a REPOGATE_CACHE_ENTITIES=false \\
@@ -23,14 +26,17 @@ import asyncio
 import os
 import statistics
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
-from bench import h2load, rpc, seed
+from bench import h2load, profile, rpc, seed
 from bench.procs import Server, free_port
 from bench.run import BIN, RESULTS, env_for, repogate_env
+from bench.scenarios import DriverScenario, Target, run_driver
 from repogate.v1 import user_pb2
 
 TENANT = f"{seed.TENANT_PREFIX}0"
@@ -46,7 +52,10 @@ def _update_user(id_: str) -> Message:
 CALLS = {
     "GetUser": lambda id_: user_pb2.GetUserRequest(id=id_),
     "UpdateUser": _update_user,
+    "ListUsers": lambda id_: user_pb2.ListUsersRequest(page_size=50),
 }
+# Calls whose every request must differ, by method: bench.driver's kind for them.
+DRIVEN = {"CreateUser": "create"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--a-path", type=Path, help="checkout whose code A runs")
     parser.add_argument("--b-path", type=Path, help="checkout whose code B runs")
-    parser.add_argument("--call", choices=sorted(CALLS), default="GetUser")
+    parser.add_argument("--call", choices=sorted([*CALLS, *DRIVEN]), default="GetUser")
     parser.add_argument("--miss", action="store_true", help="every GetUser misses the cache")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--clients", type=int, default=8, help="h2load connections")
@@ -65,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", default="repogate_ab")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument(
+        "--profile", type=float, default=0, metavar="SECONDS", help="py-spy each server after"
+    )
     return parser.parse_args(argv)
 
 
@@ -84,6 +96,25 @@ def cpu_per_call(server: Server, url: str, body: bytes, load: h2load.Load) -> fl
     if result.failed or not result.done:
         raise RuntimeError(f"{server.name}: {result.failed} of {result.done} calls failed")
     return (server.cpu_seconds() - before) / result.done * 1e6
+
+
+def driven_cpu_per_call(server: Server, kind: str, seconds: float) -> float:
+    """Server CPU µs per call over one bench.driver run (it warms up first)."""
+    row = run_driver(DriverScenario(kind, kind, TENANT, 32), Target(server), seconds)
+    if row.errors or row.server_cpu_us is None:
+        raise RuntimeError(f"{server.name}: {row.errors} calls failed; {row.notes}")
+    return row.server_cpu_us
+
+
+def profiled(server: Server, seconds: float, measure: Callable[[float], float]) -> str:
+    """Where `server` spends its CPU through one `measure` run of `seconds`, per py-spy."""
+    raw = RESULTS / "ab" / f"profile-{server.name}.txt"
+    spy = profile.start(server.proc.pid, seconds, raw)
+    try:
+        measure(seconds)
+    finally:
+        spy.wait(timeout=seconds + 30)
+    return profile.render(f"{server.name} ({raw})", profile.summarise(raw.read_text(), 25))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,15 +150,20 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(server)
             server.wait_serving()
             started[name] = server
-        body = h2load.frame(CALLS[args.call](user_id))
-        load = h2load.Load(args.clients, args.streams, args.seconds)
+
+        def measure(server: Server, seconds: float) -> float:
+            if args.call in DRIVEN:
+                return driven_cpu_per_call(server, DRIVEN[args.call], seconds)
+            body = h2load.frame(CALLS[args.call](user_id))
+            load = h2load.Load(args.clients, args.streams, seconds)
+            url = f"http://{server.address}/repogate.v1.UserService/{args.call}"
+            return cpu_per_call(server, url, body, load)
+
         costs: dict[str, list[float]] = {"A": [], "B": []}
         for round_ in range(args.rounds):
             order = "AB" if round_ % 2 == 0 else "BA"
             for name in order:
-                server = started[name]
-                url = f"http://{server.address}/repogate.v1.UserService/{args.call}"
-                costs[name].append(cpu_per_call(server, url, body, load))
+                costs[name].append(measure(started[name], args.seconds))
             print(
                 f"round {round_ + 1}: A {costs['A'][-1]:.0f} µs, B {costs['B'][-1]:.0f} µs",
                 flush=True,
@@ -141,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(f'{d:+.0f}' for d in sorted(differences))}; "
             f"median {statistics.median(differences):+.0f} µs"
         )
+        if args.profile > 0:
+            for server in started.values():
+                print(profiled(server, args.profile, partial(measure, server)), flush=True)
         return 0
     finally:
         for server in servers:

@@ -6,10 +6,18 @@ go straight to a stream (stdout from the CLI; the server's own log keeps its
 format, on stderr), not through `logging`: its records, handler locks and
 formatter cost about 40 µs of CPU per call on a loaded server, a tenth of a
 cached GetUser.
+
+A call only notes what its line needs; the lines are built and written off its path,
+together, by one callback the event loop runs after the calls ending in that turn,
+and on `flush`. Per call (8 calls a turn, python -m bench.layers and a loop of the
+same): a line written and flushed by the call 13.7 µs, batched by the loop 10.7,
+through logging's QueueHandler and QueueListener 90, a SimpleQueue and a writer
+thread 10.6, without the thread's wake-ups and locks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import time
@@ -25,32 +33,67 @@ _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-
 _NO_TRACE = "0" * 32
 # Where lines go; None: the access log is off.
 _out: TextIO | None = None
+# Calls ended and not yet written: what `line` takes, and when each ended.
+_pending: list[tuple[str, RequestContext, grpc.StatusCode, float, float]] = []
+_flush_scheduled = False
 
 
 def configure(enabled: bool, stream: TextIO | None = None) -> None:
-    """Writes the access log as JSON lines to `stream` (default: stdout), or turns it off."""
+    """Writes the access log as JSON lines to `stream` (default: stdout), or turns it
+    off; lines of calls already ended go where the log went until now."""
     global _out
+    flush()
     _out = (stream or sys.stdout) if enabled else None
 
 
 def record(method: str, rc: RequestContext, code: grpc.StatusCode, seconds: float) -> None:
-    """Logs a call as it ends."""
+    """Logs a call as it ends: its line is written once the event loop's turn ends."""
+    global _flush_scheduled
+    if _out is None:
+        return
+    _pending.append((method, rc, code, seconds, time.time()))
+    if _flush_scheduled:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        flush()
+        return
+    _flush_scheduled = True
+    loop.call_soon(flush)
+
+
+def flush() -> None:
+    """Writes the lines of every call ended so far (the server calls it as it stops)."""
+    global _flush_scheduled
+    _flush_scheduled = False
+    if not _pending:
+        return
+    ended = _pending.copy()
+    _pending.clear()
     out = _out
     if out is None:
         return
     try:
-        out.write(line(method, rc, code, seconds) + "\n")
+        out.write("".join([line(*call) + "\n" for call in ended]))
         out.flush()
     except (OSError, ValueError):
-        # A closed or broken stdout loses the line, never the call.
+        # A closed or broken stdout loses the lines, never a call.
         pass
 
 
-def line(method: str, rc: RequestContext, code: grpc.StatusCode, seconds: float) -> str:
-    """The call's JSON line. Built as text, the same as json.dumps of its fields, at a
-    third of the cost: it runs for every call, on a server at full load."""
+def line(
+    method: str,
+    rc: RequestContext,
+    code: grpc.StatusCode,
+    seconds: float,
+    ended: float | None = None,
+) -> str:
+    """The call's JSON line; `ended`: time.time() when it ended (default: now). Built as
+    text, the same as json.dumps of its fields, at a third of the cost: it runs for every
+    call, on a server at full load."""
     text = (
-        f'{{"time": "{_now()}", "method": {_quoted(method)}, "code": "{code.name}", '
+        f'{{"time": "{_now(ended)}", "method": {_quoted(method)}, "code": "{code.name}", '
         f'"duration_ms": {round(seconds * 1000, 3)!r}'
     )
     tid = trace_id(rc.traceparent)
@@ -69,10 +112,12 @@ _second = -1
 _second_text = ""
 
 
-def _now() -> str:
-    """The time in UTC to the millisecond, as datetime.isoformat gives it."""
+def _now(now: float | None = None) -> str:
+    """The time `now` (default: now) in UTC to the millisecond, as datetime.isoformat
+    gives it."""
     global _second, _second_text
-    now = time.time()
+    if now is None:
+        now = time.time()
     second = int(now)
     if second != _second:
         _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

@@ -38,7 +38,7 @@ from repositories.profiler import SlowStatements
 from repositories.transaction_ids import TransactionIds
 from repositories.transactions import TransactionRegistry
 from schema.declared import Declared
-from server import auth, cache, coherence, peers, tls
+from server import access, auth, cache, coherence, peers, tls
 from server.answers import Answers
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
@@ -320,6 +320,7 @@ class Repogate:
         if self.tracing is not None:
             await self.tracing.shutdown()
             self.tracing = None
+        access.flush()
 
     async def _watch_database(self, breaker: Breaker, db: Database) -> None:
         """Keeps health in step with the database breaker, and probes the database when

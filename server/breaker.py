@@ -142,23 +142,32 @@ class Breaker:
         if self._state is State.HALF_OPEN:
             self._probing = max(0, self._probing - 1)
 
+    def admit(self) -> None:
+        """Lets a call through, or raises CircuitOpen; `ended` must follow."""
+        if not self.allow():
+            raise CircuitOpen(self.name, self.retry_after() or self._policy.open_for)
+
+    def ended(self, error: BaseException | None) -> None:
+        """Counts how an admitted call ended: `error` None, it succeeded."""
+        if error is None:
+            self.success()
+        elif isinstance(error, Overloaded):
+            self.release()  # turned away before it reached the dependency
+        elif isinstance(error, Exception):
+            self.failure() if self._is_fault(error) else self.success()
+        else:
+            self.release()
+
     @contextlib.asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
         """Runs the block if the breaker allows, and counts how it ended."""
-        if not self.allow():
-            raise CircuitOpen(self.name, self.retry_after() or self._policy.open_for)
+        self.admit()
         try:
             yield
-        except Overloaded:
-            self.release()  # turned away before it reached the dependency
+        except BaseException as exc:
+            self.ended(exc)
             raise
-        except Exception as exc:
-            self.failure() if self._is_fault(exc) else self.success()
-            raise
-        except BaseException:
-            self.release()
-            raise
-        self.success()
+        self.ended(None)
 
     def _become(self, state: State) -> None:
         self._state = state

@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"repogate: {exc}", file=sys.stderr)
         return schema_cli.REFUSED if isinstance(exc, Refused) else 2
+    finally:
+        access.flush()  # the lines of the last calls, should the server not have stopped
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
-import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -75,21 +75,23 @@ def unbind(token: object) -> None:
 def from_metadata(
     metadata: Iterable[tuple[str, str | bytes]], deadline: float | None = None
 ) -> RequestContext:
-    """Picks out the keys Repogate reads; never fails (values are checked on use)."""
+    """Picks out the keys Repogate reads (the first of each); never fails (values are
+    checked on use)."""
     values: dict[str, str] = {}
     for key, value in metadata:
-        if key in _KEYS and isinstance(value, str):
-            values.setdefault(key, value)
-    request_id = values.get(REQUEST_ID_KEY, "")
-    if not _REQUEST_ID_RE.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
+        if key in _KEYS and key not in values and isinstance(value, str):
+            values[key] = value
+    request_id = values.get(REQUEST_ID_KEY)
+    if request_id is None or not _REQUEST_ID_RE.fullmatch(request_id):
+        # 128 random bits as 32 hex digits: uuid.uuid4().hex's form at a fifth of its cost.
+        request_id = os.urandom(16).hex()
     return RequestContext(
-        tenant=values.get(TENANT_KEY),
-        request_id=request_id,
-        actor=values.get(ACTOR_KEY),
-        transaction_id=values.get(TRANSACTION_KEY),
-        deadline=deadline,
-        traceparent=values.get(TRACEPARENT_KEY),
+        values.get(TENANT_KEY),
+        request_id,
+        values.get(ACTOR_KEY),
+        values.get(TRANSACTION_KEY),
+        deadline,
+        values.get(TRACEPARENT_KEY),
     )
 
 

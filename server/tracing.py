@@ -14,12 +14,16 @@ and flushes it on stop. With the exporter `none` nothing is instrumented at all.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from grpc import aio
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -29,6 +33,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
@@ -50,6 +55,10 @@ STATEMENT_MAX = 2048
 
 _PROPAGATION_KEYS = frozenset(("traceparent", "tracestate"))
 _PROPAGATOR = TraceContextTextMapPropagator()
+# The context of a call that carries no trace: its span is a root.
+_NO_PARENT = otel_context.Context()
+# The OpenTelemetry sampler that keeps a share of the traces that start here.
+RATIO_SAMPLER = "parentbased_traceidratio"
 # Where a statement's span waits for the statement to end: on its execution context.
 _SPAN = "_repogate_span"
 
@@ -57,9 +66,15 @@ _SPAN = "_repogate_span"
 class Tracing:
     """A server's tracer provider and what it instruments; without one, nothing is."""
 
-    def __init__(self, provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, provider: TracerProvider | None = None, root_ratio: float | None = None
+    ) -> None:
+        """`root_ratio`: the share of calls without a sampled caller's trace to trace,
+        decided by the interceptor (the provider's sampler then samples every root);
+        None: the provider's sampler decides alone."""
         self.provider = provider
         self._tracer = provider.get_tracer("repogate") if provider is not None else None
+        self._root_ratio = root_ratio
 
     @classmethod
     def from_settings(cls, settings: Settings, exporter: SpanExporter | None = None) -> Tracing:
@@ -80,12 +95,19 @@ class Tracing:
             return cls()
         # Attributes given here override the environment's: read OTEL_SERVICE_NAME first.
         name = os.environ.get("OTEL_SERVICE_NAME") or "repogate"
-        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+        ratio = root_ratio()
+        provider = TracerProvider(
+            resource=Resource.create({SERVICE_NAME: name}),
+            # None: the sampler OTEL_TRACES_SAMPLER names, as the SDK reads it.
+            sampler=None if ratio is None else ParentBased(ALWAYS_ON),
+        )
         provider.add_span_processor(processor)
-        return cls(provider)
+        return cls(provider, ratio)
 
     def interceptors(self) -> list[aio.ServerInterceptor]:
-        return [] if self._tracer is None else [TracingInterceptor(self._tracer)]
+        if self._tracer is None:
+            return []
+        return [TracingInterceptor(self._tracer, self._root_ratio)]
 
     def engine(self, engine: AsyncEngine) -> AsyncEngine:
         """Gives each statement run inside a traced call a span of its own."""
@@ -104,29 +126,51 @@ class Tracing:
             await asyncio.to_thread(provider.shutdown)
 
 
+def root_ratio() -> float | None:
+    """The share of new traces to keep when OTEL_TRACES_SAMPLER is the ratio sampler that
+    follows its caller's decision (parentbased_traceidratio), else None. A new trace's id
+    is random, so a random draw keeps the same share as the SDK's test of its id; drawn
+    first, an unsampled call starts no span: 1 µs a call, where the SDK's sampler took 20
+    (python -m bench.layers)."""
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() != RATIO_SAMPLER:
+        return None
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    except ValueError:
+        return 1.0  # as the SDK reads an argument that is not a number
+    return ratio if 0.0 <= ratio <= 1.0 else 1.0
+
+
 class TracingInterceptor(BehaviourInterceptor):
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, root_ratio: float | None = None) -> None:
         super().__init__()
         self._tracer = tracer
+        self._root_ratio = root_ratio
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         service, name = split_method(method)
         span_name = f"{service}/{name}"
         attributes = {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: name}
         tracer = self._tracer
+        ratio = self._root_ratio
 
         async def run(request: Any, ctx: aio.ServicerContext) -> Any:
             metadata = ctx.invocation_metadata() or ()
+            carrier = _carrier(metadata)
+            parent = _PROPAGATOR.extract(carrier) if carrier else _NO_PARENT
+            if (
+                ratio is not None
+                and (not carrier or not trace.get_current_span(parent).get_span_context().is_valid)
+                and random.random() >= ratio
+            ):
+                # A new trace, not one of those kept: no span at all.
+                return await behaviour(request, ctx)
             span = tracer.start_span(
-                span_name,
-                context=_PROPAGATOR.extract(_carrier(metadata)),
-                kind=trace.SpanKind.SERVER,
-                attributes=attributes,
+                span_name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
             )
             if not span.is_recording():
-                # Not sampled, as most calls are under a ratio sampler: the span records
-                # nothing, and statements and cache calls start no span without a
-                # recording one current. Skipping the rest saves about 30 µs a call.
+                # Not sampled: the span records nothing, and statements and cache calls
+                # start no span without a recording one current.
                 return await behaviour(request, ctx)
             with trace.use_span(
                 span, end_on_exit=True, record_exception=False, set_status_on_exception=False
@@ -156,8 +200,15 @@ def _end_call(span: trace.Span, ctx: aio.ServicerContext, error: BaseException |
             span.record_exception(error)
 
 
-def _carrier(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
-    return {k: v for k, v in metadata if k in _PROPAGATION_KEYS and isinstance(v, str)}
+def _carrier(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str] | None:
+    """The call's trace headers; None when it carries none."""
+    carrier = None
+    for key, value in metadata:
+        if key in _PROPAGATION_KEYS and isinstance(value, str):
+            if carrier is None:
+                carrier = {}
+            carrier[key] = value
+    return carrier
 
 
 def _tenant(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
@@ -183,12 +234,7 @@ def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
         # Statements outside a traced call (migrations, the purge) are left alone.
         if context is None or not trace.get_current_span().is_recording():
             return
-        operation = statement.split(None, 1)[0].upper() if statement.strip() else system
-        attributes = {
-            DB_SYSTEM: system,
-            DB_OPERATION: operation,
-            DB_STATEMENT: normalized(statement),
-        }
+        operation, attributes = _statement_attributes(system, statement)
         span = tracer.start_span(operation, kind=trace.SpanKind.CLIENT, attributes=attributes)
         setattr(context, _SPAN, span)
 
@@ -211,6 +257,15 @@ def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
             span.set_attribute("error.type", kind)
             span.set_status(trace.StatusCode.ERROR, kind)
             span.end()
+
+
+# Repogate runs few distinct statements: each one's attributes are worked out once (the
+# SDK copies them into each span).
+@functools.lru_cache(maxsize=1024)
+def _statement_attributes(system: str, statement: str) -> tuple[str, Mapping[str, str]]:
+    operation = statement.split(None, 1)[0].upper() if statement.strip() else system
+    attributes = {DB_SYSTEM: system, DB_OPERATION: operation, DB_STATEMENT: normalized(statement)}
+    return operation, MappingProxyType(attributes)
 
 
 def normalized(statement: str) -> str:

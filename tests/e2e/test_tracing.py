@@ -349,3 +349,48 @@ async def test_the_otlp_exporter_sends_spans_to_the_collector(
     assert GET_USER in kept.names
     assert "repogate.v1.UserService/CreateUser" in kept.names
     assert kept.services == {"repogate"}
+
+
+# Keeping a share of new traces (OTEL_TRACES_SAMPLER=parentbased_traceidratio)
+
+
+async def test_a_ratio_of_zero_traces_no_new_trace_but_follows_a_sampled_caller(
+    start_repogate: StartRepogate,
+    spans: InMemorySpanExporter,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    app = await start_repogate(span_exporter=spans)
+    user = await create(app.users, tenant)
+    await get(app.users, tenant, user.id)
+    # A traceparent that does not parse starts a new trace too.
+    await app.users.GetUser(
+        user_pb2.GetUserRequest(id=user.id), metadata=md(tenant, traceparent="junk")
+    )
+
+    await app.users.GetUser(
+        user_pb2.GetUserRequest(id=user.id), metadata=md(tenant, traceparent=TRACEPARENT)
+    )
+
+    [span] = await finished(spans, GET_USER)
+    assert span.context.trace_id == int(TRACE_ID, 16)
+    assert [s.name for s in spans.get_finished_spans() if s.parent is None] == []
+
+
+async def test_a_ratio_of_one_traces_every_new_trace(
+    start_repogate: StartRepogate,
+    spans: InMemorySpanExporter,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")
+    app = await start_repogate(span_exporter=spans)
+    user = await create(app.users, tenant)
+
+    await get(app.users, tenant, user.id)
+
+    [span] = await finished(spans, GET_USER)
+    assert span.parent is None

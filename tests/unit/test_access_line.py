@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -93,6 +94,31 @@ def test_record_writes_one_line_per_call_while_on(stream: io.StringIO) -> None:
 
     codes = [json.loads(text)["code"] for text in stream.getvalue().splitlines()]
     assert codes == ["OK", "NOT_FOUND"]
+
+
+async def test_in_an_event_loop_lines_are_written_once_its_turn_ends(
+    stream: io.StringIO,
+) -> None:
+    rc = from_metadata([("x-tenant-id", "acme")])
+    access.configure(True, stream)
+
+    access.record(METHOD, rc, grpc.StatusCode.OK, 0.002)
+    access.record(METHOD, rc, grpc.StatusCode.NOT_FOUND, 0.003)
+    written_at_once = stream.getvalue()
+    await asyncio.sleep(0)
+
+    assert written_at_once == ""
+    codes = [json.loads(text)["code"] for text in stream.getvalue().splitlines()]
+    assert codes == ["OK", "NOT_FOUND"]
+
+
+async def test_flush_writes_what_the_loop_has_not_yet(stream: io.StringIO) -> None:
+    access.configure(True, stream)
+
+    access.record(METHOD, from_metadata([]), grpc.StatusCode.OK, 0.002)
+    access.flush()
+
+    assert json.loads(stream.getvalue())["code"] == "OK"
 
 
 def test_a_closed_stream_loses_the_line_not_the_call(stream: io.StringIO) -> None:
