@@ -35,7 +35,9 @@ _NO_TRACE = "0" * 32
 _out: TextIO | None = None
 # Calls ended and not yet written: what `line` takes, and when each ended.
 _pending: list[tuple[str, RequestContext, grpc.StatusCode, float, float]] = []
-_flush_scheduled = False
+# The event loop a flush is scheduled on: one flush a turn, and a loop that closed
+# before running it (tests run one loop after another) does not hold the lines back.
+_flush_on: asyncio.AbstractEventLoop | None = None
 
 
 def configure(enabled: bool, stream: TextIO | None = None) -> None:
@@ -48,25 +50,24 @@ def configure(enabled: bool, stream: TextIO | None = None) -> None:
 
 def record(method: str, rc: RequestContext, code: grpc.StatusCode, seconds: float) -> None:
     """Logs a call as it ends: its line is written once the event loop's turn ends."""
-    global _flush_scheduled
+    global _flush_on
     if _out is None:
         return
     _pending.append((method, rc, code, seconds, time.time()))
-    if _flush_scheduled:
-        return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         flush()
         return
-    _flush_scheduled = True
-    loop.call_soon(flush)
+    if _flush_on is not loop:
+        _flush_on = loop
+        loop.call_soon(flush)
 
 
 def flush() -> None:
     """Writes the lines of every call ended so far (the server calls it as it stops)."""
-    global _flush_scheduled
-    _flush_scheduled = False
+    global _flush_on
+    _flush_on = None
     if not _pending:
         return
     ended = _pending.copy()

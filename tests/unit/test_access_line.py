@@ -128,3 +128,29 @@ def test_a_closed_stream_loses_the_line_not_the_call(stream: io.StringIO) -> Non
     access.record(METHOD, from_metadata([]), grpc.StatusCode.OK, 0.002)
 
     assert stream.closed
+
+
+def test_a_loop_closed_before_its_flush_does_not_hold_lines_back(stream: io.StringIO) -> None:
+    access.configure(True, stream)
+    rc = from_metadata([])
+
+    def record() -> None:
+        access.record(METHOD, rc, grpc.StatusCode.OK, 0.001)
+
+    async def ends_a_call() -> None:
+        record()
+
+    async def ends_a_call_as_the_loop_stops() -> None:
+        # Runs in the loop's last turn: the flush it schedules never runs.
+        asyncio.get_running_loop().call_soon(record)
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(ends_a_call_as_the_loop_stops())
+    first.close()
+    assert stream.getvalue() == ""
+    second = asyncio.new_event_loop()
+    second.run_until_complete(ends_a_call())
+    second.run_until_complete(asyncio.sleep(0))
+    second.close()
+
+    assert len(stream.getvalue().splitlines()) == 2
