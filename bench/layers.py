@@ -350,7 +350,7 @@ def redis_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
             await backend.get("bench-layers:absent")
 
     cost = cpu_us(run, args.calls // 4, args.repeat, time.thread_time)
-    return [("cache client: one Redis GET (redis-py)", cost)]
+    return [("cache client: one Redis GET (the pipelined connection)", cost)]
 
 
 def main(argv: list[str] | None = None) -> int:
