@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from repogate.v1 import cache_pb2, cache_pb2_grpc, user_pb2
 from server.cache.memory import MemoryBackend
 from tests.cache_support import CLOSED_REDIS_URL
-from tests.e2e.support import StartRepogate, create, fails, get
+from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.polling import eventually
 from tests.rpc import md
 
@@ -354,15 +354,25 @@ async def test_the_otlp_exporter_sends_spans_to_the_collector(
 # Keeping a share of new traces (OTEL_TRACES_SAMPLER=parentbased_traceidratio)
 
 
+async def keeping(
+    ratio: str,
+    start_repogate: StartRepogate,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Dedicated:
+    """A server keeping `ratio` of new traces."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+    return await start_repogate(span_exporter=spans)
+
+
 async def test_a_ratio_of_zero_traces_no_new_trace_but_follows_a_sampled_caller(
     start_repogate: StartRepogate,
     spans: InMemorySpanExporter,
     tenant: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
-    app = await start_repogate(span_exporter=spans)
+    app = await keeping("0", start_repogate, spans, monkeypatch)
     user = await create(app.users, tenant)
     await get(app.users, tenant, user.id)
     # A traceparent that does not parse starts a new trace too.
@@ -385,9 +395,7 @@ async def test_a_ratio_of_one_traces_every_new_trace(
     tenant: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")
-    app = await start_repogate(span_exporter=spans)
+    app = await keeping("1", start_repogate, spans, monkeypatch)
     user = await create(app.users, tenant)
 
     await get(app.users, tenant, user.id)
