@@ -24,6 +24,7 @@ Rows come back as dicts keyed as SQLAlchemy's row mappings are.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, cast
@@ -37,6 +38,7 @@ from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+log = logging.getLogger(__name__)
 Processor = Callable[[Any], Any]
 # Compiled statements kept per dialect: the few hot shapes and the statements filters
 # build (their literal values are parameters, so a filter's shape compiles once).
@@ -227,9 +229,7 @@ async def fetch(
     except Exception as error:
         raise await _failed(lean, conn, context, error, shape.sql, args) from error
     except BaseException:
-        # Cancelled mid-statement: SQLAlchemy would invalidate the connection (the pool
-        # then discards it), as its state on the server is unknown.
-        await conn.invalidate()
+        await _cut_off(conn)
         raise
     if events:
         sync.dispatch.after_cursor_execute(sync, None, shape.sql, args, context, False)
@@ -274,10 +274,20 @@ async def script(lean: Statements, conn: AsyncConnection, sql: str) -> None:
     except Exception as error:
         raise await _failed(lean, conn, context, error, sql, []) from error
     except BaseException:
-        await conn.invalidate()
+        await _cut_off(conn)
         raise
     if events:
         sync.dispatch.after_cursor_execute(sync, None, sql, (), context, False)
+
+
+async def _cut_off(conn: AsyncConnection) -> None:
+    """A statement cancelled midway: as SQLAlchemy does, the connection is invalidated (the
+    pool discards it), its state on the server being unknown. A failure to do so is
+    logged, never raised over the cancellation."""
+    try:
+        await conn.invalidate()
+    except Exception:
+        log.warning("invalidating a connection cut off mid-statement failed", exc_info=True)
 
 
 async def _failed(
