@@ -1,4 +1,5 @@
-"""The one door every repository's statements go through: `ScopedTable._execute` runs
+"""The one door every repository's statements go through: `ScopedTable._execute` (and
+`_rows`, which runs a statement that returns rows on the lean path where it can) runs
 only statements its tenant scope built, translates database errors, counts writes against
 the unit of work's `Writes`, and records what a statement changed for the caches."""
 
