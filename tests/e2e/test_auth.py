@@ -34,9 +34,14 @@ def sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# A day: tokens in `parametrize` are minted as the module is collected, and used as late
+# as a whole suite's run after that.
+VALID_FOR = 86_400
+
+
 def token(key: str | bytes = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
-    """A JWT valid for five minutes unless `claims` say otherwise."""
-    return jwt.encode({"exp": int(time.time()) + 300, **claims}, key, algorithm=algorithm)
+    """A JWT valid for a day unless `claims` say otherwise."""
+    return jwt.encode({"exp": int(time.time()) + VALID_FOR, **claims}, key, algorithm=algorithm)
 
 
 def confused(public_pem: bytes, **claims: Any) -> str:
@@ -46,7 +51,7 @@ def confused(public_pem: bytes, **claims: Any) -> str:
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    payload = {"exp": int(time.time()) + 300, **claims}
+    payload = {"exp": int(time.time()) + VALID_FOR, **claims}
     signed = part(b'{"alg":"HS256","typ":"JWT"}') + "." + part(json.dumps(payload).encode())
     signature = hmac.new(public_pem, signed.encode(), hashlib.sha256).digest()
     return f"{signed}.{part(signature)}"

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.e2e
 KEY = "rg_claims_key_for_every_tenant_0123456789"
 
 
-def later(seconds: int = 300) -> int:
+def later(seconds: int = 86_400) -> int:
+    """A time `seconds` from now: a day by default, as `parametrize` takes it when the module
+    is collected, up to a whole suite's run before the test."""
     return int(time.time()) + seconds
 
 
