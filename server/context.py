@@ -86,12 +86,12 @@ def from_metadata(
         # 128 random bits as 32 hex digits: uuid.uuid4().hex's form at a fifth of its cost.
         request_id = os.urandom(16).hex()
     return RequestContext(
-        values.get(TENANT_KEY),
-        request_id,
-        values.get(ACTOR_KEY),
-        values.get(TRANSACTION_KEY),
-        deadline,
-        values.get(TRACEPARENT_KEY),
+        tenant=values.get(TENANT_KEY),
+        request_id=request_id,
+        actor=values.get(ACTOR_KEY),
+        transaction_id=values.get(TRANSACTION_KEY),
+        deadline=deadline,
+        traceparent=values.get(TRACEPARENT_KEY),
     )
 
 
