@@ -22,6 +22,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from repositories import prepared
 from repositories.bulkheads import NO_CAP, Bulkheads, Slot
 from repositories.changes import Changes
 from repositories.drivers import connect_arguments
@@ -301,7 +302,7 @@ class UnitOfWork:
             # Set on the driver's connection, and unset before it goes back to the pool:
             # SQLAlchemy's isolation_level option sets and resets it through its own
             # machinery at every checkout, about 30 µs.
-            _driver(conn).autocommit = True
+            prepared.connections(conn)[1].autocommit = True
         self._slot = slot
         self._conn = conn
         self._repositories = Repositories(
@@ -331,7 +332,7 @@ class UnitOfWork:
         finally:
             try:
                 if self._autocommit and not conn.invalidated:
-                    _driver(conn).autocommit = False
+                    prepared.connections(conn)[1].autocommit = False
                 await conn.close()
             finally:
                 slot.release()
@@ -365,10 +366,3 @@ class UnitOfWork:
         whether or not it then failed: all it recorded once it sent COMMIT (which may have
         landed though no answer came) or, in autocommit, as its statements ran."""
         return self._recorded if self._autocommit or self._commit_sent else Changes()
-
-
-def _driver(conn: AsyncConnection) -> Any:
-    """The connection SQLAlchemy's driver adapter holds (asyncpg's, adapted)."""
-    sync = conn.sync_connection
-    assert sync is not None
-    return sync.connection.dbapi_connection

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.engine.base import ExceptionContextImpl
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
@@ -176,6 +176,14 @@ def statements(dialect: Dialect) -> Statements | None:
     return found
 
 
+def connections(conn: AsyncConnection) -> tuple[Connection, Any]:
+    """SQLAlchemy's connection under `conn`, and the driver's connection (as SQLAlchemy's
+    adapter wraps it) under that."""
+    sync = conn.sync_connection
+    assert sync is not None
+    return sync, sync.connection.dbapi_connection
+
+
 class LeanContext:
     """What statement listeners are handed as the execution context: they keep their
     own state on it (a statement's span)."""
@@ -195,9 +203,7 @@ async def fetch(
         return None
     shape, extracted = found
     args = shape.arguments(params, extracted)
-    sync = conn.sync_connection
-    assert sync is not None
-    adapted: Any = sync.connection.dbapi_connection
+    sync, adapted = connections(conn)
     if lean.sqlite:
         if not sync.in_transaction():
             # SQLAlchemy's autobegin, which runs the engine's begin hook: BEGIN, or
@@ -253,9 +259,7 @@ async def script(lean: Statements, conn: AsyncConnection, sql: str) -> None:
     """Runs `sql`, statements without parameters separated by semicolons, in one round
     trip on PostgreSQL (asyncpg's simple query protocol), in the connection's
     transaction, with the statement listeners told as for `fetch`."""
-    sync = conn.sync_connection
-    assert sync is not None
-    adapted: Any = sync.connection.dbapi_connection
+    sync, adapted = connections(conn)
     if not sync.in_transaction():
         await conn.begin()
     events = sync._has_events or sync.engine._has_events
@@ -300,19 +304,18 @@ async def _failed(
 ) -> BaseException:
     """`error` from the driver as SQLAlchemy raises it, after `handle_error` listeners
     heard of it; a lost connection is invalidated, as SQLAlchemy does."""
-    sync = conn.sync_connection
-    assert sync is not None
+    sync, adapted = connections(conn)
     dialect: Any = lean.dialect
     dbapi = dialect.loaded_dbapi
     try:
-        sync.connection.dbapi_connection._handle_exception(error)  # type: ignore[union-attr]
+        adapted._handle_exception(error)
     except Exception as translated:
         driver_error: Exception = translated
     if not isinstance(driver_error, dbapi.Error):
         return driver_error
     if isinstance(driver_error, getattr(dbapi, "InvalidCachedStatementError", ())):
         dialect._invalidate_schema_cache()
-    disconnect = bool(dialect.is_disconnect(driver_error, sync.connection.dbapi_connection, None))
+    disconnect = bool(dialect.is_disconnect(driver_error, adapted, None))
     wrapped = cast(
         sa_exc.DBAPIError,
         sa_exc.DBAPIError.instance(
