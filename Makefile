@@ -10,31 +10,59 @@ DEPLOY_TOOLS := $(VENV)/.deploy-tools
 # Every Kubernetes manifest in deploy/ (compose.yaml is not one).
 K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
 BENCH_TOOLS := $(VENV)/.bench-tools
+# Beyond serving: what `make test` and `make lint` need (the [test] extra), and `make gen` ([gen]).
+TEST_TOOLS := $(VENV)/.test-tools
+GEN_TOOLS := $(VENV)/.gen-tools
+# Where the suite's PostgreSQL and Redis are, as tests/conftest.py and tests/cache_support.py
+# read them (for `make help`; the environment reaches pytest as it is).
+TEST_POSTGRES_URL := $(or $(REPOGATE_TEST_POSTGRES_URL),postgresql+asyncpg://postgres@127.0.0.1:5432/test)
+TEST_REDIS_URL := $(or $(REPOGATE_TEST_REDIS_URL),redis://127.0.0.1:6379/0)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
+.PHONY: help buf test-deps run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+	@echo
+	@echo "make test uses the PostgreSQL server REPOGATE_TEST_POSTGRES_URL reaches ($(TEST_POSTGRES_URL)):"
+	@echo "  it creates databases named repogate_*_<hex> there and drops them when done."
+	@echo "  And the Redis database REPOGATE_TEST_REDIS_URL names ($(TEST_REDIS_URL)):"
+	@echo "  it writes keys under random tenants there and never flushes it."
+	@echo "  Either unreachable: its tests are skipped (REPOGATE_TEST_REQUIRE_POSTGRES=1 / _REDIS=1 fail them)."
+	@echo "  docs/development.md#tests lists every REPOGATE_TEST_* variable."
 
+# Serving needs the package alone; the tools of the other targets come in their own steps.
 $(BIN)/repogate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(TEST_TOOLS): pyproject.toml | $(BIN)/repogate
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
+$(GEN_TOOLS): pyproject.toml | $(BIN)/repogate
+	$(BIN)/pip install -q -e '.[gen]'
+	@touch $@
+
+# package-lock.json records every platform's buf binary package, so npm ci installs
+# exactly what it pins, on any platform, and never rewrites it.
 $(BUF) $(DCLINT) &: package.json package-lock.json
-	# npm ci would demand lock entries for every platform; install keeps to the lock.
-	npm install --no-audit --no-fund
+	npm ci --no-audit --no-fund
 	@touch $(BUF) $(DCLINT)
 
-run: $(BIN)/repogate ## Install into .venv and serve on the embedded default (SQLite, in-memory cache).
+buf: $(BUF) ## Install buf (and dclint) into node_modules/.bin with npm ci, as package-lock.json pins them.
+
+run: $(BIN)/repogate ## Install the package alone into .venv and serve on 127.0.0.1:50051 (SQLite file ./repogate.db, in-memory cache).
 	$(BIN)/repogate serve
 
-test: $(BIN)/repogate clients ## Install what tests need into .venv and run the whole suite.
+test-deps: $(TEST_TOOLS) clients ## Install what the tests need (.venv with the [test] extra, the client examples) without running them.
+
+test: test-deps ## Install what tests need and run the whole suite: CREATEs and DROPs databases on PostgreSQL, writes keys to Redis (below).
 	$(BIN)/pytest
 
-lint: $(BIN)/repogate proto-lint ## ruff, mypy, buf lint and buf format.
+lint: $(TEST_TOOLS) proto-lint ## ruff, mypy, buf lint and buf format.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -46,7 +74,7 @@ proto-lint: $(BUF) ## buf lint and buf format on protos/.
 proto-breaking: $(BUF) ## buf breaking: protos/ against HEAD and the API before each recent protos/ commit.
 	BUF=$(BUF) scripts/proto-breaking.sh
 
-gen: $(BIN)/repogate ## Regenerate generated/ from protos/.
+gen: $(GEN_TOOLS) ## Regenerate generated/ from protos/.
 	PYTHON=$(BIN)/python scripts/gen.sh
 
 check-gen: gen ## Fail when generated/ differs from what protos/ produce.
