@@ -12,7 +12,7 @@ K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
 BENCH_TOOLS := $(VENV)/.bench-tools
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
+.PHONY: help run test lint gen stubs check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ proto-breaking: $(BUF) ## buf breaking: protos/ against HEAD and the API before 
 
 gen: $(BIN)/repogate ## Regenerate generated/ from protos/.
 	PYTHON=$(BIN)/python scripts/gen.sh
+
+stubs: $(BIN)/repogate $(BUF) ## Client stubs (Go, TypeScript, Java, Python) into build/stubs with buf generate and buf.gen.yaml.
+	PATH="$$PWD/node_modules/.bin:$$PATH" $(BUF) generate
 
 check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	@test -z "$$(git status --porcelain -- generated)" || \
