@@ -68,7 +68,7 @@ $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund
 	@touch $@
 
-$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go $(wildcard protos/repogate/*/*.proto)
+$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
 	clients/go/build.sh
 
 $(DEPLOY_TOOLS): deploy/requirements.txt | $(BIN)/repogate
