@@ -6,6 +6,7 @@ BUF    := node_modules/.bin/buf
 DCLINT := node_modules/.bin/dclint
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 GO_EXAMPLE  := clients/go/build/repogate-example
+PYTHON_CLIENT := clients/python/dist/.built
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 # Every Kubernetes manifest in deploy/ (compose.yaml is not one).
 K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
@@ -56,7 +57,7 @@ check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	@test -z "$$(git status --porcelain -- generated)" || \
 	  { git status --porcelain -- generated; echo "generated/ is stale: run make gen and commit"; exit 1; }
 
-clients: ## Install clients/node's packages; build the Go example if its Debian packages are installed.
+clients: $(PYTHON_CLIENT) ## Build the repogate-client wheel; install clients/node's packages; build the Go example if its Debian packages are installed.
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT); \
 	else echo "NOTE: npm is not installed: the Node client tests will be skipped"; fi
 	@missing="$$(clients/go/build.sh --missing)"; if [ -z "$$missing" ]; then \
@@ -66,6 +67,10 @@ clients: ## Install clients/node's packages; build the Go example if its Debian 
 
 $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund
+	@touch $@
+
+$(PYTHON_CLIENT): $(BIN)/repogate clients/python/build.sh clients/python/pyproject.toml buf.gen.yaml $(wildcard clients/python/src/repogate_client/*.py) $(wildcard protos/repogate/*/*.proto)
+	PYTHON=$(BIN)/python clients/python/build.sh
 	@touch $@
 
 $(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
@@ -100,4 +105,4 @@ wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve f
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh
 
 clean: ## Remove the venv, node_modules and build output.
-	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build
+	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build clients/python/dist

@@ -1,8 +1,9 @@
-"""The Node and Go example clients (clients/) against a real Repogate on a loopback port.
+"""The Node, Go and Python example clients (clients/) against a real Repogate on a loopback port.
 
-`make clients` installs the Node client's packages and builds the Go example (when Debian's Go
-packages are installed). Without them these tests are skipped, loudly, unless
-REPOGATE_TEST_REQUIRE_CLIENTS=1 (CI sets it), which makes them fail.
+`make clients` installs the Node client's packages, builds the Go example (when Debian's Go
+packages are installed) and the repogate-client wheel (clients/python), whose example runs with
+only the wheel's files ahead of anything else on its path. Without them these tests are
+skipped, loudly, unless REPOGATE_TEST_REQUIRE_CLIENTS=1 (CI sets it), which makes them fail.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "clients" / "node"
 GO_DIR = ROOT / "clients" / "go"
 GO_BINARY = GO_DIR / "build" / "repogate-example"
+PYTHON_DIR = ROOT / "clients" / "python"
 REQUIRE_CLIENTS = os.environ.get("REPOGATE_TEST_REQUIRE_CLIENTS") == "1"
 RUN_TIMEOUT = 120.0  # a bound on a hung client, not a measurement
 
@@ -64,7 +68,30 @@ def go_command() -> list[str]:
     return [str(GO_BINARY)]
 
 
-COMMANDS = {"node": node_command, "go": go_command}
+def python_command() -> list[str]:
+    wheels = sorted((PYTHON_DIR / "dist").glob("repogate_client-*.whl"))
+    if not wheels:
+        unavailable("clients/python has no wheel (clients/python/build.sh)")
+    wheel = wheels[-1]
+    sources = [
+        *PYTHON_DIR.glob("src/repogate_client/*.py"),
+        *ROOT.glob("protos/repogate/**/*.proto"),
+    ]
+    stale = [p.name for p in sources if p.stat().st_mtime > wheel.stat().st_mtime]
+    if stale:
+        unavailable(f"{wheel.relative_to(ROOT)} is older than {', '.join(stale)}")
+    # The wheel's files alone (its dependencies, grpcio and protobuf, come from this venv).
+    site = PYTHON_DIR / "dist" / "site"
+    if not site.is_dir() or site.stat().st_mtime < wheel.stat().st_mtime:
+        shutil.rmtree(site, ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, wheel],
+            check=True,
+        )
+    return ["env", f"PYTHONPATH={site}", sys.executable, str(PYTHON_DIR / "example.py")]
+
+
+COMMANDS = {"node": node_command, "go": go_command, "python": python_command}
 
 
 async def run(command: list[str], address: str) -> Run:
@@ -102,6 +129,8 @@ async def test_example_runs_the_whole_flow(client: str, start_repogate: StartRep
     assert "rollback: gus is absent" in out, str(result)
     assert re.search(r"reason INVALID_ARGUMENT, domain repogate\.dev, metadata .*request_id", out)
     assert "BadRequest user.email: must be an email address" in out, str(result)
+    if client == "python":  # the wheel's stubs, not the server's generated/
+        assert f"stubs from {PYTHON_DIR / 'dist' / 'site' / 'repogate' / 'v1'}" in out, str(result)
     # What the client did, seen through the Python stubs: fay committed, gus rolled back.
     tenant = re.search(r"tenant (\S+)", out)
     assert tenant is not None, str(result)
