@@ -1,8 +1,9 @@
 """The Node, Go and Python example clients (clients/) against a real Repogate on a loopback port.
 
-`make clients` installs the Node client's packages, builds the Go example (when Debian's Go
-packages are installed) and the repogate-client wheel (clients/python), whose example runs with
-only the wheel's files ahead of anything else on its path. Without them these tests are
+`make clients` installs the Node example's packages, builds the TypeScript package
+(clients/node-package, tsc over buf generate's protobuf-es stubs), the Go example (when Debian's
+Go packages are installed) and the repogate-client wheel (clients/python), whose example runs
+with only the wheel's files ahead of anything else on its path. Without them these tests are
 skipped, loudly, unless REPOGATE_TEST_REQUIRE_CLIENTS=1 (CI sets it), which makes them fail.
 """
 
@@ -29,6 +30,7 @@ NODE_DIR = ROOT / "clients" / "node"
 GO_DIR = ROOT / "clients" / "go"
 GO_BINARY = GO_DIR / "build" / "repogate-example"
 PYTHON_DIR = ROOT / "clients" / "python"
+TS_DIR = ROOT / "clients" / "node-package"
 REQUIRE_CLIENTS = os.environ.get("REPOGATE_TEST_REQUIRE_CLIENTS") == "1"
 RUN_TIMEOUT = 120.0  # a bound on a hung client, not a measurement
 
@@ -91,7 +93,26 @@ def python_command() -> list[str]:
     return ["env", f"PYTHONPATH={site}", sys.executable, str(PYTHON_DIR / "example.py")]
 
 
-COMMANDS = {"node": node_command, "go": go_command, "python": python_command}
+def typescript_command() -> list[str]:
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node is not installed")
+    built = TS_DIR / "dist" / "example.js"
+    if not built.is_file():
+        unavailable("clients/node-package is not built (clients/node-package/build.sh)")
+    sources = [*TS_DIR.glob("src/*.ts"), *ROOT.glob("protos/repogate/**/*.proto")]
+    stale = [p.name for p in sources if p.stat().st_mtime > built.stat().st_mtime]
+    if stale:
+        unavailable(f"{built.relative_to(ROOT)} is older than {', '.join(stale)}")
+    return [str(node), str(built)]
+
+
+COMMANDS = {
+    "node": node_command,
+    "go": go_command,
+    "python": python_command,
+    "typescript": typescript_command,
+}
 
 
 async def run(command: list[str], address: str) -> Run:
