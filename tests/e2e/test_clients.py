@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.e2e.support import StartRepogate, all_users
 
@@ -172,3 +174,28 @@ async def test_example_fails_when_the_server_is_unreachable(client: str) -> None
     assert result.code != 0, str(result)
     assert "FAIL:" in result.stderr, str(result)
     assert "example: OK" not in result.stdout, str(result)
+
+
+async def test_reflection_serves_the_error_detail_and_annotation_files(
+    start_repogate: StartRepogate,
+) -> None:
+    """What a reflection client (buf curl, grpcurl) needs beyond the services: google.rpc's
+    ErrorInfo and BadRequest by symbol, and the google/api files the protos import."""
+    repogate = await start_repogate()
+    stub = reflection_pb2_grpc.ServerReflectionStub(repogate.channel)
+    requests = [
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="google.rpc.ErrorInfo"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="google.rpc.BadRequest"),
+        reflection_pb2.ServerReflectionRequest(file_by_filename="google/api/field_behavior.proto"),
+        reflection_pb2.ServerReflectionRequest(file_by_filename="google/api/resource.proto"),
+    ]
+    for request in requests:
+        call = stub.ServerReflectionInfo(iter([request]), timeout=10)
+        (response,) = [response async for response in call]
+        assert response.HasField("file_descriptor_response"), (request, response.error_response)
+        names = {
+            descriptor_pb2.FileDescriptorProto.FromString(raw).name
+            for raw in response.file_descriptor_response.file_descriptor_proto
+        }
+        wanted = request.file_by_filename or "google/rpc/error_details.proto"
+        assert wanted in names, (request, names)
