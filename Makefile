@@ -6,6 +6,8 @@ BUF    := node_modules/.bin/buf
 DCLINT := node_modules/.bin/dclint
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 GO_EXAMPLE  := clients/go/build/repogate-example
+PYTHON_CLIENT := clients/python/dist/.built
+TS_CLIENT   := clients/node-package/dist/example.js
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 # Every Kubernetes manifest in deploy/ (compose.yaml is not one).
 K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
@@ -19,7 +21,7 @@ TEST_POSTGRES_URL := $(or $(REPOGATE_TEST_POSTGRES_URL),postgresql+asyncpg://pos
 TEST_REDIS_URL := $(or $(REPOGATE_TEST_REDIS_URL),redis://127.0.0.1:6379/0)
 
 .DEFAULT_GOAL := help
-.PHONY: help buf test-deps run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
+.PHONY: help buf test-deps run test lint gen check-gen proto-lint proto-breaking stubs clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -77,12 +79,15 @@ proto-breaking: $(BUF) ## buf breaking: protos/ against HEAD and the API before 
 gen: $(GEN_TOOLS) ## Regenerate generated/ from protos/.
 	PYTHON=$(BIN)/python scripts/gen.sh
 
+stubs: $(GEN_TOOLS) $(BUF) ## Client stubs (Go, TypeScript, Java, Python) into build/stubs with buf generate and buf.gen.yaml.
+	PATH="$$PWD/node_modules/.bin:$$PATH" $(BUF) generate
+
 check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	@test -z "$$(git status --porcelain -- generated)" || \
 	  { git status --porcelain -- generated; echo "generated/ is stale: run make gen and commit"; exit 1; }
 
-clients: ## Install clients/node's packages; build the Go example if its Debian packages are installed.
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT); \
+clients: $(PYTHON_CLIENT) ## Build the repogate-client wheel; install clients/node's packages and build clients/node-package; build the Go example if its Debian packages are installed.
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT) $(TS_CLIENT); \
 	else echo "NOTE: npm is not installed: the Node client tests will be skipped"; fi
 	@missing="$$(clients/go/build.sh --missing)"; if [ -z "$$missing" ]; then \
 	  $(MAKE) --no-print-directory $(GO_EXAMPLE); \
@@ -93,7 +98,14 @@ $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund
 	@touch $@
 
-$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go $(wildcard protos/repogate/*/*.proto)
+$(PYTHON_CLIENT): $(BIN)/repogate clients/python/build.sh clients/python/pyproject.toml buf.gen.yaml $(wildcard clients/python/src/repogate_client/*.py) $(wildcard protos/repogate/*/*.proto)
+	PYTHON=$(BIN)/python clients/python/build.sh
+	@touch $@
+
+$(TS_CLIENT): $(BUF) clients/node-package/build.sh clients/node-package/package.json clients/node-package/package-lock.json clients/node-package/tsconfig.json buf.gen.yaml $(wildcard clients/node-package/src/*.ts) $(wildcard protos/repogate/*/*.proto)
+	clients/node-package/build.sh
+
+$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
 	clients/go/build.sh
 
 $(DEPLOY_TOOLS): deploy/requirements.txt | $(BIN)/repogate
@@ -125,4 +137,4 @@ wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve f
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh
 
 clean: ## Remove the venv, node_modules and build output.
-	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build
+	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build clients/python/dist clients/node-package/node_modules clients/node-package/dist
