@@ -23,7 +23,6 @@ PAGES = sorted([ROOT / "README.md", ROOT / "deploy" / "README.md", *ROOT.glob("d
 # replicas, Redis topologies): a link to one passes while it is absent. Once a page exists,
 # its anchors are checked as every other page's are; then take it off this list.
 ANNOUNCED = {
-    "docs/clients.md",
     "docs/configuration-files.md",
     "docs/redis-topologies.md",
     "docs/replicas.md",
