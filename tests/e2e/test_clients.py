@@ -199,3 +199,35 @@ async def test_reflection_serves_the_error_detail_and_annotation_files(
         }
         wanted = request.file_by_filename or "google/rpc/error_details.proto"
         assert wanted in names, (request, names)
+
+
+async def test_buf_curl_error_details_decode_with_the_documented_command(
+    start_repogate: StartRepogate,
+) -> None:
+    """docs/clients.md: `buf curl` prints each detail base64-encoded on stderr; piped into
+    scripts/details.py they read as ErrorInfo and BadRequest. buf finds the method by reflection."""
+    buf = ROOT / "node_modules" / ".bin" / "buf"
+    if not buf.is_file():
+        unavailable("node_modules/.bin/buf is not installed (make buf)")
+    repogate = await start_repogate()
+    curl = [
+        str(buf), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+        "-H", "x-tenant-id: acme", "-d", '{"user": {"email": "not-an-email", "username": "ann"}}',
+        f"http://{repogate.app.address}/repogate.v1.UserService/CreateUser",
+    ]  # fmt: skip
+    failed = await run(curl, repogate.app.address)
+    assert failed.code != 0, str(failed)
+    assert '"code": "invalid_argument"' in failed.stderr, str(failed)
+
+    decode = [sys.executable, str(ROOT / "scripts" / "details.py")]
+    proc = await asyncio.create_subprocess_exec(
+        *decode, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(failed.stderr.encode()), RUN_TIMEOUT)
+
+    assert proc.returncode == 0, out.decode()
+    text = out.decode()
+    assert "google.rpc.ErrorInfo" in text, text
+    assert '"reason": "INVALID_ARGUMENT"' in text, text
+    assert "google.rpc.BadRequest" in text, text
+    assert '"field": "user.email"' in text, text
