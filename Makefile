@@ -6,6 +6,7 @@ BUF    := node_modules/.bin/buf
 DCLINT := node_modules/.bin/dclint
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 GO_EXAMPLE  := clients/go/build/repogate-example
+JAVA_STUBS  := clients/java/build/repogate-stubs.jar
 PYTHON_CLIENT := clients/python/dist/.built
 TS_CLIENT   := clients/node-package/dist/example.js
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
@@ -79,20 +80,23 @@ proto-breaking: $(BUF) ## buf breaking: protos/ against HEAD and the API before 
 gen: $(GEN_TOOLS) ## Regenerate generated/ from protos/.
 	PYTHON=$(BIN)/python scripts/gen.sh
 
-stubs: $(GEN_TOOLS) $(BUF) ## Client stubs (Go, TypeScript, Java, Python) into build/stubs with buf generate and buf.gen.yaml.
-	PATH="$$PWD/node_modules/.bin:$$PATH" $(BUF) generate
+stubs: $(GEN_TOOLS) $(BUF) ## Client stubs (Go, TypeScript, Java, Python) into build/stubs: buf generate with buf.gen.yaml, less plugins not installed.
+	$(BIN)/python scripts/stubs.py $(BUF)
 
 check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	@test -z "$$(git status --porcelain -- generated)" || \
 	  { git status --porcelain -- generated; echo "generated/ is stale: run make gen and commit"; exit 1; }
 
-clients: $(PYTHON_CLIENT) ## Build the repogate-client wheel; install clients/node's packages and build clients/node-package; build the Go example if its Debian packages are installed.
+clients: $(PYTHON_CLIENT) ## Build the repogate-client wheel; install clients/node's packages and build clients/node-package; build the Go example and compile the Java stubs where their Debian packages are installed.
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT) $(TS_CLIENT); \
 	else echo "NOTE: npm is not installed: the Node client tests will be skipped"; fi
 	@missing="$$(clients/go/build.sh --missing)"; if [ -z "$$missing" ]; then \
 	  $(MAKE) --no-print-directory $(GO_EXAMPLE); \
 	else echo "NOTE: not building the Go example, missing Debian packages: $$missing"; \
 	  echo "      (the Go client tests will be skipped; apt-get install them to run them)"; fi
+	@missing="$$(clients/java/build.sh --missing)"; if [ -z "$$missing" ]; then \
+	  $(MAKE) --no-print-directory $(JAVA_STUBS); \
+	else echo "NOTE: not compiling the Java stubs, missing Debian packages: $$missing"; fi
 
 $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund
@@ -104,6 +108,9 @@ $(PYTHON_CLIENT): $(BIN)/repogate clients/python/build.sh clients/python/pyproje
 
 $(TS_CLIENT): $(BUF) clients/node-package/build.sh clients/node-package/package.json clients/node-package/package-lock.json clients/node-package/tsconfig.json buf.gen.yaml $(wildcard clients/node-package/src/*.ts) $(wildcard protos/repogate/*/*.proto)
 	clients/node-package/build.sh
+
+$(JAVA_STUBS): clients/java/build.sh buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
+	clients/java/build.sh
 
 $(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
 	clients/go/build.sh
@@ -137,4 +144,4 @@ wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve f
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh
 
 clean: ## Remove the venv, node_modules and build output.
-	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build clients/python/dist clients/node-package/node_modules clients/node-package/dist
+	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build clients/java/build clients/python/dist clients/node-package/node_modules clients/node-package/dist
