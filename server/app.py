@@ -247,6 +247,7 @@ class Repogate:
             units,
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
+            slow,
         )
         if self.feed is not None:
             await self.feed.start()
