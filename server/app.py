@@ -183,7 +183,7 @@ class Repogate:
             "database": Breaker("database", s.breaker_policy()),
             "cache": cache.cache_breaker(s.breaker_policy()),
         }
-        self.cache = tracing.cache(cache.build(s))
+        self.cache = tracing.cache(cache.build(s), s.redis_url)
         # On PostgreSQL every process reads every committed write from the change log; its
         # own memory cache is used only while it keeps up (server/coherence.py).
         follows = s.cache_entities and self._db.dialect == "postgresql"
@@ -253,6 +253,7 @@ class Repogate:
             await self.feed.start()
         credentials = tls.credentials(s)
         self.address = _bind(server, s.listen, credentials)
+        tracing.serving_at(self.address)
         peer_address = None
         if s.peer_listen is not None:
             # A Unix socket for peers lies in a directory only this user can open.
