@@ -7,6 +7,9 @@ go-grpc-prometheus's (grpc-ecosystem/go-grpc-middleware's providers/prometheus).
     grpc_server_msg_sent_total{grpc_type,grpc_service,grpc_method}
     grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}  (histogram)
 
+with `grpc_code` spelled as grpc-go's codes.Code.String() spells it (`OK`, `NotFound`,
+`Canceled`), which is what go-grpc-prometheus writes and dashboards match;
+
 and, Repogate's own as no convention names one, `repogate_grpc_server_in_flight` with the
 same labels as started. Every method watched is unary (streaming methods are not
 wrapped, see server/wrapping.py), so a call receives exactly one message before it
@@ -34,6 +37,15 @@ from server.wrapping import Behaviour, BehaviourInterceptor, final_code, split_m
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LABELS = ("grpc_type", "grpc_service", "grpc_method")
 UNARY = "unary"
+# grpc-go's names of the codes: NOT_FOUND -> NotFound, and its American Canceled.
+GO_CODE_NAMES = {
+    code: "OK"
+    if code is grpc.StatusCode.OK
+    else "Canceled"
+    if code is grpc.StatusCode.CANCELLED
+    else code.name.title().replace("_", "")
+    for code in grpc.StatusCode
+}
 IN_FLIGHT = "repogate_grpc_server_in_flight"
 
 
@@ -95,7 +107,7 @@ class RpcMetrics(BehaviourInterceptor):
         if series is None:
             service, name = split_method(method)
             series = self._series[(method, code)] = self._handled.labels(
-                UNARY, service, name, code.name
+                UNARY, service, name, GO_CODE_NAMES[code]
             )
         return series
 
@@ -115,7 +127,7 @@ class _Derived:
         for labels, value in _totals(self._handled, (*LABELS, "grpc_code")).items():
             key, code = labels[:-1], labels[-1]
             handled[key] += value
-            if code == grpc.StatusCode.OK.name:
+            if code == GO_CODE_NAMES[grpc.StatusCode.OK]:
                 sent[key] += value
         received = CounterMetricFamily(
             "grpc_server_msg_received",
