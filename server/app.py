@@ -163,7 +163,9 @@ class Repogate:
             interceptors=[
                 *tracing.interceptors(),
                 *metrics.interceptors(),
-                RequestInterceptor(scoped, calls=self.calls, drain=self._drain),
+                RequestInterceptor(
+                    scoped, calls=self.calls, drain=self._drain, traced=tracing.traced
+                ),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *auth.interceptors(s),
                 # Innermost: a call is authenticated here before it is forwarded, and

@@ -128,6 +128,11 @@ class Tracing:
             return []
         return [TracingInterceptor(self._tracer, self._root_ratio, self._server)]
 
+    @property
+    def traced(self) -> bool:
+        """Whether calls get spans."""
+        return self._tracer is not None
+
     def serving_at(self, address: str) -> None:
         """The address the server bound (host:port, or unix:path): its calls' spans say
         it; set before the first call."""
