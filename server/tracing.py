@@ -14,9 +14,10 @@ error; a NOT_FOUND is an answer.
 
 Why not OpenTelemetry's instrumentation packages (0.66b1; see docs/telemetry.md):
 - opentelemetry-instrumentation-grpc's aio server interceptor: see TracingInterceptor.
-- opentelemetry-instrumentation-asyncpg patches asyncpg process-wide with one tracer
-  provider for every server, names a span by its operation only (`SELECT`), starts
-  root spans for background statements, and misses SQLite; see _trace_statements.
+- opentelemetry-instrumentation-asyncpg costs no less per statement, patches asyncpg
+  process-wide with one tracer provider for every server, names a span by its
+  operation only (`SELECT`), starts root spans for background statements, and misses
+  SQLite; see _trace_statements.
 - opentelemetry-instrumentation-redis patches redis-py, which the read-through's GET
   and set_if_newer do not pass (they go over server/cache/lane.py's pipelined
   connection): it would trace everything but the hot path.
@@ -185,8 +186,8 @@ class TracingInterceptor(BehaviourInterceptor):
 
     Not opentelemetry-instrumentation-grpc's aio server interceptor, which costs more
     and does less: per call, in process, around the RequestInterceptor and a no-op
-    handler, each call a sampled root span (python -m bench.otel_grpc, 0.66b1, 2-core
-    bench machine, four runs), it added 34-45 µs of CPU where this one adds 28-31. It also
+    handler, each call a sampled root span (python -m bench.otel_packages, 0.66b1,
+    2-core machine, seven runs), it added 34-45 µs of CPU where this one adds 27-31. It also
     traces health and reflection (no filter for the exempt services), asks the SDK's
     sampler before it can skip an unsampled new trace (20 µs a call; root_ratio here
     skips it for 1), and names no server.address."""
@@ -300,10 +301,12 @@ def _tenant(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
 def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
     """A CLIENT span per statement run inside a traced call.
 
-    Not opentelemetry-instrumentation-asyncpg (nor -sqlalchemy): see the module's
-    docstring. These listeners also see the lean path's statements (repositories/
-    prepared.py dispatches the same events) and SQLite's, and start no span outside a
-    traced call."""
+    Not opentelemetry-instrumentation-asyncpg: it costs no less (`SELECT 1` in a
+    sampled call, python -m bench.otel_packages, six runs: 58-108 µs of CPU per
+    statement, these listeners 50-81) and does less: see the module's docstring.
+    These listeners also see the lean path's statements (repositories/prepared.py
+    dispatches the same events) and SQLite's, and start no span outside a traced
+    call."""
     # Listeners run in SQLAlchemy's greenlet, which shares the calling task's
     # context: the current span there is the call's.
     base = db_semconv.database_attributes(engine.dialect.name, engine.url)
