@@ -68,7 +68,6 @@ def transaction_id() -> str | None:
 
 
 def bind(ctx: RequestContext) -> object:
-    _caller.set(None)
     return _current.set(ctx)
 
 
@@ -77,7 +76,8 @@ def unbind(token: object) -> None:
 
 
 def note_caller(name: str | None) -> None:
-    """Names the authenticated caller of the call being served."""
+    """Names the authenticated caller of the call being served (None as a call starts:
+    TransactionService rebinds the context within a call, so bind() leaves it be)."""
     _caller.set(name)
 
 

@@ -89,6 +89,7 @@ def _bounded(
         deadline = None if remaining is None else time.monotonic() + remaining
         rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
         token = context.bind(rc)
+        context.note_caller(None)
         admitted = False
         try:
             drain.admit()

@@ -16,9 +16,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from repogate.v1 import user_pb2
+from repogate.v1 import transaction_pb2, transaction_pb2_grpc, user_pb2
 from server import access as access_log
 from tests.e2e.support import Dedicated, StartRepogate, eventually, fails
+from tests.e2e.test_transact import creating
 from tests.e2e.test_transactions import TxStub, begin, rollback
 from tests.rpc import md
 
@@ -99,6 +100,20 @@ async def test_a_call_is_one_json_line_with_its_ids(guarded, access, tenant) -> 
     assert isinstance(line["duration_ms"], float)
     assert line["duration_ms"] >= 0
     assert line["time"].endswith("+00:00")
+
+
+async def test_a_transact_call_is_logged_with_its_caller(guarded, access, tenant) -> None:
+    # Transact runs its calls with the request context rebound: the caller stays.
+    stub = transaction_pb2_grpc.TransactionServiceStub(guarded.channel)
+
+    await stub.Transact(
+        transaction_pb2.TransactRequest(calls=[creating("ann")]),
+        metadata=(*md(tenant), ("authorization", f"ApiKey {KEY}")),
+    )
+
+    (line,) = await logged(access, 1)
+    assert line["method"] == "/repogate.v1.TransactionService/Transact"
+    assert (line["code"], line["caller"]) == ("OK", "key:app")
 
 
 async def test_a_traced_call_logs_its_own_spans_ids(
