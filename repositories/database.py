@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -52,6 +53,32 @@ class EngineOptions:
 # What each engine create_engine made connects with (statement_cache_size=0 behind
 # PgBouncer, say), for connections opened beside its pool (Database.probe).
 _connect_args: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+# Told how long each connect() waited for its connection, by pool (the pool-wait
+# histogram of server/db_metrics.py); a pool without one is not timed at all.
+_wait_observers: weakref.WeakKeyDictionary[Any, Callable[[float], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def time_connections(engine: AsyncEngine, observe: Callable[[float], None]) -> None:
+    """Tells `observe` the seconds each connect() of a call waits for a connection from
+    `engine`'s pool (its engines with other options share it): the checkout, and the
+    connecting or pinging it needed."""
+    _wait_observers[engine.sync_engine.pool] = observe
+
+
+async def connect(engine: AsyncEngine) -> AsyncConnection:
+    """`engine.connect()`, timed when time_connections asked for it."""
+    observe = _wait_observers.get(engine.sync_engine.pool)
+    if observe is None:
+        return await engine.connect()
+    started = time.perf_counter()
+    try:
+        return await engine.connect()
+    finally:
+        observe(time.perf_counter() - started)
 
 
 def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
@@ -294,7 +321,7 @@ class UnitOfWork:
         slot = await self._bulkheads.take(self._tenant)
         try:
             with translate_db_errors():
-                conn = await self._engine.connect()
+                conn = await connect(self._engine)
         except BaseException:
             slot.release()
             raise

@@ -31,7 +31,7 @@ from sqlalchemy.pool import StaticPool
 from repositories import prepared
 from repositories.bulkheads import Slot
 from repositories.changes import Changes
-from repositories.database import Database, Repositories
+from repositories.database import Database, Repositories, connect
 from repositories.errors import (
     FailedPrecondition,
     ReadOnlyTransaction,
@@ -226,7 +226,7 @@ class TransactionRegistry:
         # failed upgrade later.
         engine = self._db.engine if read_only else self._db.writes
         with translate_db_errors():
-            conn = await engine.connect()
+            conn = await connect(engine)
         try:
             with translate_db_errors():
                 if self._db.dialect == "postgresql":

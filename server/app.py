@@ -163,7 +163,9 @@ class Repogate:
             interceptors=[
                 *tracing.interceptors(),
                 *metrics.interceptors(),
-                RequestInterceptor(scoped, calls=self.calls, drain=self._drain),
+                RequestInterceptor(
+                    scoped, calls=self.calls, drain=self._drain, traced=tracing.traced
+                ),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *auth.interceptors(s),
                 # Innermost: a call is authenticated here before it is forwarded, and
@@ -183,7 +185,7 @@ class Repogate:
             "database": Breaker("database", s.breaker_policy()),
             "cache": cache.cache_breaker(s.breaker_policy()),
         }
-        self.cache = tracing.cache(cache.build(s))
+        self.cache = tracing.cache(cache.build(s), s.redis_url)
         # On PostgreSQL every process reads every committed write from the change log; its
         # own memory cache is used only while it keeps up (server/coherence.py).
         follows = s.cache_entities and self._db.dialect == "postgresql"
@@ -247,11 +249,13 @@ class Repogate:
             units,
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
+            slow,
         )
         if self.feed is not None:
             await self.feed.start()
         credentials = tls.credentials(s)
         self.address = _bind(server, s.listen, credentials)
+        tracing.serving_at(self.address)
         peer_address = None
         if s.peer_listen is not None:
             # A Unix socket for peers lies in a directory only this user can open.

@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     # CA certificate(s) a peer's certificate is checked against when a call is forwarded
     # to it over TLS; unset: the client CA, else the system's roots.
     tls_peer_ca_file: FilePath | None = None
-    # One JSON line per call on stdout (from the CLI).
+    # One JSON line per call on stderr, beside the server log (from the CLI).
     access_log: bool = True
 
     @field_validator("log_level", mode="before")
