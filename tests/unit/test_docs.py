@@ -26,7 +26,6 @@ ANNOUNCED = {
     "docs/configuration-files.md",
     "docs/redis-topologies.md",
     "docs/replicas.md",
-    "docs/telemetry.md",
 }
 README_MAX_LINES = 200
 
