@@ -40,9 +40,10 @@ from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
 from repositories.errors import Conflict, DeadlineExceeded, PoolExhausted
 from repositories.transactions import OnCommit, TransactionRegistry, tell
-from server import context
+from server import consistency, context
 from server.breaker import Breaker, BreakerPolicy
 from server.query_shapes import QueryShapes
+from server.replicas import Missed, Replicas
 
 T = TypeVar("T")
 Work = Callable[[RepositorySource], Awaitable[T]]
@@ -72,8 +73,12 @@ class Units:
         retry: RetryPolicy,
         on_commit: OnCommit | None = None,
         breaker: Breaker | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self._db = db
+        # Where reads outside a transaction go first (server/replicas.py); with them,
+        # writes read their commit's WAL position, for the call's consistency token.
+        self.replicas = replicas
         self.transactions = transactions
         self._retry = retry
         self._on_commit = on_commit
@@ -88,14 +93,17 @@ class Units:
         """Each tenant's share of the database's connections."""
         return self._db.bulkheads
 
-    def read(self, work: Work[T]) -> Awaitable[T]:
-        return self._guard(self._routed, work, False, False)
+    def read(self, work: Work[T], *, primary: bool = False) -> Awaitable[T]:
+        """Runs `work`, which writes nothing; outside a transaction on a replica when
+        one can serve it. `primary`: on the primary, which has every committed write (a
+        read that decides what to write next)."""
+        return self._guard(self._routed, work, False, False, primary)
 
     def write(self, work: Work[T], *, one_write: bool = False) -> Awaitable[T]:
         """Runs `work` and commits it (or keeps it, inside the call's transaction).
         `one_write`: the work runs at most one write statement, so outside a transaction
         it may run in autocommit (see Database.unit_of_work)."""
-        return self._guard(self._routed, work, True, one_write)
+        return self._guard(self._routed, work, True, one_write, True)
 
     def guarded(self, work: Callable[[Timer], Awaitable[T]]) -> Awaitable[T]:
         """Runs a call's database work through the database's breaker, within the call's
@@ -136,7 +144,9 @@ class Units:
         finally:
             timer.close()
 
-    async def _routed(self, timer: Timer, work: Work[T], write: bool, one_write: bool) -> T:
+    async def _routed(
+        self, timer: Timer, work: Work[T], write: bool, one_write: bool, primary: bool
+    ) -> T:
         rc = context.current()
         tenant = rc.require_tenant()
         actor = context.validate_actor(rc.actor) if write else None
@@ -147,7 +157,7 @@ class Units:
             ) as repositories:
                 return await work(repositories)
         outcome: tuple[T, Changes] = await self.retrying(
-            self._once, work, tenant, actor, write, one_write, timer
+            self._once, work, tenant, actor, write, one_write, timer, primary
         )
         result, changes = outcome
         # Outside the retries: a committed write is never run again.
@@ -162,8 +172,20 @@ class Units:
         write: bool,
         one_write: bool,
         timer: Timer,
+        primary: bool,
     ) -> tuple[T, Changes]:
-        uow = self._db.unit_of_work(tenant, actor=actor, read_only=not write, one_write=one_write)
+        replicas = self.replicas
+        if replicas is not None and not primary:
+            served = await replicas.read(work, tenant, consistency.current())
+            if not isinstance(served, Missed):
+                return served, Changes()
+        uow = self._db.unit_of_work(
+            tenant,
+            actor=actor,
+            read_only=not write,
+            one_write=one_write,
+            positioned=write and replicas is not None,
+        )
         try:
             async with uow:
                 result = await work(uow)
@@ -172,6 +194,8 @@ class Units:
                     # Committed: the statement timeout, which answers that the work
                     # was undone, no longer applies (caches are told next).
                     timer.stop()
+                    if uow.position is not None:
+                        consistency.wrote(uow.position)
         except BaseException:
             # Failed, but perhaps after its changes landed (autocommit, or a COMMIT
             # whose answer was cut off): caches forget them all the same.
