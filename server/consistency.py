@@ -93,6 +93,15 @@ def current() -> Session | None:
     return _current.get()
 
 
+def bind(session: Session) -> object:
+    """Makes `session` the current call's; `unbind` with what this returns."""
+    return _current.set(session)
+
+
+def unbind(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]
+
+
 def wrote(position: int) -> None:
     """The call's write committed at `position`: its answer carries a token for it."""
     session = _current.get()
@@ -116,11 +125,11 @@ class Interceptor(BehaviourInterceptor):
             raw = _sent(ctx)
             if raw is not None:
                 session.at_least = tokens.position(raw, context.tenant())
-            reset = _current.set(session)
+            reset = bind(session)
             try:
                 answer = await behaviour(request, ctx)
             finally:
-                _current.reset(reset)
+                unbind(reset)
             if session.committed is not None:
                 ctx.set_trailing_metadata(
                     ((KEY, tokens.mint(session.committed, context.tenant())),)
