@@ -11,9 +11,12 @@ while replay is paused, while a standby's WAL receiver is cut off, and while the
 primary is idle (where now() - pg_last_xact_replay_timestamp() would grow with no
 lag at all).
 
-A read with a consistency token (server/consistency.py) goes to a fresh replica
-that has replayed the token's position: known from the last probe, or else read
-on the read's own connection first (one more round trip, see bench/replicas.py).
+Reads are spread over the primary and the usable replicas by least outstanding
+requests: each read goes where the fewest reads are in flight (a replica on a
+tie), so a server slowed by its other work gets fewer. A read with a consistency
+token (server/consistency.py) goes to a fresh replica that has replayed the
+token's position (known from the last probe, or else read on the read's own
+connection first: one more round trip, see bench/replicas.py), or to the primary.
 A replica still behind, failing, or out (breaker open, not fresh, not a standby)
 leaves the read to the primary: a read never fails because of a replica.
 """
@@ -50,11 +53,11 @@ log = logging.getLogger(__name__)
 PROBE_INTERVAL = 0.5
 
 
-class Missed:
+class _Missed:
     """The read was not served by a replica: the primary serves it."""
 
 
-MISSED: Final = Missed()
+_MISSED: Final = _Missed()
 
 
 def name(url: str) -> str:
@@ -105,26 +108,30 @@ class Replicas:
         # (time.monotonic(), primary insert position), oldest first, for max_lag seconds.
         self._samples: deque[tuple[float, int]] = deque()
         self._turn = 0
-        self.fallbacks = 0  # reads the primary served though replicas are configured
+        self.primary_busy = 0  # reads in flight on the primary
+        self.primary_reads = 0  # reads the primary served
 
     def usable(self, replica: Replica, now: float) -> bool:
         fresh = now < replica.caught_up_at + self.max_lag
         return fresh and replica.standby and replica.breaker.state is not State.OPEN
 
     def pick(self, at_least: int | None) -> Replica | None:
-        """The usable replica with the fewest reads in flight, preferring (with a token)
-        those known to have replayed it; ties taken in turn."""
+        """Where the fewest reads are in flight, among the primary (None) and the usable
+        replicas. With a token, a replica not known to have replayed it counts one more
+        (the round trip that asks it); the primary has every write. Ties go to a
+        replica, replicas' ties taken in turn."""
         now = time.monotonic()
         count = len(self.all)
         self._turn = (self._turn + 1) % count
-        best: tuple[bool, int] | None = None
+        best = (self.primary_busy, 1)
         chosen = None
         for i in range(count):
             replica = self.all[(self._turn + i) % count]
             if not self.usable(replica, now):
                 continue
-            rank = (at_least is not None and replica.replayed < at_least, replica.busy)
-            if best is None or rank < best:
+            asks = at_least is not None and replica.replayed < at_least
+            rank = (replica.busy + asks, 0)
+            if rank < best:
                 best, chosen = rank, replica
         return chosen
 
@@ -133,15 +140,36 @@ class Replicas:
         work: Callable[[RepositorySource], Awaitable[T]],
         tenant: str,
         session: Session | None,
-    ) -> T | Missed:
-        """`work` run on a replica, or MISSED when none can serve it (then nothing ran
-        to completion, and the caller runs it on the primary). Errors that are answers
-        (NotFound, InvalidArgument, a conflict to retry) are raised as the primary's are."""
+        on_primary: Callable[[], Awaitable[T]],
+    ) -> T:
+        """`work` run on a replica, or by `on_primary` on the primary: chosen, or when no
+        replica could serve it (a replica that fails mid-read has not answered). Errors
+        that are answers (NotFound, a conflict to retry) are raised as the primary's are."""
         at_least = session.at_least if session is not None else None
         replica = self.pick(at_least)
         if replica is None or not replica.breaker.allow():
-            self.fallbacks += 1
-            return MISSED
+            return await self._on_primary(on_primary)
+        result = await self._replica(replica, work, tenant, session)
+        if isinstance(result, _Missed):
+            return await self._on_primary(on_primary)
+        return result
+
+    async def _on_primary(self, on_primary: Callable[[], Awaitable[T]]) -> T:
+        self.primary_busy += 1
+        try:
+            return await on_primary()
+        finally:
+            self.primary_busy -= 1
+            self.primary_reads += 1
+
+    async def _replica(
+        self,
+        replica: Replica,
+        work: Callable[[RepositorySource], Awaitable[T]],
+        tenant: str,
+        session: Session | None,
+    ) -> T | _Missed:
+        at_least = session.at_least if session is not None else None
         replica.busy += 1
         try:
             result = await self._run(replica, work, tenant, at_least)
@@ -151,17 +179,14 @@ class Replicas:
                 raise
             # A replica that died mid-read: the read is run again on the primary.
             log.warning("replica %s failed a read (%s); the primary serves it", replica.name, exc)
-            self.fallbacks += 1
-            return MISSED
+            return _MISSED
         except BaseException:
             replica.breaker.release()
             raise
         finally:
             replica.busy -= 1
         replica.breaker.ended(None)
-        if isinstance(result, Missed):
-            self.fallbacks += 1
-        else:
+        if not isinstance(result, _Missed):
             replica.reads += 1
             if session is not None:
                 session.complete_as_of = min(session.complete_as_of, replica.caught_up_at)
@@ -173,14 +198,14 @@ class Replicas:
         work: Callable[[RepositorySource], Awaitable[T]],
         tenant: str,
         at_least: int | None,
-    ) -> T | Missed:
+    ) -> T | _Missed:
         async with replica.db.unit_of_work(tenant, read_only=True) as uow:
             if at_least is not None and replica.replayed < at_least:
                 replica.replayed = max(replica.replayed, await uow.wal_position(wal.REPLAYED) or 0)
                 if replica.replayed < at_least:
                     # Not there yet. No wait: on loopback a standby replays a commit
                     # within a millisecond or so of it, and the primary answers now.
-                    return MISSED
+                    return _MISSED
             return await work(uow)
 
     async def watch(self) -> None:
@@ -270,9 +295,9 @@ class ReplicaCollector:
             reads.add_metric([label], state["reads"])
         yield from (lag, usable, reads)
         yield CounterMetricFamily(
-            "repogate_replica_fallback_reads",
-            "Reads the primary served because no replica could.",
-            value=self._replicas.fallbacks,
+            "repogate_replica_primary_reads",
+            "Reads outside transactions the primary served: least busy, or no replica fit.",
+            value=self._replicas.primary_reads,
         )
 
 

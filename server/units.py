@@ -43,7 +43,7 @@ from repositories.transactions import OnCommit, TransactionRegistry, tell
 from server import consistency, context
 from server.breaker import Breaker, BreakerPolicy
 from server.query_shapes import QueryShapes
-from server.replicas import Missed, Replicas
+from server.replicas import Replicas
 
 T = TypeVar("T")
 Work = Callable[[RepositorySource], Awaitable[T]]
@@ -176,9 +176,12 @@ class Units:
     ) -> tuple[T, Changes]:
         replicas = self.replicas
         if replicas is not None and not primary:
-            served = await replicas.read(work, tenant, consistency.current())
-            if not isinstance(served, Missed):
-                return served, Changes()
+
+            async def on_primary() -> T:
+                return (await self._once(work, tenant, None, False, False, timer, True))[0]
+
+            read = await replicas.read(work, tenant, consistency.current(), on_primary)
+            return read, Changes()
         uow = self._db.unit_of_work(
             tenant,
             actor=actor,
