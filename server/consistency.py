@@ -83,6 +83,9 @@ class Session:
     # time.monotonic() of the latest moment every write committed before which its last
     # read saw (see server/replicas.py); inf: read on the primary, which sees them all.
     complete_as_of: float = math.inf
+    # Whether its last read was served by a replica: it then proved nothing about the
+    # primary, whose breaker it passed.
+    on_replica: bool = False
 
 
 _current: ContextVar[Session | None] = ContextVar("repogate_consistency", default=None)

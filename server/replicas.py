@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from repositories import wal
 from repositories.database import Database, RepositorySource, create_engine
 from repositories.errors import PoolExhausted
+from server import consistency
 from server.breaker import Breaker, State, database_fault
 from server.consistency import Session
 
@@ -152,9 +153,14 @@ class Replicas:
         result = await self._replica(replica, work, tenant, session)
         if isinstance(result, _Missed):
             return await self._on_primary(on_primary)
+        if session is not None:
+            session.on_replica = True
         return result
 
     async def _on_primary(self, on_primary: Callable[[], Awaitable[T]]) -> T:
+        session = consistency.current()
+        if session is not None:
+            session.on_replica = False
         self.primary_busy += 1
         try:
             return await on_primary()

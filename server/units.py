@@ -119,6 +119,9 @@ class Units:
         limit = None if deadline is not None else self._retry.statement_timeout
         breaker = self.breaker
         timer = Timer(limit)
+        session = consistency.current()  # None without replicas
+        if session is not None:
+            session.on_replica = False
         try:
             breaker.admit()
             try:
@@ -126,7 +129,10 @@ class Units:
             except BaseException as exc:
                 breaker.ended(exc)
                 raise
-            breaker.ended(None)
+            if session is not None and session.on_replica:
+                breaker.release()  # a replica answered: nothing learnt of the primary
+            else:
+                breaker.ended(None)
             return result
         except asyncio.CancelledError:
             if timer.expired():
