@@ -8,11 +8,13 @@ temporary directory of its own, started on a free loopback port. Both run as the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,19 @@ class Pair:
 
     def replica_running(self) -> bool:
         return (self._data / "postmaster.pid").exists()
+
+    async def pause_replay(self) -> None:
+        """Pauses the standby's replay, and returns once it has paused (a request alone
+        may let it apply a few more records first)."""
+        await self.on_replica("SELECT pg_wal_replay_pause()")
+        deadline = time.monotonic() + own_postgres.START_TIMEOUT
+        while await self.on_replica("SELECT pg_get_wal_replay_pause_state()") != "paused":
+            if time.monotonic() > deadline:
+                raise AssertionError("the standby's replay did not pause")
+            await asyncio.sleep(0.01)
+
+    async def resume_replay(self) -> None:
+        await self.on_replica("SELECT pg_wal_replay_resume()")
 
     async def on_replica(self, sql: str) -> object:
         """One value `sql` answers on the standby (pg_wal_replay_pause(), say)."""
