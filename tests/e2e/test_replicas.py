@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from repogate.v1 import user_pb2
+from repogate.v1 import admin_pb2, admin_pb2_grpc, user_pb2
 from server.consistency import KEY
 from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.polling import eventually
@@ -105,6 +105,15 @@ async def test_reads_go_to_the_replica_and_writes_to_the_primary(
     # Only the paused standby still holds the old name.
     assert await _name(app, tenant, user.id) == "before"
     assert _replica(app)["reads"] == reads + 1
+    report = await admin_pb2_grpc.AdminServiceStub(app.channel).CheckHealth(
+        admin_pb2.CheckHealthRequest()
+    )
+    assert report.status == admin_pb2.HEALTH_STATUS_HEALTHY
+    assert [d.name for d in report.dependencies if d.reachable] == [
+        "database",
+        "cache",
+        "replica 1",
+    ]
 
 
 async def _name_is(app: Dedicated, tenant: str, id_: str, name: str) -> bool:
@@ -214,6 +223,15 @@ async def test_a_replica_killed_mid_load_fails_no_read(
     await asyncio.gather(*readers)
     assert failures == []
     assert not _replica(app)["usable"]
+    report = await admin_pb2_grpc.AdminServiceStub(app.channel).CheckHealth(
+        admin_pb2.CheckHealthRequest()
+    )
+    assert report.status == admin_pb2.HEALTH_STATUS_DEGRADED
+    assert {d.name: d.reachable for d in report.dependencies} == {
+        "database": True,
+        "cache": True,
+        "replica 1": False,
+    }
 
 
 async def _listed(app: Dedicated, tenant: str, count: int) -> bool:
