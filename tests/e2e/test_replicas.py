@@ -16,7 +16,13 @@ import grpc
 import pytest
 from grpc import aio
 
-from repogate.v1 import admin_pb2, admin_pb2_grpc, user_pb2
+from repogate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    transaction_pb2,
+    transaction_pb2_grpc,
+    user_pb2,
+)
 from server.consistency import KEY
 from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.polling import eventually
@@ -114,6 +120,60 @@ async def test_reads_go_to_the_replica_and_writes_to_the_primary(
         "cache",
         "replica 1",
     ]
+
+
+async def test_reads_in_a_transaction_go_to_the_primary(
+    start_repogate: StartRepogate, replay: Pair
+) -> None:
+    app = await _started(start_repogate, replay, replica_max_lag=60)
+    tenant = _tenant()
+    user = await create(app.users, tenant, username="al", display_name="before")
+    await eventually(lambda: _name_is(app, tenant, user.id, "before"), "the standby to replay")
+    await replay.pause_replay()
+    await _rename(app, tenant, user, "after")
+    transactions = transaction_pb2_grpc.TransactionServiceStub(app.channel)
+    tx = await transactions.BeginTransaction(
+        transaction_pb2.BeginTransactionRequest(
+            options=transaction_pb2.TransactionOptions(read_only=True)
+        ),
+        metadata=md(tenant),
+    )
+    inside = await app.users.GetUser(
+        user_pb2.GetUserRequest(id=user.id), metadata=md(tenant, x_transaction_id=tx.id)
+    )
+    await transactions.Rollback(
+        transaction_pb2.RollbackRequest(transaction_id=tx.id), metadata=md(tenant)
+    )
+
+    assert inside.display_name == "after"
+    assert await _name(app, tenant, user.id) == "before"  # outside: the paused standby
+
+
+async def test_a_committed_transaction_answers_a_token(
+    start_repogate: StartRepogate, replay: Pair
+) -> None:
+    app = await _started(start_repogate, replay, replica_max_lag=60)
+    tenant = _tenant()
+    user = await create(app.users, tenant, username="ed", display_name="before")
+    await eventually(lambda: _name_is(app, tenant, user.id, "before"), "the standby to replay")
+    await replay.pause_replay()
+    transactions = transaction_pb2_grpc.TransactionServiceStub(app.channel)
+    tx = await transactions.BeginTransaction(
+        transaction_pb2.BeginTransactionRequest(), metadata=md(tenant)
+    )
+    user.display_name = "after"
+    await app.users.UpdateUser(
+        user_pb2.UpdateUserRequest(user=user), metadata=md(tenant, x_transaction_id=tx.id)
+    )
+    commit = transactions.Commit(
+        transaction_pb2.CommitRequest(transaction_id=tx.id), metadata=md(tenant)
+    )
+    await commit
+    token = dict(await commit.trailing_metadata() or ()).get(KEY)
+
+    assert isinstance(token, str)
+    assert await _name(app, tenant, user.id, token) == "after"
+    assert await _name(app, tenant, user.id) == "before"  # the paused standby
 
 
 async def _name_is(app: Dedicated, tenant: str, id_: str, name: str) -> bool:
