@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from repositories import wal
 from repositories.database import Database, RepositorySource, create_engine
-from repositories.errors import PoolExhausted
+from repositories.errors import Overloaded, PoolExhausted
 from server import consistency
 from server.breaker import Breaker, State, database_fault
 from server.consistency import Session
@@ -79,6 +79,7 @@ class Replica:
         # time.monotonic() of the latest primary sample it had replayed; -inf: none.
         self.caught_up_at = -math.inf
         self.standby = True
+        self.serving: bool | None = None  # as last logged; None: not yet probed
         self.busy = 0  # reads in flight, for least-loaded choice
         self.reads = 0  # reads it served
 
@@ -181,9 +182,10 @@ class Replicas:
             result = await self._run(replica, work, tenant, at_least)
         except Exception as exc:
             replica.breaker.ended(exc)
-            if not (database_fault(exc) or isinstance(exc, PoolExhausted)):
+            if not (database_fault(exc) or isinstance(exc, (PoolExhausted, Overloaded))):
                 raise
-            # A replica that died mid-read: the read is run again on the primary.
+            # A replica that died mid-read, or had no connection for the tenant (its pool,
+            # or the tenant's share of it, taken): the read is run again on the primary.
             log.warning("replica %s failed a read (%s); the primary serves it", replica.name, exc)
             return _MISSED
         except BaseException:
@@ -243,13 +245,11 @@ class Replicas:
             async with guard, asyncio.timeout(self._probe_timeout):
                 replayed = await replica.db.position(wal.REPLAYED)
         except Exception as exc:
-            if replica.caught_up_at > -math.inf:
-                log.warning("replica %s taken out: its probe failed (%r)", replica.name, exc)
+            self._serving(replica, False, f"its probe failed ({exc!r})")
             replica.out()
             return
         if replayed is None:
-            if replica.standby:
-                log.warning("replica %s is not a standby (not in recovery): unused", replica.name)
+            self._serving(replica, False, "it is not a standby (not in recovery)")
             replica.standby = False
             replica.out()
             return
@@ -259,6 +259,17 @@ class Replicas:
             if inserted <= replayed:
                 replica.caught_up_at = max(replica.caught_up_at, sampled)
                 break
+        fresh = time.monotonic() < replica.caught_up_at + self.max_lag
+        self._serving(replica, fresh, f"it has not replayed the primary's last {self.max_lag:g}s")
+
+    @staticmethod
+    def _serving(replica: Replica, serving: bool, why: str) -> None:
+        """Logs a replica's going into or out of service (`why`), once each time."""
+        if serving and replica.serving is not True:
+            log.info("replica %s serves reads", replica.name)
+        elif not serving and replica.serving is not False:
+            log.warning("replica %s serves no reads: %s", replica.name, why)
+        replica.serving = serving
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Each replica's state, for health and pool status."""
