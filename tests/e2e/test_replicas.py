@@ -23,6 +23,8 @@ from repogate.v1 import (
     transaction_pb2_grpc,
     user_pb2,
 )
+from repositories import wal
+from repositories.database import Database, create_engine
 from server.consistency import KEY
 from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.polling import eventually
@@ -95,6 +97,24 @@ def _replica(app: Dedicated) -> dict[str, Any]:
     assert app.app.replicas is not None
     [state] = app.app.replicas.status().values()
     return state
+
+
+async def test_an_idle_primarys_standby_is_seen_caught_up(replay: Pair) -> None:
+    # A new WAL segment: the primary's insert position points past its page header,
+    # where the standby's replay position (the last record's end) stops.
+    await replay.on_primary("SELECT pg_switch_wal()")
+    database = Database(create_engine(replay.primary_url))
+    try:
+        inserted = await database.position(wal.INSERTED)
+    finally:
+        await database.dispose()
+    assert inserted is not None
+
+    async def replayed() -> bool:
+        position = await replay.on_replica("SELECT pg_last_wal_replay_lsn() - '0/0'")
+        return int(str(position)) >= inserted
+
+    await eventually(replayed, "the standby to replay the primary's position")
 
 
 async def test_reads_go_to_the_replica_and_writes_to_the_primary(
