@@ -13,6 +13,8 @@ so every read reaches a database.
   an old token (a write the standby is known to hold: no extra work); and one just
   after its own UpdateUser, carrying that write's token (the standby asked first, or
   the primary). Medians in µs, and the fresh-token read's difference to a tokenless one.
+- Replay delay: how long after a commit the standby has replayed it (polled on one
+  connection, so to within a round trip): what a bounded wait for a token would wait.
 - Write cost: UpdateUser latency, one caller, on each server; with replicas a write
   reads its WAL position after it commits (one more round trip), for its token.
 
@@ -33,11 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 from grpc import aio
 
 from bench.procs import Server, free_port
 from repogate.v1 import user_pb2, user_pb2_grpc
+from repositories import wal
 from server.consistency import KEY
+from tests.replica import Pair, plain, running_pair  # the tests' own clusters
 
 TENANT = "bench-replicas"
 
@@ -97,6 +102,7 @@ async def _token_cost(address: str, ids: list[str], calls: int) -> dict[str, flo
         stub = user_pb2_grpc.UserServiceStub(channel)
         tenant = (("x-tenant-id", TENANT),)
         user = await stub.GetUser(user_pb2.GetUserRequest(id=ids[0]), metadata=tenant)
+        user.ClearField("etag")
 
         async def write() -> str:
             user.display_name = str(time.monotonic())
@@ -129,6 +135,7 @@ async def _write_latency(address: str, id_: str, calls: int) -> float:
         tenant = (("x-tenant-id", TENANT),)
         user = await stub.GetUser(user_pb2.GetUserRequest(id=id_), metadata=tenant)
         took = []
+        user.ClearField("etag")  # read from a standby, perhaps before the last round's writes
         for n in range(calls):
             user.display_name = str(n)
             started = time.perf_counter()
@@ -139,7 +146,29 @@ async def _write_latency(address: str, id_: str, calls: int) -> float:
         return statistics.median(took)
 
 
-async def measure(args: argparse.Namespace, alone: Server, spread: Server) -> None:
+async def _replay_delay(pair: Pair, commits: int) -> list[float]:
+    """Seconds from each commit's answer to the standby's replay of it."""
+    primary = await asyncpg.connect(plain(pair.primary_url))
+    replica = await asyncpg.connect(plain(pair.replica_url))
+    try:
+        # A row written: a transaction that writes nothing but its xid commits
+        # asynchronously, and reaches the standby only at the WAL writer's next round.
+        await primary.execute("CREATE TABLE IF NOT EXISTS bench_replay (n int)")
+        delays = []
+        for _ in range(commits):
+            await primary.execute("INSERT INTO bench_replay VALUES (1)")
+            committed = time.perf_counter()
+            position = await primary.fetchval(wal.INSERTED)
+            while await replica.fetchval(wal.REPLAYED) < position:
+                pass
+            delays.append(time.perf_counter() - committed)
+        return delays
+    finally:
+        await primary.close()
+        await replica.close()
+
+
+async def measure(args: argparse.Namespace, pair: Pair, alone: Server, spread: Server) -> None:
     ids = await _seed(alone.address, args.users)
     await asyncio.sleep(1)  # the standby replays the seed
     for server in (alone, spread):
@@ -167,6 +196,11 @@ async def measure(args: argparse.Namespace, alone: Server, spread: Server) -> No
     for label, micros in cost.items():
         print(f"  token {label:>5}: {micros:.0f} µs")
     print(f"  a fresh token costs {cost['fresh'] - cost['none']:+.0f} µs over no token")
+    delays = sorted(await _replay_delay(pair, args.token_calls))
+    print(
+        f"Standby replay after a commit: median {statistics.median(delays) * 1e3:.2f} ms, "
+        f"p99 {delays[int(len(delays) * 0.99)] * 1e3:.2f} ms"
+    )
     writes = {label: [] for label in ("alone", "spread")}
     for r in range(args.rounds):
         order = (("alone", alone), ("spread", spread))
@@ -181,8 +215,6 @@ async def measure(args: argparse.Namespace, alone: Server, spread: Server) -> No
 
 
 def main(args: argparse.Namespace) -> None:
-    # Imported here: the helper lives with the tests, and needs pytest only to report.
-    from tests.replica import running_pair
 
     with running_pair() as pair, tempfile.TemporaryDirectory(prefix="bench-replicas-") as logs:
         common = {"REPOGATE_DATABASE_URL": pair.primary_url}
@@ -192,7 +224,7 @@ def main(args: argparse.Namespace) -> None:
             spread = _serve(
                 "spread", {**common, "REPOGATE_DATABASE_REPLICA_URLS": pair.replica_url}, Path(logs)
             )
-            asyncio.run(measure(args, alone, spread))
+            asyncio.run(measure(args, pair, alone, spread))
         finally:
             for server in (spread, alone):
                 if server is not None:
