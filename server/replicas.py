@@ -154,8 +154,6 @@ class Replicas:
         result = await self._replica(replica, work, tenant, session)
         if isinstance(result, _Missed):
             return await self._on_primary(on_primary)
-        if session is not None:
-            session.on_replica = True
         return result
 
     async def _on_primary(self, on_primary: Callable[[], Awaitable[T]]) -> T:
@@ -183,6 +181,7 @@ class Replicas:
         except Exception as exc:
             replica.breaker.ended(exc)
             if not (database_fault(exc) or isinstance(exc, (PoolExhausted, Overloaded))):
+                self._answered(replica, session)  # NOT_FOUND, say: an answer all the same
                 raise
             # A replica that died mid-read, or had no connection for the tenant (its pool,
             # or the tenant's share of it, taken): the read is run again on the primary.
@@ -195,10 +194,15 @@ class Replicas:
             replica.busy -= 1
         replica.breaker.ended(None)
         if not isinstance(result, _Missed):
-            replica.reads += 1
-            if session is not None:
-                session.complete_as_of = min(session.complete_as_of, replica.caught_up_at)
+            self._answered(replica, session)
         return result
+
+    @staticmethod
+    def _answered(replica: Replica, session: Session | None) -> None:
+        replica.reads += 1
+        if session is not None:
+            session.on_replica = True
+            session.complete_as_of = min(session.complete_as_of, replica.caught_up_at)
 
     async def _run(
         self,

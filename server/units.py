@@ -127,12 +127,9 @@ class Units:
             try:
                 result = await work(timer, *args)
             except BaseException as exc:
-                breaker.ended(exc)
+                _ended(breaker, session, exc)
                 raise
-            if session is not None and session.on_replica:
-                breaker.release()  # a replica answered: nothing learnt of the primary
-            else:
-                breaker.ended(None)
+            _ended(breaker, session, None)
             return result
         except asyncio.CancelledError:
             if timer.expired():
@@ -296,6 +293,17 @@ class Timer:
             return False
         self._expired = False
         return self._task.uncancel() <= self._cancelling
+
+
+def _ended(
+    breaker: Breaker, session: consistency.Session | None, error: BaseException | None
+) -> None:
+    """Tells the primary's breaker how a call ended, unless a replica answered it: that
+    says nothing of the primary (half-open, it would close a breaker still down)."""
+    if session is not None and session.on_replica:
+        breaker.release()
+    else:
+        breaker.ended(error)
 
 
 def _timed_out(limit: float | None) -> DeadlineExceeded:

@@ -53,7 +53,7 @@ async def replay(pair: Pair) -> AsyncIterator[Pair]:
 async def _accepts(pair: Pair) -> bool:
     try:
         await pair.on_replica("SELECT 1")
-    except (OSError, Exception):
+    except Exception:  # refused while it starts, or still in its startup
         return False
     return True
 
@@ -131,6 +131,10 @@ async def test_reads_go_to_the_replica_and_writes_to_the_primary(
     # Only the paused standby still holds the old name.
     assert await _name(app, tenant, user.id) == "before"
     assert _replica(app)["reads"] == reads + 1
+    # The tenant's scope holds there as on the primary: another tenant finds nothing.
+    error = await fails(_name(app, _tenant(), user.id))
+    assert error.code is grpc.StatusCode.NOT_FOUND
+    assert _replica(app)["reads"] == reads + 2
     report = await admin_pb2_grpc.AdminServiceStub(app.channel).CheckHealth(
         admin_pb2.CheckHealthRequest()
     )
