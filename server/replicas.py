@@ -258,7 +258,8 @@ class Replicas:
             replica.out()
             return
         replica.standby = True
-        replica.replayed = max(replica.replayed, replayed)
+        # The probe says where it is now (a standby cloned anew may be behind its last).
+        replica.replayed = replayed
         for sampled, inserted in reversed(self._samples):
             if inserted <= replayed:
                 replica.caught_up_at = max(replica.caught_up_at, sampled)
