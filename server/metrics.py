@@ -95,6 +95,11 @@ class Metrics:
         ):
             self.registry.register(collector)
 
+    def register(self, collector: Any) -> None:
+        """Adds a collector read at scrape time (read replicas', say), when metrics are kept."""
+        if self.listen is not None:
+            self.registry.register(collector)
+
     async def start(self) -> None:
         if self.listen is not None:
             self._server, self.address = await metrics_http.serve(
