@@ -22,6 +22,7 @@ from prometheus_client import (
     CollectorRegistry,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -95,7 +96,7 @@ class Metrics:
         ):
             self.registry.register(collector)
 
-    def register(self, collector: Any) -> None:
+    def register(self, collector: Collector) -> None:
         """Adds a collector read at scrape time (read replicas', say), when metrics are kept."""
         if self.listen is not None:
             self.registry.register(collector)
