@@ -200,6 +200,36 @@ async def test_a_committed_transaction_answers_a_token(
     assert await _name(app, tenant, user.id) == "before"  # the paused standby
 
 
+async def test_a_commit_forwarded_to_the_transactions_owner_answers_its_token(
+    start_repogate: StartRepogate, replay: Pair
+) -> None:
+    """A fleet behind a balancer: Commit reaches a process that does not own the
+    transaction, which forwards it to the owner and relays the owner's token."""
+    shared = {"replica_max_lag": 60, "page_token_secret": "a fleet's shared secret, 16+"}
+    owner = await _started(start_repogate, replay, **shared)
+    other = await _started(start_repogate, replay, **shared)
+    tenant = _tenant()
+    user = await create(owner.users, tenant, username="fy", display_name="before")
+    await eventually(lambda: _name_is(other, tenant, user.id, "before"), "the standby to replay")
+    await replay.pause_replay()
+    tx = await transaction_pb2_grpc.TransactionServiceStub(owner.channel).BeginTransaction(
+        transaction_pb2.BeginTransactionRequest(), metadata=md(tenant)
+    )
+    user.display_name = "after"
+    await owner.users.UpdateUser(
+        user_pb2.UpdateUserRequest(user=user), metadata=md(tenant, x_transaction_id=tx.id)
+    )
+    commit = transaction_pb2_grpc.TransactionServiceStub(other.channel).Commit(
+        transaction_pb2.CommitRequest(transaction_id=tx.id), metadata=md(tenant)
+    )
+    await commit
+    token = dict(await commit.trailing_metadata() or ()).get(KEY)
+
+    assert isinstance(token, str)
+    assert await _name(other, tenant, user.id, token) == "after"
+    assert await _name(other, tenant, user.id) == "before"  # the paused standby
+
+
 async def _name_is(app: Dedicated, tenant: str, id_: str, name: str) -> bool:
     try:
         return await _name(app, tenant, id_) == name
