@@ -183,6 +183,7 @@ class Repogate:
             "database": Breaker("database", s.breaker_policy()),
             "cache": cache.cache_breaker(s.breaker_policy()),
         }
+        await cache.verify(s)
         self.cache = tracing.cache(cache.build(s))
         # On PostgreSQL every process reads every committed write from the change log; its
         # own memory cache is used only while it keeps up (server/coherence.py).
@@ -192,6 +193,7 @@ class Repogate:
             s.cache_ttl,
             enabled=s.cache_entities,
             bound=coherence.BOUND if follows and s.redis_url is None else None,
+            replicated=cache.replicated(s),
         )
         if follows:
             self.feed = coherence.ChangeFeed(

@@ -23,3 +23,17 @@ class NotInteger(FailedPrecondition):
         super().__init__(
             "the value is not a decimal integer, or the increment would leave the int64 range"
         )
+
+
+class CacheDegraded(CacheUnavailable):
+    """Some nodes of a replicated Redis (a cluster) do not answer, or the cluster says
+    it cannot serve every slot. Counted, never named: the message goes to clients."""
+
+    def __init__(self, down: int, nodes: int, state: str) -> None:
+        Unavailable.__init__(
+            self, f"{down} of {nodes} cache nodes do not answer; the cluster's state is {state}"
+        )
+
+
+class CacheMisconfigured(ValueError):
+    """REPOGATE_REDIS_URL names a Redis that needs another URL form: refused at start."""

@@ -1,4 +1,5 @@
-"""The Redis backend: redis.asyncio over a connection pool built from a URL.
+"""The Redis backend: redis.asyncio over a connection pool built from a URL (one
+server, or the master Sentinel names; a cluster's is server/cache/cluster.py).
 
 Every call is bounded by short timeouts (to get a free connection, to connect,
 to read) and is not retried: a cache that answers late is worth less than a
@@ -20,11 +21,9 @@ import math
 from collections.abc import Sequence
 from types import TracebackType
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from server.cache import topology
 from server.cache.backend import ORDER_BYTES
 from server.cache.errors import CacheUnavailable, NotInteger
 from server.cache.lane import Lane, Reply
@@ -45,6 +44,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 _SET_IF_NEWER_SHA = hashlib.sha1(_SET_IF_NEWER.encode()).hexdigest()
+# What redis-py raises when Redis cannot answer; OSError covers TimeoutError. Its
+# cluster client raises RedisClusterException (not a RedisError) when no node answers
+# or a slot has no node.
+FAILURES = (RedisError, RedisClusterException, OSError)
 # Redis's words for INCRBY on a value that is not an int64, or a result outside it.
 _NOT_INTEGER = ("not an integer", "overflow")
 
@@ -61,17 +64,16 @@ class RedisBackend:
         pipelined: bool = True,
     ) -> None:
         self.stats = CacheStats()
-        pool = aioredis.ConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+        self.topology = topology.parse(url)
+        self._redis = topology.client(
+            self.topology, timeout=timeout, max_connections=max_connections
         )
-        self._redis = aioredis.Redis.from_pool(pool)
         self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
         self._command = _Command(self, max_connections, timeout)
-        self._lane = Lane(url, timeout) if pipelined else None
+        # The lane talks to one server and cannot follow a failover or a MOVED: plain
+        # URLs only (a cluster or Sentinel goes through redis-py's clients).
+        plain = self.topology.kind is topology.Kind.PLAIN
+        self._lane = Lane(url, timeout) if pipelined and plain else None
 
     async def get(self, key: str) -> bytes | None:
         if self._lane is not None:
@@ -131,7 +133,7 @@ class RedisBackend:
                 raise CacheUnavailable() from exc
             # A Redis that restarted, or was flushed, forgot the script: EVAL loads it.
             written = await self._pipelined("EVAL", _SET_IF_NEWER, 1, key, *args)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._failed(exc)
             raise CacheUnavailable() from exc
         return bool(written)
@@ -180,7 +182,7 @@ class RedisBackend:
         assert self._lane is not None
         try:
             return await self._lane.execute(*args)
-        except (RedisError, OSError) as exc:  # OSError covers TimeoutError
+        except FAILURES as exc:
             self._failed(exc)
             raise CacheUnavailable() from exc
 
@@ -232,7 +234,7 @@ class _Command:
                 raise NotInteger() from exc
             self._backend._failed(exc)
             raise CacheUnavailable() from exc
-        if isinstance(exc, (RedisError, OSError)):  # OSError covers TimeoutError
+        if isinstance(exc, FAILURES):
             self._backend._failed(exc)
             raise CacheUnavailable() from exc
 

@@ -28,7 +28,8 @@ class TracedCache:
         self.stats = backend.stats  # the same counters, not a copy
         self._tracer = tracer
         # Redis is a remote call; the memory backend works in this process.
-        self._kind = trace.SpanKind.CLIENT if backend.name == "redis" else trace.SpanKind.INTERNAL
+        local = backend.name == "memory"
+        self._kind = trace.SpanKind.INTERNAL if local else trace.SpanKind.CLIENT
 
     async def get(self, key: str) -> bytes | None:
         with self._span("get", 1) as span:
