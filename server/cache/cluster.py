@@ -37,9 +37,12 @@ class ClusterBackend(RedisBackend):
             shards = self._shards()
             shard, position = _split(cursor, shards[0])
             node = self._cluster.nodes_manager.get_node_from_slot(shard)
-            after, keys = await self._cluster.execute_command(
+            answer = await self._cluster.execute_command(
                 "SCAN", position, "MATCH", pattern, "COUNT", count, target_nodes=node
             )
+        # redis-py's cluster SCAN answers ({node name: cursor}, keys).
+        cursors, keys = answer
+        after = cursors[node.name] if isinstance(cursors, dict) else cursors
         if int(after):
             return [_text(key) for key in keys], f"{shard}:{int(after)}"
         later = [each for each in shards if each > shard]

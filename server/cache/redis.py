@@ -144,12 +144,13 @@ class RedisBackend:
         return [_text(key) for key in keys], str(after) if after else ""
 
     async def delete_matching(self, pattern: str) -> int:
-        deleted, cursor = 0, "0"
-        while cursor:
+        deleted, cursor = 0, ""
+        while True:
             keys, cursor = await self.scan(pattern, cursor, _DELETE_SCAN_COUNT)
             if keys:
                 deleted += await self.delete(keys)
-        return deleted
+            if not cursor:
+                return deleted
 
     async def incr(self, key: str, amount: int, ttl: float | None = None) -> int:
         async with self._command:
