@@ -114,6 +114,26 @@ async def test_entity_reads_are_cached_and_writes_seen(
     assert (await get(app.users, tenant, ann.id)).display_name == "renamed"
 
 
+async def test_servers_sharing_the_cluster_see_each_others_writes(
+    app: Dedicated,
+    cluster: redis_topologies.Cluster,
+    postgresql_url: str,
+    start_repogate: StartRepogate,
+    tenant: str,
+) -> None:
+    other = await start_repogate(
+        database_url=postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
+    )
+    ann = await create(app.users, tenant, username="ann")
+    await get(other.users, tenant, ann.id)  # cached by the other server
+    before = hits(app)
+    assert await get(app.users, tenant, ann.id) == ann  # the shared entry
+    assert hits(app) == before + 1
+
+    await rename(app, tenant, ann.id, "renamed")
+    assert (await get(other.users, tenant, ann.id)).display_name == "renamed"
+
+
 async def test_a_plain_url_to_a_cluster_node_is_refused(
     cluster: redis_topologies.Cluster, start_repogate: StartRepogate
 ) -> None:
