@@ -69,9 +69,11 @@ class ReadThrough:
 
         `replicated`: the cache is a Redis Cluster or Sentinel's master, which a
         failover can replace by a replica that missed the last writes (replication is
-        asynchronous), tombstones among them. A failover shows here first as a cache
-        error (the lost primary), so after any error reads skip the cache for one TTL,
-        by when every entry written before the failover has expired."""
+        asynchronous), tombstones among them. A failover shows here as a cache error:
+        a call to the lost primary failed, or the backend saw the primaries change
+        (server/cache/redis.py `failed_over`). After any error, and for a lookup made
+        while one happened, reads skip the cache for one TTL, by when every entry
+        written before the failover has expired."""
         self._cache = cache
         self._ttl = ttl
         self._enabled = enabled
@@ -99,7 +101,10 @@ class ReadThrough:
         if not self._usable() or context.current().transaction_id is not None:
             return (await load())[0]
         key = self._key(table, context.tenant(), id_)
+        errors = self._cache.stats.errors
         entry = await self._cache.get(key)
+        if self._replicated and self._cache.stats.errors != errors:
+            entry = None  # a failover may have been under way: read around it
         if entry is not None and entry[_WIDTH : _WIDTH + 1] == _VALUE:
             return parse(entry[_WIDTH + 1 :])
         generation = self._generation

@@ -13,6 +13,7 @@ from server.cache.errors import CacheMisconfigured, CacheUnavailable, NotInteger
 from server.cache.memory import MemoryBackend
 from server.cache.redis import FAILURES, RedisBackend
 from server.cache.resilient import ResilientCache, cache_breaker
+from server.cache.sentinel import SentinelBackend
 from server.cache.stats import CacheStats
 from server.cache.tagged import HashTagged
 
@@ -47,6 +48,8 @@ def build(settings: Settings) -> CacheBackend:
     if topology.parse(url).kind is topology.Kind.CLUSTER:
         # One tenant's keys in one slot: the multi-key commands stay on one node.
         return HashTagged(ClusterBackend(url, timeout=timeout, max_connections=connections))
+    if topology.parse(url).kind is topology.Kind.SENTINEL:
+        return SentinelBackend(url, timeout=timeout, max_connections=connections)
     return RedisBackend(url, timeout=timeout, max_connections=connections)
 
 

@@ -69,7 +69,11 @@ class ClusterBackend(RedisBackend):
             sum(_is_down(each) for each in listed.values()),
         )
         if down or state != "ok":
-            raise CacheDegraded(down, max(len(listed), len(nodes)), state)
+            detail = "" if state == "ok" else f"the cluster's state is {state}"
+            raise CacheDegraded(down, max(len(listed), len(nodes)), detail)
+
+    def _primaries(self) -> object:
+        return frozenset(node.name for node in self._cluster.get_primaries())
 
     @property
     def _cluster(self) -> RedisCluster:

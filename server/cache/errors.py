@@ -26,13 +26,12 @@ class NotInteger(FailedPrecondition):
 
 
 class CacheDegraded(CacheUnavailable):
-    """Some nodes of a replicated Redis (a cluster) do not answer, or the cluster says
-    it cannot serve every slot. Counted, never named: the message goes to clients."""
+    """Some nodes of a replicated Redis (cluster, Sentinel) are down or do not answer.
+    Counted, never named: the message goes to clients."""
 
-    def __init__(self, down: int, nodes: int, state: str) -> None:
-        Unavailable.__init__(
-            self, f"{down} of {nodes} cache nodes do not answer; the cluster's state is {state}"
-        )
+    def __init__(self, down: int, nodes: int, detail: str = "") -> None:
+        message = f"{down} of {nodes} cache nodes are down or do not answer"
+        Unavailable.__init__(self, f"{message}; {detail}" if detail else message)
 
 
 class CacheMisconfigured(ValueError):

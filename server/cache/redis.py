@@ -74,6 +74,7 @@ class RedisBackend:
         # URLs only (a cluster or Sentinel goes through redis-py's clients).
         plain = self.topology.kind is topology.Kind.PLAIN
         self._lane = Lane(url, timeout) if pipelined and plain else None
+        self._primaries_seen: object = None
 
     async def get(self, key: str) -> bytes | None:
         if self._lane is not None:
@@ -192,6 +193,25 @@ class RedisBackend:
         self._failed(exc)
         return CacheUnavailable()
 
+    def _primaries(self) -> object:
+        """Who serves writes (a cluster's primaries, Sentinel's master); None for one
+        Redis, and before the client has found out."""
+        return None
+
+    def failed_over(self) -> bool:
+        """Whether the primaries changed since the last look: then a replica was
+        promoted (or the slots moved), and what this command read may be from before
+        a write the new primary never received. Counted as a cache error."""
+        now = self._primaries()
+        if now == self._primaries_seen:
+            return False
+        before, self._primaries_seen = self._primaries_seen, now
+        if not before or not now:  # first found out, or lost: no change of primary
+            return False
+        self.stats.errors += 1
+        log.warning("cache unavailable: the cache's primaries changed (a failover)")
+        return True
+
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
         log.warning("cache unavailable: %s: %s", type(exc).__name__, exc)
@@ -230,6 +250,10 @@ class _Command:
         tb: TracebackType | None,
     ) -> None:
         self._slots.release()
+        if exc is None:
+            if self._backend.failed_over():
+                raise CacheUnavailable()
+            return
         if isinstance(exc, ResponseError):
             if any(words in str(exc) for words in _NOT_INTEGER):
                 raise NotInteger() from exc
