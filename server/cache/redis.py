@@ -2,14 +2,16 @@
 server, or the master Sentinel names; a cluster's is server/cache/cluster.py).
 
 Every call is bounded by short timeouts (to get a free connection, to connect,
-to read) and is not retried: a cache that answers late is worth less than a
-miss, and the caller decides what a failure means (CacheService: UNAVAILABLE;
+to read) and is not retried (but for a cluster's one retry after a lost node,
+server/cache/topology.py): a cache that answers late is worth less than a miss,
+and the caller decides what a failure means (CacheService: UNAVAILABLE;
 read-through: a miss). Redis and socket errors become CacheUnavailable in one
-place, `_Command` (and `_pipelined` for the lane).
+place, `_Command` (and `_pipelined` for the lane); so does a command during which
+a cluster's or Sentinel's primaries changed (`failed_over`).
 
 GET and set_if_newer, the read-through's commands, go through one pipelined
-connection (server/cache/lane.py) when `pipelined`; every other command, and both
-when not, through redis-py.
+connection (server/cache/lane.py) when `pipelined` and the URL names one server;
+every other command, and both otherwise, through redis-py.
 """
 
 from __future__ import annotations
