@@ -180,7 +180,7 @@ async def test_a_primary_killed_under_load_fails_no_entity_call(
             cache_timeout=1,
             cache_ttl=3,
         )
-        who = await redis_load.users(app, tenants(12, tenant))
+        who = await redis_load.users(app, tenants(8, tenant))
         victim = max(cluster.primaries(), key=lambda n: int(n.cli("dbsize").strip()))
 
         async def drive(load: redis_load.Load) -> None:
