@@ -13,7 +13,6 @@ REPOGATE_TEST_REQUIRE_REDIS=1 (CI sets it), which makes them fail.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -318,9 +317,3 @@ def sentinel(sentinels: int = 3) -> Iterator[Sentinels]:
         )
         yield setup
 
-
-def environment_ok() -> None:
-    """Skips (or fails) early when redis-server or redis-cli is missing."""
-    _binary("redis-server")
-    _binary("redis-cli")
-    os.environ.setdefault("REDISCLI_NO_AUTH_WARNING", "1")
