@@ -316,4 +316,3 @@ def sentinel(sentinels: int = 3) -> Iterator[Sentinels]:
             "the sentinels to find each other",
         )
         yield setup
-
