@@ -197,6 +197,7 @@ class Repogate:
         )
         # Where services are added; the server itself is still what binds and starts.
         registry = generic_only(server)
+        await cache.verify(s)
         self.cache = tracing.cache(cache.build(s), s.redis_url)
         # On PostgreSQL every process reads every committed write from the change log; its
         # own memory cache is used only while it keeps up (server/coherence.py).
@@ -206,6 +207,7 @@ class Repogate:
             s.cache_ttl,
             enabled=s.cache_entities,
             bound=coherence.BOUND if follows and s.redis_url is None else None,
+            replicated=cache.replicated(s),
         )
         if follows:
             self.feed = coherence.ChangeFeed(

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from schema.model import SchemaError
 from server import access, logs, schema_cli
+from server.cache.errors import CacheMisconfigured
 from server.settings import Settings
 
 log = logging.getLogger("repogate")
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("%s", exc)
         return 1
+    except CacheMisconfigured as exc:
+        print(f"repogate: invalid settings: {exc}", file=sys.stderr)
+        return 2
     except SchemaError as exc:
         # A schema that cannot load, or changes to it that are refused: nothing started.
         from schema.migrations import Refused

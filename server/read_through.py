@@ -71,9 +71,18 @@ class ReadThrough:
         *,
         enabled: bool = True,
         bound: float | None = None,
+        replicated: bool = False,
     ) -> None:
         """`bound`: the cache is gated, usable only within `bound` seconds of the last
-        `confirm`; None: always usable (this process sees every write)."""
+        `confirm`; None: always usable (this process sees every write).
+
+        `replicated`: the cache is a Redis Cluster or Sentinel's master, which a
+        failover can replace by a replica that missed the last writes (replication is
+        asynchronous), tombstones among them. A failover shows here as a cache error:
+        a call to the lost primary failed, or the backend saw the primaries change
+        (server/cache/redis.py `failed_over`). After any error, and for a lookup made
+        while one happened, reads skip the cache for one TTL, by when every entry
+        written before the failover has expired."""
         self._cache = cache
         self._ttl = ttl
         self._enabled = enabled
@@ -85,6 +94,8 @@ class ReadThrough:
         self._generation = 0
         # time.monotonic() of this process's last drop (bulk write, feed, `drop`).
         self._dropped_at = -math.inf
+        self._replicated = replicated
+        self._errors = 0  # the backend's error count when last looked at
 
     def register(self, table: str, message_cls: type[Message]) -> None:
         self._versions[table] = schema_version(message_cls)
@@ -107,7 +118,10 @@ class ReadThrough:
         ):
             return (await load())[0]
         key = self._key(table, context.tenant(), id_)
+        errors = self._cache.stats.errors
         entry = await self._cache.get(key)
+        if self._replicated and self._cache.stats.errors != errors:
+            entry = None  # a failover may have been under way: read around it
         if entry is not None and entry[_WIDTH : _WIDTH + 1] == _VALUE:
             return parse(entry[_WIDTH + 1 :])
         generation = self._generation
@@ -175,7 +189,13 @@ class ReadThrough:
         return time.monotonic() < self._fresh_until
 
     def _usable(self) -> bool:
-        return self._enabled and self._skip_until <= time.monotonic() < self._fresh_until
+        now = time.monotonic()
+        if self._replicated and self._cache.stats.errors != self._errors:
+            self._errors = self._cache.stats.errors
+            if self._skip_until <= now:
+                log.warning("replicated cache failed; reading around it for %ss", self._ttl)
+            self._skip_until = now + self._ttl
+        return self._enabled and self._skip_until <= now < self._fresh_until
 
     def _key(self, table: str, tenant: str, id_: uuid.UUID) -> str:
         return keys.entity_key(table, self._versions[table], tenant, id_)

@@ -14,6 +14,7 @@ from repositories.drivers import connect_arguments
 from repositories.transaction_ids import ADDRESS_MAX
 from repositories.transactions import Limits
 from server.breaker import BreakerPolicy
+from server.cache import topology
 from server.units import RetryPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     # (docs/replicas.md); each is taken out while more than replica_max_lag seconds behind.
     database_replica_urls: str = ""
     replica_max_lag: float = Field(5.0, gt=0, le=3600)
+    # redis://, rediss://, unix://; redis+cluster://host:port[,...]; or
+    # redis+sentinel://host:port[,...]/service (server/cache/topology.py).
     redis_url: str | None = None
     # Resources declared in protobuf (docs/schema.md): a directory of .proto files, or
     # a FileDescriptorSet (`buf build -o schema.binpb`). Unset: the built-in ones only.
@@ -221,8 +224,7 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if not value:
             return None  # set but empty: no Redis, as when unset
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        topology.parse(value)  # its ValueError says what is wrong
         return value
 
     @field_validator("trace_exporter", mode="before")

@@ -21,7 +21,8 @@ _INTEGER = re.compile(rb"0|-?[1-9][0-9]*")
 
 
 class CacheBackend(Protocol):
-    # "memory" or "redis": page tokens are bound to it, since cursors differ.
+    # "memory", "redis" or "redis-cluster": page tokens are bound to it, since
+    # cursors differ.
     name: str
     stats: CacheStats
 

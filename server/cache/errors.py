@@ -23,3 +23,16 @@ class NotInteger(FailedPrecondition):
         super().__init__(
             "the value is not a decimal integer, or the increment would leave the int64 range"
         )
+
+
+class CacheDegraded(CacheUnavailable):
+    """Some nodes of a replicated Redis (cluster, Sentinel) are down or do not answer.
+    Counted, never named: the message goes to clients."""
+
+    def __init__(self, down: int, nodes: int, detail: str = "") -> None:
+        message = f"{down} of {nodes} cache nodes are down or do not answer"
+        Unavailable.__init__(self, f"{message}; {detail}" if detail else message)
+
+
+class CacheMisconfigured(ValueError):
+    """REPOGATE_REDIS_URL names a Redis that needs another URL form: refused at start."""

@@ -1,14 +1,17 @@
-"""The Redis backend: redis.asyncio over a connection pool built from a URL.
+"""The Redis backend: redis.asyncio over a connection pool built from a URL (one
+server, or the master Sentinel names; a cluster's is server/cache/cluster.py).
 
 Every call is bounded by short timeouts (to get a free connection, to connect,
-to read) and is not retried: a cache that answers late is worth less than a
-miss, and the caller decides what a failure means (CacheService: UNAVAILABLE;
+to read) and is not retried (but for a cluster's one retry after a lost node,
+server/cache/topology.py): a cache that answers late is worth less than a miss,
+and the caller decides what a failure means (CacheService: UNAVAILABLE;
 read-through: a miss). Redis and socket errors become CacheUnavailable in one
-place, `_Command` (and `_pipelined` for the lane).
+place, `_Command` (and `_pipelined` for the lane); so does a command during which
+a cluster's or Sentinel's primaries changed (`failed_over`).
 
 GET and set_if_newer, the read-through's commands, go through one pipelined
-connection (server/cache/lane.py) when `pipelined`; every other command, and both
-when not, through redis-py.
+connection (server/cache/lane.py) when `pipelined` and the URL names one server;
+every other command, and both otherwise, through redis-py.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ import math
 from collections.abc import Sequence
 from types import TracebackType
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from server.cache import topology
 from server.cache.backend import ORDER_BYTES
 from server.cache.errors import CacheUnavailable, NotInteger
 from server.cache.lane import Lane, Reply
@@ -45,6 +46,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 _SET_IF_NEWER_SHA = hashlib.sha1(_SET_IF_NEWER.encode()).hexdigest()
+# What redis-py raises when Redis cannot answer; OSError covers TimeoutError. Its
+# cluster client raises RedisClusterException (not a RedisError) when no node answers
+# or a slot has no node.
+FAILURES = (RedisError, RedisClusterException, OSError)
 # Redis's words for INCRBY on a value that is not an int64, or a result outside it.
 _NOT_INTEGER = ("not an integer", "overflow")
 
@@ -61,17 +66,17 @@ class RedisBackend:
         pipelined: bool = True,
     ) -> None:
         self.stats = CacheStats()
-        pool = aioredis.ConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+        self.topology = topology.parse(url)
+        self._redis = topology.client(
+            self.topology, timeout=timeout, max_connections=max_connections
         )
-        self._redis = aioredis.Redis.from_pool(pool)
         self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
         self._command = _Command(self, max_connections, timeout)
-        self._lane = Lane(url, timeout) if pipelined else None
+        # The lane talks to one server and cannot follow a failover or a MOVED: plain
+        # URLs only (a cluster or Sentinel goes through redis-py's clients).
+        plain = self.topology.kind is topology.Kind.PLAIN
+        self._lane = Lane(url, timeout) if pipelined and plain else None
+        self._primaries_seen: object = None
 
     async def get(self, key: str) -> bytes | None:
         if self._lane is not None:
@@ -131,7 +136,7 @@ class RedisBackend:
                 raise CacheUnavailable() from exc
             # A Redis that restarted, or was flushed, forgot the script: EVAL loads it.
             written = await self._pipelined("EVAL", _SET_IF_NEWER, 1, key, *args)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._failed(exc)
             raise CacheUnavailable() from exc
         return bool(written)
@@ -142,12 +147,13 @@ class RedisBackend:
         return [_text(key) for key in keys], str(after) if after else ""
 
     async def delete_matching(self, pattern: str) -> int:
-        deleted, cursor = 0, "0"
-        while cursor:
+        deleted, cursor = 0, ""
+        while True:
             keys, cursor = await self.scan(pattern, cursor, _DELETE_SCAN_COUNT)
             if keys:
                 deleted += await self.delete(keys)
-        return deleted
+            if not cursor:
+                return deleted
 
     async def incr(self, key: str, amount: int, ttl: float | None = None) -> int:
         async with self._command:
@@ -180,7 +186,7 @@ class RedisBackend:
         assert self._lane is not None
         try:
             return await self._lane.execute(*args)
-        except (RedisError, OSError) as exc:  # OSError covers TimeoutError
+        except FAILURES as exc:
             self._failed(exc)
             raise CacheUnavailable() from exc
 
@@ -188,6 +194,25 @@ class RedisBackend:
         exc = ResponseError(f"unexpected reply {reply!r}")
         self._failed(exc)
         return CacheUnavailable()
+
+    def _primaries(self) -> object:
+        """Who serves writes (a cluster's primaries, Sentinel's master); None for one
+        Redis, and before the client has found out."""
+        return None
+
+    def failed_over(self) -> bool:
+        """Whether the primaries changed since the last look: then a replica was
+        promoted (or the slots moved), and what this command read may be from before
+        a write the new primary never received. Counted as a cache error."""
+        now = self._primaries()
+        if now == self._primaries_seen:
+            return False
+        before, self._primaries_seen = self._primaries_seen, now
+        if not before or not now:  # first found out, or lost: no change of primary
+            return False
+        self.stats.errors += 1
+        log.warning("cache unavailable: the cache's primaries changed (a failover)")
+        return True
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
@@ -227,12 +252,16 @@ class _Command:
         tb: TracebackType | None,
     ) -> None:
         self._slots.release()
+        if exc is None:
+            if self._backend.failed_over():
+                raise CacheUnavailable()
+            return
         if isinstance(exc, ResponseError):
             if any(words in str(exc) for words in _NOT_INTEGER):
                 raise NotInteger() from exc
             self._backend._failed(exc)
             raise CacheUnavailable() from exc
-        if isinstance(exc, (RedisError, OSError)):  # OSError covers TimeoutError
+        if isinstance(exc, FAILURES):
             self._backend._failed(exc)
             raise CacheUnavailable() from exc
 

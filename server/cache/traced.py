@@ -55,6 +55,8 @@ def redis_attributes(url: str | None) -> Mapping[str, str | int]:
     if not url:
         return attributes
     parts = urlsplit(url)
+    if "+" in parts.scheme:  # redis+cluster://, redis+sentinel://: several nodes, none its address
+        return attributes
     if parts.scheme == "unix":
         attributes["server.address"] = parts.path
         index = parse_qs(parts.query).get("db", ["0"])[0]
@@ -75,7 +77,7 @@ class TracedCache:
         self.stats = backend.stats  # the same counters, not a copy
         self._tracer = tracer
         # Redis is a remote call; the memory backend works in this process.
-        remote = backend.name == "redis"
+        remote = backend.name != "memory"
         self._kind = trace.SpanKind.CLIENT if remote else trace.SpanKind.INTERNAL
         # Each operation's span name and attributes, worked out once.
         self._spans = {

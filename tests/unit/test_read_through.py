@@ -329,3 +329,24 @@ async def test_a_load_from_a_replica_behind_a_drop_is_not_cached(
     await get(cache, table)
 
     assert table.loads == 2
+
+
+@pytest.mark.parametrize("replicated", [True, False])
+async def test_only_a_replicated_cache_is_read_around_for_a_ttl_after_any_error(
+    replicated: bool,
+) -> None:
+    """A failover can hand the cache to a replica that missed a tombstone; the process
+    sees it as an error, here on a read, while the entry from before a write survives."""
+    backend = Flaky()
+    table = Table()
+    cache = ReadThrough(ResilientCache(backend), 60, replicated=replicated)
+    cache.register("users", Value)
+    await get(cache, table)  # cached: v1
+
+    backend.down = True
+    assert await get(cache, table) == "v1"  # a miss, from the database
+    backend.down = False
+    table.value = "v2 (its tombstone lost with the old primary)"
+    seen = await get(cache, table)
+
+    assert seen == (table.value if replicated else "v1")
