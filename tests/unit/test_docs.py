@@ -24,7 +24,6 @@ PAGES = sorted([ROOT / "README.md", ROOT / "deploy" / "README.md", *ROOT.glob("d
 # its anchors are checked as every other page's are; then take it off this list.
 ANNOUNCED = {
     "docs/configuration-files.md",
-    "docs/redis-topologies.md",
 }
 README_MAX_LINES = 200
 
