@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from schema.model import SchemaError
 from server import access, schema_cli
 from server.settings import Settings
+from server.settings_sources import SettingsError, describe
 
 log = logging.getLogger("repogate")
 
@@ -28,8 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     } | schema_cli.schema_override(args)
     try:
         settings = Settings(**overrides)
-    except ValidationError as exc:
-        print(f"repogate: invalid settings:\n{exc}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:
+        given = {key: f"--{key}" for key in ("listen", "workers") if key in overrides}
+        print(f"repogate: invalid settings:\n{describe(exc, Settings, given)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"

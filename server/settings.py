@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    FilePath,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from repositories.bulkheads import Bulkheads
 from repositories.database import EngineOptions
@@ -14,13 +23,16 @@ from repositories.drivers import connect_arguments
 from repositories.transaction_ids import ADDRESS_MAX
 from repositories.transactions import Limits
 from server.breaker import BreakerPolicy
+from server.settings_sources import FROM_FILE, StrictEnvSource, read_files
 from server.units import RetryPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
-    """Every knob of the server. Field `x` is read from `REPOGATE_X`."""
+    """Every knob of the server. Field `x` is read from `REPOGATE_X`; one marked FROM_FILE
+    also from the file named by `REPOGATE_X_FILE`. Any other REPOGATE_* name is an error
+    (server/settings_sources.py)."""
 
     # Errors never quote input values: some are secrets.
     model_config = SettingsConfigDict(
@@ -28,12 +40,12 @@ class Settings(BaseSettings):
     )
 
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
-    database_url: str = "sqlite+aiosqlite:///./repogate.db"
+    database_url: str = Field("sqlite+aiosqlite:///./repogate.db", json_schema_extra=FROM_FILE)
     # Where a PostgreSQL process follows the change log, on a session of its own (with
     # Redis it holds a session lock there, which a pooler in transaction mode cannot
     # keep). Unset: database_url.
-    database_session_url: str | None = None
-    redis_url: str | None = None
+    database_session_url: str | None = Field(None, json_schema_extra=FROM_FILE)
+    redis_url: str | None = Field(None, json_schema_extra=FROM_FILE)
     # Resources declared in protobuf (docs/schema.md): a directory of .proto files, or
     # a FileDescriptorSet (`buf build -o schema.binpb`). Unset: the built-in ones only.
     # (`schema` would shadow pydantic's BaseModel.schema.)
@@ -60,7 +72,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0, description="seconds to drain calls on stop")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Signs page tokens. Unset: random per start, so tokens do not survive a restart.
-    page_token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), min_length=16)
+    page_token_secret: str = Field(
+        default_factory=lambda: secrets.token_urlsafe(32), min_length=16, json_schema_extra=FROM_FILE
+    )
 
     # Soft-deleted rows are purged this many seconds after deletion; 0 keeps them.
     soft_delete_retention: int = Field(0, ge=0)
@@ -150,9 +164,15 @@ class Settings(BaseSettings):
     auth_mode: str = "none"
     # API keys' SHA-256 digests, each with its tenants and scopes: JSON, or TOML (.toml).
     api_keys_file: FilePath | None = None
-    # JWTs are HS256 with this shared secret, or RS256 with the RSA public key in this file.
-    jwt_secret: SecretStr | None = Field(None, min_length=32)
+    # JWTs are HS256 with this shared secret, or RS256 with the RSA public key in this file,
+    # or signed with a key of the JSON Web Key Set at this https:// URL (an IdP's jwks_uri).
+    jwt_secret: SecretStr | None = Field(None, min_length=32, json_schema_extra=FROM_FILE)
     jwt_public_key_file: FilePath | None = None
+    jwt_jwks_url: str | None = None
+    # Seconds the key set is kept before it is fetched again; a token naming a key (kid)
+    # not in it fetches it at once, but at most once per jwt_jwks_refetch_interval.
+    jwt_jwks_ttl: float = Field(300.0, gt=0)
+    jwt_jwks_refetch_interval: float = Field(10.0, ge=0)
     # When set, a token's aud (iss) must be this.
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
@@ -175,6 +195,37 @@ class Settings(BaseSettings):
     tls_peer_ca_file: FilePath | None = None
     # One JSON line per call on stdout (from the CLI).
     access_log: bool = True
+    # Seconds between looks at the keys file, JWT key and TLS files (and secret files
+    # of JWT secrets) for changes, which are then loaded; SIGHUP loads them at once.
+    # 0: only on SIGHUP.
+    reload_interval: float = Field(10.0, ge=0)
+
+    # The files secrets were read from (REPOGATE_X_FILE), by field name.
+    _secret_files: dict[str, Path] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        files: dict[str, Path] = {}
+        token = read_files.set(files)
+        try:
+            super().__init__(**values)
+        finally:
+            read_files.reset(token)
+        self._secret_files = {k: v for k, v in files.items() if k not in values}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, StrictEnvSource(settings_cls), file_secret_settings
+
+    def secret_file(self, field: str) -> Path | None:
+        """The file a secret was read from (REPOGATE_<FIELD>_FILE), if it was."""
+        return self._secret_files.get(field)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -336,6 +387,7 @@ class Settings(BaseSettings):
         "api_keys_file",
         "jwt_secret",
         "jwt_public_key_file",
+        "jwt_jwks_url",
         "jwt_audience",
         "jwt_issuer",
         "tls_cert_file",
@@ -370,14 +422,22 @@ class Settings(BaseSettings):
                 "REPOGATE_API_KEYS_FILE is needed when, and only when, "
                 "REPOGATE_AUTH_MODE includes keys"
             )
-        jwt_key = self.jwt_secret is not None or self.jwt_public_key_file is not None
-        if ("jwt" in kinds) != jwt_key:
+        jwt_keys = [self.jwt_secret, self.jwt_public_key_file, self.jwt_jwks_url]
+        if ("jwt" in kinds) != any(key is not None for key in jwt_keys):
             raise ValueError(
-                "REPOGATE_AUTH_MODE including jwt needs REPOGATE_JWT_SECRET (HS256) or "
-                "REPOGATE_JWT_PUBLIC_KEY_FILE (RS256), and they are unused without it"
+                "REPOGATE_AUTH_MODE including jwt needs REPOGATE_JWT_SECRET (HS256), "
+                "REPOGATE_JWT_PUBLIC_KEY_FILE (RS256) or REPOGATE_JWT_JWKS_URL, and they are "
+                "unused without it"
             )
-        if self.jwt_secret is not None and self.jwt_public_key_file is not None:
-            raise ValueError("set REPOGATE_JWT_SECRET or REPOGATE_JWT_PUBLIC_KEY_FILE, not both")
+        if sum(key is not None for key in jwt_keys) > 1:
+            raise ValueError(
+                "set one of REPOGATE_JWT_SECRET, REPOGATE_JWT_PUBLIC_KEY_FILE and "
+                "REPOGATE_JWT_JWKS_URL"
+            )
+        if self.jwt_jwks_url is not None and not self.jwt_jwks_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ValueError("REPOGATE_JWT_JWKS_URL must be an https:// (or http://) URL")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("REPOGATE_TLS_CERT_FILE and REPOGATE_TLS_KEY_FILE go together")
         for name in ("tls_client_ca_file", "tls_peer_ca_file"):

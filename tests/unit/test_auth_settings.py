@@ -80,7 +80,7 @@ def test_jwt_needs_one_key(tmp_path: Path) -> None:
     refused("REPOGATE_AUTH_MODE including jwt needs", auth_mode="jwt")
     refused("REPOGATE_AUTH_MODE including jwt needs", jwt_secret=SECRET)
     refused(
-        "not both",
+        "set one of REPOGATE_JWT_SECRET",
         auth_mode="jwt",
         jwt_secret=SECRET,
         jwt_public_key_file=tmp_path / "jwt.pub",
