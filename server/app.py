@@ -49,6 +49,7 @@ from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
+from server.reload import Reloader
 from server.resource_types import Policy
 from server.resources import StandardMethods
 from server.served_schema import declared_services
@@ -119,6 +120,8 @@ class Repogate:
         self._purger: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._file_watcher: asyncio.Task[None] | None = None
+        self._reloader = Reloader([], 0)
         self._peers: peers.Peers | None = None
         self.breakers: dict[str, Breaker] = {}
         self.calls = CallStats()
@@ -158,6 +161,12 @@ class Repogate:
         self._peers = peers.Peers(peers.credentials(s), s.max_message_bytes)
         limits = s.transaction_limits()
         forwarder = Forwarder(ids, self._peers, self._db, limits.max_lifetime)
+        authenticator = auth.authenticator(s)
+        certificates = tls.Certificates.from_settings(s)
+        self._reloader = Reloader(
+            [*auth.reloadables(authenticator), *([certificates] if certificates else [])],
+            s.reload_interval,
+        )
         server = aio.server(
             # Outermost first: spans and metrics see the status the client gets.
             interceptors=[
@@ -165,7 +174,7 @@ class Repogate:
                 *metrics.interceptors(),
                 RequestInterceptor(scoped, calls=self.calls, drain=self._drain),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
-                *auth.interceptors(s),
+                *([] if authenticator is None else [auth.AuthInterceptor(authenticator)]),
                 # Innermost: a call is authenticated here before it is forwarded, and
                 # everything above sees a forwarded call as any other.
                 ForwardingInterceptor(forwarder, (*DATABASE_SERVICES, *names)),
@@ -250,7 +259,7 @@ class Repogate:
         )
         if self.feed is not None:
             await self.feed.start()
-        credentials = tls.credentials(s)
+        credentials = None if certificates is None else certificates.credentials()
         self.address = _bind(server, s.listen, credentials)
         peer_address = None
         if s.peer_listen is not None:
@@ -270,6 +279,7 @@ class Repogate:
             )
         self._reaper = asyncio.create_task(transactions.reap_forever())
         self._watcher = asyncio.create_task(self._watch_database(breakers["database"], self._db))
+        self._file_watcher = asyncio.create_task(self._reloader.watch())
         await metrics.start()
         log.info(
             "repogate listening on %s (%s); peers reach it at %s",
@@ -286,12 +296,12 @@ class Repogate:
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         await self._health.enter_graceful_shutdown()
-        for task in (self._purger, self._reaper, self._watcher):
+        for task in (self._purger, self._reaper, self._watcher, self._file_watcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._purger = self._reaper = self._watcher = None
+        self._purger = self._reaper = self._watcher = self._file_watcher = None
         if self._server is not None:
             await self._drain.close(max(0.0, end - loop.time()))
             # No Repogate call is left; health and reflection calls get what grace remains.
@@ -321,6 +331,11 @@ class Repogate:
             await self.tracing.shutdown()
             self.tracing = None
         access.flush()
+
+    def reload(self) -> bool:
+        """Loads API keys, JWT keys and TLS certificates again (SIGHUP); what fails to load
+        keeps what was loaded before (logged), and False is returned."""
+        return self._reloader.reload()
 
     async def _watch_database(self, breaker: Breaker, db: Database) -> None:
         """Keeps health in step with the database breaker, and probes the database when

@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except (ValidationError, SettingsError) as exc:
-        given = {key: f"--{key}" for key in ("listen", "workers") if key in overrides}
+        given: dict[str, str] = {k: f"--{k}" for k in ("listen", "workers") if k in overrides}
         print(f"repogate: invalid settings:\n{describe(exc, Settings, given)}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -96,7 +96,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Repogate(settings, migrate=not args.no_migrate):
+    async with Repogate(settings, migrate=not args.no_migrate) as app:
+        # Keys, JWT keys and certificates are loaded again, calls going on meanwhile.
+        loop.add_signal_handler(signal.SIGHUP, app.reload)
         await stop.wait()
         log.info("stopping: draining calls for up to %ss", settings.shutdown_grace)
     log.info("stopped")

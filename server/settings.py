@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Signs page tokens. Unset: random per start, so tokens do not survive a restart.
     page_token_secret: str = Field(
-        default_factory=lambda: secrets.token_urlsafe(32), min_length=16, json_schema_extra=FROM_FILE
+        default_factory=lambda: secrets.token_urlsafe(32),
+        min_length=16,
+        json_schema_extra=FROM_FILE,
     )
 
     # Soft-deleted rows are purged this many seconds after deletion; 0 keeps them.

@@ -17,16 +17,49 @@ if TYPE_CHECKING:
 # happens when TLS is configured.
 
 
-def credentials(s: Settings) -> grpc.ServerCredentials | None:
-    """None: plaintext. With a client CA, every client must present a certificate it signed."""
-    if s.tls_cert_file is None or s.tls_key_file is None:
-        return None
-    client_ca = None if s.tls_client_ca_file is None else s.tls_client_ca_file.read_bytes()
-    return grpc.ssl_server_credentials(
-        [(s.tls_key_file.read_bytes(), s.tls_cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
+class Certificates:
+    """The server's certificate, key and client CA, served so that they can be replaced:
+    after `reload()`, new handshakes get the new certificate while open connections go on
+    (grpc's dynamic credentials ask `_fetch` at each handshake)."""
+
+    def __init__(self, cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
+        self.files = tuple(p for p in (cert_file, key_file, client_ca_file) if p is not None)
+        self._cert_file, self._key_file, self._client_ca_file = cert_file, key_file, client_ca_file
+        self._initial = self._load()
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Certificates | None:
+        """None: plaintext."""
+        if s.tls_cert_file is None or s.tls_key_file is None:
+            return None
+        return cls(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """With a client CA, every client must present a certificate it signed."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial,
+            self._fetch,
+            require_client_authentication=self._client_ca_file is not None,
+        )
+
+    def reload(self) -> None:
+        """Reads the files again; ValueError (and the old ones stay) unless they are valid."""
+        self._pending = self._load()
+
+    def _load(self) -> grpc.ServerCertificateConfiguration:
+        check_files(self._cert_file, self._key_file, self._client_ca_file)
+        client_ca = None if self._client_ca_file is None else self._client_ca_file.read_bytes()
+        return grpc.ssl_server_certificate_configuration(
+            [(self._key_file.read_bytes(), self._cert_file.read_bytes())],
+            root_certificates=client_ca,
+        )
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """At each handshake, on a gRPC thread: the new configuration once, else None
+        (keep the current one)."""
+        pending, self._pending = self._pending, None
+        return pending
 
 
 def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
