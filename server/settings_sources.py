@@ -3,8 +3,8 @@
 Every REPOGATE_* variable in the environment must name a setting: a typo
 (REPOGATE_DATABSE_URL) is a settings error naming the closest valid name, not a
 server quietly started on its defaults. Left alone are the names Repogate's own
-tools and clients read: those starting with one of RESERVED_PREFIXES, and
-CLIENT_VARIABLES.
+tools and clients read (those starting with one of RESERVED_PREFIXES, and
+CLIENT_VARIABLES) and the service links Kubernetes sets for a Service named repogate.
 
 A secret setting X (marked FROM_FILE in Settings) may instead be given as
 REPOGATE_X_FILE, the path of a file holding it (a mounted Kubernetes or Docker
@@ -36,6 +36,15 @@ PREFIX = "REPOGATE_"
 RESERVED_PREFIXES = ("REPOGATE_TEST_", "REPOGATE_BENCH_", "REPOGATE_CLIENT_")
 # Read by the example clients (clients/), which may share an environment with a server.
 CLIENT_VARIABLES = frozenset({"REPOGATE_ADDRESS", "REPOGATE_PROTOS"})
+# What Kubernetes sets in every Pod of a namespace with a Service named repogate (or
+# repogate-*), unless enableServiceLinks is false: REPOGATE_SERVICE_HOST=10.0.0.7,
+# REPOGATE_PORT=tcp://10.0.0.7:50051, REPOGATE_PORT_50051_TCP_PORT=50051, ... Left alone
+# when both the name and the value have that shape.
+_SERVICE_LINK = re.compile(
+    r"REPOGATE(?:_[A-Z0-9_]+)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)
+_SERVICE_LINK_VALUE = re.compile(r"[0-9a-fA-F.:]+|(?:tcp|udp|sctp)(?:://[0-9a-fA-F.:\[\]]+)?", re.I)
 FILE_SUFFIX = "_FILE"
 # Field(..., json_schema_extra=FROM_FILE): the setting may come from REPOGATE_<NAME>_FILE.
 FROM_FILE: dict[str, Any] = {"from_file": True}
@@ -74,9 +83,9 @@ class StrictEnvSource(EnvSettingsSource):
             if from_file(info)
             for name in variables(field, info)
         }
-        for typed in environ:
+        for typed, value in environ.items():
             name = typed.upper()
-            if _ours(name) and name not in known and name not in files:
+            if _ours(name, value) and name not in known and name not in files:
                 raise SettingsError(_unknown(typed, [*known, *files]))
         recorded = read_files.get()
         for typed, path in list(environ.items()):
@@ -104,17 +113,23 @@ def read_secret(variable: str, path: Path) -> str:
     return text.removesuffix("\n").removesuffix("\r")
 
 
-def _ours(name: str) -> bool:
-    return (
-        name.startswith(PREFIX)
-        and not name.startswith(RESERVED_PREFIXES)
-        and name not in CLIENT_VARIABLES
-    )
+def _ours(name: str, value: str) -> bool:
+    """Whether a variable is meant for the server: REPOGATE_*, but none of the above."""
+    if not name.startswith(PREFIX) or name.startswith(RESERVED_PREFIXES):
+        return False
+    service_link = _SERVICE_LINK.fullmatch(name) and _SERVICE_LINK_VALUE.fullmatch(value)
+    return name not in CLIENT_VARIABLES and not service_link
 
 
 def _unknown(typed: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(typed.upper(), valid, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]}?" if close else " (docs/configuration-files.md lists them)"
+    # Compared without the prefix they all share, which would make anything look close.
+    tails = [name.removeprefix(PREFIX) for name in valid]
+    close = difflib.get_close_matches(typed.upper().removeprefix(PREFIX), tails, n=1, cutoff=0.6)
+    hint = (
+        f"; did you mean {PREFIX}{close[0]}?"
+        if close
+        else " (docs/configuration-files.md lists them)"
+    )
     return f"{typed} is not a Repogate setting{hint}"
 
 

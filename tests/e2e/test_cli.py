@@ -133,9 +133,14 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serving(
-    env: Mapping[str, str], cwd: Path, address: str, *args: str
+    env: Mapping[str, str],
+    cwd: Path,
+    address: str,
+    *args: str,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> AsyncIterator[Server]:
-    """Runs `repogate serve *args` until its health service says SERVING at `address`."""
+    """Runs `repogate serve *args` until its health service says SERVING at `address`
+    (over TLS with `credentials`)."""
     log = cwd / f"serve-{uuid.uuid4().hex[:8]}.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -150,17 +155,22 @@ async def serving(
         )
     server = Server(proc, address, log)
     try:
-        await wait_serving(server)
+        await wait_serving(server, credentials)
         yield server
     finally:
         await _kill(proc)
 
 
-async def wait_serving(server: Server) -> None:
+async def wait_serving(server: Server, credentials: grpc.ChannelCredentials | None = None) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
     last = "no answer yet"
-    async with aio.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel:
+    channel = (
+        aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
+        if credentials is None
+        else aio.secure_channel(server.address, credentials, options=CHANNEL_OPTIONS)
+    )
+    async with channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if server.proc.returncode is not None:
