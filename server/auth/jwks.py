@@ -2,9 +2,10 @@
 
 The set is fetched when first needed and kept for `ttl` seconds; a token naming a
 key (`kid`) the set lacks fetches it again at once, so that a key the provider has
-just rotated in verifies, but at most once per `refetch_interval`, so that tokens
-with made-up kids cannot make every call a fetch. A fetch that fails keeps the keys
-already known (and logs why). Each key's algorithm comes from the key (its `alg`, or
+just rotated in verifies, unless the set was fetched less than `refetch_interval`
+ago, so that tokens with made-up kids cannot make every call a fetch. A fetch that
+fails keeps the keys already known (and logs why), and is tried again only after
+`refetch_interval`. Each key's algorithm comes from the key (its `alg`, or
 its type and curve), never from the token.
 
 Fetching runs in a thread (urllib), once per refresh, not per call: a call whose key is
@@ -71,10 +72,10 @@ class Jwks:
         if not isinstance(kid, str | None):
             raise Unauthenticated("the token's kid is not a string", reason="CREDENTIALS_INVALID")
         stale = self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl
-        if stale and self._may_refetch():
+        if stale and self._allows(self._tried_at):  # after a failure, not at every call
             await self._refresh(self._fetched_at)
         found = self._find(kid)
-        if found is None and self._may_refetch():
+        if found is None and self._allows(self._tried_at):
             await self._refresh(self._fetched_at)
             found = self._find(kid)
         if found is None:
@@ -93,8 +94,9 @@ class Jwks:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
-    def _may_refetch(self) -> bool:
-        return self._tried_at is None or self._clock() - self._tried_at >= self._refetch_interval
+    def _allows(self, last: float | None) -> bool:
+        """Whether a fetch last made at `last` may be made again."""
+        return last is None or self._clock() - last >= self._refetch_interval
 
     async def _refresh(self, seen: float | None) -> None:
         """Fetches the set once, however many calls ask at the same time."""

@@ -34,6 +34,7 @@ def error_of(**env: str) -> str:
             mp.setenv(name, value)
         with pytest.raises((ValidationError, SettingsError)) as err:
             Settings()
+        assert isinstance(err.value, ValidationError | SettingsError)
         return describe(err.value, Settings)
 
 
