@@ -156,6 +156,8 @@ _FORMS = {
 
 def _line(error: Any, settings_cls: type[BaseSettings], given: Mapping[str, str]) -> str:
     message = _FORMS.get(error["type"]) or str(error["msg"])
+    if error["type"] in ("string_too_short", "too_short"):  # a SecretStr is "too_short"
+        message = f"must be at least {error['ctx']['min_length']} characters long"
     message = re.sub(r"^(Value error|Assertion failed), ", "", message)
     message = re.sub(r"^Input should be", "must be", message)
     message = message.replace("Path does not point to a file", "must be the path of a file")

@@ -65,10 +65,16 @@ def _tokens(s: Settings) -> Tokens:
     )
     if s.jwt_public_key_file is not None:
         return Tokens.rs256(s.jwt_public_key_file, rules)
-    if s.jwt_jwks_url is not None:
+    if s.jwt_jwks_url is not None or s.jwt_oidc_discovery:
         from server.auth.jwks import Jwks
 
-        return Tokens(Jwks(s.jwt_jwks_url, s.jwt_jwks_ttl, s.jwt_jwks_refetch_interval), rules)
+        jwks = Jwks(
+            s.jwt_jwks_url,
+            s.jwt_jwks_ttl,
+            s.jwt_jwks_refetch_interval,
+            issuer=s.jwt_issuer if s.jwt_oidc_discovery else None,
+        )
+        return Tokens(jwks, rules)
     assert s.jwt_secret is not None, "Settings require a secret, a public key or a JWKS for jwt"
     # From its file when it came from one, so that a rotated file is read again on reload.
     return Tokens.hs256(s.secret_file("jwt_secret") or s.jwt_secret.get_secret_value(), rules)

@@ -1,4 +1,5 @@
-"""Keys from a JSON Web Key Set (REPOGATE_JWT_JWKS_URL), as an identity provider publishes them.
+"""Keys from a JSON Web Key Set (REPOGATE_JWT_JWKS_URL), as an identity provider publishes them;
+or from the set its OpenID Connect discovery document names (REPOGATE_JWT_OIDC_DISCOVERY).
 
 The set is fetched when first needed and kept for `ttl` seconds; a token naming a
 key (`kid`) the set lacks fetches it again at once, so that a key the provider has
@@ -47,13 +48,19 @@ class Jwks:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         ttl: float = 300.0,
         refetch_interval: float = 10.0,
         fetcher: Callable[[str], Any] = fetch,
         clock: Callable[[], float] = time.monotonic,
+        issuer: str | None = None,
     ) -> None:
+        """`url` None: the `jwks_uri` of `issuer`'s OpenID Connect discovery document."""
+        if url is None and issuer is None:
+            raise ValueError("a JWKS needs its URL or an issuer to discover it from")
         self.url = url
+        self._issuer = issuer
+        self._discovered = url is None
         self._ttl = ttl
         self._refetch_interval = refetch_interval
         self._fetch = fetcher
@@ -86,8 +93,10 @@ class Jwks:
         return found.key, found.algorithm_name
 
     def reload(self) -> None:
-        """SIGHUP: the next call fetches the set again."""
+        """SIGHUP: the next call fetches the set again (and discovers its URL again)."""
         self._fetched_at = self._tried_at = None
+        if self._issuer is not None and self._discovered:
+            self.url = None
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None and len(self._keys) == 1:  # a set of one key, a token naming none
@@ -107,15 +116,33 @@ class Jwks:
                 return  # another call fetched it while this one waited
             self._tried_at = self._clock()
             try:
-                document = await asyncio.to_thread(self._fetch, self.url)
+                document = await asyncio.to_thread(self._fetch_set)
                 keys = jwt.PyJWKSet.from_dict(document).keys
             except Exception as exc:  # any failure keeps the keys already known
                 log.error(
                     "cannot fetch the JWKS at %s: %s; keeping %d keys",
-                    self.url,
+                    self.url or f"the jwks_uri of {self._issuer}",
                     exc,
                     len(self._keys),
                 )
                 return
             self._keys = {key.key_id: key for key in keys}
             self._fetched_at = self._clock()
+
+    def _fetch_set(self) -> Any:
+        """The key set's document (in a thread), its URL discovered first if need be."""
+        return self._fetch(self.url or self._discover())
+
+    def _discover(self) -> str:
+        """OpenID Connect Discovery 1.0: the issuer's configuration names its jwks_uri,
+        and must name the same issuer (4.3), or another server's keys could be taken."""
+        assert self._issuer is not None
+        where = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document = self._fetch(where)
+        if not isinstance(document, dict) or document.get("issuer") != self._issuer:
+            raise ValueError(f"{where} names another issuer than REPOGATE_JWT_ISSUER")
+        uri = document.get("jwks_uri")
+        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+            raise ValueError(f"{where} has no jwks_uri URL")
+        self.url = uri
+        return uri

@@ -43,15 +43,23 @@ class Provider:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
         self.down = False
+        self.claimed_issuer: str | None = None  # what discovery says; None: the truth
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                provider.fetches += 1
+                if self.path == "/.well-known/openid-configuration":
+                    document: dict[str, Any] = {
+                        "issuer": provider.claimed_issuer or provider.issuer,
+                        "jwks_uri": provider.url,
+                    }
+                else:
+                    provider.fetches += 1
+                    document = {"keys": provider.keys}
                 if provider.down:
                     self.send_error(503)
                     return
-                body = json.dumps({"keys": provider.keys}).encode()
+                body = json.dumps(document).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -62,7 +70,8 @@ class Provider:
                 pass
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/jwks.json"
+        self.issuer = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self.url = f"{self.issuer}/keys/jwks.json"
 
     def publish(self, *keys: Signer) -> None:
         self.keys = [key.jwk for key in keys]
@@ -101,8 +110,10 @@ class Signer:
             )
         )
 
-    def token(self, kid: str | None = None, tenant: str = TENANT) -> str:
-        claims = {"exp": int(time.time()) + 3600, "tenants": [tenant]}
+    def token(self, kid: str | None = None, tenant: str = TENANT, iss: str | None = None) -> str:
+        claims: dict[str, Any] = {"exp": int(time.time()) + 3600, "tenants": [tenant]}
+        if iss is not None:
+            claims["iss"] = iss
         headers = {"kid": kid or self.kid}
         return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
 
@@ -230,15 +241,19 @@ async def test_the_algorithm_is_the_keys_not_the_tokens(provider: Provider) -> N
         await verifier.verify(forged)
 
 
+@pytest.mark.parametrize("found_by", ["url", "discovery"])
 async def test_repogate_serve_verifies_tokens_of_a_rotating_jwks(
-    provider: Provider, tmp_path: Path, tenant: str
+    provider: Provider, tmp_path: Path, tenant: str, found_by: str
 ) -> None:
     old, new = Signer(), Signer()
     provider.publish(old)
-    # Every unknown kid fetches the set: the new key is published just after the first.
-    env = cli_env(
-        tmp_path, auth_mode="jwt", jwt_jwks_url=provider.url, jwt_jwks_refetch_interval="0"
+    where = (
+        {"jwt_jwks_url": provider.url}
+        if found_by == "url"
+        else {"jwt_oidc_discovery": "true", "jwt_issuer": provider.issuer}
     )
+    # Every unknown kid fetches the set: the new key is published just after the first.
+    env = cli_env(tmp_path, auth_mode="jwt", jwt_jwks_refetch_interval="0", **where)
     address = env["REPOGATE_LISTEN"]
 
     async with serving(env, tmp_path, address), aio.insecure_channel(address) as channel:
@@ -255,7 +270,29 @@ async def test_repogate_serve_verifies_tokens_of_a_rotating_jwks(
                 return exc.code()
             return grpc.StatusCode.OK
 
-        assert await code(old.token(tenant=tenant)) == grpc.StatusCode.OK
+        iss = provider.issuer  # required only with discovery, which sets REPOGATE_JWT_ISSUER
+        assert await code(old.token(tenant=tenant, iss=iss)) == grpc.StatusCode.OK
         provider.publish(new)
-        assert await code(new.token(tenant=tenant)) == grpc.StatusCode.OK
-        assert await code(Signer().token(tenant=tenant)) == grpc.StatusCode.UNAUTHENTICATED
+        assert await code(new.token(tenant=tenant, iss=iss)) == grpc.StatusCode.OK
+        unknown = Signer().token(tenant=tenant, iss=iss)
+        assert await code(unknown) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_set_is_found_by_openid_connect_discovery(provider: Provider) -> None:
+    key = Signer()
+    provider.publish(key)
+    verifier = Tokens(Jwks(None, issuer=provider.issuer), Rules())
+
+    assert (await verifier.verify(key.token())).tenants == {TENANT}
+    assert provider.fetches == 1
+
+
+async def test_discovery_naming_another_issuer_gives_no_keys(provider: Provider) -> None:
+    key = Signer()
+    provider.publish(key)
+    provider.claimed_issuer = "https://elsewhere.example"
+    verifier = Tokens(Jwks(None, issuer=provider.issuer), Rules())
+
+    with pytest.raises(Unauthenticated, match="does not know"):
+        await verifier.verify(key.token())
+    assert provider.fetches == 0
