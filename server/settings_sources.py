@@ -128,7 +128,7 @@ def _unknown(typed: str, valid: list[str]) -> str:
     hint = (
         f"; did you mean {PREFIX}{close[0]}?"
         if close
-        else " (docs/configuration-files.md lists them)"
+        else " (see docs/configuration-files.md)"
     )
     return f"{typed} is not a Repogate setting{hint}"
 
