@@ -125,11 +125,7 @@ def _unknown(typed: str, valid: list[str]) -> str:
     # Compared without the prefix they all share, which would make anything look close.
     tails = [name.removeprefix(PREFIX) for name in valid]
     close = difflib.get_close_matches(typed.upper().removeprefix(PREFIX), tails, n=1, cutoff=0.6)
-    hint = (
-        f"; did you mean {PREFIX}{close[0]}?"
-        if close
-        else " (see docs/configuration-files.md)"
-    )
+    hint = f"; did you mean {PREFIX}{close[0]}?" if close else " (see docs/configuration-files.md)"
     return f"{typed} is not a Repogate setting{hint}"
 
 
