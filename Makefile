@@ -6,35 +6,66 @@ BUF    := node_modules/.bin/buf
 DCLINT := node_modules/.bin/dclint
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 GO_EXAMPLE  := clients/go/build/repogate-example
+JAVA_STUBS  := clients/java/build/repogate-stubs.jar
+PYTHON_CLIENT := clients/python/dist/.built
+TS_CLIENT   := clients/node-package/dist/example.js
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 # Every Kubernetes manifest in deploy/ (compose.yaml is not one).
 K8S_MANIFESTS := $(filter-out deploy/compose.yaml,$(wildcard deploy/*.yaml))
 BENCH_TOOLS := $(VENV)/.bench-tools
+# Beyond serving: what `make test` and `make lint` need (the [test] extra), and `make gen` ([gen]).
+TEST_TOOLS := $(VENV)/.test-tools
+GEN_TOOLS := $(VENV)/.gen-tools
+# Where the suite's PostgreSQL and Redis are, as tests/conftest.py and tests/cache_support.py
+# read them (for `make help`; the environment reaches pytest as it is).
+TEST_POSTGRES_URL := $(or $(REPOGATE_TEST_POSTGRES_URL),postgresql+asyncpg://postgres@127.0.0.1:5432/test)
+TEST_REDIS_URL := $(or $(REPOGATE_TEST_REDIS_URL),redis://127.0.0.1:6379/0)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint gen check-gen proto-lint proto-breaking clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
+.PHONY: help buf test-deps run test lint gen check-gen proto-lint proto-breaking stubs clients deploy-check wheel-smoke bench bench-smoke bench-deps clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+	@echo
+	@echo "make test uses the PostgreSQL server REPOGATE_TEST_POSTGRES_URL reaches ($(TEST_POSTGRES_URL)):"
+	@echo "  it creates databases named repogate_*_<hex> there and drops them when done."
+	@echo "  And the Redis database REPOGATE_TEST_REDIS_URL names ($(TEST_REDIS_URL)):"
+	@echo "  it writes keys under random tenants there and never flushes it."
+	@echo "  Either unreachable: its tests are skipped (REPOGATE_TEST_REQUIRE_POSTGRES=1 / _REDIS=1 fail them)."
+	@echo "  docs/development.md#tests lists every REPOGATE_TEST_* variable."
 
+# Serving needs the package alone; the tools of the other targets come in their own steps.
 $(BIN)/repogate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(TEST_TOOLS): pyproject.toml | $(BIN)/repogate
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
+$(GEN_TOOLS): pyproject.toml | $(BIN)/repogate
+	$(BIN)/pip install -q -e '.[gen]'
+	@touch $@
+
+# package-lock.json records every platform's buf binary package, so npm ci installs
+# exactly what it pins, on any platform, and never rewrites it.
 $(BUF) $(DCLINT) &: package.json package-lock.json
-	# npm ci would demand lock entries for every platform; install keeps to the lock.
-	npm install --no-audit --no-fund
+	npm ci --no-audit --no-fund
 	@touch $(BUF) $(DCLINT)
 
-run: $(BIN)/repogate ## Install into .venv and serve on the embedded default (SQLite, in-memory cache).
+buf: $(BUF) ## Install buf (and dclint) into node_modules/.bin with npm ci, as package-lock.json pins them.
+
+run: $(BIN)/repogate ## Install the package alone into .venv and serve on 127.0.0.1:50051 (SQLite file ./repogate.db, in-memory cache).
 	$(BIN)/repogate serve
 
-test: $(BIN)/repogate clients ## Install what tests need into .venv and run the whole suite.
+test-deps: $(TEST_TOOLS) clients ## Install what the tests need (.venv with the [test] extra, the client examples) without running them.
+
+test: test-deps ## Install what tests need and run the whole suite: CREATEs and DROPs databases on PostgreSQL, writes keys to Redis (below).
 	$(BIN)/pytest
 
-lint: $(BIN)/repogate proto-lint ## ruff, mypy, buf lint and buf format.
+lint: $(TEST_TOOLS) proto-lint ## ruff, mypy, buf lint and buf format.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -46,26 +77,42 @@ proto-lint: $(BUF) ## buf lint and buf format on protos/.
 proto-breaking: $(BUF) ## buf breaking: protos/ against HEAD and the API before each recent protos/ commit.
 	BUF=$(BUF) scripts/proto-breaking.sh
 
-gen: $(BIN)/repogate ## Regenerate generated/ from protos/.
+gen: $(GEN_TOOLS) ## Regenerate generated/ from protos/.
 	PYTHON=$(BIN)/python scripts/gen.sh
+
+stubs: $(GEN_TOOLS) $(BUF) ## Client stubs (Go, TypeScript, Java, Python) into build/stubs: buf generate with buf.gen.yaml, less plugins not installed.
+	$(BIN)/python scripts/stubs.py $(BUF)
 
 check-gen: gen ## Fail when generated/ differs from what protos/ produce.
 	@test -z "$$(git status --porcelain -- generated)" || \
 	  { git status --porcelain -- generated; echo "generated/ is stale: run make gen and commit"; exit 1; }
 
-clients: ## Install clients/node's packages; build the Go example if its Debian packages are installed.
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT); \
+clients: $(PYTHON_CLIENT) ## Build the repogate-client wheel; install clients/node's packages and build clients/node-package; build the Go example and compile the Java stubs where their Debian packages are installed.
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_CLIENT) $(TS_CLIENT); \
 	else echo "NOTE: npm is not installed: the Node client tests will be skipped"; fi
 	@missing="$$(clients/go/build.sh --missing)"; if [ -z "$$missing" ]; then \
 	  $(MAKE) --no-print-directory $(GO_EXAMPLE); \
 	else echo "NOTE: not building the Go example, missing Debian packages: $$missing"; \
 	  echo "      (the Go client tests will be skipped; apt-get install them to run them)"; fi
+	@missing="$$(clients/java/build.sh --missing)"; if [ -z "$$missing" ]; then \
+	  $(MAKE) --no-print-directory $(JAVA_STUBS); \
+	else echo "NOTE: not compiling the Java stubs, missing Debian packages: $$missing"; fi
 
 $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund
 	@touch $@
 
-$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go $(wildcard protos/repogate/*/*.proto)
+$(PYTHON_CLIENT): $(BIN)/repogate clients/python/build.sh clients/python/pyproject.toml buf.gen.yaml $(wildcard clients/python/src/repogate_client/*.py) $(wildcard protos/repogate/*/*.proto)
+	PYTHON=$(BIN)/python clients/python/build.sh
+	@touch $@
+
+$(TS_CLIENT): $(BUF) clients/node-package/build.sh clients/node-package/package.json clients/node-package/package-lock.json clients/node-package/tsconfig.json buf.gen.yaml $(wildcard clients/node-package/src/*.ts) $(wildcard protos/repogate/*/*.proto)
+	clients/node-package/build.sh
+
+$(JAVA_STUBS): clients/java/build.sh buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
+	clients/java/build.sh
+
+$(GO_EXAMPLE): clients/go/build.sh clients/go/example/main.go buf.gen.yaml $(wildcard protos/repogate/*/*.proto)
 	clients/go/build.sh
 
 $(DEPLOY_TOOLS): deploy/requirements.txt | $(BIN)/repogate
@@ -97,4 +144,4 @@ wheel-smoke: ## Build the wheel, install it in a fresh venv, migrate and serve f
 	PYTHON=$(PYTHON) scripts/wheel-smoke.sh
 
 clean: ## Remove the venv, node_modules and build output.
-	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build
+	rm -rf $(VENV) node_modules build dist *.egg-info clients/node/node_modules clients/go/build clients/java/build clients/python/dist clients/node-package/node_modules clients/node-package/dist

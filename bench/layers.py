@@ -170,7 +170,7 @@ class Details(grpc.HandlerCallDetails):  # type: ignore[misc]
 
 
 def tracing(ratio: float, sink: str) -> Tracing:
-    """A server's tracing, OTLP to `sink`, keeping `ratio` of new traces as the README
+    """A server's tracing, OTLP to `sink`, keeping `ratio` of new traces as docs/observability.md
     advises (OTEL_TRACES_SAMPLER=parentbased_traceidratio)."""
     os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
     os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)

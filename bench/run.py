@@ -734,7 +734,7 @@ class Bench:
 
 # What "interceptors on" turns on, each alone and then all together.
 OTLP = {"REPOGATE_TRACE_EXPORTER": "otlp", "REPOGATE_OTLP_ENDPOINT": "http://{sink}"}
-# The README's production advice: keep a tenth of the traces that start here, and
+# The production advice of docs/observability.md: keep a tenth of the traces that start here, and
 # follow the caller's decision for the rest (h2load's calls carry no traceparent).
 SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 ONE_AT_A_TIME = (

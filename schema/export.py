@@ -5,7 +5,9 @@ The directory holds:
 
 - `proto/`: the schema's own files, as written, and Repogate's
   `repogate/options/v1/options.proto` and `repogate/v1/*.proto`, copied from the
-  installed package (make gen ships them as package data);
+  installed package (make gen ships them as package data), with the two
+  `google/api` files they import (field_behavior, resource) from
+  googleapis-common-protos;
 - `buf.yaml`: one module, `proto/`, taking protovalidate's `buf/validate/validate.proto`
   from its BSR module `buf.build/bufbuild/protovalidate` when a file imports it
   (`buf dep update` fetches it over the network, once, and writes `buf.lock`);
@@ -27,6 +29,8 @@ VALIDATE = "buf/validate/validate.proto"
 VALIDATE_MODULE = "buf.build/bufbuild/protovalidate"
 # Repogate's files, by the package holding them and the path they are imported by.
 _SHIPPED = (("repogate.options.v1", "repogate/options/v1"), ("repogate.v1", "repogate/v1"))
+# What Repogate's files import from googleapis-common-protos (a dependency).
+_GOOGLE_API = ("field_behavior.proto", "resource.proto")
 
 BUF_YAML = """\
 # Written by `repogate schema export`.
@@ -124,4 +128,7 @@ def _shipped() -> dict[Path, bytes]:
             "this installation of Repogate ships no .proto files (generated/ predates them: "
             "run make gen)"
         )
+    google_api = importlib.resources.files("google.api")
+    for name in _GOOGLE_API:
+        found[Path("google/api", name)] = google_api.joinpath(name).read_bytes()
     return found

@@ -7,7 +7,9 @@ python="$(realpath -s "$(command -v "${PYTHON:-python}")")"
 rm -rf generated/repogate
 mkdir -p generated
 protos=$(cd protos && find repogate -name '*.proto' | LC_ALL=C sort)
-(cd protos && "$python" -m grpc_tools.protoc -I . \
+# google/api (field_behavior, resource) from third_party/: the stubs import them
+# from googleapis-common-protos, so only repogate/ is generated.
+(cd protos && "$python" -m grpc_tools.protoc -I . -I ../third_party/googleapis \
   --python_out=../generated --pyi_out=../generated --grpc_python_out=../generated \
   $protos)
 # The sources too, shipped as package data: `repogate schema export` copies them out

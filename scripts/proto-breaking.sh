@@ -47,8 +47,12 @@ for i in "${!against[@]}"; do
     echo "proto-breaking: skip $label (no protos/ or buf.yaml there)"
     continue
   fi
-  git archive --format=tar -o "$tmp/against.tar" "$ref" buf.yaml protos
-  if "$BUF" breaking --against "$tmp/against.tar"; then
+  # Only the protos/ module is compared: the workspace's other module
+  # (third_party/googleapis, vendored) is Google's, and older versions lack it.
+  paths=(buf.yaml protos)
+  git cat-file -e "$ref:third_party/googleapis" 2>/dev/null && paths+=(third_party/googleapis)
+  git archive --format=tar -o "$tmp/against.tar" "$ref" "${paths[@]}"
+  if "$BUF" breaking protos --against "$tmp/against.tar#subdir=protos"; then
     echo "proto-breaking: ok against $label"
   else
     echo "proto-breaking: BREAKING against $label" >&2

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Generates Go stubs from protos/ and builds the example, offline, in GOPATH
-# mode against Debian's Go packages (/usr/share/gocode): nothing is downloaded.
+# Generates Go stubs from protos/ with `buf generate` (the repository's
+# buf.gen.yaml, `make stubs`) and builds the example, offline, in GOPATH mode
+# against Debian's Go packages (/usr/share/gocode): nothing is downloaded.
 #
 #   clients/go/build.sh            -> clients/go/build/repogate-example
 #   clients/go/build.sh --missing  prints the Debian packages it needs that are
 #                                  not installed (nothing when all are)
 #
-# The stubs are generated here on every build, never committed: they land in
-# build/gopath/src/repogate/v1 (import path "repogate/v1", as the proto package
-# repogate.v1). The protos carry no go_package, so each file is mapped with M.
+# The stubs are generated on every build, never committed. protoc-gen-go lays
+# them out by their go_package import path (repogate.dev/api/repogate/v1), so
+# that tree is the GOPATH's src as it is: no M flags, no path rewriting.
+# google.golang.org/genproto (google.api, google.rpc) comes from Debian's.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-protos="$here/../../protos"
 out="$here/build"
 gopath="$out/gopath"
 
@@ -32,15 +33,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   exit 1
 fi
 
+root="$(cd "$here/../.." && pwd)"
+make -C "$root" --no-print-directory stubs >&2
 rm -rf "$gopath"
 mkdir -p "$gopath/src"
-files=$(cd "$protos" && find repogate -name '*.proto' | LC_ALL=C sort)
-maps=""
-for f in $files; do maps="$maps,M$f=$(dirname "$f");repogatev1"; done
-(cd "$protos" && protoc -I . -I /usr/include \
-  --go_out="$gopath/src" --go_opt="paths=source_relative$maps" \
-  --go-grpc_out="$gopath/src" --go-grpc_opt="paths=source_relative$maps" \
-  $files)
+cp -r "$root/build/stubs/go/repogate.dev" "$gopath/src/"
 
 cd "$here/example"
 GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$out/cache" \

@@ -21,7 +21,7 @@ const tenant = `node-${randomUUID().slice(0, 8)}`;
 
 // The service stubs, built from the committed protos at run time.
 const definition = protoLoader.loadSync(["repogate/v1/user.proto", "repogate/v1/transaction.proto"], {
-  includeDirs: [PROTOS],
+  includeDirs: [PROTOS, GOOGLEAPIS], // google/api annotations from google-proto-files
   keepCase: true, // field names as in the protos: page_size, next_page_token
   longs: String,
   enums: String,

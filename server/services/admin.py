@@ -88,7 +88,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             size=count["size"],
             checked_in=count["checkedin"],
             checked_out=count["checkedout"],
-            overflow=count["overflow"],
+            # SQLAlchemy's QueuePool counts from -size up (-size: no connection opened
+            # yet); only the part above 0 is connections open beyond `size`.
+            overflow=max(0, count["overflow"]),
             max_overflow=self._o.max_overflow,
             open_transactions=self._o.units.transactions.stats().open,
         )

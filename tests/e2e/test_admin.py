@@ -42,6 +42,32 @@ async def test_the_pool_shows_what_transactions_hold(
     assert after.checked_in >= 1
 
 
+async def test_the_pools_overflow_counts_connections_beyond_its_size(
+    database_url: str, start_repogate: StartRepogate, tenant: str
+) -> None:
+    """Never SQLAlchemy's internal counter, which starts at -size: 0 until the pool opens
+    more than `size` connections, then how many more."""
+    app = await start_repogate(
+        database_url=database_url,
+        db_pool_size=4,
+        db_max_overflow=2,
+        max_transactions=5,
+        tenant_max_concurrency=0,
+        purge_interval=0,
+    )
+    await create(app.users, tenant, username="ann")
+    within = await pool(app)
+    txs = [await begin(TxStub(app.channel), tenant, read_only=True) for _ in range(5)]
+    beyond = await pool(app)
+    for tx in txs:
+        await rollback(TxStub(app.channel), tenant, tx)
+    back = await pool(app)
+
+    assert (within.size, within.checked_out, within.overflow) == (4, 0, 0)
+    assert (beyond.checked_out, beyond.overflow, beyond.max_overflow) == (5, 1, 2)
+    assert (back.checked_out, back.overflow, back.checked_in) == (0, 0, 4)
+
+
 async def test_health_is_healthy_with_round_trips(
     database_url: str, start_repogate: StartRepogate
 ) -> None:

@@ -86,13 +86,21 @@ def test_the_example_schema_exports_with_repogates_files_and_compiles(tmp_path: 
 
     own = sorted(p.relative_to(TASKS) for p in TASKS.rglob("*.proto"))
     shipped = sorted(p.relative_to(ROOT / "protos") for p in (ROOT / "protos").rglob("*.proto"))
+    google = ROOT / "third_party" / "googleapis"
+    vendored = sorted(p.relative_to(google) for p in google.glob("google/api/*.proto"))
     assert written == sorted(
-        [Path("buf.gen.yaml"), Path("buf.yaml"), *(Path("proto", p) for p in own + shipped)]
+        [
+            Path("buf.gen.yaml"),
+            Path("buf.yaml"),
+            *(Path("proto", p) for p in own + shipped + vendored),
+        ]
     )
     for path in own:
         assert (out / "proto" / path).read_bytes() == (TASKS / path).read_bytes()
     for path in shipped:  # the installed package's copies are protos/' files
         assert (out / "proto" / path).read_bytes() == (ROOT / "protos" / path).read_bytes()
+    for path in vendored:  # googleapis-common-protos' copies are third_party/'s
+        assert (out / "proto" / path).read_bytes() == (google / path).read_bytes()
 
     compiled = protoc(out / "proto", tmp_path)
     names = {f.name for f in compiled.file}

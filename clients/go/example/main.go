@@ -24,7 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
-	repogatev1 "repogate/v1"
+	repogatev1 "repogate.dev/api/repogate/v1"
 )
 
 var (

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brepogate/v1/aggregate.proto\x12\x0brepogate.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x80\x02\n\x0b\x41ggregation\x12\x33\n\x08\x66unction\x18\x01 \x01(\x0e\x32!.repogate.v1.Aggregation.Function\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\"\x9d\x01\n\x08\x46unction\x12\x18\n\x14\x46UNCTION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x46UNCTION_COUNT\x10\x01\x12\x10\n\x0c\x46UNCTION_SUM\x10\x02\x12\x10\n\x0c\x46UNCTION_AVG\x10\x03\x12\x10\n\x0c\x46UNCTION_MIN\x10\x04\x12\x10\n\x0c\x46UNCTION_MAX\x10\x05\x12\x1b\n\x17\x46UNCTION_COUNT_DISTINCT\x10\x06\"_\n\x0e\x41ggregateGroup\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Structb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brepogate/v1/aggregate.proto\x12\x0brepogate.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x80\x02\n\x0b\x41ggregation\x12\x33\n\x08\x66unction\x18\x01 \x01(\x0e\x32!.repogate.v1.Aggregation.Function\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\"\x9d\x01\n\x08\x46unction\x12\x18\n\x14\x46UNCTION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x46UNCTION_COUNT\x10\x01\x12\x10\n\x0c\x46UNCTION_SUM\x10\x02\x12\x10\n\x0c\x46UNCTION_AVG\x10\x03\x12\x10\n\x0c\x46UNCTION_MIN\x10\x04\x12\x10\n\x0c\x46UNCTION_MAX\x10\x05\x12\x1b\n\x17\x46UNCTION_COUNT_DISTINCT\x10\x06\"_\n\x0e\x41ggregateGroup\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB}\n\x0f\x63om.repogate.v1B\x0e\x41ggregateProtoP\x01Z\'repogate.dev/api/repogate/v1;repogatev1\xa2\x02\x03RXX\xaa\x02\x0bRepogate.V1\xca\x02\x0bRepogate\\V1\xea\x02\x0cRepogate::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'repogate.v1.aggregate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017com.repogate.v1B\016AggregateProtoP\001Z\'repogate.dev/api/repogate/v1;repogatev1\242\002\003RXX\252\002\013Repogate.V1\312\002\013Repogate\\V1\352\002\014Repogate::V1'
   _globals['_AGGREGATION']._serialized_start=75
   _globals['_AGGREGATION']._serialized_end=331
   _globals['_AGGREGATION_FUNCTION']._serialized_start=174

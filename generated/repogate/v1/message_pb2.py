@@ -22,6 +22,8 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
@@ -30,71 +32,100 @@ from repogate.v1 import aggregate_pb2 as repogate_dot_v1_dot_aggregate__pb2
 from repogate.v1 import query_pb2 as repogate_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19repogate/v1/message.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\xff\x03\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\nsession_id\x18\x02 \x01(\tB\x19\xda\xee#\x15\x08\x01\x10\x01(\x01\x38\x01J\x0b\n\x07Session\x10\x02\x12/\n\x0fsequence_number\x18\x03 \x01(\x03\x42\x16\xda\xee#\x12\x08\x01\x10\x01\x62\x0c\n\nsession_id\x12 \n\x0cmessage_type\x18\x04 \x01(\tB\n\xda\xee#\x06\x08\x01\x10\x01\x38\x01\x12\x16\n\x04role\x18\x05 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12\x32\n\x07\x63ontent\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\xda\xee#\x04\x42\x02{}\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x12\n\nupdated_by\x18\r \x01(\t:!\xda\xee#\x1d\"\x1bsession_id, sequence_number\"Q\n\x14\x41ppendMessageRequest\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Message\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x11GetMessageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdd\x01\n\x13ListMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x99\x01\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"h\n\x14\x43ountMessagesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"E\n\x15\x43ountMessagesResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"n\n\x14UpdateMessageRequest\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.repogate.v1.Message\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x14\x44\x65leteMessageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"2\n\x16UndeleteMessageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"U\n\x17\x42\x61tchGetMessagesRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"B\n\x18\x42\x61tchGetMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"e\n\x1a\x42\x61tchAppendMessagesRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.AppendMessageRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchAppendMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"e\n\x1a\x42\x61tchUpdateMessagesRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.UpdateMessageRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchUpdateMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"e\n\x1a\x42\x61tchDeleteMessagesRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.DeleteMessageRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchDeleteMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"C\n\x17GetLatestMessageRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cmessage_type\x18\x02 \x01(\t\"\xee\x01\n\x15SearchMessagesRequest\x12(\n\x07\x63ontent\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x0c\n\x04skip\x18\x07 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x08 \x01(\x08\x12*\n\ncount_mode\x18\t \x01(\x0e\x32\x16.repogate.v1.CountMode\"\x9b\x01\n\x16SearchMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"\xbb\x01\n\x18\x41ggregateMessagesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"a\n\x19\x41ggregateMessagesResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdb\t\n\x0eMessageService\x12H\n\rAppendMessage\x12!.repogate.v1.AppendMessageRequest\x1a\x14.repogate.v1.Message\x12\x42\n\nGetMessage\x12\x1e.repogate.v1.GetMessageRequest\x1a\x14.repogate.v1.Message\x12S\n\x0cListMessages\x12 .repogate.v1.ListMessagesRequest\x1a!.repogate.v1.ListMessagesResponse\x12V\n\rCountMessages\x12!.repogate.v1.CountMessagesRequest\x1a\".repogate.v1.CountMessagesResponse\x12H\n\rUpdateMessage\x12!.repogate.v1.UpdateMessageRequest\x1a\x14.repogate.v1.Message\x12H\n\rDeleteMessage\x12!.repogate.v1.DeleteMessageRequest\x1a\x14.repogate.v1.Message\x12L\n\x0fUndeleteMessage\x12#.repogate.v1.UndeleteMessageRequest\x1a\x14.repogate.v1.Message\x12_\n\x10\x42\x61tchGetMessages\x12$.repogate.v1.BatchGetMessagesRequest\x1a%.repogate.v1.BatchGetMessagesResponse\x12h\n\x13\x42\x61tchAppendMessages\x12\'.repogate.v1.BatchAppendMessagesRequest\x1a(.repogate.v1.BatchAppendMessagesResponse\x12h\n\x13\x42\x61tchUpdateMessages\x12\'.repogate.v1.BatchUpdateMessagesRequest\x1a(.repogate.v1.BatchUpdateMessagesResponse\x12h\n\x13\x42\x61tchDeleteMessages\x12\'.repogate.v1.BatchDeleteMessagesRequest\x1a(.repogate.v1.BatchDeleteMessagesResponse\x12N\n\x10GetLatestMessage\x12$.repogate.v1.GetLatestMessageRequest\x1a\x14.repogate.v1.Message\x12Y\n\x0eSearchMessages\x12\".repogate.v1.SearchMessagesRequest\x1a#.repogate.v1.SearchMessagesResponse\x12\x62\n\x11\x41ggregateMessages\x12%.repogate.v1.AggregateMessagesRequest\x1a&.repogate.v1.AggregateMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19repogate/v1/message.proto\x12\x0brepogate.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\x86\x05\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12K\n\nsession_id\x18\x02 \x01(\tB7\xe2\x41\x02\x02\x05\xfa\x41\x16\n\x14repogate.dev/Session\xda\xee#\x15\x08\x01\x10\x01(\x01\x38\x01J\x0b\n\x07Session\x10\x02\x12\x33\n\x0fsequence_number\x18\x03 \x01(\x03\x42\x1a\xe2\x41\x01\x03\xda\xee#\x12\x08\x01\x10\x01\x62\x0c\n\nsession_id\x12$\n\x0cmessage_type\x18\x04 \x01(\tB\x0e\xe2\x41\x01\x02\xda\xee#\x06\x08\x01\x10\x01\x38\x01\x12\x16\n\x04role\x18\x05 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12\x32\n\x07\x63ontent\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\xda\xee#\x04\x42\x02{}\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\npurge_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03:R\xea\x41.\n\x14repogate.dev/Message\x12\x12messages/{message}\x1a\x02id\xda\xee#\x1d\"\x1bsession_id, sequence_number\"W\n\x14\x41ppendMessageRequest\x12+\n\x07message\x18\x01 \x01(\x0b\x32\x14.repogate.v1.MessageB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"m\n\x11GetMessageRequest\x12)\n\x02id\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14repogate.dev/Message\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdd\x01\n\x13ListMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x99\x01\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"h\n\x14\x43ountMessagesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"E\n\x15\x43ountMessagesResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"z\n\x14UpdateMessageRequest\x12+\n\x07message\x18\x01 \x01(\x0b\x32\x14.repogate.v1.MessageB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"^\n\x14\x44\x65leteMessageRequest\x12)\n\x02id\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14repogate.dev/Message\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"Q\n\x16UndeleteMessageRequest\x12)\n\x02id\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14repogate.dev/Message\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"U\n\x17\x42\x61tchGetMessagesRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"B\n\x18\x42\x61tchGetMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"e\n\x1a\x42\x61tchAppendMessagesRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.AppendMessageRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchAppendMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"e\n\x1a\x42\x61tchUpdateMessagesRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.UpdateMessageRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchUpdateMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"e\n\x1a\x42\x61tchDeleteMessagesRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.repogate.v1.DeleteMessageRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x1b\x42\x61tchDeleteMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\"C\n\x17GetLatestMessageRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cmessage_type\x18\x02 \x01(\t\"\xee\x01\n\x15SearchMessagesRequest\x12(\n\x07\x63ontent\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x0c\n\x04skip\x18\x07 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x08 \x01(\x08\x12*\n\ncount_mode\x18\t \x01(\x0e\x32\x16.repogate.v1.CountMode\"\x9b\x01\n\x16SearchMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.repogate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"\xbb\x01\n\x18\x41ggregateMessagesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"a\n\x19\x41ggregateMessagesResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdb\t\n\x0eMessageService\x12H\n\rAppendMessage\x12!.repogate.v1.AppendMessageRequest\x1a\x14.repogate.v1.Message\x12\x42\n\nGetMessage\x12\x1e.repogate.v1.GetMessageRequest\x1a\x14.repogate.v1.Message\x12S\n\x0cListMessages\x12 .repogate.v1.ListMessagesRequest\x1a!.repogate.v1.ListMessagesResponse\x12V\n\rCountMessages\x12!.repogate.v1.CountMessagesRequest\x1a\".repogate.v1.CountMessagesResponse\x12H\n\rUpdateMessage\x12!.repogate.v1.UpdateMessageRequest\x1a\x14.repogate.v1.Message\x12H\n\rDeleteMessage\x12!.repogate.v1.DeleteMessageRequest\x1a\x14.repogate.v1.Message\x12L\n\x0fUndeleteMessage\x12#.repogate.v1.UndeleteMessageRequest\x1a\x14.repogate.v1.Message\x12_\n\x10\x42\x61tchGetMessages\x12$.repogate.v1.BatchGetMessagesRequest\x1a%.repogate.v1.BatchGetMessagesResponse\x12h\n\x13\x42\x61tchAppendMessages\x12\'.repogate.v1.BatchAppendMessagesRequest\x1a(.repogate.v1.BatchAppendMessagesResponse\x12h\n\x13\x42\x61tchUpdateMessages\x12\'.repogate.v1.BatchUpdateMessagesRequest\x1a(.repogate.v1.BatchUpdateMessagesResponse\x12h\n\x13\x42\x61tchDeleteMessages\x12\'.repogate.v1.BatchDeleteMessagesRequest\x1a(.repogate.v1.BatchDeleteMessagesResponse\x12N\n\x10GetLatestMessage\x12$.repogate.v1.GetLatestMessageRequest\x1a\x14.repogate.v1.Message\x12Y\n\x0eSearchMessages\x12\".repogate.v1.SearchMessagesRequest\x1a#.repogate.v1.SearchMessagesResponse\x12\x62\n\x11\x41ggregateMessages\x12%.repogate.v1.AggregateMessagesRequest\x1a&.repogate.v1.AggregateMessagesResponseB{\n\x0f\x63om.repogate.v1B\x0cMessageProtoP\x01Z\'repogate.dev/api/repogate/v1;repogatev1\xa2\x02\x03RXX\xaa\x02\x0bRepogate.V1\xca\x02\x0bRepogate\\V1\xea\x02\x0cRepogate::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'repogate.v1.message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017com.repogate.v1B\014MessageProtoP\001Z\'repogate.dev/api/repogate/v1;repogatev1\242\002\003RXX\252\002\013Repogate.V1\312\002\013Repogate\\V1\352\002\014Repogate::V1'
+  _globals['_MESSAGE'].fields_by_name['id']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['id']._serialized_options = b'\342A\001\010'
   _globals['_MESSAGE'].fields_by_name['session_id']._loaded_options = None
-  _globals['_MESSAGE'].fields_by_name['session_id']._serialized_options = b'\332\356#\025\010\001\020\001(\0018\001J\013\n\007Session\020\002'
+  _globals['_MESSAGE'].fields_by_name['session_id']._serialized_options = b'\342A\002\002\005\372A\026\n\024repogate.dev/Session\332\356#\025\010\001\020\001(\0018\001J\013\n\007Session\020\002'
   _globals['_MESSAGE'].fields_by_name['sequence_number']._loaded_options = None
-  _globals['_MESSAGE'].fields_by_name['sequence_number']._serialized_options = b'\332\356#\022\010\001\020\001b\014\n\nsession_id'
+  _globals['_MESSAGE'].fields_by_name['sequence_number']._serialized_options = b'\342A\001\003\332\356#\022\010\001\020\001b\014\n\nsession_id'
   _globals['_MESSAGE'].fields_by_name['message_type']._loaded_options = None
-  _globals['_MESSAGE'].fields_by_name['message_type']._serialized_options = b'\332\356#\006\010\001\020\0018\001'
+  _globals['_MESSAGE'].fields_by_name['message_type']._serialized_options = b'\342A\001\002\332\356#\006\010\001\020\0018\001'
   _globals['_MESSAGE'].fields_by_name['role']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['role']._serialized_options = b'\332\356#\004\010\001\020\001'
   _globals['_MESSAGE'].fields_by_name['content']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['content']._serialized_options = b'\332\356#\004B\002{}'
+  _globals['_MESSAGE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['update_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['etag']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['delete_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['delete_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['purge_time']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['purge_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['created_by']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['created_by']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['updated_by']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['updated_by']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE']._loaded_options = None
-  _globals['_MESSAGE']._serialized_options = b'\332\356#\035\"\033session_id, sequence_number'
-  _globals['_MESSAGE']._serialized_start=229
-  _globals['_MESSAGE']._serialized_end=740
-  _globals['_APPENDMESSAGEREQUEST']._serialized_start=742
-  _globals['_APPENDMESSAGEREQUEST']._serialized_end=823
-  _globals['_GETMESSAGEREQUEST']._serialized_start=825
-  _globals['_GETMESSAGEREQUEST']._serialized_end=903
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=906
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1127
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1130
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1283
-  _globals['_COUNTMESSAGESREQUEST']._serialized_start=1285
-  _globals['_COUNTMESSAGESREQUEST']._serialized_end=1389
-  _globals['_COUNTMESSAGESRESPONSE']._serialized_start=1391
-  _globals['_COUNTMESSAGESRESPONSE']._serialized_end=1460
-  _globals['_UPDATEMESSAGEREQUEST']._serialized_start=1462
-  _globals['_UPDATEMESSAGEREQUEST']._serialized_end=1572
-  _globals['_DELETEMESSAGEREQUEST']._serialized_start=1574
-  _globals['_DELETEMESSAGEREQUEST']._serialized_end=1637
-  _globals['_UNDELETEMESSAGEREQUEST']._serialized_start=1639
-  _globals['_UNDELETEMESSAGEREQUEST']._serialized_end=1689
-  _globals['_BATCHGETMESSAGESREQUEST']._serialized_start=1691
-  _globals['_BATCHGETMESSAGESREQUEST']._serialized_end=1776
-  _globals['_BATCHGETMESSAGESRESPONSE']._serialized_start=1778
-  _globals['_BATCHGETMESSAGESRESPONSE']._serialized_end=1844
-  _globals['_BATCHAPPENDMESSAGESREQUEST']._serialized_start=1846
-  _globals['_BATCHAPPENDMESSAGESREQUEST']._serialized_end=1947
-  _globals['_BATCHAPPENDMESSAGESRESPONSE']._serialized_start=1949
-  _globals['_BATCHAPPENDMESSAGESRESPONSE']._serialized_end=2018
-  _globals['_BATCHUPDATEMESSAGESREQUEST']._serialized_start=2020
-  _globals['_BATCHUPDATEMESSAGESREQUEST']._serialized_end=2121
-  _globals['_BATCHUPDATEMESSAGESRESPONSE']._serialized_start=2123
-  _globals['_BATCHUPDATEMESSAGESRESPONSE']._serialized_end=2192
-  _globals['_BATCHDELETEMESSAGESREQUEST']._serialized_start=2194
-  _globals['_BATCHDELETEMESSAGESREQUEST']._serialized_end=2295
-  _globals['_BATCHDELETEMESSAGESRESPONSE']._serialized_start=2297
-  _globals['_BATCHDELETEMESSAGESRESPONSE']._serialized_end=2366
-  _globals['_GETLATESTMESSAGEREQUEST']._serialized_start=2368
-  _globals['_GETLATESTMESSAGEREQUEST']._serialized_end=2435
-  _globals['_SEARCHMESSAGESREQUEST']._serialized_start=2438
-  _globals['_SEARCHMESSAGESREQUEST']._serialized_end=2676
-  _globals['_SEARCHMESSAGESRESPONSE']._serialized_start=2679
-  _globals['_SEARCHMESSAGESRESPONSE']._serialized_end=2834
-  _globals['_AGGREGATEMESSAGESREQUEST']._serialized_start=2837
-  _globals['_AGGREGATEMESSAGESREQUEST']._serialized_end=3024
-  _globals['_AGGREGATEMESSAGESRESPONSE']._serialized_start=3026
-  _globals['_AGGREGATEMESSAGESRESPONSE']._serialized_end=3123
-  _globals['_MESSAGESERVICE']._serialized_start=3126
-  _globals['_MESSAGESERVICE']._serialized_end=4369
+  _globals['_MESSAGE']._serialized_options = b'\352A.\n\024repogate.dev/Message\022\022messages/{message}\032\002id\332\356#\035\"\033session_id, sequence_number'
+  _globals['_APPENDMESSAGEREQUEST'].fields_by_name['message']._loaded_options = None
+  _globals['_APPENDMESSAGEREQUEST'].fields_by_name['message']._serialized_options = b'\342A\001\002'
+  _globals['_GETMESSAGEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETMESSAGEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\026\n\024repogate.dev/Message'
+  _globals['_UPDATEMESSAGEREQUEST'].fields_by_name['message']._loaded_options = None
+  _globals['_UPDATEMESSAGEREQUEST'].fields_by_name['message']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMESSAGEREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEMESSAGEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
+  _globals['_DELETEMESSAGEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETEMESSAGEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\026\n\024repogate.dev/Message'
+  _globals['_UNDELETEMESSAGEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_UNDELETEMESSAGEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\026\n\024repogate.dev/Message'
+  _globals['_MESSAGE']._serialized_start=289
+  _globals['_MESSAGE']._serialized_end=935
+  _globals['_APPENDMESSAGEREQUEST']._serialized_start=937
+  _globals['_APPENDMESSAGEREQUEST']._serialized_end=1024
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1026
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1135
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1138
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1359
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1362
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1515
+  _globals['_COUNTMESSAGESREQUEST']._serialized_start=1517
+  _globals['_COUNTMESSAGESREQUEST']._serialized_end=1621
+  _globals['_COUNTMESSAGESRESPONSE']._serialized_start=1623
+  _globals['_COUNTMESSAGESRESPONSE']._serialized_end=1692
+  _globals['_UPDATEMESSAGEREQUEST']._serialized_start=1694
+  _globals['_UPDATEMESSAGEREQUEST']._serialized_end=1816
+  _globals['_DELETEMESSAGEREQUEST']._serialized_start=1818
+  _globals['_DELETEMESSAGEREQUEST']._serialized_end=1912
+  _globals['_UNDELETEMESSAGEREQUEST']._serialized_start=1914
+  _globals['_UNDELETEMESSAGEREQUEST']._serialized_end=1995
+  _globals['_BATCHGETMESSAGESREQUEST']._serialized_start=1997
+  _globals['_BATCHGETMESSAGESREQUEST']._serialized_end=2082
+  _globals['_BATCHGETMESSAGESRESPONSE']._serialized_start=2084
+  _globals['_BATCHGETMESSAGESRESPONSE']._serialized_end=2150
+  _globals['_BATCHAPPENDMESSAGESREQUEST']._serialized_start=2152
+  _globals['_BATCHAPPENDMESSAGESREQUEST']._serialized_end=2253
+  _globals['_BATCHAPPENDMESSAGESRESPONSE']._serialized_start=2255
+  _globals['_BATCHAPPENDMESSAGESRESPONSE']._serialized_end=2324
+  _globals['_BATCHUPDATEMESSAGESREQUEST']._serialized_start=2326
+  _globals['_BATCHUPDATEMESSAGESREQUEST']._serialized_end=2427
+  _globals['_BATCHUPDATEMESSAGESRESPONSE']._serialized_start=2429
+  _globals['_BATCHUPDATEMESSAGESRESPONSE']._serialized_end=2498
+  _globals['_BATCHDELETEMESSAGESREQUEST']._serialized_start=2500
+  _globals['_BATCHDELETEMESSAGESREQUEST']._serialized_end=2601
+  _globals['_BATCHDELETEMESSAGESRESPONSE']._serialized_start=2603
+  _globals['_BATCHDELETEMESSAGESRESPONSE']._serialized_end=2672
+  _globals['_GETLATESTMESSAGEREQUEST']._serialized_start=2674
+  _globals['_GETLATESTMESSAGEREQUEST']._serialized_end=2741
+  _globals['_SEARCHMESSAGESREQUEST']._serialized_start=2744
+  _globals['_SEARCHMESSAGESREQUEST']._serialized_end=2982
+  _globals['_SEARCHMESSAGESRESPONSE']._serialized_start=2985
+  _globals['_SEARCHMESSAGESRESPONSE']._serialized_end=3140
+  _globals['_AGGREGATEMESSAGESREQUEST']._serialized_start=3143
+  _globals['_AGGREGATEMESSAGESREQUEST']._serialized_end=3330
+  _globals['_AGGREGATEMESSAGESRESPONSE']._serialized_start=3332
+  _globals['_AGGREGATEMESSAGESRESPONSE']._serialized_end=3429
+  _globals['_MESSAGESERVICE']._serialized_start=3432
+  _globals['_MESSAGESERVICE']._serialized_end=4675
 # @@protoc_insertion_point(module_scope)

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17repogate/v1/query.proto\x12\x0brepogate.v1*l\n\tCountMode\x12\x1a\n\x16\x43OUNT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OUNT_MODE_NONE\x10\x01\x12\x14\n\x10\x43OUNT_MODE_EXACT\x10\x02\x12\x18\n\x14\x43OUNT_MODE_ESTIMATED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17repogate/v1/query.proto\x12\x0brepogate.v1*l\n\tCountMode\x12\x1a\n\x16\x43OUNT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OUNT_MODE_NONE\x10\x01\x12\x14\n\x10\x43OUNT_MODE_EXACT\x10\x02\x12\x18\n\x14\x43OUNT_MODE_ESTIMATED\x10\x03\x42y\n\x0f\x63om.repogate.v1B\nQueryProtoP\x01Z\'repogate.dev/api/repogate/v1;repogatev1\xa2\x02\x03RXX\xaa\x02\x0bRepogate.V1\xca\x02\x0bRepogate\\V1\xea\x02\x0cRepogate::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'repogate.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017com.repogate.v1B\nQueryProtoP\001Z\'repogate.dev/api/repogate/v1;repogatev1\242\002\003RXX\252\002\013Repogate.V1\312\002\013Repogate\\V1\352\002\014Repogate::V1'
   _globals['_COUNTMODE']._serialized_start=40
   _globals['_COUNTMODE']._serialized_end=148
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,8 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from repogate.options.v1 import options_pb2 as repogate_dot_options_dot_v1_dot_options__pb2
@@ -29,75 +31,106 @@ from repogate.v1 import aggregate_pb2 as repogate_dot_v1_dot_aggregate__pb2
 from repogate.v1 import query_pb2 as repogate_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16repogate/v1/user.proto\x12\x0brepogate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\xe7\x03\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x05\x65mail\x18\x02 \x01(\tB\x0e\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12 \n\x08username\x18\x03 \x01(\tB\x0e\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12\x1e\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12$\n\tis_active\x18\x05 \x01(\x08\x42\x0c\xda\xee#\x08\x08\x01\x42\x04trueH\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\x12\x12\n\nupdated_by\x18\x0c \x01(\t\x12?\n\x0flast_login_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xda\xee#\x06\x08\x01\x10\x01\x30\x01:\x04\xda\xee#\x00\x42\x0c\n\n_is_active\"H\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xda\x01\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x90\x01\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"e\n\x11\x43ountUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"B\n\x12\x43ountUsersResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"|\n\x11UpdateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"<\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"/\n\x13UndeleteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"R\n\x14\x42\x61tchGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x15\x42\x61tchGetUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchCreateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.CreateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchCreateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchUpdateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.UpdateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchUpdateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchDeleteUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.DeleteUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchDeleteUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"&\n\x15GetUserByEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\",\n\x18GetUserByUsernameRequest\x12\x10\n\x08username\x18\x01 \x01(\t\" \n\x12RecordLoginRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"F\n\x17\x43heckUserExistsResponse\x12\x13\n\x0b\x65mail_taken\x18\x01 \x01(\x08\x12\x16\n\x0eusername_taken\x18\x02 \x01(\x08\"\xb8\x01\n\x15\x41ggregateUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"^\n\x16\x41ggregateUsersResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfa\t\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.repogate.v1.CreateUserRequest\x1a\x11.repogate.v1.User\x12\x39\n\x07GetUser\x12\x1b.repogate.v1.GetUserRequest\x1a\x11.repogate.v1.User\x12J\n\tListUsers\x12\x1d.repogate.v1.ListUsersRequest\x1a\x1e.repogate.v1.ListUsersResponse\x12M\n\nCountUsers\x12\x1e.repogate.v1.CountUsersRequest\x1a\x1f.repogate.v1.CountUsersResponse\x12?\n\nUpdateUser\x12\x1e.repogate.v1.UpdateUserRequest\x1a\x11.repogate.v1.User\x12?\n\nDeleteUser\x12\x1e.repogate.v1.DeleteUserRequest\x1a\x11.repogate.v1.User\x12\x43\n\x0cUndeleteUser\x12 .repogate.v1.UndeleteUserRequest\x1a\x11.repogate.v1.User\x12V\n\rBatchGetUsers\x12!.repogate.v1.BatchGetUsersRequest\x1a\".repogate.v1.BatchGetUsersResponse\x12_\n\x10\x42\x61tchCreateUsers\x12$.repogate.v1.BatchCreateUsersRequest\x1a%.repogate.v1.BatchCreateUsersResponse\x12_\n\x10\x42\x61tchUpdateUsers\x12$.repogate.v1.BatchUpdateUsersRequest\x1a%.repogate.v1.BatchUpdateUsersResponse\x12_\n\x10\x42\x61tchDeleteUsers\x12$.repogate.v1.BatchDeleteUsersRequest\x1a%.repogate.v1.BatchDeleteUsersResponse\x12G\n\x0eGetUserByEmail\x12\".repogate.v1.GetUserByEmailRequest\x1a\x11.repogate.v1.User\x12M\n\x11GetUserByUsername\x12%.repogate.v1.GetUserByUsernameRequest\x1a\x11.repogate.v1.User\x12\x41\n\x0bRecordLogin\x12\x1f.repogate.v1.RecordLoginRequest\x1a\x11.repogate.v1.User\x12\\\n\x0f\x43heckUserExists\x12#.repogate.v1.CheckUserExistsRequest\x1a$.repogate.v1.CheckUserExistsResponse\x12Y\n\x0e\x41ggregateUsers\x12\".repogate.v1.AggregateUsersRequest\x1a#.repogate.v1.AggregateUsersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16repogate/v1/user.proto\x12\x0brepogate.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!repogate/options/v1/options.proto\x1a\x1brepogate/v1/aggregate.proto\x1a\x17repogate/v1/query.proto\"\xcb\x04\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12!\n\x05\x65mail\x18\x02 \x01(\tB\x12\xe2\x41\x01\x02\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12$\n\x08username\x18\x03 \x01(\tB\x12\xe2\x41\x01\x02\xda\xee#\n\x08\x01\x10\x01\x18\x01 \x01\x38\x01\x12\x1e\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x08\xda\xee#\x04\x08\x01\x10\x01\x12$\n\tis_active\x18\x05 \x01(\x08\x42\x0c\xda\xee#\x08\x08\x01\x42\x04trueH\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\npurge_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x0flast_login_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\xe2\x41\x01\x03\xda\xee#\x06\x08\x01\x10\x01\x30\x01:,\xea\x41%\n\x11repogate.dev/User\x12\x0cusers/{user}\x1a\x02id\xda\xee#\x00\x42\x0c\n\n_is_active\"N\n\x11\x43reateUserRequest\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.UserB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"g\n\x0eGetUserRequest\x12&\n\x02id\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11repogate.dev/User\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xda\x01\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x14\n\x0cshow_deleted\x18\x06 \x01(\x08\x12*\n\ncount_mode\x18\x07 \x01(\x0e\x32\x16.repogate.v1.CountMode\x12-\n\tread_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x90\x01\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\ntotal_size\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10total_size_exact\x18\x04 \x01(\x08\x42\r\n\x0b_total_size\"e\n\x11\x43ountUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x02 \x01(\x08\x12*\n\ncount_mode\x18\x03 \x01(\x0e\x32\x16.repogate.v1.CountMode\"B\n\x12\x43ountUsersResponse\x12\x12\n\ntotal_size\x18\x01 \x01(\x03\x12\x18\n\x10total_size_exact\x18\x02 \x01(\x08\"\x88\x01\n\x11UpdateUserRequest\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x11.repogate.v1.UserB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"X\n\x11\x44\x65leteUserRequest\x12&\n\x02id\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11repogate.dev/User\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"K\n\x13UndeleteUserRequest\x12&\n\x02id\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11repogate.dev/User\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"R\n\x14\x42\x61tchGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x15\x42\x61tchGetUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchCreateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.CreateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchCreateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchUpdateUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.UpdateUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchUpdateUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"_\n\x17\x42\x61tchDeleteUsersRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.repogate.v1.DeleteUserRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x18\x42\x61tchDeleteUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.repogate.v1.User\"&\n\x15GetUserByEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\",\n\x18GetUserByUsernameRequest\x12\x10\n\x08username\x18\x01 \x01(\t\"<\n\x12RecordLoginRequest\x12&\n\x02id\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11repogate.dev/User\"9\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"F\n\x17\x43heckUserExistsResponse\x12\x13\n\x0b\x65mail_taken\x18\x01 \x01(\x08\x12\x16\n\x0eusername_taken\x18\x02 \x01(\x08\"\xb8\x01\n\x15\x41ggregateUsersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12.\n\x0c\x61ggregations\x18\x03 \x03(\x0b\x32\x18.repogate.v1.Aggregation\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"^\n\x16\x41ggregateUsersResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.repogate.v1.AggregateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfa\t\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.repogate.v1.CreateUserRequest\x1a\x11.repogate.v1.User\x12\x39\n\x07GetUser\x12\x1b.repogate.v1.GetUserRequest\x1a\x11.repogate.v1.User\x12J\n\tListUsers\x12\x1d.repogate.v1.ListUsersRequest\x1a\x1e.repogate.v1.ListUsersResponse\x12M\n\nCountUsers\x12\x1e.repogate.v1.CountUsersRequest\x1a\x1f.repogate.v1.CountUsersResponse\x12?\n\nUpdateUser\x12\x1e.repogate.v1.UpdateUserRequest\x1a\x11.repogate.v1.User\x12?\n\nDeleteUser\x12\x1e.repogate.v1.DeleteUserRequest\x1a\x11.repogate.v1.User\x12\x43\n\x0cUndeleteUser\x12 .repogate.v1.UndeleteUserRequest\x1a\x11.repogate.v1.User\x12V\n\rBatchGetUsers\x12!.repogate.v1.BatchGetUsersRequest\x1a\".repogate.v1.BatchGetUsersResponse\x12_\n\x10\x42\x61tchCreateUsers\x12$.repogate.v1.BatchCreateUsersRequest\x1a%.repogate.v1.BatchCreateUsersResponse\x12_\n\x10\x42\x61tchUpdateUsers\x12$.repogate.v1.BatchUpdateUsersRequest\x1a%.repogate.v1.BatchUpdateUsersResponse\x12_\n\x10\x42\x61tchDeleteUsers\x12$.repogate.v1.BatchDeleteUsersRequest\x1a%.repogate.v1.BatchDeleteUsersResponse\x12G\n\x0eGetUserByEmail\x12\".repogate.v1.GetUserByEmailRequest\x1a\x11.repogate.v1.User\x12M\n\x11GetUserByUsername\x12%.repogate.v1.GetUserByUsernameRequest\x1a\x11.repogate.v1.User\x12\x41\n\x0bRecordLogin\x12\x1f.repogate.v1.RecordLoginRequest\x1a\x11.repogate.v1.User\x12\\\n\x0f\x43heckUserExists\x12#.repogate.v1.CheckUserExistsRequest\x1a$.repogate.v1.CheckUserExistsResponse\x12Y\n\x0e\x41ggregateUsers\x12\".repogate.v1.AggregateUsersRequest\x1a#.repogate.v1.AggregateUsersResponseBx\n\x0f\x63om.repogate.v1B\tUserProtoP\x01Z\'repogate.dev/api/repogate/v1;repogatev1\xa2\x02\x03RXX\xaa\x02\x0bRepogate.V1\xca\x02\x0bRepogate\\V1\xea\x02\x0cRepogate::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'repogate.v1.user_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017com.repogate.v1B\tUserProtoP\001Z\'repogate.dev/api/repogate/v1;repogatev1\242\002\003RXX\252\002\013Repogate.V1\312\002\013Repogate\\V1\352\002\014Repogate::V1'
+  _globals['_USER'].fields_by_name['id']._loaded_options = None
+  _globals['_USER'].fields_by_name['id']._serialized_options = b'\342A\001\010'
   _globals['_USER'].fields_by_name['email']._loaded_options = None
-  _globals['_USER'].fields_by_name['email']._serialized_options = b'\332\356#\n\010\001\020\001\030\001 \0018\001'
+  _globals['_USER'].fields_by_name['email']._serialized_options = b'\342A\001\002\332\356#\n\010\001\020\001\030\001 \0018\001'
   _globals['_USER'].fields_by_name['username']._loaded_options = None
-  _globals['_USER'].fields_by_name['username']._serialized_options = b'\332\356#\n\010\001\020\001\030\001 \0018\001'
+  _globals['_USER'].fields_by_name['username']._serialized_options = b'\342A\001\002\332\356#\n\010\001\020\001\030\001 \0018\001'
   _globals['_USER'].fields_by_name['display_name']._loaded_options = None
   _globals['_USER'].fields_by_name['display_name']._serialized_options = b'\332\356#\004\010\001\020\001'
   _globals['_USER'].fields_by_name['is_active']._loaded_options = None
   _globals['_USER'].fields_by_name['is_active']._serialized_options = b'\332\356#\010\010\001B\004true'
+  _globals['_USER'].fields_by_name['create_time']._loaded_options = None
+  _globals['_USER'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_USER'].fields_by_name['update_time']._loaded_options = None
+  _globals['_USER'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_USER'].fields_by_name['etag']._loaded_options = None
+  _globals['_USER'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_USER'].fields_by_name['delete_time']._loaded_options = None
+  _globals['_USER'].fields_by_name['delete_time']._serialized_options = b'\342A\001\003'
+  _globals['_USER'].fields_by_name['purge_time']._loaded_options = None
+  _globals['_USER'].fields_by_name['purge_time']._serialized_options = b'\342A\001\003'
+  _globals['_USER'].fields_by_name['created_by']._loaded_options = None
+  _globals['_USER'].fields_by_name['created_by']._serialized_options = b'\342A\001\003'
+  _globals['_USER'].fields_by_name['updated_by']._loaded_options = None
+  _globals['_USER'].fields_by_name['updated_by']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['last_login_time']._loaded_options = None
-  _globals['_USER'].fields_by_name['last_login_time']._serialized_options = b'\332\356#\006\010\001\020\0010\001'
+  _globals['_USER'].fields_by_name['last_login_time']._serialized_options = b'\342A\001\003\332\356#\006\010\001\020\0010\001'
   _globals['_USER']._loaded_options = None
-  _globals['_USER']._serialized_options = b'\332\356#\000'
-  _globals['_USER']._serialized_start=196
-  _globals['_USER']._serialized_end=683
-  _globals['_CREATEUSERREQUEST']._serialized_start=685
-  _globals['_CREATEUSERREQUEST']._serialized_end=757
-  _globals['_GETUSERREQUEST']._serialized_start=759
-  _globals['_GETUSERREQUEST']._serialized_end=834
-  _globals['_LISTUSERSREQUEST']._serialized_start=837
-  _globals['_LISTUSERSREQUEST']._serialized_end=1055
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1058
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1202
-  _globals['_COUNTUSERSREQUEST']._serialized_start=1204
-  _globals['_COUNTUSERSREQUEST']._serialized_end=1305
-  _globals['_COUNTUSERSRESPONSE']._serialized_start=1307
-  _globals['_COUNTUSERSRESPONSE']._serialized_end=1373
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1375
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1499
-  _globals['_DELETEUSERREQUEST']._serialized_start=1501
-  _globals['_DELETEUSERREQUEST']._serialized_end=1561
-  _globals['_UNDELETEUSERREQUEST']._serialized_start=1563
-  _globals['_UNDELETEUSERREQUEST']._serialized_end=1610
-  _globals['_BATCHGETUSERSREQUEST']._serialized_start=1612
-  _globals['_BATCHGETUSERSREQUEST']._serialized_end=1694
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=1696
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=1753
-  _globals['_BATCHCREATEUSERSREQUEST']._serialized_start=1755
-  _globals['_BATCHCREATEUSERSREQUEST']._serialized_end=1850
-  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_start=1852
-  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_end=1912
-  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_start=1914
-  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_end=2009
-  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_start=2011
-  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_end=2071
-  _globals['_BATCHDELETEUSERSREQUEST']._serialized_start=2073
-  _globals['_BATCHDELETEUSERSREQUEST']._serialized_end=2168
-  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_start=2170
-  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_end=2230
-  _globals['_GETUSERBYEMAILREQUEST']._serialized_start=2232
-  _globals['_GETUSERBYEMAILREQUEST']._serialized_end=2270
-  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_start=2272
-  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_end=2316
-  _globals['_RECORDLOGINREQUEST']._serialized_start=2318
-  _globals['_RECORDLOGINREQUEST']._serialized_end=2350
-  _globals['_CHECKUSEREXISTSREQUEST']._serialized_start=2352
-  _globals['_CHECKUSEREXISTSREQUEST']._serialized_end=2409
-  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_start=2411
-  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=2481
-  _globals['_AGGREGATEUSERSREQUEST']._serialized_start=2484
-  _globals['_AGGREGATEUSERSREQUEST']._serialized_end=2668
-  _globals['_AGGREGATEUSERSRESPONSE']._serialized_start=2670
-  _globals['_AGGREGATEUSERSRESPONSE']._serialized_end=2764
-  _globals['_USERSERVICE']._serialized_start=2767
-  _globals['_USERSERVICE']._serialized_end=4041
+  _globals['_USER']._serialized_options = b'\352A%\n\021repogate.dev/User\022\014users/{user}\032\002id\332\356#\000'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\002'
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\023\n\021repogate.dev/User'
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['user']._loaded_options = None
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
+  _globals['_DELETEUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETEUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\023\n\021repogate.dev/User'
+  _globals['_UNDELETEUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_UNDELETEUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\023\n\021repogate.dev/User'
+  _globals['_RECORDLOGINREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RECORDLOGINREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\372A\023\n\021repogate.dev/User'
+  _globals['_USER']._serialized_start=256
+  _globals['_USER']._serialized_end=843
+  _globals['_CREATEUSERREQUEST']._serialized_start=845
+  _globals['_CREATEUSERREQUEST']._serialized_end=923
+  _globals['_GETUSERREQUEST']._serialized_start=925
+  _globals['_GETUSERREQUEST']._serialized_end=1028
+  _globals['_LISTUSERSREQUEST']._serialized_start=1031
+  _globals['_LISTUSERSREQUEST']._serialized_end=1249
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1252
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1396
+  _globals['_COUNTUSERSREQUEST']._serialized_start=1398
+  _globals['_COUNTUSERSREQUEST']._serialized_end=1499
+  _globals['_COUNTUSERSRESPONSE']._serialized_start=1501
+  _globals['_COUNTUSERSRESPONSE']._serialized_end=1567
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1570
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1706
+  _globals['_DELETEUSERREQUEST']._serialized_start=1708
+  _globals['_DELETEUSERREQUEST']._serialized_end=1796
+  _globals['_UNDELETEUSERREQUEST']._serialized_start=1798
+  _globals['_UNDELETEUSERREQUEST']._serialized_end=1873
+  _globals['_BATCHGETUSERSREQUEST']._serialized_start=1875
+  _globals['_BATCHGETUSERSREQUEST']._serialized_end=1957
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=1959
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=2016
+  _globals['_BATCHCREATEUSERSREQUEST']._serialized_start=2018
+  _globals['_BATCHCREATEUSERSREQUEST']._serialized_end=2113
+  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_start=2115
+  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_end=2175
+  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_start=2177
+  _globals['_BATCHUPDATEUSERSREQUEST']._serialized_end=2272
+  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_start=2274
+  _globals['_BATCHUPDATEUSERSRESPONSE']._serialized_end=2334
+  _globals['_BATCHDELETEUSERSREQUEST']._serialized_start=2336
+  _globals['_BATCHDELETEUSERSREQUEST']._serialized_end=2431
+  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_start=2433
+  _globals['_BATCHDELETEUSERSRESPONSE']._serialized_end=2493
+  _globals['_GETUSERBYEMAILREQUEST']._serialized_start=2495
+  _globals['_GETUSERBYEMAILREQUEST']._serialized_end=2533
+  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_start=2535
+  _globals['_GETUSERBYUSERNAMEREQUEST']._serialized_end=2579
+  _globals['_RECORDLOGINREQUEST']._serialized_start=2581
+  _globals['_RECORDLOGINREQUEST']._serialized_end=2641
+  _globals['_CHECKUSEREXISTSREQUEST']._serialized_start=2643
+  _globals['_CHECKUSEREXISTSREQUEST']._serialized_end=2700
+  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_start=2702
+  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=2772
+  _globals['_AGGREGATEUSERSREQUEST']._serialized_start=2775
+  _globals['_AGGREGATEUSERSREQUEST']._serialized_end=2959
+  _globals['_AGGREGATEUSERSRESPONSE']._serialized_start=2961
+  _globals['_AGGREGATEUSERSRESPONSE']._serialized_end=3055
+  _globals['_USERSERVICE']._serialized_start=3058
+  _globals['_USERSERVICE']._serialized_end=4332
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,7 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from repogate.options.v1 import options_pb2 as _options_pb2
