@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ class Certificates:
         self._cert_file, self._key_file, self._client_ca_file = cert_file, key_file, client_ca_file
         self._initial = self._load()
         self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._lock = threading.Lock()  # _fetch runs on gRPC's threads
 
     @classmethod
     def from_settings(cls, s: Settings) -> Certificates | None:
@@ -45,29 +48,39 @@ class Certificates:
 
     def reload(self) -> None:
         """Reads the files again; ValueError (and the old ones stay) unless they are valid."""
-        self._pending = self._load()
+        loaded = self._load()
+        with self._lock:
+            self._pending = loaded
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
-        check_files(self._cert_file, self._key_file, self._client_ca_file)
-        client_ca = None if self._client_ca_file is None else self._client_ca_file.read_bytes()
-        return grpc.ssl_server_certificate_configuration(
-            [(self._key_file.read_bytes(), self._cert_file.read_bytes())],
-            root_certificates=client_ca,
-        )
+        # Each file read once and what was read checked: a file replaced meanwhile cannot
+        # slip a key that is not the certificate's past the check.
+        cert, key, client_ca = _read_checked(self._cert_file, self._key_file, self._client_ca_file)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """At each handshake, on a gRPC thread: the new configuration once, else None
         (keep the current one)."""
-        pending, self._pending = self._pending, None
+        with self._lock:
+            pending, self._pending = self._pending, None
         return pending
 
 
 def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
     """ValueError unless the files hold a certificate chain, its unencrypted private key,
     and CA certificates. gRPC itself would only say it failed to bind."""
+    _read_checked(cert_file, key_file, client_ca_file)
+
+
+def _read_checked(
+    cert_file: Path, key_file: Path, client_ca_file: Path | None
+) -> tuple[bytes, bytes, bytes | None]:
+    """The files' PEM, each read once, once checked (see check_files)."""
+    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    chain = _certificates(cert_file, "REPOGATE_TLS_CERT_FILE")
+    cert_pem = _read(cert_file, "REPOGATE_TLS_CERT_FILE")
+    chain = _parsed(x509.load_pem_x509_certificates, cert_pem, "REPOGATE_TLS_CERT_FILE")
     pem = _read(key_file, "REPOGATE_TLS_KEY_FILE")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
@@ -78,8 +91,11 @@ def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) ->
             "REPOGATE_TLS_KEY_FILE is not the key of the first certificate "
             "in REPOGATE_TLS_CERT_FILE"
         )
-    if client_ca_file is not None:
-        _certificates(client_ca_file, "REPOGATE_TLS_CLIENT_CA_FILE")
+    if client_ca_file is None:
+        return cert_pem, pem, None
+    ca_pem = _read(client_ca_file, "REPOGATE_TLS_CLIENT_CA_FILE")
+    _parsed(x509.load_pem_x509_certificates, ca_pem, "REPOGATE_TLS_CLIENT_CA_FILE")
+    return cert_pem, pem, ca_pem
 
 
 def check_ca_file(path: Path, variable: str) -> None:
@@ -90,9 +106,14 @@ def check_ca_file(path: Path, variable: str) -> None:
 def _certificates(path: Path, variable: str) -> list[x509.Certificate]:
     from cryptography import x509
 
-    pem = _read(path, variable)
+    return _parsed(x509.load_pem_x509_certificates, _read(path, variable), variable)
+
+
+def _parsed(
+    load: Callable[[bytes], list[x509.Certificate]], pem: bytes, variable: str
+) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(pem)
+        return load(pem)
     except ValueError as exc:
         raise ValueError(f"{variable} holds no PEM certificate") from exc
 

@@ -99,7 +99,8 @@ class Jwks:
             self.url = None
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
-        if kid is None and len(self._keys) == 1:  # a set of one key, a token naming none
+        if len(self._keys) == 1 and (kid is None or None in self._keys):
+            # A set of one key, and the token or the key names none: nothing to match.
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
