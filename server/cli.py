@@ -96,9 +96,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Repogate(settings, migrate=not args.no_migrate) as app:
-        # Keys, JWT keys and certificates are loaded again, calls going on meanwhile.
-        loop.add_signal_handler(signal.SIGHUP, app.reload)
+    app = Repogate(settings, migrate=not args.no_migrate)
+    # Keys, JWT keys and certificates are loaded again, calls going on meanwhile; while
+    # starting, when they are being read anyway, SIGHUP does nothing (rather than kill).
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    async with app:
         await stop.wait()
         log.info("stopping: draining calls for up to %ss", settings.shutdown_grace)
     log.info("stopped")
