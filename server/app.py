@@ -49,7 +49,7 @@ from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
-from server.reload import Reloader
+from server.reload import Reloadable, Reloader
 from server.resource_types import Policy
 from server.resources import StandardMethods
 from server.served_schema import declared_services
@@ -163,10 +163,10 @@ class Repogate:
         forwarder = Forwarder(ids, self._peers, self._db, limits.max_lifetime)
         authenticator = auth.authenticator(s)
         certificates = tls.Certificates.from_settings(s)
-        self._reloader = Reloader(
-            [*auth.reloadables(authenticator), *([certificates] if certificates else [])],
-            s.reload_interval,
-        )
+        rotating: list[Reloadable] = []
+        if certificates is not None:
+            rotating = [certificates, peers.Rotating(s, self._peers)]
+        self._reloader = Reloader([*auth.reloadables(authenticator), *rotating], s.reload_interval)
         server = aio.server(
             # Outermost first: spans and metrics see the status the client gets.
             interceptors=[

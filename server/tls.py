@@ -55,7 +55,7 @@ class Certificates:
     def _load(self) -> grpc.ServerCertificateConfiguration:
         # Each file read once and what was read checked: a file replaced meanwhile cannot
         # slip a key that is not the certificate's past the check.
-        cert, key, client_ca = _read_checked(self._cert_file, self._key_file, self._client_ca_file)
+        cert, key, client_ca = read_checked(self._cert_file, self._key_file, self._client_ca_file)
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
@@ -69,13 +69,16 @@ class Certificates:
 def check_files(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
     """ValueError unless the files hold a certificate chain, its unencrypted private key,
     and CA certificates. gRPC itself would only say it failed to bind."""
-    _read_checked(cert_file, key_file, client_ca_file)
+    read_checked(cert_file, key_file, client_ca_file)
 
 
-def _read_checked(
-    cert_file: Path, key_file: Path, client_ca_file: Path | None
+def read_checked(
+    cert_file: Path,
+    key_file: Path,
+    ca_file: Path | None,
+    ca_variable: str = "REPOGATE_TLS_CLIENT_CA_FILE",
 ) -> tuple[bytes, bytes, bytes | None]:
-    """The files' PEM, each read once, once checked (see check_files)."""
+    """The files' PEM, each read once, and checked (see check_files)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -91,10 +94,10 @@ def _read_checked(
             "REPOGATE_TLS_KEY_FILE is not the key of the first certificate "
             "in REPOGATE_TLS_CERT_FILE"
         )
-    if client_ca_file is None:
+    if ca_file is None:
         return cert_pem, pem, None
-    ca_pem = _read(client_ca_file, "REPOGATE_TLS_CLIENT_CA_FILE")
-    _parsed(x509.load_pem_x509_certificates, ca_pem, "REPOGATE_TLS_CLIENT_CA_FILE")
+    ca_pem = _read(ca_file, ca_variable)
+    _parsed(x509.load_pem_x509_certificates, ca_pem, ca_variable)
     return cert_pem, pem, ca_pem
 
 
