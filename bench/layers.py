@@ -73,6 +73,9 @@ class Ctx:
     def details(self) -> str:
         return ""
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
 
 def cpu_us(
     run: Callable[[int], Awaitable[None]],

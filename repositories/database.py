@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -22,7 +23,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from repositories import prepared
+from repositories import prepared, wal
 from repositories.bulkheads import NO_CAP, Bulkheads, Slot
 from repositories.changes import Changes
 from repositories.drivers import connect_arguments
@@ -52,6 +53,32 @@ class EngineOptions:
 # What each engine create_engine made connects with (statement_cache_size=0 behind
 # PgBouncer, say), for connections opened beside its pool (Database.probe).
 _connect_args: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+# Told how long each connect() waited for its connection, by pool (the pool-wait
+# histogram of server/db_metrics.py); a pool without one is not timed at all.
+_wait_observers: weakref.WeakKeyDictionary[Any, Callable[[float], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def time_connections(engine: AsyncEngine, observe: Callable[[float], None]) -> None:
+    """Tells `observe` the seconds each connect() of a call waits for a connection from
+    `engine`'s pool (its engines with other options share it): the checkout, and the
+    connecting or pinging it needed."""
+    _wait_observers[engine.sync_engine.pool] = observe
+
+
+async def connect(engine: AsyncEngine) -> AsyncConnection:
+    """`engine.connect()`, timed when time_connections asked for it."""
+    observe = _wait_observers.get(engine.sync_engine.pool)
+    if observe is None:
+        return await engine.connect()
+    started = time.perf_counter()
+    try:
+        return await engine.connect()
+    finally:
+        observe(time.perf_counter() - started)
 
 
 def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
@@ -148,24 +175,32 @@ class Database:
         actor: str | None = None,
         read_only: bool = False,
         one_write: bool = False,
+        positioned: bool = False,
     ) -> UnitOfWork:
         """A transaction for `tenant`; `actor` is recorded in created_by/updated_by.
 
         `read_only` units run no writes; `one_write` units at most one write. Either
         runs in autocommit on PostgreSQL: one statement is atomic on its own, and the
-        BEGIN and COMMIT round trips are saved."""
+        BEGIN and COMMIT round trips are saved. A `positioned` unit (PostgreSQL) reads
+        the WAL position once it commits (UnitOfWork.position)."""
         writes = 0 if read_only else 1 if one_write else None
-        if writes is not None and self._autocommit:
-            return UnitOfWork(
-                self.engine,
-                tenant,
-                actor=actor,
-                writes=writes,
-                autocommit=True,
-                bulkheads=self.bulkheads,
-            )
-        engine = self.engine if read_only else self.writes
-        return UnitOfWork(engine, tenant, actor=actor, writes=writes, bulkheads=self.bulkheads)
+        autocommit = writes is not None and self._autocommit
+        engine = self.engine if read_only or autocommit else self.writes
+        return UnitOfWork(
+            engine,
+            tenant,
+            actor=actor,
+            writes=writes,
+            autocommit=autocommit,
+            bulkheads=self.bulkheads,
+            positioned=positioned,
+        )
+
+    async def position(self, sql: str) -> int | None:
+        """A WAL position (repositories/wal.py) read on a connection of the pool."""
+        with translate_db_errors():
+            async with self.engine.connect() as conn:
+                return await wal.read(conn, sql)
 
     async def ping(self) -> None:
         """One round trip to the database; Unavailable when it does not answer."""
@@ -276,8 +311,12 @@ class UnitOfWork:
         writes: int | None = None,
         autocommit: bool = False,
         bulkheads: Bulkheads | None = None,
+        positioned: bool = False,
     ) -> None:
         self._engine = engine
+        self._positioned = positioned
+        # Where the WAL was once this unit committed, when `positioned`: past its commit.
+        self.position: int | None = None
         self._bulkheads = bulkheads or NO_CAP
         self._slot: Slot | None = None
         self._tenant = tenant
@@ -294,7 +333,7 @@ class UnitOfWork:
         slot = await self._bulkheads.take(self._tenant)
         try:
             with translate_db_errors():
-                conn = await self._engine.connect()
+                conn = await connect(self._engine)
         except BaseException:
             slot.release()
             raise
@@ -356,10 +395,22 @@ class UnitOfWork:
         if self._repositories.failed:
             raise RuntimeError("a statement in this unit of work failed; it cannot commit")
         self._commit_sent = True
-        if self._autocommit:
-            return  # each statement committed as it ran
+        if not self._autocommit:  # in autocommit each statement committed as it ran
+            with translate_db_errors():
+                await self._conn.commit()
+        if self._positioned:
+            try:
+                self.position = await self.wal_position(wal.INSERTED)
+            except Exception:
+                # Committed all the same: the write is answered, without a token.
+                log.warning("reading the WAL position after a commit failed", exc_info=True)
+
+    async def wal_position(self, sql: str) -> int | None:
+        """A WAL position (repositories/wal.py) read on this unit's connection."""
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside its `async with` block")
         with translate_db_errors():
-            await self._conn.commit()
+            return await wal.read(self._conn, sql)
 
     def written(self) -> Changes:
         """What this unit may have made durable, for caches to forget, during or after it,

@@ -294,6 +294,14 @@ async def _cut_off(conn: AsyncConnection) -> None:
         log.warning("invalidating a connection cut off mid-statement failed", exc_info=True)
 
 
+async def failed(
+    lean: Statements, conn: AsyncConnection, error: Exception, sql: str
+) -> BaseException:
+    """`error`, raised by the driver running `sql` (no parameters) outside `fetch` and
+    `script`, as SQLAlchemy would raise it; see _failed."""
+    return await _failed(lean, conn, LeanContext(), error, sql, [])
+
+
 async def _failed(
     lean: Statements,
     conn: AsyncConnection,

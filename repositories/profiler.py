@@ -11,6 +11,7 @@ import heapq
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -84,6 +85,8 @@ class SlowStatements:
         self.threshold = threshold
         self._recent: deque[SlowStatement] = deque(maxlen=keep)
         self.statements = StatementStats(shapes)
+        # Told each statement and its seconds too (the statement-time histogram).
+        self.observe: Callable[[str, float], None] | None = None
 
     def attach(self, engine: AsyncEngine) -> None:
         event.listen(engine.sync_engine, "before_cursor_execute", _started)
@@ -99,6 +102,8 @@ class SlowStatements:
             return
         seconds = time.perf_counter() - started.pop()
         self.statements.add(statement, seconds)
+        if self.observe is not None:
+            self.observe(statement, seconds)
         if seconds >= self.threshold:
             self._recent.append(SlowStatement(normalize(statement), seconds, datetime.now(UTC)))
 

@@ -28,10 +28,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import StaticPool
 
-from repositories import prepared
+from repositories import prepared, wal
 from repositories.bulkheads import Slot
 from repositories.changes import Changes
-from repositories.database import Database, Repositories
+from repositories.database import Database, Repositories, connect
 from repositories.errors import (
     FailedPrecondition,
     ReadOnlyTransaction,
@@ -143,10 +143,14 @@ class TransactionRegistry:
         *,
         ids: TransactionIds | None = None,
         on_commit: OnCommit | None = None,
+        on_position: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_position` is told the WAL position past each commit (read replicas'
+        consistency tokens); unset, none is read."""
         self._db = db
         self._limits = limits
         self._on_commit = on_commit
+        self._on_position = on_position
         self.ids = ids or TransactionIds(secrets.token_urlsafe(32))
         self._open: dict[str, Transaction] = {}
         self._opening = 0
@@ -226,7 +230,7 @@ class TransactionRegistry:
         # failed upgrade later.
         engine = self._db.engine if read_only else self._db.writes
         with translate_db_errors():
-            conn = await engine.connect()
+            conn = await connect(engine)
         try:
             with translate_db_errors():
                 if self._db.dialect == "postgresql":
@@ -323,10 +327,24 @@ class TransactionRegistry:
                 # It may have committed: caches forget what it changed, as after a commit.
                 await tell(self._on_commit, tx.changes)
                 raise
+            await self._positioned(tx)
             await self._end(tx, Outcome.COMMITTED)
         committed = datetime.now(UTC)
         await tell(self._on_commit, tx.changes)
         return committed
+
+    async def _positioned(self, tx: Transaction) -> None:
+        """Tells `on_position` where the WAL is past the commit, read on its connection;
+        a failure is logged: the commit stands, answered without a token."""
+        if self._on_position is None or tx.read_only:
+            return
+        try:
+            position = await wal.read(tx.conn, wal.INSERTED)
+        except Exception:
+            log.warning("reading the WAL position after a commit failed", exc_info=True)
+            return
+        if position is not None:
+            self._on_position(position)
 
     async def _record_commit(self, tx: Transaction) -> None:
         """Writes its COMMITTED row in it; any failure ends it (a peer's row came first)."""

@@ -26,14 +26,25 @@ trap 'rm -rf "$tmp"' EXIT
 
 git rev-parse --verify -q HEAD >/dev/null || { echo "proto-breaking: no commits yet"; exit 0; }
 
+# The newest deliberate break: versions that do not contain it are not compared. History
+# has merges, so "older" means "not descended from the break", not "listed after it".
+brk=""
+for commit in $(git log --format=%H -n "$LIMIT" HEAD -- protos); do
+  if git log -1 --format=%B "$commit" | grep -qiE '^API-Break:'; then
+    brk=$commit
+    echo "proto-breaking: $(git log -1 --format='%h %s' "$commit") is a deliberate break (API-Break:); versions without it are not compared"
+    break
+  fi
+done
+
 # HEAD first, then the API before each recent commit that changed protos/.
 against=(HEAD)
 labels=("HEAD ($(git log -1 --format='%h %s' HEAD))")
 for commit in $(git log --format=%H -n "$LIMIT" HEAD -- protos); do
+  [ "$commit" != "$brk" ] || break
   git rev-parse --verify -q "$commit^" >/dev/null || break # the root commit
-  if git log -1 --format=%B "$commit" | grep -qiE '^API-Break:'; then
-    echo "proto-breaking: $(git log -1 --format='%h %s' "$commit") is a deliberate break (API-Break:); older versions are not compared"
-    break
+  if [ -n "$brk" ] && ! git merge-base --is-ancestor "$brk" "$commit^"; then
+    continue # a version from before the break, on a branch merged after it
   fi
   against+=("$commit^")
   labels+=("the API before $(git log -1 --format='%h %s' "$commit")")

@@ -38,7 +38,7 @@ from repositories.profiler import SlowStatements
 from repositories.transaction_ids import TransactionIds
 from repositories.transactions import TransactionRegistry
 from schema.declared import Declared
-from server import access, auth, cache, coherence, peers, tls
+from server import access, auth, cache, coherence, consistency, peers, replicas, tls
 from server.answers import Answers
 from server.breaker import Breaker, State
 from server.call_stats import CallStats
@@ -122,6 +122,8 @@ class Repogate:
         self._watcher: asyncio.Task[None] | None = None
         self._file_watcher: asyncio.Task[None] | None = None
         self._reloader = Reloader([], 0)
+        self._replica_prober: asyncio.Task[None] | None = None
+        self.replicas: replicas.Replicas | None = None
         self._peers: peers.Peers | None = None
         self.breakers: dict[str, Breaker] = {}
         self.calls = CallStats()
@@ -155,6 +157,19 @@ class Repogate:
         scoped = (*TENANT_SCOPED, *names)
         slow = SlowStatements(s.slow_statement_ms / 1000)
         slow.attach(self._db.engine)
+        self.breakers = breakers = {
+            "database": Breaker("database", s.breaker_policy()),
+            "cache": cache.cache_breaker(s.breaker_policy()),
+        }
+        # Read replicas, each breaker in `breakers`; with them, writes answer tokens.
+        self.replicas = replicas.build(
+            s, self._db, breakers, lambda engine: slow.attach(tracing.engine(engine))
+        )
+        tokens = (
+            []
+            if self.replicas is None
+            else [consistency.Interceptor(consistency.Tokens(s.page_token_secret))]
+        )
         # Transaction ids are signed with the key the fleet shares; the address in them
         # is known once the server has bound its ports.
         ids = TransactionIds(s.page_token_secret)
@@ -172,9 +187,12 @@ class Repogate:
             interceptors=[
                 *tracing.interceptors(),
                 *metrics.interceptors(),
-                RequestInterceptor(scoped, calls=self.calls, drain=self._drain),
+                RequestInterceptor(
+                    scoped, calls=self.calls, drain=self._drain, traced=tracing.traced
+                ),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *([] if authenticator is None else [auth.AuthInterceptor(authenticator)]),
+                *tokens,
                 # Innermost: a call is authenticated here before it is forwarded, and
                 # everything above sees a forwarded call as any other.
                 ForwardingInterceptor(forwarder, (*DATABASE_SERVICES, *names)),
@@ -188,11 +206,7 @@ class Repogate:
         )
         # Where services are added; the server itself is still what binds and starts.
         registry = generic_only(server)
-        self.breakers = breakers = {
-            "database": Breaker("database", s.breaker_policy()),
-            "cache": cache.cache_breaker(s.breaker_policy()),
-        }
-        self.cache = tracing.cache(cache.build(s))
+        self.cache = tracing.cache(cache.build(s), s.redis_url)
         # On PostgreSQL every process reads every committed write from the change log; its
         # own memory cache is used only while it keeps up (server/coherence.py).
         follows = s.cache_entities and self._db.dialect == "postgresql"
@@ -207,9 +221,15 @@ class Repogate:
                 s.database_session_url or s.database_url, read_through, shared=bool(s.redis_url)
             )
         forget = read_through.forget
-        transactions = TransactionRegistry(self._db, limits, ids=ids, on_commit=forget)
+        transactions = TransactionRegistry(
+            self._db,
+            limits,
+            ids=ids,
+            on_commit=forget,
+            on_position=None if self.replicas is None else consistency.wrote,
+        )
         self.units = units = Units(
-            self._db, transactions, s.retry_policy(), forget, breakers["database"]
+            self._db, transactions, s.retry_policy(), forget, breakers["database"], self.replicas
         )
         entity = (units, PageTokens(s.page_token_secret), _policy(s), read_through)
         users = UserService(*entity)
@@ -256,11 +276,17 @@ class Repogate:
             units,
             self.cache,
             lambda: {name: b.state.value for name, b in self.breakers.items()},
+            slow,
         )
         if self.feed is not None:
             await self.feed.start()
+        if self.replicas is not None:
+            metrics.register(replicas.ReplicaCollector(self.replicas))
+            await self.replicas.probe()  # replicas serve reads from the first call on
+            self._replica_prober = asyncio.create_task(self.replicas.watch())
         credentials = None if certificates is None else certificates.credentials()
         self.address = _bind(server, s.listen, credentials)
+        tracing.serving_at(self.address)
         peer_address = None
         if s.peer_listen is not None:
             # A Unix socket for peers lies in a directory only this user can open.
@@ -296,12 +322,19 @@ class Repogate:
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         await self._health.enter_graceful_shutdown()
-        for task in (self._purger, self._reaper, self._watcher, self._file_watcher):
+        for task in (
+            self._purger,
+            self._reaper,
+            self._watcher,
+            self._replica_prober,
+            self._file_watcher,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._purger = self._reaper = self._watcher = self._file_watcher = None
+        self._purger = self._reaper = self._watcher = None
+        self._replica_prober = self._file_watcher = None
         if self._server is not None:
             await self._drain.close(max(0.0, end - loop.time()))
             # No Repogate call is left; health and reflection calls get what grace remains.
@@ -320,6 +353,9 @@ class Repogate:
             # After the drain: no call can be using a transaction now.
             await self.units.transactions.close()
             self.units = None
+        if self.replicas is not None:
+            await self.replicas.dispose()
+            self.replicas = None
         if self._db is not None:
             await self._db.dispose()
             self._db = None

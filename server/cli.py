@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schema.model import SchemaError
-from server import access, schema_cli
+from server import access, logs, schema_cli
 from server.settings import Settings
 from server.settings_sources import SettingsError, describe
 
@@ -33,11 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         given: dict[str, str] = {k: f"--{k}" for k in ("listen", "workers") if k in overrides}
         print(f"repogate: invalid settings:\n{describe(exc, Settings, given)}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # Alembic narrates every plugin it loads; its warnings still show.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The server's log and the access log: JSON lines, both on stderr (docs/telemetry.md).
+    logs.configure(settings.log_level)
     access.configure(settings.access_log)
     try:
         return _run(args.func(settings, args))

@@ -43,6 +43,9 @@ class RequestContext:
 
 
 _current: ContextVar[RequestContext] = ContextVar("repogate_request")
+# Who the call's credential speaks for, once authenticated (for the access log); set
+# inside the request interceptor, read by it as the call ends, in the call's own task.
+_caller: ContextVar[str | None] = ContextVar("repogate_caller", default=None)
 
 
 def current() -> RequestContext:
@@ -70,6 +73,22 @@ def bind(ctx: RequestContext) -> object:
 
 def unbind(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
+
+
+def note_caller(name: str | None) -> None:
+    """Names the authenticated caller of the call being served (None as a call starts:
+    TransactionService rebinds the context within a call, so bind() leaves it be)."""
+    _caller.set(name)
+
+
+def caller() -> str | None:
+    """The authenticated caller of the call being served; None when there is none."""
+    return _caller.get()
+
+
+def bound() -> RequestContext | None:
+    """The context of the call being served, None outside one (the server's own log)."""
+    return _current.get(None)
 
 
 def from_metadata(

@@ -34,7 +34,7 @@ from repositories.database import Database
 from repositories.errors import DomainError, TransactionAborted, TransactionNotFound, Unavailable
 from repositories.outcomes import COMMITTED, expiry, poison
 from repositories.transaction_ids import Route, TransactionIds
-from server import context
+from server import consistency, context
 from server.auth.credentials import AUTHORIZATION_KEY
 from server.errors import DETAILS_KEY
 from server.peers import Peers
@@ -151,13 +151,13 @@ class Forwarder:
         metadata = ctx.invocation_metadata() or ()
         if route.address in ("", self._ids.address) or _get(metadata, FORWARDED_KEY):
             raise _Unreachable
-        call = self._peers.method(route.address, method)
+        call = self._peers.method(route.address, method)(
+            payload, metadata=self._metadata(metadata), timeout=ctx.time_remaining()
+        )
         try:
             # Cancelling this task (the caller cancelled, or its deadline passed)
             # cancels the call to the owner.
-            reply: bytes = await call(
-                payload, metadata=self._metadata(metadata), timeout=ctx.time_remaining()
-            )
+            reply: bytes = await call
         except aio.AioRpcError as exc:
             trailers = tuple((key, value) for key, value in exc.trailing_metadata() or ())
             if exc.code() not in _OWNER_ENDED and _get(trailers, DETAILS_KEY) is None:
@@ -169,6 +169,11 @@ class Forwarder:
                 )
                 raise _Unreachable from exc
             await ctx.abort(exc.code(), exc.details() or "", trailers)
+        # The owner's consistency token (a Commit's, with read replicas): signed with the
+        # fleet's key, so the caller may send it to any process.
+        token = _get(await call.trailing_metadata() or (), consistency.KEY)
+        if token is not None:
+            ctx.set_trailing_metadata(((consistency.KEY, token),))
         return reply
 
     def _metadata(self, metadata: Iterable[tuple[str, str | bytes]]) -> list[tuple[str, str]]:

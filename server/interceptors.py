@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import trace
 
 from repositories.errors import DomainError
 from server import access, answers, context, errors, parsing
@@ -49,16 +50,20 @@ class RequestInterceptor(BehaviourInterceptor):
         tenant_scoped: Collection[str],
         calls: CallStats | None = None,
         drain: Drain | None = None,
+        traced: bool = False,
     ) -> None:
+        """`traced`: calls run inside a span of the TracingInterceptor, whose ids the
+        access log gives."""
         super().__init__()
         self._tenant_scoped = frozenset(tenant_scoped)
         self._calls = calls
         self._drain = drain or Drain()
+        self._traced = traced
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         tenant_required = service_of(method) in self._tenant_scoped
         record = partial(self._calls.record, method) if self._calls else None
-        return _bounded(behaviour, tenant_required, record, method, self._drain)
+        return _bounded(behaviour, tenant_required, record, method, self._drain, self._traced)
 
     def serializer(self, serialize: Serializer) -> Serializer:
         # Writes answer with their response already serialized (server/answers.py).
@@ -70,7 +75,12 @@ class RequestInterceptor(BehaviourInterceptor):
 
 
 def _bounded(
-    behaviour: Behaviour, tenant_required: bool, record: Record | None, method: str, drain: Drain
+    behaviour: Behaviour,
+    tenant_required: bool,
+    record: Record | None,
+    method: str,
+    drain: Drain,
+    traced: bool,
 ) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -79,6 +89,7 @@ def _bounded(
         deadline = None if remaining is None else time.monotonic() + remaining
         rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
         token = context.bind(rc)
+        context.note_caller(None)
         admitted = False
         try:
             drain.admit()
@@ -119,7 +130,10 @@ def _bounded(
             elapsed = time.perf_counter() - started
             if record is not None:
                 record(code, elapsed)
-            access.record(method, rc, code, elapsed)
+            if access.enabled():
+                # Still inside the call's span, when there is one.
+                span = trace.get_current_span().get_span_context() if traced else None
+                access.record(method, rc, code, elapsed, ctx.peer(), context.caller(), span)
         raise AssertionError("unreachable: abort raises")
 
     return run

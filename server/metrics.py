@@ -1,4 +1,5 @@
-"""Prometheus metrics: RPCs by service, method and code, and the state of the pool,
+"""Prometheus metrics: RPCs under go-grpc-prometheus's names (server/grpc_metrics.py),
+statement time and pool wait (server/db_metrics.py), and the state of the pool,
 transactions, retries, cache and circuit breakers, read when scraped.
 
 Each server keeps its own CollectorRegistry (tests run many servers in one
@@ -11,36 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
-import grpc
 from grpc import aio
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
-    Counter,
-    Histogram,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from repositories.bulkheads import OTHER, TRACKED
+from repositories.profiler import SlowStatements
 from repositories.transactions import Outcome
 from server import metrics_http
 from server.cache.backend import CacheBackend
+from server.db_metrics import DbMetrics
+from server.grpc_metrics import LATENCY_BUCKETS, RpcMetrics
 from server.settings import Settings
 from server.units import Units
-from server.wrapping import Behaviour, BehaviourInterceptor, final_code, split_method
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
 
 log = logging.getLogger(__name__)
 
-# Seconds; finer than Prometheus's default at the low end, where cached Gets land.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # The states a breaker reports; each is a series, 1 for the current one.
 BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN")
 
@@ -76,11 +75,15 @@ class Metrics:
         units: Units,
         cache: CacheBackend,
         breakers: BreakerStates = no_breakers,
+        statements: SlowStatements | None = None,
     ) -> None:
-        """Registers what is read at scrape time. `breakers` is the seam for circuit
+        """Registers what is read at scrape time, and times statements (those
+        `statements` times) and pool checkouts. `breakers` is the seam for circuit
         breakers: any callable answering {name: state}."""
         if self.listen is None:
             return
+        if statements is not None:
+            DbMetrics(self.registry).watch(engine, statements)
         for collector in (
             PoolCollector(engine),
             UnitCollector(units),
@@ -91,6 +94,11 @@ class Metrics:
             PLATFORM_COLLECTOR,
             GC_COLLECTOR,
         ):
+            self.registry.register(collector)
+
+    def register(self, collector: Collector) -> None:
+        """Adds a collector read at scrape time (read replicas', say), when metrics are kept."""
+        if self.listen is not None:
             self.registry.register(collector)
 
     async def start(self) -> None:
@@ -105,54 +113,6 @@ class Metrics:
         if server is not None:
             server.close()
             await server.wait_closed()
-
-
-class RpcMetrics(BehaviourInterceptor):
-    """Counts each call and its duration, by service, method and the code it ended with."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()
-        labels = ("service", "method", "code")
-        self._handled = Counter(
-            "repogate_rpc_handled",
-            "Repogate RPCs completed, by the status code the client received.",
-            labels,
-            registry=registry,
-        )
-        self._duration = Histogram(
-            "repogate_rpc_duration_seconds",
-            "Time from a call's start in the server to its status, in seconds.",
-            labels,
-            registry=registry,
-            buckets=LATENCY_BUCKETS,
-        )
-        # Label lookups cost more than the increments: one pair per method and code.
-        self._series: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
-
-    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
-        service, name = split_method(method)
-
-        async def run(request: Any, ctx: aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                return await behaviour(request, ctx)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                self._observe(service, name, final_code(ctx, error), time.perf_counter() - start)
-
-        return run
-
-    def _observe(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        series = self._series.get((method, code))
-        if series is None:
-            labels = (service, method, code.name)
-            series = self._handled.labels(*labels), self._duration.labels(*labels)
-            self._series[(method, code)] = series
-        series[0].inc()
-        series[1].observe(seconds)
 
 
 class PoolCollector:

@@ -19,6 +19,15 @@ Writes made through other processes reach a gated cache (`bound`) through a feed
 writes committed before a time have been forgotten. A gated cache is used only
 within `bound` seconds of that time, so a feed that stalls or breaks costs
 misses, never an answer older than the bound.
+
+With read replicas (server/replicas.py) a load may come from a standby some way
+behind. A row's own writes leave tombstones that fence its older versions out
+(REPOGATE_REPLICA_MAX_LAG is kept below the TTL, so a tombstone outlives the lag);
+a drop leaves none, so a load fills only from a replica known to have replayed
+every write committed before this process's last drop. A read carrying a
+consistency token skips a gated cache: its entries may predate the token's write
+by up to `bound` seconds. An ungated cache saw the write's tombstones before the
+write was answered, so no entry in it is older than the token.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from google.protobuf.message import Message
 
 from repositories.changes import Changes
 from repositories.errors import InvalidArgument
-from server import context
+from server import consistency, context
 from server.cache import ResilientCache, keys
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,8 @@ class ReadThrough:
         self._skip_until = 0.0
         self._fresh_until = math.inf if bound is None else -math.inf
         self._generation = 0
+        # time.monotonic() of this process's last drop (bulk write, feed, `drop`).
+        self._dropped_at = -math.inf
 
     def register(self, table: str, message_cls: type[Message]) -> None:
         self._versions[table] = schema_version(message_cls)
@@ -87,7 +98,13 @@ class ReadThrough:
     ) -> M:
         """The message for row `id_`: from the cache, or `load`ed (with the row's
         version) and then cached."""
-        if not self._usable() or context.current().transaction_id is not None:
+        session = consistency.current()
+        tokened = session is not None and session.at_least is not None
+        if (
+            not self._usable()
+            or context.current().transaction_id is not None
+            or (tokened and self.bound is not None)
+        ):
             return (await load())[0]
         key = self._key(table, context.tenant(), id_)
         entry = await self._cache.get(key)
@@ -95,7 +112,9 @@ class ReadThrough:
             return parse(entry[_WIDTH + 1 :])
         generation = self._generation
         message, version = await load()
-        if generation == self._generation:
+        if generation == self._generation and (
+            session is None or session.complete_as_of > self._dropped_at
+        ):
             await self._cache.set_if_newer(
                 key, _entry(version, _VALUE, message.SerializeToString()), self._ttl
             )
@@ -127,6 +146,7 @@ class ReadThrough:
         ]
         if patterns:
             self._generation += 1
+            self._dropped_at = time.monotonic()
         for pattern in patterns:
             done &= await self._cache.delete_matching(pattern)
         if not done:
@@ -146,6 +166,7 @@ class ReadThrough:
         if not self._enabled:
             return True
         self._generation += 1
+        self._dropped_at = time.monotonic()
         return await self._cache.delete_matching(keys.every_entity_pattern())
 
     @property

@@ -53,7 +53,8 @@ async def write_once(
         if exc.field != "request_id":
             raise
         # A concurrent call with this id committed first: answer as it did.
-        prior = await units.read(lambda uow: uow.repository(RequestLog).find(key))
+        # On the primary: a replica may not have the concurrent call's record yet.
+        prior = await units.read(lambda uow: uow.repository(RequestLog).find(key), primary=True)
         if prior is None:
             raise Conflict("a concurrent call with this request_id failed; retry") from None
         outcome = prior

@@ -44,6 +44,10 @@ class Settings(SecuritySettings):
     # Redis it holds a session lock there, which a pooler in transaction mode cannot
     # keep). Unset: database_url.
     database_session_url: str | None = Field(None, json_schema_extra=FROM_FILE)
+    # PostgreSQL streaming standbys that serve reads outside transactions, comma-separated
+    # (docs/replicas.md); each is taken out while more than replica_max_lag seconds behind.
+    database_replica_urls: str = Field("", json_schema_extra=FROM_FILE)
+    replica_max_lag: float = Field(5.0, gt=0, le=3600)
     redis_url: str | None = Field(None, json_schema_extra=FROM_FILE)
     # Resources declared in protobuf (docs/schema.md): a directory of .proto files, or
     # a FileDescriptorSet (`buf build -o schema.binpb`). Unset: the built-in ones only.
@@ -159,7 +163,7 @@ class Settings(SecuritySettings):
     # host:port of the Prometheus endpoint (/metrics); unset: no metrics are kept.
     metrics_listen: str | None = None
 
-    # One JSON line per call on stdout (from the CLI).
+    # One JSON line per call on stderr, beside the server log (from the CLI).
     access_log: bool = True
 
     # The files secrets were read from (REPOGATE_X_FILE), by field name.
@@ -281,6 +285,20 @@ class Settings(SecuritySettings):
         at the first connect."""
         connect_arguments(self.database_url, pgbouncer=self.db_pgbouncer)
         return self
+
+    @model_validator(mode="after")
+    def _replicas_of_postgresql(self) -> Settings:
+        if self.database_replica_urls.strip():
+            # Imported here, as below: Settings stays a leaf.
+            from server.replica_urls import check
+
+            check(self)
+        return self
+
+    def replica_urls(self) -> tuple[str, ...]:
+        """REPOGATE_DATABASE_REPLICA_URLS, each with its async driver."""
+        urls = (url.strip() for url in self.database_replica_urls.split(","))
+        return tuple(self._async_driver(url) or "" for url in urls if url)
 
     @model_validator(mode="after")
     def _pgbouncer_leaves_the_feed_a_session(self) -> Settings:

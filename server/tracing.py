@@ -2,10 +2,25 @@
 and per cache call, exported where REPOGATE_TRACE_EXPORTER says.
 
 The span of a call joins the caller's trace when its metadata carries a W3C
-`traceparent` (and `tracestate`). Attributes follow OpenTelemetry's RPC and
-database conventions as its own Python instrumentations emit them (`rpc.system`,
-`rpc.grpc.status_code`, `db.system`, `db.statement`). Only server faults mark a
-span as an error; a NOT_FOUND is an answer.
+`traceparent` (and `tracestate`). Names and attributes follow OpenTelemetry's
+semantic conventions: a call's span is `{rpc.service}/{rpc.method}` with
+`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, `server.address`,
+`server.port`, `network.peer.address` and `network.peer.port`; a statement's is
+`{operation} {table}` (`SELECT users`) with `db.system`, `db.namespace` and
+`db.name`, `db.operation`, `db.sql.table`, `db.statement`, `server.address`,
+`server.port` (server/db_semconv.py); a Redis command's is the command, with
+`db.system` `redis` (server/cache/traced.py). Only server faults mark a span as an
+error; a NOT_FOUND is an answer.
+
+Why not OpenTelemetry's instrumentation packages (0.66b1; see docs/telemetry.md):
+- opentelemetry-instrumentation-grpc's aio server interceptor: see TracingInterceptor.
+- opentelemetry-instrumentation-asyncpg costs no less per statement, patches asyncpg
+  process-wide with one tracer provider for every server, names a span by its
+  operation only (`SELECT`), starts root spans for background statements, and misses
+  SQLite; see _trace_statements.
+- opentelemetry-instrumentation-redis patches redis-py, which the read-through's GET
+  and set_if_newer do not pass (they go over server/cache/lane.py's pipelined
+  connection): it would trace everything but the hot path.
 
 Nothing here is global: each server builds its own TracerProvider from settings
 and flushes it on stop. With the exporter `none` nothing is instrumented at all.
@@ -40,6 +55,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from repositories.errors import InvalidArgument
+from server import db_semconv
 from server.cache.backend import CacheBackend
 from server.cache.traced import TracedCache
 from server.context import TENANT_KEY, validate_tenant
@@ -49,6 +65,8 @@ from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, fina
 TENANT = "repogate.tenant"
 RPC_SYSTEM, RPC_SERVICE, RPC_METHOD = "rpc.system", "rpc.service", "rpc.method"
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
+SERVER_ADDRESS, SERVER_PORT = db_semconv.SERVER_ADDRESS, db_semconv.SERVER_PORT
+PEER_ADDRESS, PEER_PORT = "network.peer.address", "network.peer.port"
 DB_SYSTEM, DB_STATEMENT, DB_OPERATION = "db.system", "db.statement", "db.operation"
 # Long enough for any single-row statement; a 1000-row INSERT is cut here.
 STATEMENT_MAX = 2048
@@ -75,6 +93,8 @@ class Tracing:
         self.provider = provider
         self._tracer = provider.get_tracer("repogate") if provider is not None else None
         self._root_ratio = root_ratio
+        # server.address and server.port of every call's span, once the server is bound.
+        self._server: dict[str, str | int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, exporter: SpanExporter | None = None) -> Tracing:
@@ -107,7 +127,24 @@ class Tracing:
     def interceptors(self) -> list[aio.ServerInterceptor]:
         if self._tracer is None:
             return []
-        return [TracingInterceptor(self._tracer, self._root_ratio)]
+        return [TracingInterceptor(self._tracer, self._root_ratio, self._server)]
+
+    @property
+    def traced(self) -> bool:
+        """Whether calls get spans."""
+        return self._tracer is not None
+
+    def serving_at(self, address: str) -> None:
+        """The address the server bound (host:port, or unix:path): its calls' spans say
+        it; set before the first call."""
+        self._server.clear()
+        if address.startswith("unix:"):
+            self._server[SERVER_ADDRESS] = address.removeprefix("unix:")
+            return
+        host, _, port = address.rpartition(":")
+        self._server[SERVER_ADDRESS] = host.strip("[]")
+        if port.isdigit():
+            self._server[SERVER_PORT] = int(port)
 
     def engine(self, engine: AsyncEngine) -> AsyncEngine:
         """Gives each statement run inside a traced call a span of its own."""
@@ -115,9 +152,12 @@ class Tracing:
             _trace_statements(engine, self._tracer)
         return engine
 
-    def cache(self, backend: CacheBackend) -> CacheBackend:
-        """Wraps the backend, so that CacheService and read-through calls both get spans."""
-        return backend if self._tracer is None else TracedCache(backend, self._tracer)
+    def cache(self, backend: CacheBackend, url: str | None = None) -> CacheBackend:
+        """Wraps the backend, so that CacheService and read-through calls both get spans;
+        `url`: the Redis it talks to, for the spans' server attributes."""
+        if self._tracer is None:
+            return backend
+        return TracedCache(backend, self._tracer, url)
 
     async def shutdown(self) -> None:
         """Exports what is buffered and stops; off the event loop, as exporting blocks."""
@@ -142,15 +182,36 @@ def root_ratio() -> float | None:
 
 
 class TracingInterceptor(BehaviourInterceptor):
-    def __init__(self, tracer: trace.Tracer, root_ratio: float | None = None) -> None:
+    """A SERVER span around each call.
+
+    Not opentelemetry-instrumentation-grpc's aio server interceptor, which costs more
+    and does less: per call, in process, around the RequestInterceptor and a no-op
+    handler, each call a sampled root span (python -m bench.otel_packages, 0.66b1,
+    2-core machine, seven runs), it added 34-45 µs of CPU where this one adds 27-31. It also
+    traces health and reflection (no filter for the exempt services), asks the SDK's
+    sampler before it can skip an unsampled new trace (20 µs a call; root_ratio here
+    skips it for 1), and names no server.address."""
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        root_ratio: float | None = None,
+        server: Mapping[str, str | int] = MappingProxyType({}),
+    ) -> None:
         super().__init__()
         self._tracer = tracer
         self._root_ratio = root_ratio
+        self._server = server
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         service, name = split_method(method)
         span_name = f"{service}/{name}"
-        attributes = {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: name}
+        attributes = {
+            RPC_SYSTEM: "grpc",
+            RPC_SERVICE: service,
+            RPC_METHOD: name,
+            **self._server,
+        }
         tracer = self._tracer
         ratio = self._root_ratio
 
@@ -178,6 +239,7 @@ class TracingInterceptor(BehaviourInterceptor):
                 tenant = _tenant(metadata)
                 if tenant is not None:
                     span.set_attribute(TENANT, tenant)
+                span.set_attributes(peer_attributes(ctx.peer()))
                 error: BaseException | None = None
                 try:
                     return await behaviour(request, ctx)
@@ -198,6 +260,20 @@ def _end_call(span: trace.Span, ctx: aio.ServicerContext, error: BaseException |
         span.set_status(trace.StatusCode.ERROR, f"{code.name}: {details}" if details else code.name)
         if isinstance(error, Exception) and not isinstance(error, aio.AbortError):
             span.record_exception(error)
+
+
+@functools.lru_cache(maxsize=4096)
+def peer_attributes(peer: str) -> Mapping[str, str | int]:
+    """network.peer.address and .port of gRPC's peer string: 'ipv4:10.0.0.7:52144',
+    'ipv6:[::1]:52144', 'unix:/run/app.sock'."""
+    kind, _, where = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return MappingProxyType({PEER_ADDRESS: where} if where else {})
+    host, _, port = where.rpartition(":")
+    found: dict[str, str | int] = {PEER_ADDRESS: host.strip("[]")}
+    if port.isdigit():
+        found[PEER_PORT] = int(port)
+    return MappingProxyType(found)
 
 
 def _carrier(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str] | None:
@@ -223,9 +299,22 @@ def _tenant(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
 
 
 def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
+    """A CLIENT span per statement run inside a traced call.
+
+    Not opentelemetry-instrumentation-asyncpg: it costs no less (`SELECT 1` in a
+    sampled call, python -m bench.otel_packages, six runs: 58-108 µs of CPU per
+    statement, these listeners 50-81) and does less: see the module's docstring.
+    These listeners also see the lean path's statements (repositories/prepared.py
+    dispatches the same events) and SQLite's, and start no span outside a traced
+    call."""
     # Listeners run in SQLAlchemy's greenlet, which shares the calling task's
     # context: the current span there is the call's.
-    system = engine.dialect.name
+    base = db_semconv.database_attributes(engine.dialect.name, engine.url)
+    # Repogate runs few distinct statements: each one's attributes are worked out once
+    # (the SDK copies them into each span).
+    attributes_of = functools.lru_cache(maxsize=1024)(
+        functools.partial(_statement_attributes, base)
+    )
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def _before(
@@ -234,8 +323,8 @@ def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
         # Statements outside a traced call (migrations, the purge) are left alone.
         if context is None or not trace.get_current_span().is_recording():
             return
-        operation, attributes = _statement_attributes(system, statement)
-        span = tracer.start_span(operation, kind=trace.SpanKind.CLIENT, attributes=attributes)
+        name, attributes = attributes_of(statement)
+        span = tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
         setattr(context, _SPAN, span)
 
     @event.listens_for(engine.sync_engine, "after_cursor_execute")
@@ -259,13 +348,16 @@ def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:
             span.end()
 
 
-# Repogate runs few distinct statements: each one's attributes are worked out once (the
-# SDK copies them into each span).
-@functools.lru_cache(maxsize=1024)
-def _statement_attributes(system: str, statement: str) -> tuple[str, Mapping[str, str]]:
-    operation = statement.split(None, 1)[0].upper() if statement.strip() else system
-    attributes = {DB_SYSTEM: system, DB_OPERATION: operation, DB_STATEMENT: normalized(statement)}
-    return operation, MappingProxyType(attributes)
+def _statement_attributes(
+    base: Mapping[str, str | int], statement: str
+) -> tuple[str, Mapping[str, str | int]]:
+    """The span name of `statement` and its attributes, `base` (the database's) included."""
+    operation, table = db_semconv.summary(statement)
+    operation = operation or str(base[DB_SYSTEM])
+    attributes = {**base, DB_OPERATION: operation, DB_STATEMENT: normalized(statement)}
+    if table is not None:
+        attributes[db_semconv.DB_SQL_TABLE] = table
+    return db_semconv.span_name(operation, table), MappingProxyType(attributes)
 
 
 def normalized(statement: str) -> str:

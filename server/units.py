@@ -40,9 +40,10 @@ from repositories.changes import Changes
 from repositories.database import Database, RepositorySource
 from repositories.errors import Conflict, DeadlineExceeded, PoolExhausted
 from repositories.transactions import OnCommit, TransactionRegistry, tell
-from server import context
+from server import consistency, context
 from server.breaker import Breaker, BreakerPolicy
 from server.query_shapes import QueryShapes
+from server.replicas import Replicas
 
 T = TypeVar("T")
 Work = Callable[[RepositorySource], Awaitable[T]]
@@ -72,8 +73,12 @@ class Units:
         retry: RetryPolicy,
         on_commit: OnCommit | None = None,
         breaker: Breaker | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self._db = db
+        # Where reads outside a transaction go first (server/replicas.py); with them,
+        # writes read their commit's WAL position, for the call's consistency token.
+        self.replicas = replicas
         self.transactions = transactions
         self._retry = retry
         self._on_commit = on_commit
@@ -88,14 +93,17 @@ class Units:
         """Each tenant's share of the database's connections."""
         return self._db.bulkheads
 
-    def read(self, work: Work[T]) -> Awaitable[T]:
-        return self._guard(self._routed, work, False, False)
+    def read(self, work: Work[T], *, primary: bool = False) -> Awaitable[T]:
+        """Runs `work`, which writes nothing; outside a transaction on a replica when
+        one can serve it. `primary`: on the primary, which has every committed write (a
+        read that decides what to write next)."""
+        return self._guard(self._routed, work, False, False, primary)
 
     def write(self, work: Work[T], *, one_write: bool = False) -> Awaitable[T]:
         """Runs `work` and commits it (or keeps it, inside the call's transaction).
         `one_write`: the work runs at most one write statement, so outside a transaction
         it may run in autocommit (see Database.unit_of_work)."""
-        return self._guard(self._routed, work, True, one_write)
+        return self._guard(self._routed, work, True, one_write, True)
 
     def guarded(self, work: Callable[[Timer], Awaitable[T]]) -> Awaitable[T]:
         """Runs a call's database work through the database's breaker, within the call's
@@ -111,14 +119,17 @@ class Units:
         limit = None if deadline is not None else self._retry.statement_timeout
         breaker = self.breaker
         timer = Timer(limit)
+        session = consistency.current()  # None without replicas
+        if session is not None:
+            session.on_replica = False
         try:
             breaker.admit()
             try:
                 result = await work(timer, *args)
             except BaseException as exc:
-                breaker.ended(exc)
+                _ended(breaker, session, exc)
                 raise
-            breaker.ended(None)
+            _ended(breaker, session, None)
             return result
         except asyncio.CancelledError:
             if timer.expired():
@@ -136,7 +147,9 @@ class Units:
         finally:
             timer.close()
 
-    async def _routed(self, timer: Timer, work: Work[T], write: bool, one_write: bool) -> T:
+    async def _routed(
+        self, timer: Timer, work: Work[T], write: bool, one_write: bool, primary: bool
+    ) -> T:
         rc = context.current()
         tenant = rc.require_tenant()
         actor = context.validate_actor(rc.actor) if write else None
@@ -147,7 +160,7 @@ class Units:
             ) as repositories:
                 return await work(repositories)
         outcome: tuple[T, Changes] = await self.retrying(
-            self._once, work, tenant, actor, write, one_write, timer
+            self._once, work, tenant, actor, write, one_write, timer, primary
         )
         result, changes = outcome
         # Outside the retries: a committed write is never run again.
@@ -162,8 +175,23 @@ class Units:
         write: bool,
         one_write: bool,
         timer: Timer,
+        primary: bool,
     ) -> tuple[T, Changes]:
-        uow = self._db.unit_of_work(tenant, actor=actor, read_only=not write, one_write=one_write)
+        replicas = self.replicas
+        if replicas is not None and not primary:
+
+            async def on_primary() -> T:
+                return (await self._once(work, tenant, None, False, False, timer, True))[0]
+
+            read = await replicas.read(work, tenant, consistency.current(), on_primary)
+            return read, Changes()
+        uow = self._db.unit_of_work(
+            tenant,
+            actor=actor,
+            read_only=not write,
+            one_write=one_write,
+            positioned=write and replicas is not None,
+        )
         try:
             async with uow:
                 result = await work(uow)
@@ -172,6 +200,8 @@ class Units:
                     # Committed: the statement timeout, which answers that the work
                     # was undone, no longer applies (caches are told next).
                     timer.stop()
+                    if uow.position is not None:
+                        consistency.wrote(uow.position)
         except BaseException:
             # Failed, but perhaps after its changes landed (autocommit, or a COMMIT
             # whose answer was cut off): caches forget them all the same.
@@ -263,6 +293,17 @@ class Timer:
             return False
         self._expired = False
         return self._task.uncancel() <= self._cancelling
+
+
+def _ended(
+    breaker: Breaker, session: consistency.Session | None, error: BaseException | None
+) -> None:
+    """Tells the primary's breaker how a call ended, unless a replica answered it: that
+    says nothing of the primary (half-open, it would close a breaker still down)."""
+    if session is not None and session.on_replica:
+        breaker.release()
+    else:
+        breaker.ended(error)
 
 
 def _timed_out(limit: float | None) -> DeadlineExceeded:

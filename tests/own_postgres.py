@@ -29,7 +29,7 @@ from tests.conftest import REQUIRE_POSTGRES
 START_TIMEOUT = 30.0  # a bound on a hung start, not a measurement
 
 
-def _binaries() -> Path:
+def binaries() -> Path:
     """The newest installed PostgreSQL's bin directory; skips (or fails) without one."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version)
     if not found:
@@ -44,22 +44,22 @@ def _version(path: str) -> int:
     return int(Path(path).parent.parent.name.split(".")[0])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _as_owner(command: list[str]) -> list[str]:
+def as_owner(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-def _run(command: list[str]) -> None:
+def run(command: list[str]) -> None:
     done = subprocess.run(
-        _as_owner(command), capture_output=True, text=True, timeout=START_TIMEOUT, check=False
+        as_owner(command), capture_output=True, text=True, timeout=START_TIMEOUT, check=False
     )
     if done.returncode != 0:
         pytest.fail(f"{command[0]} failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
@@ -69,15 +69,15 @@ def _run(command: list[str]) -> None:
 def running(**settings: str) -> Iterator[str]:
     """A new PostgreSQL cluster with `settings` (postgresql.conf lines), running; yields
     the SQLAlchemy URL of its `postgres` database (user postgres, trust)."""
-    bin_dir = _binaries()
+    bin_dir = binaries()
     directory = Path(tempfile.mkdtemp(prefix="repogate-pg-"))
     data = directory / "data"
     if os.geteuid() == 0:
         postgres = pwd.getpwnam("postgres")
         os.chown(directory, postgres.pw_uid, postgres.pw_gid)
     try:
-        _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-N"])
-        port = _free_port()
+        run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-N"])
+        port = free_port()
         lines = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(port),
@@ -89,17 +89,17 @@ def running(**settings: str) -> Iterator[str]:
             conf.writelines(f"{key} = {value}\n" for key, value in lines.items())
         log = directory / "server.log"
         pg_ctl = str(bin_dir / "pg_ctl")
-        _run([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30", "start"])
+        run([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30", "start"])
         try:
-            _wait(port)
+            wait_for(port)
             yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
         finally:
-            _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"])
+            run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _wait(port: int) -> None:
+def wait_for(port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):

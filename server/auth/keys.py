@@ -55,7 +55,7 @@ class ApiKeys:
         keys = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(keys, dict) or not keys:
             raise ValueError(f"{path} needs a 'keys' table naming at least one key")
-        entries = [_entry(f"keys.{name}", spec, allow_any_tenant) for name, spec in keys.items()]
+        entries = [_entry(str(name), spec, allow_any_tenant) for name, spec in keys.items()]
         if len({entry.digest for entry in entries}) != len(entries):
             raise ValueError(f"{path} lists one sha256 under two names")
         return cls(entries, (path, allow_any_tenant))
@@ -74,7 +74,8 @@ class ApiKeys:
         return found
 
 
-def _entry(where: str, spec: object, allow_any_tenant: bool) -> _Entry:
+def _entry(name: str, spec: object, allow_any_tenant: bool) -> _Entry:
+    where = f"keys.{name}"
     if not isinstance(spec, dict):
         raise ValueError(f"{where} must be a table with sha256, tenants and scopes")
     digest = spec.get("sha256")
@@ -87,4 +88,4 @@ def _entry(where: str, spec: object, allow_any_tenant: bool) -> _Entry:
         tenants = parse_tenants(spec.get("tenants"), allow_any=allow_any_tenant)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
-    return _Entry(bytes.fromhex(digest), Principal(tenants, frozenset(scopes)))
+    return _Entry(bytes.fromhex(digest), Principal(tenants, frozenset(scopes), f"key:{name}"))

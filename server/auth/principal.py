@@ -19,10 +19,12 @@ ADMIN_ONLY: frozenset[str] = frozenset({"repogate.v1.AdminService"})
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A verified caller: the tenants it may act for and its scopes."""
+    """A verified caller: the tenants it may act for, its scopes, and who it is for the
+    access log (`key:<name in the keys file>`, `jwt:<sub claim>`)."""
 
     tenants: frozenset[str]
     scopes: frozenset[str] = frozenset()
+    name: str | None = None
 
     def may_act_for(self, tenant: str) -> bool:
         return ALL_TENANTS in self.tenants or tenant in self.tenants

@@ -126,7 +126,9 @@ class Tokens:
                 f"the token's {rules.tenants_claim!r} claim is not valid: {exc}",
                 reason="CREDENTIALS_INVALID",
             ) from exc
-        return Principal(tenants, parse_scopes(claims.get("scope")))
+        sub = claims.get("sub")
+        name = f"jwt:{sub}" if isinstance(sub, str) and sub else "jwt"
+        return Principal(tenants, parse_scopes(claims.get("scope")), name)
 
 
 def _numeric_date(value: object) -> bool:

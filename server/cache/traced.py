@@ -4,12 +4,21 @@ It wraps the backend itself, the one seam that both CacheService and
 read-through caching (through ResilientCache) pass. Keys and values stay out
 of spans: they are the tenant's data. An unreachable backend marks its span as
 an error; a value that is not an integer is the caller's fault and does not.
+
+A call to Redis is a CLIENT span named by the Redis command it sends (`GET`,
+`EVALSHA`; MULTI for the calls that send several in one transaction), with
+OpenTelemetry's Redis attributes: `db.system` redis, `db.operation`,
+`db.redis.database_index`, `server.address`, `server.port`. A call to the memory
+backend is an INTERNAL span named `cache {operation}`. Either carries
+`repogate.cache.operation`, `.backend`, `.keys` and, for lookups, `.hits`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+from urllib.parse import parse_qs, urlsplit
 
 from opentelemetry import trace
 
@@ -17,18 +26,62 @@ from server.cache.backend import CacheBackend
 from server.cache.errors import NotInteger
 
 BACKEND = "repogate.cache.backend"
+OPERATION = "repogate.cache.operation"
 KEYS = "repogate.cache.keys"
 HITS = "repogate.cache.hits"
+DB_SYSTEM, DB_OPERATION = "db.system", "db.operation"
+DB_REDIS_DATABASE_INDEX = "db.redis.database_index"
+# The command each operation sends (server/cache/redis.py).
+COMMANDS = MappingProxyType(
+    {
+        "get": "GET",
+        "get_many": "MGET",
+        "set": "SET",
+        "set_many": "MULTI",
+        "delete": "UNLINK",
+        "set_if_newer": "EVALSHA",
+        "scan": "SCAN",
+        "delete_matching": "SCAN",
+        "incr": "MULTI",
+        "expire": "PEXPIRE",
+        "ping": "PING",
+    }
+)
+
+
+def redis_attributes(url: str | None) -> Mapping[str, str | int]:
+    """What every span of the Redis at `url` carries."""
+    attributes: dict[str, str | int] = {DB_SYSTEM: "redis"}
+    if not url:
+        return attributes
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        attributes["server.address"] = parts.path
+        index = parse_qs(parts.query).get("db", ["0"])[0]
+    else:
+        if parts.hostname:
+            attributes["server.address"] = parts.hostname
+        attributes["server.port"] = parts.port or 6379
+        index = parts.path.strip("/") or parse_qs(parts.query).get("db", ["0"])[0]
+    if index.isdigit():
+        attributes[DB_REDIS_DATABASE_INDEX] = int(index)
+    return attributes
 
 
 class TracedCache:
-    def __init__(self, backend: CacheBackend, tracer: trace.Tracer) -> None:
+    def __init__(self, backend: CacheBackend, tracer: trace.Tracer, url: str | None = None) -> None:
         self.backend = backend
         self.name = backend.name
         self.stats = backend.stats  # the same counters, not a copy
         self._tracer = tracer
         # Redis is a remote call; the memory backend works in this process.
-        self._kind = trace.SpanKind.CLIENT if backend.name == "redis" else trace.SpanKind.INTERNAL
+        remote = backend.name == "redis"
+        self._kind = trace.SpanKind.CLIENT if remote else trace.SpanKind.INTERNAL
+        # Each operation's span name and attributes, worked out once.
+        self._spans = {
+            operation: _span_of(operation, backend.name, redis_attributes(url) if remote else None)
+            for operation in COMMANDS
+        }
 
     async def get(self, key: str) -> bytes | None:
         with self._span("get", 1) as span:
@@ -88,8 +141,8 @@ class TracedCache:
             yield trace.INVALID_SPAN
             return
         # Not made current: nothing runs under a cache call that could be its child.
-        span = self._tracer.start_span(f"cache {operation}", kind=self._kind)
-        span.set_attribute(BACKEND, self.name)
+        name, attributes = self._spans[operation]
+        span = self._tracer.start_span(name, kind=self._kind, attributes=attributes)
         if keys is not None:
             span.set_attribute(KEYS, keys)
         try:
@@ -102,3 +155,16 @@ class TracedCache:
             raise
         finally:
             span.end()
+
+
+def _span_of(
+    operation: str, backend: str, redis: Mapping[str, str | int] | None
+) -> tuple[str, Mapping[str, str | int]]:
+    """The name and attributes of `operation`'s span: Redis's when `redis` is its
+    attributes, else those of a backend in this process."""
+    if redis is None:
+        return f"cache {operation}", MappingProxyType({OPERATION: operation, BACKEND: backend})
+    command = COMMANDS[operation]
+    return command, MappingProxyType(
+        {**redis, DB_OPERATION: command, OPERATION: operation, BACKEND: backend}
+    )

@@ -101,15 +101,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         database = await self._probe("database", self._o.db.ping)
         cache = await self._probe("cache", self._o.cache.ping)
         cache.backend = self._o.cache.name
+        replicas = self._o.units.replicas
+        # Named by their place in REPOGATE_DATABASE_REPLICA_URLS: no host names here.
+        standbys = [
+            await self._probe(f"replica {n}", r.db.ping, f"replica {r.name}")
+            for n, r in enumerate(replicas.all if replicas is not None else (), 1)
+        ]
         if not database.reachable:
             status = pb.HEALTH_STATUS_UNHEALTHY
-        elif not cache.reachable or any(
-            b.state is not State.CLOSED for b in self._o.breakers.values()
+        elif (
+            not cache.reachable
+            or not all(standby.reachable for standby in standbys)
+            or any(b.state is not State.CLOSED for b in self._o.breakers.values())
         ):
             status = pb.HEALTH_STATUS_DEGRADED
         else:
             status = pb.HEALTH_STATUS_HEALTHY
-        return pb.HealthReport(status=status, dependencies=[database, cache])
+        return pb.HealthReport(status=status, dependencies=[database, cache, *standbys])
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.ServerStats:
         cache = self._o.cache.stats
@@ -208,10 +216,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 f"the database did not answer within {self._work_timeout:g}s"
             ) from None
 
-    async def _probe(self, name: str, ping: Callable[[], Awaitable[None]]) -> pb.DependencyHealth:
-        health = pb.DependencyHealth(
-            name=name, breaker=_BREAKER_STATE[self._o.breakers[name].state]
-        )
+    async def _probe(
+        self, name: str, ping: Callable[[], Awaitable[None]], breaker: str | None = None
+    ) -> pb.DependencyHealth:
+        """`breaker`: the name of its breaker, when not `name`."""
+        state = self._o.breakers[breaker or name].state
+        health = pb.DependencyHealth(name=name, breaker=_BREAKER_STATE[state])
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._probe_timeout):

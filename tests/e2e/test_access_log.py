@@ -14,10 +14,12 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from repogate.v1 import user_pb2
+from repogate.v1 import transaction_pb2, transaction_pb2_grpc, user_pb2
 from server import access as access_log
 from tests.e2e.support import Dedicated, StartRepogate, eventually, fails
+from tests.e2e.test_transact import creating
 from tests.e2e.test_transactions import TxStub, begin, rollback
 from tests.rpc import md
 
@@ -76,19 +78,66 @@ async def test_a_call_is_one_json_line_with_its_ids(guarded, access, tenant) -> 
     (line,) = await logged(access, 1)
     assert set(line) == {
         "time",
+        "level",
+        "logger",
         "method",
         "code",
         "duration_ms",
         "tenant",
+        "caller",
+        "peer",
         "request_id",
         "trace_id",
     }
+    assert (line["level"], line["logger"]) == ("INFO", "repogate.access")
     assert line["method"] == "/repogate.v1.UserService/ListUsers"
     assert (line["code"], line["tenant"], line["request_id"]) == ("OK", tenant, "req-42")
+    # The key's name in the keys file, never the key.
+    assert line["caller"] == "key:app"
+    assert line["peer"].startswith("ipv4:127.0.0.1:")
+    # Tracing is off: the caller's trace, and no span of the server's.
     assert line["trace_id"] == TRACE
     assert isinstance(line["duration_ms"], float)
     assert line["duration_ms"] >= 0
     assert line["time"].endswith("+00:00")
+
+
+async def test_a_transact_call_is_logged_with_its_caller(guarded, access, tenant) -> None:
+    # Transact runs its calls with the request context rebound: the caller stays.
+    stub = transaction_pb2_grpc.TransactionServiceStub(guarded.channel)
+
+    await stub.Transact(
+        transaction_pb2.TransactRequest(calls=[creating("ann")]),
+        metadata=(*md(tenant), ("authorization", f"ApiKey {KEY}")),
+    )
+
+    (line,) = await logged(access, 1)
+    assert line["method"] == "/repogate.v1.TransactionService/Transact"
+    assert (line["code"], line["caller"]) == ("OK", "key:app")
+
+
+async def test_a_traced_call_logs_its_own_spans_ids(
+    start_repogate: StartRepogate, access, tenant: str
+) -> None:
+    spans = InMemorySpanExporter()
+    app = await start_repogate(span_exporter=spans)
+
+    # One call joins its caller's trace, one starts a trace of its own.
+    await app.users.ListUsers(
+        user_pb2.ListUsersRequest(), metadata=md(tenant, traceparent=TRACEPARENT)
+    )
+    await app.users.ListUsers(user_pb2.ListUsersRequest(), metadata=md(tenant))
+
+    lines = await logged(access, 2)
+    ids = {
+        (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+        for span in spans.get_finished_spans()
+        if span.name == "repogate.v1.UserService/ListUsers"
+    }
+    assert {(line["trace_id"], line["span_id"]) for line in lines} == ids
+    assert lines[0]["trace_id"] == TRACE
+    assert lines[1]["trace_id"] != TRACE
+    assert "caller" not in lines[0]  # authentication is off
 
 
 async def test_refused_calls_are_logged_without_the_credential(guarded, access, tenant) -> None:

@@ -500,7 +500,9 @@ def test_serve_refuses_the_network_without_authentication(tmp_path: Path) -> Non
 
 
 def access_lines(output: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    """The access lines among the log's JSON lines (tests/e2e/test_logs.py reads them all)."""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "repogate.access"]
 
 
 async def test_serve_on_the_network_when_told_to_and_log_each_call(tmp_path: Path) -> None:

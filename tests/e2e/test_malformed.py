@@ -109,10 +109,11 @@ async def test_a_malformed_request_is_counted_and_logs_no_traceback(
     samples = await scrape(app)
     handled = value(
         samples,
-        "repogate_rpc_handled_total",
-        service="repogate.v1.UserService",
-        method="GetUser",
-        code="INVALID_ARGUMENT",
+        "grpc_server_handled_total",
+        grpc_type="unary",
+        grpc_service="repogate.v1.UserService",
+        grpc_method="GetUser",
+        grpc_code="InvalidArgument",
     )
     assert handled == 3
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -13,10 +13,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from repogate.v1 import transaction_pb2, transaction_pb2_grpc
+from repogate.v1 import transaction_pb2, transaction_pb2_grpc, user_pb2
 from server.metrics import LATENCY_BUCKETS, Metrics
 from server.worker_metrics import WorkerMetrics
-from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
+from tests.e2e.support import (
+    Dedicated,
+    StartRepogate,
+    create,
+    fails,
+    get,
+    update,
+    update_request,
+)
+from tests.polling import eventually
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
@@ -49,10 +58,13 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+def rpc(method: str) -> dict[str, str]:
+    """go-grpc-prometheus's labels for a unary method of UserService."""
+    return {"grpc_type": "unary", "grpc_service": USER_SERVICE, "grpc_method": method}
+
+
 def handled(samples: Samples, method: str, code: str) -> float | None:
-    return value(
-        samples, "repogate_rpc_handled_total", service=USER_SERVICE, method=method, code=code
-    )
+    return value(samples, "grpc_server_handled_total", **rpc(method), grpc_code=code)
 
 
 @pytest.fixture
@@ -60,7 +72,14 @@ async def app(start_repogate: StartRepogate) -> Dedicated:
     return await start_repogate(metrics_listen="127.0.0.1:0", db_pool_size=7)
 
 
-async def test_calls_are_counted_by_service_method_and_code(app: Dedicated, tenant: str) -> None:
+@pytest.fixture
+async def on_postgresql(start_repogate: StartRepogate, postgresql_url: str) -> Dedicated:
+    return await start_repogate(metrics_listen="127.0.0.1:0", database_url=postgresql_url)
+
+
+async def test_calls_are_counted_under_go_grpc_prometheus_names(
+    app: Dedicated, tenant: str
+) -> None:
     user = await create(app.users, tenant)
     await get(app.users, tenant, user.id)
     await get(app.users, tenant, user.id)
@@ -71,30 +90,99 @@ async def test_calls_are_counted_by_service_method_and_code(app: Dedicated, tena
 
     assert handled(samples, "CreateUser", "OK") == 1
     assert handled(samples, "GetUser", "OK") == 2
-    assert handled(samples, "GetUser", "NOT_FOUND") == 1
+    # grpc_code as grpc-go spells it, as go-grpc-prometheus writes it.
+    assert handled(samples, "GetUser", "NotFound") == 1
+    assert value(samples, "grpc_server_started_total", **rpc("GetUser")) == 3
+    assert value(samples, "grpc_server_msg_received_total", **rpc("GetUser")) == 3
+    # A unary call sends its one message only when it ends OK.
+    assert value(samples, "grpc_server_msg_sent_total", **rpc("GetUser")) == 2
+    assert value(samples, "repogate_grpc_server_in_flight", **rpc("GetUser")) == 0
     # Only Repogate's own services are counted, not health or reflection.
-    assert not [key for key in samples if ("service", "grpc.health.v1.Health") in key[1]]
+    assert not [key for key in samples if ("grpc_service", "grpc.health.v1.Health") in key[1]]
+    # The names before go-grpc-prometheus's are gone.
+    assert not [key for key in samples if key[0].startswith("repogate_rpc_")]
 
 
-async def test_latency_is_a_histogram_by_method_and_code(app: Dedicated, tenant: str) -> None:
+async def test_a_call_in_flight_is_started_and_not_yet_handled(app: Dedicated, tenant: str) -> None:
+    transactions = transaction_pb2_grpc.TransactionServiceStub(app.channel)
+    user = await create(app.users, tenant)
+    began = await transactions.BeginTransaction(
+        transaction_pb2.BeginTransactionRequest(), metadata=md(tenant)
+    )
+    # The transaction's update holds the row; an update outside it waits for it.
+    renamed = user_pb2.User(id=user.id, username="renamed")
+    await app.users.UpdateUser(
+        update_request(renamed, ["username"]), metadata=md(tenant, x_transaction_id=began.id)
+    )
+    waiting = asyncio.ensure_future(update(app.users, tenant, renamed, ["username"]))
+
+    async def in_flight() -> bool:
+        samples = await scrape(app)
+        return value(samples, "repogate_grpc_server_in_flight", **rpc("UpdateUser")) == 1
+
+    await eventually(in_flight, "an UpdateUser in flight")
+    during = await scrape(app)
+    await transactions.Commit(
+        transaction_pb2.CommitRequest(transaction_id=began.id), metadata=md(tenant)
+    )
+    await waiting
+    after = await scrape(app)
+
+    assert value(during, "grpc_server_started_total", **rpc("UpdateUser")) == 2
+    assert handled(during, "UpdateUser", "OK") == 1
+    assert value(after, "repogate_grpc_server_in_flight", **rpc("UpdateUser")) == 0
+    assert handled(after, "UpdateUser", "OK") == 2
+
+
+async def test_latency_is_a_histogram_by_method(app: Dedicated, tenant: str) -> None:
     user = await create(app.users, tenant)
     await get(app.users, tenant, user.id)
     await get(app.users, tenant, user.id)
 
     samples = await scrape(app)
 
-    labels = {"service": USER_SERVICE, "method": "GetUser", "code": "OK"}
+    labels = rpc("GetUser")
     buckets = {
         dict(key[1])["le"]: count
         for key, count in samples.items()
-        if key[0] == "repogate_rpc_duration_seconds_bucket" and set(labels.items()) < key[1]
+        if key[0] == "grpc_server_handling_seconds_bucket" and set(labels.items()) < key[1]
     }
     assert set(buckets) == {*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"}
     assert buckets["+Inf"] == 2
-    assert value(samples, "repogate_rpc_duration_seconds_count", **labels) == 2
-    total = value(samples, "repogate_rpc_duration_seconds_sum", **labels)
+    assert value(samples, "grpc_server_handling_seconds_count", **labels) == 2
+    total = value(samples, "grpc_server_handling_seconds_sum", **labels)
     assert total is not None
     assert total > 0
+
+
+async def test_statement_time_and_pool_wait_are_histograms(
+    on_postgresql: Dedicated, tenant: str
+) -> None:
+    app = on_postgresql
+    user = await create(app.users, tenant)
+    await get(app.users, tenant, user.id)
+
+    samples = await scrape(app)
+
+    select_users = {
+        "db_system": "postgresql",
+        "db_operation_name": "SELECT",
+        "db_collection_name": "users",
+    }
+    selects = value(samples, "db_client_operation_duration_seconds_count", **select_users)
+    assert selects is not None
+    assert selects >= 1
+    inserts = value(
+        samples,
+        "db_client_operation_duration_seconds_count",
+        **(select_users | {"db_operation_name": "INSERT"}),
+    )
+    assert inserts is not None
+    assert inserts >= 1
+    # Each call took a connection from the pool at least once.
+    waits = value(samples, "db_client_connection_wait_time_seconds_count", db_system="postgresql")
+    assert waits is not None
+    assert waits >= 2
 
 
 async def test_server_faults_are_counted_under_their_code(
@@ -106,7 +194,7 @@ async def test_server_faults_are_counted_under_their_code(
 
     samples = await scrape(app)
 
-    assert handled(samples, "GetUser", "INTERNAL") == 1
+    assert handled(samples, "GetUser", "Internal") == 1
 
 
 async def test_pool_gauges_follow_an_open_transaction(app: Dedicated, tenant: str) -> None:

@@ -14,10 +14,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy.engine import make_url
 
 from repogate.v1 import cache_pb2, cache_pb2_grpc, user_pb2
 from server.cache.memory import MemoryBackend
-from tests.cache_support import CLOSED_REDIS_URL
+from tests.cache_support import CLOSED_REDIS_URL, REDIS_URL, require_redis
 from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.polling import eventually
 from tests.rpc import md
@@ -111,7 +112,7 @@ async def test_a_call_the_caller_did_not_sample_records_no_span_at_all(
     assert span.context.trace_id == int(TRACE_ID, 16)
     # Every span there is belongs to the sampled call: its own, and its statements'.
     others = [s for s in spans.get_finished_spans() if s is not span]
-    assert "SELECT" in {s.name for s in others}
+    assert "SELECT users" in {s.name for s in others}
     assert others == children(spans, span)
 
 
@@ -125,11 +126,20 @@ async def test_a_calls_span_carries_the_rpc_conventions_and_the_tenant(
 
     [span] = await finished(spans, GET_USER)
     assert span.kind == SpanKind.SERVER
-    assert dict(span.attributes or {}) == {
+    # The channel's local port: the peer the server saw.
+    attributes = dict(span.attributes or {})
+    peer_port = attributes.pop("network.peer.port")
+    assert isinstance(peer_port, int)
+    assert peer_port > 0
+    host, port = app.app.address.rsplit(":", 1)
+    assert attributes == {
         "rpc.system": "grpc",
         "rpc.service": "repogate.v1.UserService",
         "rpc.method": "GetUser",
         "rpc.grpc.status_code": 0,
+        "server.address": host,
+        "server.port": int(port),
+        "network.peer.address": "127.0.0.1",
         "repogate.tenant": tenant,
     }
     assert span.status.status_code == StatusCode.UNSET
@@ -190,7 +200,7 @@ async def test_an_internal_error_marks_the_span_and_its_failed_statement(
     assert span.status.description is not None
     assert span.status.description.startswith("INTERNAL: ")
     assert error.metadata["request_id"] in span.status.description
-    [select] = [s for s in children(spans, span) if s.name == "SELECT"]
+    [select] = [s for s in children(spans, span) if s.name == "SELECT users"]
     assert select.status.status_code == StatusCode.ERROR
     assert select.status.description == "OperationalError"  # no driver message, no SQL
 
@@ -209,11 +219,12 @@ async def test_an_unreachable_redis_marks_the_span_and_its_cache_call(
     assert span.status.description is not None
     assert span.status.description.startswith("UNAVAILABLE: ")
     [call] = children(spans, span)
-    assert call.name == "cache get"
+    assert call.name == "GET"
     assert call.kind == SpanKind.CLIENT
     assert call.status.status_code == StatusCode.ERROR
     assert call.attributes is not None
     assert call.attributes["repogate.cache.backend"] == "redis"
+    assert call.attributes["db.system"] == "redis"
 
 
 # Child spans
@@ -233,12 +244,22 @@ async def test_each_statement_is_a_child_span_without_its_values(
     await get(app.users, tenant, user.id)
 
     [span] = await finished(spans, GET_USER)
-    [select] = [s for s in children(spans, span) if s.name == "SELECT"]
+    # Named as the conventions name a statement's span: operation and table.
+    [select] = [s for s in children(spans, span) if s.name == "SELECT users"]
     assert select.kind == SpanKind.CLIENT
     assert select.context.trace_id == span.context.trace_id
     assert select.attributes is not None
     assert select.attributes["db.system"] == backend
     assert select.attributes["db.operation"] == "SELECT"
+    assert select.attributes["db.sql.table"] == "users"
+    url = make_url(database_url)
+    assert select.attributes["db.namespace"] == url.database
+    assert select.attributes["db.name"] == url.database
+    if backend == "postgresql":
+        assert select.attributes["server.address"] == url.host
+        assert select.attributes["server.port"] == (url.port or 5432)
+    else:
+        assert "server.address" not in select.attributes
     statement = str(select.attributes["db.statement"])
     assert statement.startswith("SELECT ")
     assert "\n" not in statement
@@ -256,12 +277,46 @@ async def test_each_cache_call_is_a_child_span(
     await get(app.users, tenant, user.id)
 
     first, second = await finished(spans, GET_USER, 2)
-    assert {s.name for s in children(spans, first)} >= {"cache get", "SELECT", "cache set_if_newer"}
+    assert {s.name for s in children(spans, first)} >= {
+        "cache get",
+        "SELECT users",
+        "cache set_if_newer",
+    }
     [lookup] = children(spans, second)  # the hit: no statement
     assert lookup.name == "cache get"
     assert lookup.kind == SpanKind.INTERNAL
     assert dict(lookup.attributes or {}) == {
+        "repogate.cache.operation": "get",
         "repogate.cache.backend": "memory",
+        "repogate.cache.keys": 1,
+        "repogate.cache.hits": 1,
+    }
+
+
+async def test_redis_calls_carry_the_redis_conventions(
+    start_repogate: StartRepogate, spans: InMemorySpanExporter, tenant: str
+) -> None:
+    await require_redis()
+    app = await start_repogate(span_exporter=spans, redis_url=REDIS_URL)
+    user = await create(app.users, tenant)
+    await get(app.users, tenant, user.id)  # a miss, which fills the cache
+
+    await get(app.users, tenant, user.id)
+
+    first, second = await finished(spans, GET_USER, 2)
+    assert {s.name for s in children(spans, first)} >= {"GET", "SELECT users", "EVALSHA"}
+    [lookup] = children(spans, second)  # the hit: no statement
+    url = make_url(REDIS_URL)
+    assert lookup.name == "GET"
+    assert lookup.kind == SpanKind.CLIENT
+    assert dict(lookup.attributes or {}) == {
+        "db.system": "redis",
+        "db.operation": "GET",
+        "db.redis.database_index": int(url.database or 0),
+        "server.address": url.host,
+        "server.port": url.port or 6379,
+        "repogate.cache.operation": "get",
+        "repogate.cache.backend": "redis",
         "repogate.cache.keys": 1,
         "repogate.cache.hits": 1,
     }
@@ -303,7 +358,7 @@ async def test_the_console_exporter_writes_a_line_per_span(
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     names = [json.loads(line)["name"] for line in lines]
     assert GET_USER in names
-    assert "SELECT" in names
+    assert "SELECT users" in names
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

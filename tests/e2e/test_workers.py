@@ -248,8 +248,13 @@ async def test_one_metrics_endpoint_serves_every_worker_labelled(
         }
 
     # One CreateUser reached each worker: counters stay per worker, never summed.
-    created = {"service": "repogate.v1.UserService", "method": "CreateUser", "code": "OK"}
-    assert by_worker("repogate_rpc_handled_total", **created) == dict.fromkeys(workers, 1)
+    created = {"grpc_service": "repogate.v1.UserService", "grpc_method": "CreateUser"}
+    assert by_worker("grpc_server_handled_total", **created, grpc_code="OK") == dict.fromkeys(
+        workers, 1
+    )
+    # So do the series derived at scrape time from the counters.
+    assert by_worker("grpc_server_msg_sent_total", **created) == dict.fromkeys(workers, 1)
+    assert by_worker("repogate_grpc_server_in_flight", **created) == dict.fromkeys(workers, 0)
     # What each worker reads at scrape time comes through too.
     assert set(by_worker("repogate_db_pool_size")) == set(workers)
     closed = by_worker("repogate_breaker_state", breaker="database", state="CLOSED")

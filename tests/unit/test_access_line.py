@@ -46,6 +46,8 @@ def test_a_line_is_json_dumps_of_its_fields(
     text = line(METHOD, rc, grpc.StatusCode.NOT_FOUND, seconds)
 
     fields = {
+        "level": "INFO",
+        "logger": "repogate.access",
         "method": METHOD,
         "code": "NOT_FOUND",
         "duration_ms": round(seconds * 1000, 3),

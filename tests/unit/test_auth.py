@@ -47,7 +47,7 @@ def test_keys_load_from_json_and_toml_alike(tmp_path: Path) -> None:
     toml_file.write_text(f'[keys.a]\nsha256 = "{digest(KEY)}"\ntenants = ["acme"]\n')
 
     for path in (json_file, toml_file):
-        assert ApiKeys.load(path).verify(KEY) == Principal(frozenset({"acme"}))
+        assert ApiKeys.load(path).verify(KEY) == Principal(frozenset({"acme"}), name="key:a")
 
 
 def test_a_key_is_found_by_its_digest_and_nothing_else(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_a_key_is_found_by_its_digest_and_nothing_else(tmp_path: Path) -> None:
         )
     )
 
-    assert keys.verify(KEY) == Principal(frozenset({"acme"}), frozenset({"admin"}))
+    assert keys.verify(KEY) == Principal(frozenset({"acme"}), frozenset({"admin"}), "key:a")
     assert keys.verify("other").tenants == frozenset({"*"})
     for wrong in (KEY[:-1], KEY + "0", digest(KEY), ""):
         with pytest.raises(Unauthenticated) as err:
@@ -131,7 +131,13 @@ def in_five_minutes() -> int:
 def test_a_token_gives_its_tenants_and_scopes() -> None:
     principal = verify({"exp": in_five_minutes(), "tenants": ["acme"], "scope": "openid admin"})
 
-    assert principal == Principal(frozenset({"acme"}), frozenset({"openid", "admin"}))
+    assert principal == Principal(frozenset({"acme"}), frozenset({"openid", "admin"}), "jwt")
+
+
+def test_a_token_names_its_caller_by_its_subject() -> None:
+    principal = verify({"exp": in_five_minutes(), "tenants": ["acme"], "sub": "svc-billing"})
+
+    assert principal.name == "jwt:svc-billing"
 
 
 def test_the_tenants_claim_is_configurable() -> None:

@@ -25,8 +25,6 @@ PAGES = sorted([ROOT / "README.md", ROOT / "deploy" / "README.md", *ROOT.glob("d
 ANNOUNCED = {
     "docs/configuration-files.md",
     "docs/redis-topologies.md",
-    "docs/replicas.md",
-    "docs/telemetry.md",
 }
 README_MAX_LINES = 200
 

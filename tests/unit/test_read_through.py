@@ -4,15 +4,16 @@ between a slow reader and a committed write, and a failed invalidation."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from google.protobuf import wrappers_pb2
 
 from repositories.changes import Changes
-from server import context
+from server import consistency, context
 from server.cache import MemoryBackend, ResilientCache
 from server.read_through import ReadThrough
 from tests.cache_support import Flaky
@@ -280,3 +281,51 @@ async def test_drop_forgets_every_entity_entry_and_keeps_a_slow_fill_out() -> No
 async def _keys(backend: MemoryBackend) -> list[str]:
     found, _ = await backend.scan("*", "", 1000)
     return found
+
+
+@pytest.fixture
+def session() -> Iterator[consistency.Session]:
+    """The call's consistency session, as with read replicas configured."""
+    current = consistency.Session()
+    token = consistency.bind(current)
+    yield current
+    consistency.unbind(token)
+
+
+async def test_a_token_read_skips_a_gated_cache(session: consistency.Session) -> None:
+    table = Table()
+    cache = ReadThrough(ResilientCache(MemoryBackend()), 60, bound=1.0)
+    cache.register("users", Value)
+    cache.confirm(time.monotonic())
+    await get(cache, table)
+    # Written by another process: this one hears of it only through its feed, later.
+    table.write("v2")
+
+    assert await get(cache, table) == "v1"  # tokenless: within the gate's bound
+    session.at_least = 42  # the write's token
+    assert await get(cache, table) == "v2"
+
+
+async def test_a_token_read_uses_an_ungated_cache(session: consistency.Session) -> None:
+    table, cache = Table(), read_through(MemoryBackend())
+    await get(cache, table)
+    session.at_least = 42
+
+    assert await get(cache, table) == "v1"
+    assert table.loads == 1
+
+
+async def test_a_load_from_a_replica_behind_a_drop_is_not_cached(
+    session: consistency.Session,
+) -> None:
+    table, cache = Table(), read_through(MemoryBackend())
+    behind = time.monotonic()  # all the replica is known to hold
+    await cache.forget(Changes(tables={("users", TENANT)}))  # a bulk write, no tombstones
+    session.complete_as_of = behind  # the load below came from that replica
+
+    await get(cache, table)
+    session.complete_as_of = math.inf  # the primary, or a replica past the drop
+    await get(cache, table)
+    await get(cache, table)
+
+    assert table.loads == 2

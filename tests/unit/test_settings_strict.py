@@ -184,7 +184,14 @@ def test_a_secret_is_read_from_its_file_without_the_trailing_newline(
 
 @pytest.mark.parametrize(
     "field",
-    ["database_url", "database_session_url", "redis_url", "page_token_secret", "jwt_secret"],
+    [
+        "database_url",
+        "database_session_url",
+        "database_replica_urls",
+        "redis_url",
+        "page_token_secret",
+        "jwt_secret",
+    ],
 )
 def test_every_secret_has_a_file_variable(field: str) -> None:
     assert f"did you mean REPOGATE_{field.upper()}_FILE?" in error_of(
