@@ -120,7 +120,6 @@ class Repogate:
         self._purger: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._file_watcher: asyncio.Task[None] | None = None
         self._reloader = Reloader([], 0)
         self._replica_prober: asyncio.Task[None] | None = None
         self.replicas: replicas.Replicas | None = None
@@ -178,10 +177,10 @@ class Repogate:
         forwarder = Forwarder(ids, self._peers, self._db, limits.max_lifetime)
         authenticator = auth.authenticator(s)
         certificates = tls.Certificates.from_settings(s)
-        rotating: list[Reloadable] = []
+        rotating: list[Reloadable] = [*auth.reloadables(authenticator)]
         if certificates is not None:
-            rotating = [certificates, peers.Rotating(s, self._peers)]
-        self._reloader = Reloader([*auth.reloadables(authenticator), *rotating], s.reload_interval)
+            rotating += [certificates, peers.Rotating(s, self._peers)]
+        self._reloader = Reloader(rotating, s.reload_interval)
         server = aio.server(
             # Outermost first: spans and metrics see the status the client gets.
             interceptors=[
@@ -305,7 +304,7 @@ class Repogate:
             )
         self._reaper = asyncio.create_task(transactions.reap_forever())
         self._watcher = asyncio.create_task(self._watch_database(breakers["database"], self._db))
-        self._file_watcher = asyncio.create_task(self._reloader.watch())
+        self._reloader.start()
         await metrics.start()
         log.info(
             "repogate listening on %s (%s); peers reach it at %s",
@@ -322,19 +321,13 @@ class Repogate:
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         await self._health.enter_graceful_shutdown()
-        for task in (
-            self._purger,
-            self._reaper,
-            self._watcher,
-            self._replica_prober,
-            self._file_watcher,
-        ):
+        await self._reloader.stop()
+        for task in (self._purger, self._reaper, self._watcher, self._replica_prober):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._purger = self._reaper = self._watcher = None
-        self._replica_prober = self._file_watcher = None
+        self._purger = self._reaper = self._watcher = self._replica_prober = None
         if self._server is not None:
             await self._drain.close(max(0.0, end - loop.time()))
             # No Repogate call is left; health and reflection calls get what grace remains.
@@ -369,8 +362,7 @@ class Repogate:
         access.flush()
 
     def reload(self) -> bool:
-        """Loads API keys, JWT keys and TLS certificates again (SIGHUP); what fails to load
-        keeps what was loaded before (logged), and False is returned."""
+        """SIGHUP: API keys, JWT keys and certificates loaded again (see server/reload.py)."""
         return self._reloader.reload()
 
     async def _watch_database(self, breaker: Breaker, db: Database) -> None:

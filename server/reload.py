@@ -10,6 +10,7 @@ are not disturbed: each item swaps its material in one assignment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -35,6 +36,18 @@ class Reloader:
         self._items = list(items)
         self._interval = interval
         self._seen = [_signature(item.files) for item in self._items]
+        self._watching: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Starts watching the files (see watch)."""
+        self._watching = asyncio.create_task(self.watch())
+
+    async def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+            self._watching = None
 
     def reload(self) -> bool:
         """Reloads every item (SIGHUP); False if one failed (and kept its old material)."""
