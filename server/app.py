@@ -49,6 +49,7 @@ from server.interceptors import RequestInterceptor
 from server.metrics import Metrics
 from server.page_tokens import PageTokens
 from server.read_through import ReadThrough
+from server.reload import Reloadable, Reloader
 from server.resource_types import Policy
 from server.resources import StandardMethods
 from server.served_schema import declared_services
@@ -119,6 +120,7 @@ class Repogate:
         self._purger: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._reloader = Reloader([], 0)
         self._replica_prober: asyncio.Task[None] | None = None
         self.replicas: replicas.Replicas | None = None
         self._peers: peers.Peers | None = None
@@ -173,6 +175,12 @@ class Repogate:
         self._peers = peers.Peers(peers.credentials(s), s.max_message_bytes)
         limits = s.transaction_limits()
         forwarder = Forwarder(ids, self._peers, self._db, limits.max_lifetime)
+        authenticator = auth.authenticator(s)
+        certificates = tls.Certificates.from_settings(s)
+        rotating: list[Reloadable] = [*auth.reloadables(authenticator)]
+        if certificates is not None:
+            rotating += [certificates, peers.Rotating(s, self._peers)]
+        self._reloader = Reloader(rotating, s.reload_interval)
         server = aio.server(
             # Outermost first: spans and metrics see the status the client gets.
             interceptors=[
@@ -182,7 +190,7 @@ class Repogate:
                     scoped, calls=self.calls, drain=self._drain, traced=tracing.traced
                 ),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
-                *auth.interceptors(s),
+                *([] if authenticator is None else [auth.AuthInterceptor(authenticator)]),
                 *tokens,
                 # Innermost: a call is authenticated here before it is forwarded, and
                 # everything above sees a forwarded call as any other.
@@ -277,7 +285,7 @@ class Repogate:
             metrics.register(replicas.ReplicaCollector(self.replicas))
             await self.replicas.probe()  # replicas serve reads from the first call on
             self._replica_prober = asyncio.create_task(self.replicas.watch())
-        credentials = tls.credentials(s)
+        credentials = None if certificates is None else certificates.credentials()
         self.address = _bind(server, s.listen, credentials)
         tracing.serving_at(self.address)
         peer_address = None
@@ -298,6 +306,7 @@ class Repogate:
             )
         self._reaper = asyncio.create_task(transactions.reap_forever())
         self._watcher = asyncio.create_task(self._watch_database(breakers["database"], self._db))
+        self._reloader.start()
         await metrics.start()
         log.info(
             "repogate listening on %s (%s); peers reach it at %s",
@@ -314,6 +323,7 @@ class Repogate:
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         await self._health.enter_graceful_shutdown()
+        await self._reloader.stop()
         for task in (self._purger, self._reaper, self._watcher, self._replica_prober):
             if task is not None:
                 task.cancel()
@@ -352,6 +362,10 @@ class Repogate:
             await self.tracing.shutdown()
             self.tracing = None
         access.flush()
+
+    def reload(self) -> bool:
+        """SIGHUP: API keys, JWT keys and certificates loaded again (see server/reload.py)."""
+        return self._reloader.reload()
 
     async def _watch_database(self, breaker: Breaker, db: Database) -> None:
         """Keeps health in step with the database breaker, and probes the database when

@@ -16,6 +16,7 @@ from schema.model import SchemaError
 from server import access, logs, schema_cli
 from server.cache.errors import CacheMisconfigured
 from server.settings import Settings
+from server.settings_sources import SettingsError, describe
 
 log = logging.getLogger("repogate")
 
@@ -29,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     } | schema_cli.schema_override(args)
     try:
         settings = Settings(**overrides)
-    except ValidationError as exc:
-        print(f"repogate: invalid settings:\n{exc}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:
+        given: dict[str, str] = {k: f"--{k}" for k in ("listen", "workers") if k in overrides}
+        print(f"repogate: invalid settings:\n{describe(exc, Settings, given)}", file=sys.stderr)
         return 2
     # The server's log and the access log: JSON lines, both on stderr (docs/telemetry.md).
     logs.configure(settings.log_level)
@@ -95,7 +97,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Repogate(settings, migrate=not args.no_migrate):
+    app = Repogate(settings, migrate=not args.no_migrate)
+    # Keys, JWT keys and certificates are loaded again, calls going on meanwhile; while
+    # starting, when they are being read anyway, SIGHUP does nothing (rather than kill).
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    async with app:
         await stop.wait()
         log.info("stopping: draining calls for up to %ss", settings.shutdown_grace)
     log.info("stopped")

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc import aio
 
+from server import tls
+
 if TYPE_CHECKING:
     from server.settings import Settings
 
@@ -62,15 +64,33 @@ def host_address(*, prefer_ipv6: bool = False) -> str:
 def credentials(s: Settings) -> grpc.ChannelCredentials | None:
     """How peers dial each other over TCP: plaintext without TLS; with it, trusting
     REPOGATE_TLS_PEER_CA_FILE, else REPOGATE_TLS_CLIENT_CA_FILE, else the system's
-    roots, and presenting this process's own certificate (mutual TLS asks for one)."""
+    roots, and presenting this process's own certificate (mutual TLS asks for one).
+    ValueError if the files do not hold them."""
     if s.tls_cert_file is None or s.tls_key_file is None:
         return None
-    roots = s.tls_peer_ca_file or s.tls_client_ca_file
-    return grpc.ssl_channel_credentials(
-        root_certificates=None if roots is None else roots.read_bytes(),
-        private_key=s.tls_key_file.read_bytes(),
-        certificate_chain=s.tls_cert_file.read_bytes(),
+    roots_file, variable = (
+        (s.tls_peer_ca_file, "REPOGATE_TLS_PEER_CA_FILE")
+        if s.tls_peer_ca_file is not None
+        else (s.tls_client_ca_file, "REPOGATE_TLS_CLIENT_CA_FILE")
     )
+    cert, key, roots = tls.read_checked(s.tls_cert_file, s.tls_key_file, roots_file, variable)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=cert
+    )
+
+
+class Rotating:
+    """The certificate peers are dialled with, and the CA they are checked against, read
+    again on reload (server/reload.py): later calls dial with them on new channels."""
+
+    def __init__(self, s: Settings, peers: Peers) -> None:
+        self._settings = s
+        self._peers = peers
+        candidates = (s.tls_cert_file, s.tls_key_file, s.tls_peer_ca_file or s.tls_client_ca_file)
+        self.files = tuple(path for path in candidates if path is not None)
+
+    def reload(self) -> None:
+        self._peers.use(credentials(self._settings))
 
 
 class Peers:
@@ -89,6 +109,20 @@ class Peers:
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
 
+    def use(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """Dials peers with `credentials` from now on; the channels made before are closed,
+        their calls in flight given CLOSE_GRACE to finish."""
+        self._credentials = credentials
+        retired = list(self._peers.values())
+        self._peers.clear()
+        for peer in retired:
+            self._retire(peer.channel)
+
+    def _retire(self, channel: aio.Channel) -> None:
+        task = asyncio.create_task(channel.close(CLOSE_GRACE))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def method(self, address: str, method: str) -> aio.UnaryUnaryMultiCallable:
         """`method` at the peer at `address`, bytes in and bytes out."""
         peer = self._peers.pop(address, None)
@@ -97,9 +131,7 @@ class Peers:
         self._peers[address] = peer  # the most recently used last
         while len(self._peers) > MAX_CHANNELS:
             _, oldest = self._peers.popitem(last=False)
-            task = asyncio.create_task(oldest.channel.close(CLOSE_GRACE))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._retire(oldest.channel)
         return peer.method(method)
 
     def _dial(self, address: str) -> aio.Channel:

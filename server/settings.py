@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from repositories.bulkheads import Bulkheads
 from repositories.database import EngineOptions
@@ -15,13 +22,17 @@ from repositories.transaction_ids import ADDRESS_MAX
 from repositories.transactions import Limits
 from server.breaker import BreakerPolicy
 from server.cache import topology
+from server.settings_security import SecuritySettings
+from server.settings_sources import FROM_FILE, StrictEnvSource, read_files
 from server.units import RetryPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class Settings(BaseSettings):
-    """Every knob of the server. Field `x` is read from `REPOGATE_X`."""
+class Settings(SecuritySettings):
+    """Every knob of the server. Field `x` is read from `REPOGATE_X`; one marked FROM_FILE
+    also from the file named by `REPOGATE_X_FILE`. Any other REPOGATE_* name is an error
+    (server/settings_sources.py)."""
 
     # Errors never quote input values: some are secrets.
     model_config = SettingsConfigDict(
@@ -29,18 +40,18 @@ class Settings(BaseSettings):
     )
 
     listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path/to.sock")
-    database_url: str = "sqlite+aiosqlite:///./repogate.db"
+    database_url: str = Field("sqlite+aiosqlite:///./repogate.db", json_schema_extra=FROM_FILE)
     # Where a PostgreSQL process follows the change log, on a session of its own (with
     # Redis it holds a session lock there, which a pooler in transaction mode cannot
     # keep). Unset: database_url.
-    database_session_url: str | None = None
+    database_session_url: str | None = Field(None, json_schema_extra=FROM_FILE)
     # PostgreSQL streaming standbys that serve reads outside transactions, comma-separated
     # (docs/replicas.md); each is taken out while more than replica_max_lag seconds behind.
-    database_replica_urls: str = ""
+    database_replica_urls: str = Field("", json_schema_extra=FROM_FILE)
     replica_max_lag: float = Field(5.0, gt=0, le=3600)
     # redis://, rediss://, unix://; redis+cluster://host:port[,...]; or
     # redis+sentinel://host:port[,...]/service (server/cache/topology.py).
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, json_schema_extra=FROM_FILE)
     # Resources declared in protobuf (docs/schema.md): a directory of .proto files, or
     # a FileDescriptorSet (`buf build -o schema.binpb`). Unset: the built-in ones only.
     # (`schema` would shadow pydantic's BaseModel.schema.)
@@ -67,7 +78,11 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0, description="seconds to drain calls on stop")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Signs page tokens. Unset: random per start, so tokens do not survive a restart.
-    page_token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), min_length=16)
+    page_token_secret: str = Field(
+        default_factory=lambda: secrets.token_urlsafe(32),
+        min_length=16,
+        json_schema_extra=FROM_FILE,
+    )
 
     # Soft-deleted rows are purged this many seconds after deletion; 0 keeps them.
     soft_delete_retention: int = Field(0, ge=0)
@@ -151,37 +166,35 @@ class Settings(BaseSettings):
     # host:port of the Prometheus endpoint (/metrics); unset: no metrics are kept.
     metrics_listen: str | None = None
 
-    # Authentication and TLS
-    # Who may call: "none" (whoever can connect: a sidecar on loopback), or callers with
-    # API keys, JWTs, or either: "keys", "jwt", "keys,jwt".
-    auth_mode: str = "none"
-    # API keys' SHA-256 digests, each with its tenants and scopes: JSON, or TOML (.toml).
-    api_keys_file: FilePath | None = None
-    # JWTs are HS256 with this shared secret, or RS256 with the RSA public key in this file.
-    jwt_secret: SecretStr | None = Field(None, min_length=32)
-    jwt_public_key_file: FilePath | None = None
-    # When set, a token's aud (iss) must be this.
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    # The claim listing the tenants a token may act for (a list, or "*").
-    jwt_tenants_claim: str = Field("tenants", min_length=1)
-    # Seconds of clock skew forgiven on exp and nbf.
-    jwt_leeway: float = Field(30.0, ge=0, le=300)
-    # Whether "*" in a key's or a token's tenants means every tenant. True by default, as
-    # before it existed; false refuses such tokens and makes such keys a settings error.
-    auth_allow_any_tenant: bool = True
-    # Listening beyond loopback with authentication off is refused unless this is true.
-    allow_unauthenticated_network: bool = False
-    # TLS with this certificate chain and key (PEM); with a client CA, mutual TLS:
-    # every client must present a certificate that CA signed.
-    tls_cert_file: FilePath | None = None
-    tls_key_file: FilePath | None = None
-    tls_client_ca_file: FilePath | None = None
-    # CA certificate(s) a peer's certificate is checked against when a call is forwarded
-    # to it over TLS; unset: the client CA, else the system's roots.
-    tls_peer_ca_file: FilePath | None = None
     # One JSON line per call on stderr, beside the server log (from the CLI).
     access_log: bool = True
+
+    # The files secrets were read from (REPOGATE_X_FILE), by field name.
+    _secret_files: dict[str, Path] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        files: dict[str, Path] = {}
+        token = read_files.set(files)
+        try:
+            super().__init__(**values)
+        finally:
+            read_files.reset(token)
+        self._secret_files = {k: v for k, v in files.items() if k not in values}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, StrictEnvSource(settings_cls), file_secret_settings
+
+    def secret_file(self, field: str) -> Path | None:
+        """The file a secret was read from (REPOGATE_<FIELD>_FILE), if it was."""
+        return self._secret_files.get(field)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -351,75 +364,10 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator(
-        "database_session_url",
-        "api_keys_file",
-        "jwt_secret",
-        "jwt_public_key_file",
-        "jwt_audience",
-        "jwt_issuer",
-        "tls_cert_file",
-        "tls_key_file",
-        "tls_client_ca_file",
-        "tls_peer_ca_file",
-        mode="before",
-    )
+    @field_validator("database_session_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("auth_mode")
-    @classmethod
-    def _auth_kinds(cls, value: str) -> str:
-        kinds = {kind.strip().lower() for kind in value.split(",")}
-        if kinds == {"none"}:
-            return "none"
-        if not kinds <= {"keys", "jwt"}:
-            raise ValueError("must be none, keys, jwt, or keys,jwt")
-        return ",".join(kind for kind in ("keys", "jwt") if kind in kinds)
-
-    @model_validator(mode="after")
-    def _auth_and_tls_complete(self) -> Settings:
-        # Imported here: server.auth pulls in the interceptors; Settings stays a leaf.
-        from server import tls
-        from server.auth.keys import ApiKeys
-
-        kinds = self.auth_kinds()
-        if ("keys" in kinds) != (self.api_keys_file is not None):
-            raise ValueError(
-                "REPOGATE_API_KEYS_FILE is needed when, and only when, "
-                "REPOGATE_AUTH_MODE includes keys"
-            )
-        jwt_key = self.jwt_secret is not None or self.jwt_public_key_file is not None
-        if ("jwt" in kinds) != jwt_key:
-            raise ValueError(
-                "REPOGATE_AUTH_MODE including jwt needs REPOGATE_JWT_SECRET (HS256) or "
-                "REPOGATE_JWT_PUBLIC_KEY_FILE (RS256), and they are unused without it"
-            )
-        if self.jwt_secret is not None and self.jwt_public_key_file is not None:
-            raise ValueError("set REPOGATE_JWT_SECRET or REPOGATE_JWT_PUBLIC_KEY_FILE, not both")
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("REPOGATE_TLS_CERT_FILE and REPOGATE_TLS_KEY_FILE go together")
-        for name in ("tls_client_ca_file", "tls_peer_ca_file"):
-            if getattr(self, name) is not None and self.tls_cert_file is None:
-                raise ValueError(f"REPOGATE_{name.upper()} needs REPOGATE_TLS_CERT_FILE")
-        # Read the files now, so that a bad one is a settings error, not a failed start.
-        if self.api_keys_file is not None:
-            ApiKeys.load(self.api_keys_file, allow_any_tenant=self.auth_allow_any_tenant)
-        if self.jwt_public_key_file is not None:
-            # Only here: PyJWT and cryptography add 11 MiB to a server that needs neither.
-            from server.auth.tokens import load_public_key
-
-            load_public_key(self.jwt_public_key_file)
-        if self.tls_cert_file is not None and self.tls_key_file is not None:
-            tls.check_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
-            if self.tls_peer_ca_file is not None:
-                tls.check_ca_file(self.tls_peer_ca_file, "REPOGATE_TLS_PEER_CA_FILE")
-        return self
-
-    def auth_kinds(self) -> frozenset[str]:
-        """The credentials accepted: empty when authentication is off."""
-        return frozenset() if self.auth_mode == "none" else frozenset(self.auth_mode.split(","))
 
     def transaction_limits(self) -> Limits:
         return Limits(

@@ -52,6 +52,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         if self._metrics is not None:
             await self._metrics.start()
         try:
@@ -60,6 +61,13 @@ class Supervisor:
             if self._metrics is not None:
                 await self._metrics.stop()
             shutil.rmtree(self._runtime, ignore_errors=True)
+
+    def _reload(self) -> None:
+        """SIGHUP: each worker loads its keys and certificates again."""
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
 
     async def _supervise(self) -> int:
         keepers = [asyncio.create_task(self._keep(i)) for i in range(self._settings.workers)]
@@ -104,14 +112,17 @@ class Supervisor:
 
     def _env(self, index: int) -> dict[str, str]:
         s = self._settings
-        env = dict(os.environ)
-        env |= {
+        given = {
             "REPOGATE_WORKERS": "1",
             "REPOGATE_REUSE_PORT": "true",
             "REPOGATE_LISTEN": s.listen,
             # Page tokens must verify on whichever worker the next page lands on.
             "REPOGATE_PAGE_TOKEN_SECRET": s.page_token_secret,
         }
+        # Without the variables given here in another case, or as a *_FILE: a setting
+        # given twice is an error.
+        replaced = {*given, "REPOGATE_PAGE_TOKEN_SECRET_FILE"}
+        env = {k: v for k, v in os.environ.items() if k.upper() not in replaced} | given
         if self._metrics is not None:
             env["REPOGATE_METRICS_LISTEN"] = self._metrics.worker_listen(index)
         return env | self._peer_env(index)

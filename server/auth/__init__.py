@@ -19,6 +19,7 @@ from server.auth.principal import ADMIN_ONLY, ADMIN_SCOPE, Principal, authorize
 
 if TYPE_CHECKING:
     from server.auth.tokens import Tokens
+    from server.reload import Reloadable
     from server.settings import Settings
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "check_listen",
     "interceptors",
     "is_local",
+    "reloadables",
 ]
 
 
@@ -63,5 +65,28 @@ def _tokens(s: Settings) -> Tokens:
     )
     if s.jwt_public_key_file is not None:
         return Tokens.rs256(s.jwt_public_key_file, rules)
-    assert s.jwt_secret is not None, "Settings require a secret or a public key for jwt"
-    return Tokens.hs256(s.jwt_secret.get_secret_value(), rules)
+    if s.jwt_jwks_url is not None or s.jwt_oidc_discovery:
+        from server.auth.jwks import Jwks
+
+        jwks = Jwks(
+            s.jwt_jwks_url,
+            s.jwt_jwks_ttl,
+            s.jwt_jwks_refetch_interval,
+            issuer=s.jwt_issuer if s.jwt_oidc_discovery else None,
+        )
+        return Tokens(jwks, rules)
+    assert s.jwt_secret is not None, "Settings require a secret, a public key or a JWKS for jwt"
+    # From its file when it came from one, so that a rotated file is read again on reload.
+    return Tokens.hs256(s.secret_file("jwt_secret") or s.jwt_secret.get_secret_value(), rules)
+
+
+def reloadables(found: Authenticator | None) -> list[Reloadable]:
+    """The authenticator's key material that SIGHUP (or a changed file) loads again."""
+    if found is None:
+        return []
+    items: list[Reloadable] = []
+    if found.keys is not None:
+        items.append(found.keys)
+    if found.tokens is not None:
+        items.append(found.tokens.keys)
+    return items

@@ -27,7 +27,15 @@ class Authenticator:
         self._keys = keys
         self._tokens = tokens
 
-    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
+    @property
+    def keys(self) -> ApiKeys | None:
+        return self._keys
+
+    @property
+    def tokens(self) -> Tokens | None:
+        return self._tokens
+
+    async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
         """The caller's principal; UNAUTHENTICATED when the credential is missing or bad."""
         header = next((v for k, v in metadata if k == AUTHORIZATION_KEY), None)
         if not header or not isinstance(header, str):
@@ -45,7 +53,7 @@ class Authenticator:
         # A JWT has three dot-separated parts; a key made as the README says has none.
         jwt_shaped = credential.count(".") == 2
         if scheme == "bearer" and self._tokens is not None and (jwt_shaped or self._keys is None):
-            return self._tokens.verify(credential)
+            return await self._tokens.verify(credential)
         if self._keys is None:
             raise Unauthenticated("this server takes no API keys", reason="CREDENTIALS_INVALID")
         return self._keys.verify(credential)

@@ -41,7 +41,7 @@ class AuthInterceptor(BehaviourInterceptor):
 
 def _guarded(behaviour: Behaviour, authenticator: Authenticator, needs_admin: bool) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
-        principal = authenticator.authenticate(ctx.invocation_metadata() or ())
+        principal = await authenticator.authenticate(ctx.invocation_metadata() or ())
         context.note_caller(principal.name)
         # context.current() fails (INTERNAL) if the RequestInterceptor is not around us.
         authorize(principal, context.current().tenant, needs_admin)

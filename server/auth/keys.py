@@ -32,8 +32,16 @@ class _Entry:
 
 
 class ApiKeys:
-    def __init__(self, entries: list[_Entry]) -> None:
+    def __init__(self, entries: list[_Entry], source: tuple[Path, bool] | None = None) -> None:
         self._entries = entries
+        self._source = source  # the file and allow_any_tenant it was loaded with
+        self.files = () if source is None else (source[0],)
+
+    def reload(self) -> None:
+        """Reads the keys file again; raises (keeping the keys it had) if it is not valid."""
+        if self._source is not None:
+            path, allow_any_tenant = self._source
+            self._entries = ApiKeys.load(path, allow_any_tenant=allow_any_tenant)._entries
 
     @classmethod
     def load(cls, path: Path, *, allow_any_tenant: bool = True) -> ApiKeys:
@@ -50,7 +58,7 @@ class ApiKeys:
         entries = [_entry(str(name), spec, allow_any_tenant) for name, spec in keys.items()]
         if len({entry.digest for entry in entries}) != len(entries):
             raise ValueError(f"{path} lists one sha256 under two names")
-        return cls(entries)
+        return cls(entries, (path, allow_any_tenant))
 
     def verify(self, key: str) -> Principal:
         """The key's principal; UNAUTHENTICATED if it is not one of ours."""

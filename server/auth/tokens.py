@@ -1,4 +1,5 @@
-"""JSON Web Tokens: HS256 with a shared secret, or RS256 with an RSA public key.
+"""JSON Web Tokens: HS256 with a shared secret, RS256 with an RSA public key, or a key of a
+JSON Web Key Set (server/auth/jwks.py).
 
 A token must carry `exp`; `nbf`, and `aud` / `iss` when configured, are checked
 too, with a small leeway for clock skew. The tenants it may act for are in a
@@ -8,9 +9,10 @@ claim (`tenants` by default: a list, or "*"), its scopes in `scope`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -36,29 +38,70 @@ class Rules:
 _NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
-class Tokens:
-    def __init__(self, key: Any, algorithm: str, rules: Rules) -> None:
-        # One algorithm per key, fixed here and never taken from the token (RFC 8725 2.1).
-        self._key = key
+class KeySource(Protocol):
+    """Where the key that verifies a token comes from."""
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files the keys are read from, watched for changes (server/reload.py)."""
+        ...
+
+    async def key_for(self, token: str) -> tuple[Any, str]:
+        """The key and its one algorithm; UNAUTHENTICATED when there is none for `token`."""
+        ...
+
+    def reload(self) -> None:
+        """Loads the keys again (SIGHUP); raises, keeping the old ones, when that fails."""
+        ...
+
+
+class StaticKey:
+    """One key, read by `load`; `reload()` reads it again (a rotated file)."""
+
+    def __init__(self, load: Callable[[], Any], algorithm: str, files: tuple[Path, ...] = ()):
+        self._load = load
+        self._key = load()
         self._algorithm = algorithm
+        self.files = files
+
+    async def key_for(self, token: str) -> tuple[Any, str]:
+        return self._key, self._algorithm
+
+    def reload(self) -> None:
+        """Reads the key again; raises (keeping the old key) if it cannot be read."""
+        self._key = self._load()
+
+
+class Tokens:
+    def __init__(self, keys: KeySource, rules: Rules) -> None:
+        # One algorithm per key, fixed by the key and never taken from the token
+        # (RFC 8725 2.1).
+        self.keys = keys
         self._rules = rules
 
     @classmethod
-    def hs256(cls, secret: str, rules: Rules) -> Tokens:
-        return cls(secret, "HS256", rules)
+    def hs256(cls, secret: str | Path, rules: Rules) -> Tokens:
+        """With the secret, or the secret in a file (REPOGATE_JWT_SECRET_FILE) read again
+        on reload."""
+        if isinstance(secret, Path):
+            path = secret
+            return cls(StaticKey(lambda: _read_secret(path), "HS256", (path,)), rules)
+        return cls(StaticKey(lambda: secret, "HS256"), rules)
 
     @classmethod
     def rs256(cls, public_key_file: Path, rules: Rules) -> Tokens:
-        return cls(load_public_key(public_key_file), "RS256", rules)
+        key = StaticKey(lambda: load_public_key(public_key_file), "RS256", (public_key_file,))
+        return cls(key, rules)
 
-    def verify(self, token: str) -> Principal:
+    async def verify(self, token: str) -> Principal:
         """The token's principal; UNAUTHENTICATED if it does not verify."""
+        key, algorithm = await self.keys.key_for(token)
         rules = self._rules
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=[self._algorithm],
+                key,
+                algorithms=[algorithm],
                 audience=rules.audience,
                 issuer=rules.issuer,
                 leeway=rules.leeway,
@@ -120,3 +163,18 @@ def load_public_key(path: Path) -> rsa.RSAPublicKey:
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError(f"{path} holds a public key, but not an RSA one (RS256 needs RSA)")
     return key
+
+
+# HS256 keys shorter than this are refused (RFC 7518 3.2: at least the hash's size).
+MIN_SECRET_LENGTH = 32
+
+
+def _read_secret(path: Path) -> str:
+    from server.settings_sources import read_secret
+
+    secret = read_secret("REPOGATE_JWT_SECRET_FILE", path)
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"REPOGATE_JWT_SECRET_FILE: the secret must be at least {MIN_SECRET_LENGTH} characters"
+        )
+    return secret

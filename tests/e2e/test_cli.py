@@ -133,9 +133,14 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serving(
-    env: Mapping[str, str], cwd: Path, address: str, *args: str
+    env: Mapping[str, str],
+    cwd: Path,
+    address: str,
+    *args: str,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> AsyncIterator[Server]:
-    """Runs `repogate serve *args` until its health service says SERVING at `address`."""
+    """Runs `repogate serve *args` until its health service says SERVING at `address`
+    (over TLS with `credentials`)."""
     log = cwd / f"serve-{uuid.uuid4().hex[:8]}.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -150,17 +155,22 @@ async def serving(
         )
     server = Server(proc, address, log)
     try:
-        await wait_serving(server)
+        await wait_serving(server, credentials)
         yield server
     finally:
         await _kill(proc)
 
 
-async def wait_serving(server: Server) -> None:
+async def wait_serving(server: Server, credentials: grpc.ChannelCredentials | None = None) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
     last = "no answer yet"
-    async with aio.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel:
+    channel = (
+        aio.insecure_channel(server.address, options=CHANNEL_OPTIONS)
+        if credentials is None
+        else aio.secure_channel(server.address, credentials, options=CHANNEL_OPTIONS)
+    )
+    async with channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if server.proc.returncode is not None:
@@ -411,8 +421,22 @@ def test_invalid_settings_exit_2_with_a_message(tmp_path: Path, command: str) ->
     result = run([command], env, tmp_path)
     assert result.returncode == 2, result.stderr
     assert "invalid settings" in result.stderr
-    assert "db_pool_size" in result.stderr
+    # The variable as typed, the form expected, and no pydantic field name or link.
+    assert "REPOGATE_DB_POOL_SIZE: must be greater than or equal to 1" in result.stderr
+    assert "db_pool_size" not in result.stderr
+    assert "pydantic" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_variable_stops_serve_naming_the_setting_meant(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    env["REPOGATE_DATABSE_URL"] = env.pop("REPOGATE_DATABASE_URL")
+
+    result = run(["serve"], env, tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "did you mean REPOGATE_DATABASE_URL?" in result.stderr
+    assert not (tmp_path / "repogate.db").exists()  # no server started on the default
 
 
 @pytest.mark.parametrize(
@@ -420,17 +444,17 @@ def test_invalid_settings_exit_2_with_a_message(tmp_path: Path, command: str) ->
     [
         (
             {"db_pool_size": "4", "db_max_overflow": "0", "max_transactions": "4"},
-            "MAX_TRANSACTIONS",
+            "REPOGATE_MAX_TRANSACTIONS",
         ),
-        ({"transaction_idle_timeout": "700"}, "TRANSACTION_IDLE_TIMEOUT"),
+        ({"transaction_idle_timeout": "700"}, "REPOGATE_TRANSACTION_IDLE_TIMEOUT"),
         (
             {"db_pool_size": "4", "db_max_overflow": "2", "tenant_max_concurrency": "7"},
-            "TENANT_MAX_CONCURRENCY",
+            "REPOGATE_TENANT_MAX_CONCURRENCY",
         ),
-        ({"tenant_queue_timeout": "-1"}, "tenant_queue_timeout"),
-        ({"db_probe_timeout": "0"}, "db_probe_timeout"),
-        ({"retry_max_attempts": "0"}, "retry_max_attempts"),
-        ({"redis_url": "localhost:6379"}, "redis_url"),
+        ({"tenant_queue_timeout": "-1"}, "REPOGATE_TENANT_QUEUE_TIMEOUT:"),
+        ({"db_probe_timeout": "0"}, "REPOGATE_DB_PROBE_TIMEOUT:"),
+        ({"retry_max_attempts": "0"}, "REPOGATE_RETRY_MAX_ATTEMPTS:"),
+        ({"redis_url": "localhost:6379"}, "REPOGATE_REDIS_URL:"),
     ],
 )
 def test_settings_that_cannot_work_exit_2(
@@ -445,7 +469,7 @@ def test_settings_that_cannot_work_exit_2(
 def test_invalid_log_level_exits_2(tmp_path: Path) -> None:
     result = run(["serve"], cli_env(tmp_path, log_level="LOUD"), tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "log_level" in result.stderr
+    assert "REPOGATE_LOG_LEVEL: must be 'DEBUG', 'INFO'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -513,10 +537,13 @@ async def test_the_access_log_can_be_turned_off(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "named"),
     [
-        ({"auth_mode": "basic"}, "auth_mode"),
+        ({"auth_mode": "basic"}, "REPOGATE_AUTH_MODE: must be none, keys"),
         ({"auth_mode": "keys"}, "REPOGATE_API_KEYS_FILE"),
-        ({"auth_mode": "jwt", "jwt_secret": "too-short"}, "jwt_secret"),
-        ({"tls_cert_file": "/nonexistent/server.crt"}, "tls_cert_file"),
+        (
+            {"auth_mode": "jwt", "jwt_secret": "too-short"},
+            "REPOGATE_JWT_SECRET: must be at least 32",
+        ),
+        ({"tls_cert_file": "/nonexistent/server.crt"}, "REPOGATE_TLS_CERT_FILE: must be the path"),
     ],
 )
 def test_auth_and_tls_settings_that_cannot_work_exit_2(

@@ -492,6 +492,51 @@ async def test_peers_forward_to_each_other_over_mutual_tls(
     assert owner.app.units.transactions.stats().outcomes["COMMITTED"] == 1
 
 
+async def test_peers_dial_with_the_certificate_and_ca_loaded_on_reload(
+    start_repogate: StartRepogate, database_url: str, tmp_path: Path, tenant: str
+) -> None:
+    old_ca, new_ca = Authority(tmp_path, "old-ca"), Authority(tmp_path, "new-ca")
+    cert_file, key_file, ca_file = (tmp_path / name for name in ("tls.crt", "tls.key", "ca.crt"))
+
+    def install(ca: Authority, name: str) -> None:
+        issued = ca.peer(name)
+        cert_file.write_bytes(issued.cert_pem)
+        key_file.write_bytes(issued.key_pem)
+        ca_file.write_bytes(ca.cert_pem)
+
+    install(old_ca, "old-peer")
+    owner, peer = await fleet(
+        start_repogate,
+        database_url,
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        tls_client_ca_file=ca_file,
+        reload_interval=0,
+    )
+    # Every certificate and the CA change: a peer still dialling with the old ones would
+    # neither trust the owner's certificate nor be trusted by it.
+    install(new_ca, "new-peer")
+    assert owner.app.reload()
+    assert peer.app.reload()
+    client = new_ca.client()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=new_ca.cert_pem,
+        private_key=client.key_pem,
+        certificate_chain=client.cert_pem,
+    )
+    async with (
+        aio.secure_channel(owner.app.address, credentials) as to_owner,
+        aio.secure_channel(peer.app.address, credentials) as to_peer,
+    ):
+        on_owner, on_peer = over_tls(owner, to_owner), over_tls(peer, to_peer)
+        tx = await begin(on_owner, tenant)
+        await create_in(on_peer, tenant, tx, "ann")  # forwarded to the owner
+        await commit(on_peer, tenant, tx)
+        found = await all_users(on_owner.users, tenant)
+
+    assert [u.username for u in found] == ["ann"]
+
+
 async def test_peers_trust_the_peer_ca_file_for_server_only_tls(
     start_repogate: StartRepogate, database_url: str, tmp_path: Path, tenant: str
 ) -> None:

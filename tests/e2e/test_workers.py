@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import re
+import secrets
+import signal
 import socket
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from repogate.v1 import transaction_pb2_grpc, user_pb2, user_pb2_grpc
 from tests.cache_support import REDIS_URL, require_redis
 from tests.e2e.test_cli import RPC_TIMEOUT, cli_env, free_port, run, serving
 from tests.e2e.test_metrics import fetch
+from tests.polling import eventually
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +47,9 @@ def workers_env(tmp_path: Path, database_url: str, **settings: str) -> tuple[dic
     return env, address
 
 
-async def _workers_of(address: str, tenant: str, within: float = 20.0) -> dict[str, aio.Channel]:
+async def _workers_of(
+    address: str, tenant: str, within: float = 20.0, credential: tuple[tuple[str, str], ...] = ()
+) -> dict[str, aio.Channel]:
     """A channel to each worker: new connections until a transaction has begun on each
     (workers start one after another, so the first may answer alone for a while)."""
     found: dict[str, aio.Channel] = {}
@@ -54,11 +61,13 @@ async def _workers_of(address: str, tenant: str, within: float = 20.0) -> dict[s
         stub = transaction_pb2_grpc.TransactionServiceStub(channel)
         tx = await stub.BeginTransaction(
             pb.BeginTransactionRequest(options=pb.TransactionOptions(read_only=True)),
-            metadata=md(tenant),
+            metadata=(*md(tenant), *credential),
             timeout=RPC_TIMEOUT,
         )
         await stub.Rollback(
-            pb.RollbackRequest(transaction_id=tx.id), metadata=md(tenant), timeout=RPC_TIMEOUT
+            pb.RollbackRequest(transaction_id=tx.id),
+            metadata=(*md(tenant), *credential),
+            timeout=RPC_TIMEOUT,
         )
         owner = tx.id.partition(".")[0]
         if owner in found:
@@ -253,3 +262,53 @@ async def test_one_metrics_endpoint_serves_every_worker_labelled(
     assert by_worker("repogate_worker_up") == dict.fromkeys(workers, 1)
     assert [s.name for s in samples if "worker" not in s.labels] == []
     assert code == 0
+
+
+async def test_sighup_reloads_every_worker_and_a_secret_file_reaches_them(
+    postgresql_url: str, tmp_path: Path, tenant: str
+) -> None:
+    await require_redis()
+    old_key, new_key = f"rg_{secrets.token_urlsafe(16)}", f"rg_{secrets.token_urlsafe(16)}"
+    keys_file = tmp_path / "keys.json"
+
+    def publish(key: str) -> None:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        document = {"keys": {"app": {"sha256": digest, "tenants": [tenant]}}}
+        (tmp_path / "keys.new").write_text(json.dumps(document))
+        (tmp_path / "keys.new").replace(keys_file)
+
+    publish(old_key)
+    (tmp_path / "page-secret").write_text(secrets.token_urlsafe(24) + "\n")
+    env, address = workers_env(
+        tmp_path,
+        postgresql_url,
+        auth_mode="keys",
+        api_keys_file=str(keys_file),
+        # The supervisor gives its workers the secret itself, never it and its _FILE both.
+        page_token_secret_file=str(tmp_path / "page-secret"),
+        reload_interval="0",
+    )
+    async with serving(env, tmp_path, address) as server:
+        old = (("authorization", f"ApiKey {old_key}"),)
+        workers = await _workers_of(address, tenant, credential=old)
+        publish(new_key)
+        server.proc.send_signal(signal.SIGHUP)
+
+        async def accepted(channel: aio.Channel) -> bool:
+            try:
+                await user_pb2_grpc.UserServiceStub(channel).ListUsers(
+                    user_pb2.ListUsersRequest(),
+                    metadata=(*md(tenant), ("authorization", f"ApiKey {new_key}")),
+                    timeout=RPC_TIMEOUT,
+                )
+            except aio.AioRpcError:
+                return False
+            return True
+
+        try:
+            for owner, channel in workers.items():
+                await eventually(lambda c=channel: accepted(c), f"worker {owner} reloading")
+        finally:
+            for channel in workers.values():
+                await channel.close()
+        assert server.proc.returncode is None

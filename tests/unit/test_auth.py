@@ -3,6 +3,7 @@ what counts as a local address, and trace ids for the access log."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -120,7 +121,7 @@ def test_a_missing_keys_file_is_refused(tmp_path: Path) -> None:
 
 def verify(claims: dict[str, Any], rules: Rules | None = None) -> Principal:
     encoded = jwt.encode(claims, SECRET, algorithm="HS256")
-    return Tokens.hs256(SECRET, rules or Rules()).verify(encoded)
+    return asyncio.run(Tokens.hs256(SECRET, rules or Rules()).verify(encoded))
 
 
 def in_five_minutes() -> int:
@@ -187,21 +188,21 @@ def test_bearer_goes_to_tokens_when_jwt_shaped_and_to_keys_otherwise(tmp_path: P
     both = Authenticator(keys, Tokens.hs256(SECRET, Rules()))
     encoded = jwt.encode({"exp": in_five_minutes(), "tenants": ["t"]}, SECRET, algorithm="HS256")
 
-    assert both.authenticate([("authorization", f"Bearer {KEY}")]).tenants == {"k"}
-    assert both.authenticate([("authorization", f"ApiKey {KEY}")]).tenants == {"k"}
-    assert both.authenticate([("authorization", f"bearer {encoded}")]).tenants == {"t"}
+    assert asyncio.run(both.authenticate([("authorization", f"Bearer {KEY}")])).tenants == {"k"}
+    assert asyncio.run(both.authenticate([("authorization", f"ApiKey {KEY}")])).tenants == {"k"}
+    assert asyncio.run(both.authenticate([("authorization", f"bearer {encoded}")])).tenants == {"t"}
     # The first authorization counts, as for every other key.
     first = [("authorization", f"Bearer {encoded}"), ("authorization", "Bearer nope")]
-    assert both.authenticate(first).tenants == {"t"}
+    assert asyncio.run(both.authenticate(first)).tenants == {"t"}
 
 
 def test_jwt_only_takes_every_bearer_as_a_token() -> None:
     tokens_only = Authenticator(None, Tokens.hs256(SECRET, Rules()))
 
     with pytest.raises(Unauthenticated, match="token is malformed"):
-        tokens_only.authenticate([("authorization", f"Bearer {KEY}")])
+        asyncio.run(tokens_only.authenticate([("authorization", f"Bearer {KEY}")]))
     with pytest.raises(Unauthenticated, match="takes no API keys"):
-        tokens_only.authenticate([("authorization", f"ApiKey {KEY}")])
+        asyncio.run(tokens_only.authenticate([("authorization", f"ApiKey {KEY}")]))
 
 
 def test_binary_or_empty_authorization_counts_as_missing() -> None:
@@ -209,7 +210,7 @@ def test_binary_or_empty_authorization_counts_as_missing() -> None:
 
     for metadata in ([], [("authorization", "")], [("authorization", b"Bearer x")]):
         with pytest.raises(Unauthenticated) as err:
-            tokens_only.authenticate(metadata)
+            asyncio.run(tokens_only.authenticate(metadata))
         assert err.value.reason == "CREDENTIALS_MISSING"
 
 

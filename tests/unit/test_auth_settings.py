@@ -80,12 +80,27 @@ def test_jwt_needs_one_key(tmp_path: Path) -> None:
     refused("REPOGATE_AUTH_MODE including jwt needs", auth_mode="jwt")
     refused("REPOGATE_AUTH_MODE including jwt needs", jwt_secret=SECRET)
     refused(
-        "not both",
+        "set one of REPOGATE_JWT_SECRET",
         auth_mode="jwt",
         jwt_secret=SECRET,
         jwt_public_key_file=tmp_path / "jwt.pub",
     )
     assert Settings(auth_mode="jwt", jwt_public_key_file=tmp_path / "jwt.pub").auth_kinds()
+
+
+def test_jwks_and_discovery_are_jwt_keys_too() -> None:
+    assert Settings(auth_mode="jwt", jwt_jwks_url="https://idp.example/jwks.json").auth_kinds()
+    assert Settings(
+        auth_mode="jwt", jwt_oidc_discovery=True, jwt_issuer="https://idp.example"
+    ).auth_kinds()
+    refused(
+        "REPOGATE_JWT_OIDC_DISCOVERY needs REPOGATE_JWT_ISSUER",
+        auth_mode="jwt",
+        jwt_oidc_discovery=True,
+    )
+    refused("set one of", auth_mode="jwt", jwt_secret=SECRET, jwt_jwks_url="https://idp/j")
+    with pytest.raises(ValidationError, match="must be an https:// URL"):
+        Settings(auth_mode="jwt", jwt_jwks_url="ftp://idp/jwks")
 
 
 def test_a_short_secret_is_refused_without_being_quoted() -> None:
