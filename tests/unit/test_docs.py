@@ -19,12 +19,6 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", ROOT / "deploy" / "README.md", *ROOT.glob("docs/*.md")])
-# Pages the index links whose text is written separately (clients, telemetry, strict config,
-# replicas, Redis topologies): a link to one passes while it is absent. Once a page exists,
-# its anchors are checked as every other page's are; then take it off this list.
-ANNOUNCED = {
-    "docs/configuration-files.md",
-}
 README_MAX_LINES = 200
 
 LINK = re.compile(r"(?<!!)\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -82,8 +76,7 @@ def broken(page: Path, root: Path = ROOT) -> list[str]:
         file = (page.parent / unquote(path_part)).resolve() if path_part else page
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else str(file)
         if not file.exists():
-            if name not in ANNOUNCED:
-                problems.append(f"{where}: no such file")
+            problems.append(f"{where}: no such file")
             continue
         if anchor and file.suffix == ".md" and anchor not in anchors(file):
             problems.append(f"{where}: no heading with anchor #{anchor} in {name}")
