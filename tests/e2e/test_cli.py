@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from repogate.v1 import user_pb2, user_pb2_grpc
 from repositories.migrate import head_revision
-from server.app import LIVENESS, READINESS
+from server.served import LIVENESS, READINESS
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from repogate.v1 import cache_pb2, cache_pb2_grpc
-from server.app import LIVENESS, READINESS
 from server.errors import PUSHBACK_KEY
+from server.served import LIVENESS, READINESS
 from tests.e2e.support import Dedicated, StartRepogate, create, eventually, fails, get
 from tests.proxy import Proxy
 from tests.rpc import md

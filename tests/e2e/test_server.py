@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from repogate.v1 import job_pb2, message_pb2, session_pb2, user_pb2, user_pb2_grpc
-from server.app import LIVENESS, READINESS
+from server.served import LIVENESS, READINESS
 from tests.e2e.support import StartRepogate, create, fails, get, list_page, update
 from tests.polling import eventually
 from tests.row_locks import user_locked

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.app import HEALTH_NAMES, LIVENESS, READINESS
+from server.served import HEALTH_NAMES, LIVENESS, READINESS
 
 pytestmark = pytest.mark.unit
 
