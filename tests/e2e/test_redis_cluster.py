@@ -6,7 +6,7 @@ under load costing no entity call and serving no stale value."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -19,10 +19,20 @@ from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import Dedicated, StartRepogate, create, get
 from tests.e2e.test_read_through import hits, rename, rename_behind_its_back
+from tests.pgbouncer import fresh_database
 from tests.polling import eventually
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def own_postgresql_url() -> AsyncIterator[str]:
+    """A database of the test's own, so that its server's feed is the only one there to
+    take the change log's backstop role (servers of other tests hold it on the session's)."""
+    async with fresh_database() as url:
+        yield url
+
 
 TTL = Duration(seconds=600)
 
@@ -208,14 +218,14 @@ async def test_a_primary_killed_under_load_fails_no_entity_call(
 
 @pytest.mark.parametrize("failover", ["primary killed", "replica takes over"])
 async def test_a_write_the_promoted_replica_missed_is_not_served(
-    postgresql_url: str, start_repogate: StartRepogate, tenant: str, failover: str
+    own_postgresql_url: str, start_repogate: StartRepogate, tenant: str, failover: str
 ) -> None:
     """The primary takes a write's tombstone that its replica never gets; then it dies,
     or the replica takes its slots over (CLUSTER FAILOVER TAKEOVER, as an operator
     might): the promoted replica still holds the entry from before the write."""
     with redis_topologies.cluster() as cluster:
         app = await start_repogate(
-            database_url=postgresql_url, redis_url=cluster.url, purge_interval=0, cache_ttl=600
+            database_url=own_postgresql_url, redis_url=cluster.url, purge_interval=0, cache_ttl=600
         )
         # Two rows: the first read after the failover meets it (and misses); the second
         # is served by a cache whose promoted replica still holds the old entries.

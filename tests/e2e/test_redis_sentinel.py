@@ -6,6 +6,7 @@ value."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -16,10 +17,19 @@ from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import StartRepogate, create, get
 from tests.e2e.test_read_through import hits, rename
+from tests.pgbouncer import fresh_database
 from tests.polling import eventually
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def own_postgresql_url() -> AsyncIterator[str]:
+    """A database of the test's own, so that its server's feed is the only one there to
+    take the change log's backstop role (servers of other tests hold it on the session's)."""
+    async with fresh_database() as url:
+        yield url
 
 
 async def test_cache_calls_and_read_through_go_to_the_master(
@@ -80,11 +90,11 @@ async def test_a_master_killed_under_load_fails_no_entity_call(
 
 
 async def test_a_write_the_promoted_replica_missed_is_not_served(
-    postgresql_url: str, start_repogate: StartRepogate, tenant: str
+    own_postgresql_url: str, start_repogate: StartRepogate, tenant: str
 ) -> None:
     with redis_topologies.sentinel() as setup:
         app = await start_repogate(
-            database_url=postgresql_url, redis_url=setup.url, purge_interval=0, cache_ttl=600
+            database_url=own_postgresql_url, redis_url=setup.url, purge_interval=0, cache_ttl=600
         )
         ann = await create(app.users, tenant, username="ann", display_name="before")
         await get(app.users, tenant, ann.id)

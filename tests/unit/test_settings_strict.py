@@ -142,7 +142,10 @@ def test_a_setting_from_a_file_is_named_by_its_file_variable(tmp_path: Path) -> 
 
     message = error_of(REPOGATE_REDIS_URL_FILE=str(tmp_path / "redis"))
 
-    assert message == "REPOGATE_REDIS_URL_FILE: must be a redis://, rediss:// or unix:// URL"
+    assert message == (
+        "REPOGATE_REDIS_URL_FILE: must be a redis://, rediss://, unix://, redis+cluster:// "
+        "or redis+sentinel:// URL"
+    )
 
 
 def test_the_cli_prints_the_error_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
