@@ -18,7 +18,7 @@ from server.cache import CacheMisconfigured
 from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import Dedicated, StartRepogate, create, get
-from tests.e2e.test_read_through import hits, rename, rename_behind_its_back
+from tests.e2e.test_read_through import errors, failovers, hits, rename, rename_behind_its_back
 from tests.polling import eventually
 from tests.rpc import md
 
@@ -133,6 +133,24 @@ async def test_servers_sharing_the_cluster_see_each_others_writes(
     assert (await get(other.users, tenant, ann.id)).display_name == "renamed"
 
 
+async def test_a_server_started_later_uses_the_cache_at_once(
+    app: Dedicated,
+    cluster: redis_topologies.Cluster,
+    postgresql_url: str,
+    start_repogate: StartRepogate,
+    tenant: str,
+) -> None:
+    """No primary of this cluster was ever promoted: a new server trusts its entries."""
+    ann = await create(app.users, tenant, username="ann")
+    await get(app.users, tenant, ann.id)  # cached
+    fresh = await start_repogate(
+        database_url=postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
+    )
+    assert await get(fresh.users, tenant, ann.id) == ann
+    assert hits(fresh) == 1
+    assert failovers(fresh) == 0
+
+
 async def test_a_plain_url_to_a_cluster_node_is_refused(
     cluster: redis_topologies.Cluster, start_repogate: StartRepogate
 ) -> None:
@@ -245,10 +263,24 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
             # The next read is answered MOVED by the old primary, which redis-py follows
             # to the promoted replica's entry: no call fails on the way.
             await asyncio.to_thread(replica.cli, "cluster", "failover", "takeover")
-            await eventually(
-                lambda: replica.cli("role").startswith("master"), "the takeover", within=60
-            )
+        await eventually(
+            lambda: asyncio.to_thread(lambda: replica.cli("role").startswith("master")),
+            "the promotion",
+            within=60,
+        )
         await eventually(lambda: asyncio.to_thread(cluster.state_ok), "the failover", within=60)
+        # A server started after the failover (told of live nodes only, so that no call
+        # of its fails) sees no primary change, only a primary promoted since it
+        # started: it reads around the cache as well.
+        live = "redis+cluster://" + ",".join(n.address for n in cluster.primaries())
+        fresh = await start_repogate(
+            database_url=postgresql_url, redis_url=live, purge_interval=0, cache_ttl=600
+        )
+        for _ in range(3):
+            for user in both:
+                assert (await get(fresh.users, tenant, user.id)).display_name == "after"
+        assert failovers(fresh) == 1
+        assert errors(fresh) == 0
         for _ in range(5):
             for user in both:
                 assert (await get(app.users, tenant, user.id)).display_name == "after"

@@ -15,7 +15,7 @@ from repogate.v1 import cache_pb2 as pb
 from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import StartRepogate, create, get
-from tests.e2e.test_read_through import hits, rename
+from tests.e2e.test_read_through import errors, failovers, hits, rename
 from tests.polling import eventually
 from tests.rpc import md
 
@@ -44,6 +44,13 @@ async def test_cache_calls_and_read_through_go_to_the_master(
         before = hits(app)
         assert await get(app.users, tenant, ann.id) == ann
         assert hits(app) == before + 1
+        # A server started later trusts the cache at once: its master was never promoted.
+        fresh = await start_repogate(
+            database_url=postgresql_url, redis_url=setup.url, purge_interval=0
+        )
+        assert await get(fresh.users, tenant, ann.id) == ann
+        assert hits(fresh) == 1
+        assert failovers(fresh) == 0
 
 
 async def test_a_master_killed_under_load_fails_no_entity_call(
@@ -106,6 +113,15 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
             "Sentinel to promote the replica",
             within=60,
         )
+        # A server started now finds the promoted replica as the master, and no change
+        # of master: it reads around the cache all the same, as the replica was promoted.
+        fresh = await start_repogate(
+            database_url=postgresql_url, redis_url=setup.url, purge_interval=0, cache_ttl=600
+        )
+        for _ in range(3):
+            assert (await get(fresh.users, tenant, ann.id)).display_name == "after"
+        assert failovers(fresh) == 1
+        assert errors(fresh) == 0
         # The next read reconnects, through the sentinels, to the promoted replica,
         # which holds the entry from before the write: no call of ours fails on the way.
         for _ in range(5):
