@@ -242,7 +242,8 @@ class RedisBackend:
         tombstones among them. A primary that cannot be asked counts as promoted."""
         try:
             answers = await self._replication()
-        except FAILURES as exc:
+            promoted = sum(_promoted(info) for info in answers)
+        except Exception as exc:  # FAILURES, or an answer it cannot read: it cannot tell
             log.warning(
                 "cannot ask the cache's primaries whether one was promoted from a replica "
                 "(%s: %s): counted as a failover",
@@ -250,7 +251,6 @@ class RedisBackend:
                 exc,
             )
         else:
-            promoted = sum(str(info.get("master_replid2", "")).strip("0") != "" for info in answers)
             if not promoted:
                 return
             log.warning(
@@ -311,6 +311,14 @@ class _Command:
         if isinstance(exc, FAILURES):
             self._backend._failed(exc)
             raise CacheUnavailable() from exc
+
+
+def _promoted(info: Mapping[str, object]) -> bool:
+    """Whether a primary's INFO replication shows it promoted since it started (redis-py
+    reads an all-zero `master_replid2` as the int 0); ValueError if it does not say."""
+    if "master_replid2" not in info:
+        raise ValueError("INFO replication names no master_replid2")
+    return str(info["master_replid2"]).strip("0") != ""
 
 
 def _ms(ttl: float | None) -> int | None:
