@@ -296,9 +296,13 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
             within=60,
         )
         await eventually(lambda: asyncio.to_thread(cluster.state_ok), "the failover", within=60)
-        # A server started after the failover (told of live nodes only, so that no call
-        # of its fails) sees no primary change, only a primary promoted since it
-        # started: it reads around the cache as well.
+        # A server started after the failover (told of live nodes only, once every node
+        # has taken the promotion in, so that no call of its fails) sees no primary
+        # change, only a primary promoted since it started: it reads around the cache.
+        await eventually(
+            lambda: asyncio.to_thread(cluster.all_see_primary, replica),
+            "every node to see the promotion",
+        )
         live = "redis+cluster://" + ",".join(n.address for n in cluster.primaries())
         fresh = await start_repogate(
             database_url=postgresql_url, redis_url=live, purge_interval=0, cache_ttl=600

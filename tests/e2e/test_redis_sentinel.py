@@ -113,8 +113,13 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
             "Sentinel to promote the replica",
             within=60,
         )
-        # A server started now finds the promoted replica as the master, and no change
-        # of master: it reads around the cache all the same, as the replica was promoted.
+        # A server started now (once every sentinel names the promoted replica, so that
+        # no call of its fails) finds it as the master, and no change of master: it reads
+        # around the cache all the same, as the replica was promoted.
+        await eventually(
+            lambda: asyncio.to_thread(lambda: setup.masters_named() == {setup.replica.port}),
+            "every sentinel to name the promoted replica",
+        )
         fresh = await start_repogate(
             database_url=postgresql_url, redis_url=setup.url, purge_interval=0, cache_ttl=600
         )
