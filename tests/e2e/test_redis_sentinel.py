@@ -29,6 +29,10 @@ async def test_cache_calls_and_read_through_go_to_the_master(
         app = await start_repogate(
             database_url=postgresql_url, redis_url=setup.url, purge_interval=0
         )
+        feed = app.app.feed
+        assert feed is not None
+        # The backstop drops every entity entry as it starts following the change log.
+        await eventually(lambda: feed.following, "the change log's backstop to start")
         stub = cache_pb2_grpc.CacheServiceStub(app.channel)
         entries = [pb.CacheEntry(key=f"k{i}", value=b"%d" % i) for i in range(20)]
         ttl = Duration(seconds=600)
