@@ -194,6 +194,11 @@ class CacheCollector:
             ("errors", stats.errors, "Calls that failed: the backend was unreachable or slow."),
             ("evictions", stats.evictions, "Live entries dropped to make room (memory)."),
             ("skipped", stats.skipped, "Read-through calls not made while its breaker was open."),
+            (
+                "failovers",
+                stats.failovers,
+                "Primaries of a cluster or Sentinel found promoted since they started.",
+            ),
         ):
             family = CounterMetricFamily(f"repogate_cache_{name}", help_, labels=["backend"])
             family.add_metric([self._cache.name], value)

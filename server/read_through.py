@@ -78,11 +78,12 @@ class ReadThrough:
 
         `replicated`: the cache is a Redis Cluster or Sentinel's master, which a
         failover can replace by a replica that missed the last writes (replication is
-        asynchronous), tombstones among them. A failover shows here as a cache error:
-        a call to the lost primary failed, or the backend saw the primaries change
-        (server/cache/redis.py `failed_over`). After any error, and for a lookup made
-        while one happened, reads skip the cache for one TTL, by when every entry
-        written before the failover has expired."""
+        asynchronous), tombstones among them. A failover shows here as a cache error
+        (a call to the lost primary failed, or the backend saw the primaries change)
+        or, to a process that first reaches the cache after it, as a primary promoted
+        since it started (`stats.failovers`; server/cache/redis.py `failed_over`).
+        After either, and for a lookup made while one happened, reads skip the cache
+        for one TTL, by when every entry written before the failover has expired."""
         self._cache = cache
         self._ttl = ttl
         self._enabled = enabled
@@ -95,7 +96,7 @@ class ReadThrough:
         # time.monotonic() of this process's last drop (bulk write, feed, `drop`).
         self._dropped_at = -math.inf
         self._replicated = replicated
-        self._errors = 0  # the backend's error count when last looked at
+        self._troubles = 0  # the backend's errors and failovers when last looked at
 
     def register(self, table: str, message_cls: type[Message]) -> None:
         self._versions[table] = schema_version(message_cls)
@@ -118,9 +119,9 @@ class ReadThrough:
         ):
             return (await load())[0]
         key = self._key(table, context.tenant(), id_)
-        errors = self._cache.stats.errors
+        troubles = self._troubles_seen()
         entry = await self._cache.get(key)
-        if self._replicated and self._cache.stats.errors != errors:
+        if self._replicated and self._troubles_seen() != troubles:
             entry = None  # a failover may have been under way: read around it
         if entry is not None and entry[_WIDTH : _WIDTH + 1] == _VALUE:
             return parse(entry[_WIDTH + 1 :])
@@ -190,12 +191,18 @@ class ReadThrough:
 
     def _usable(self) -> bool:
         now = time.monotonic()
-        if self._replicated and self._cache.stats.errors != self._errors:
-            self._errors = self._cache.stats.errors
+        if self._replicated and self._troubles_seen() != self._troubles:
+            self._troubles = self._troubles_seen()
             if self._skip_until <= now:
-                log.warning("replicated cache failed; reading around it for %ss", self._ttl)
+                log.warning(
+                    "replicated cache failed or failed over; reading around it for %ss", self._ttl
+                )
             self._skip_until = now + self._ttl
         return self._enabled and self._skip_until <= now < self._fresh_until
+
+    def _troubles_seen(self) -> int:
+        """Cache errors and failovers so far: either may hide writes a failover lost."""
+        return self._cache.stats.errors + self._cache.stats.failovers
 
     def _key(self, table: str, tenant: str, id_: uuid.UUID) -> str:
         return keys.entity_key(table, self._versions[table], tenant, id_)

@@ -97,6 +97,18 @@ class Cluster:
                 return node
         raise AssertionError(f"no replica of {primary.address}")
 
+    def all_see_primary(self, node: Node) -> bool:
+        """Every live node lists `node` as a primary (has taken its promotion in)."""
+        live = [n for n in self.nodes if n.process.poll() is None]
+        return all(
+            any(
+                line.split()[1].split("@")[0] == node.address and "master" in line.split()[2]
+                for line in each.cli("cluster", "nodes").splitlines()
+                if len(line.split()) > 2
+            )
+            for each in live
+        )
+
     def state_ok(self) -> bool:
         """Every live node says the cluster serves every slot."""
         live = [n for n in self.nodes if n.process.poll() is None]
@@ -120,6 +132,14 @@ class Sentinels:
                 answer = each.cli("sentinel", "get-master-addr-by-name", SERVICE).split()
                 return int(answer[1])
         raise AssertionError("no sentinel is running")
+
+    def masters_named(self) -> set[int]:
+        """The master's port as each live sentinel names it."""
+        return {
+            int(each.cli("sentinel", "get-master-addr-by-name", SERVICE).split()[1])
+            for each in self.sentinels
+            if each.process.poll() is None
+        }
 
 
 def _owns(line: str, slot: int) -> bool:

@@ -72,6 +72,14 @@ class ClusterBackend(RedisBackend):
             detail = "" if state == "ok" else f"the cluster's state is {state}"
             raise CacheDegraded(down, max(len(listed), len(nodes)), detail)
 
+    async def _replication(self) -> list[Mapping[str, object]]:
+        primaries = self._cluster.get_primaries()
+        return list(
+            await asyncio.gather(
+                *(self._cluster.info("replication", target_nodes=node) for node in primaries)
+            )
+        )
+
     def _primaries(self) -> object:
         return frozenset(node.name for node in self._cluster.get_primaries())
 

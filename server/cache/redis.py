@@ -9,6 +9,11 @@ read-through: a miss). Redis and socket errors become CacheUnavailable in one
 place, `_Command` (and `_pipelined` for the lane); so does a command during which
 a cluster's or Sentinel's primaries changed (`failed_over`).
 
+Whenever a cluster's or Sentinel's primaries become known (first, or anew), each is
+asked whether it was promoted from a replica since it started (`INFO replication`,
+`master_replid2`): such a primary may lack writes its old primary acknowledged, as
+after a failover this process did not see, and `stats.failovers` counts it.
+
 GET and set_if_newer, the read-through's commands, go through one pipelined
 connection (server/cache/lane.py) when `pipelined` and the URL names one server;
 every other command, and both otherwise, through redis-py.
@@ -20,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
@@ -77,6 +82,8 @@ class RedisBackend:
         plain = self.topology.kind is topology.Kind.PLAIN
         self._lane = Lane(url, timeout) if pipelined and plain else None
         self._primaries_seen: object = None
+        # Asking the primaries just found whether they were promoted (`_check_promoted`).
+        self._checking: asyncio.Task[None] | None = None
 
     async def get(self, key: str) -> bytes | None:
         if self._lane is not None:
@@ -178,6 +185,8 @@ class RedisBackend:
             await self._redis.ping()
 
     async def close(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
         if self._lane is not None:
             await self._lane.close()
         await self._redis.aclose()
@@ -200,19 +209,57 @@ class RedisBackend:
         Redis, and before the client has found out."""
         return None
 
-    def failed_over(self) -> bool:
+    async def failed_over(self) -> bool:
         """Whether the primaries changed since the last look: then a replica was
         promoted (or the slots moved), and what this command read may be from before
-        a write the new primary never received. Counted as a cache error."""
+        a write the new primary never received. Counted as a cache error.
+
+        Primaries newly known (first, or anew) are asked whether they were promoted
+        since they started; every command waits for that answer, so none returns
+        from a promoted primary before `stats.failovers` counts it."""
         now = self._primaries()
-        if now == self._primaries_seen:
-            return False
-        before, self._primaries_seen = self._primaries_seen, now
-        if not before or not now:  # first found out, or lost: no change of primary
-            return False
-        self.stats.errors += 1
-        log.warning("cache unavailable: the cache's primaries changed (a failover)")
-        return True
+        if now != self._primaries_seen:
+            before, self._primaries_seen = self._primaries_seen, now
+            if now:
+                self._checking = asyncio.create_task(self._check_promoted())
+            if before and now:  # not when first found out, or lost
+                self.stats.errors += 1
+                log.warning("cache unavailable: the cache's primaries changed (a failover)")
+                return True
+        if self._checking is not None and not self._checking.done():
+            await asyncio.shield(self._checking)
+        return False
+
+    async def _replication(self) -> list[Mapping[str, object]]:
+        """Each primary's INFO replication (Sentinel's master: the one this client uses)."""
+        return [await self._redis.info("replication")]
+
+    async def _check_promoted(self) -> None:
+        """Counts a failover (`stats.failovers`) if a primary was promoted from a replica
+        since it started: Redis then keeps its old primary's replication id as
+        `master_replid2` (all zeros otherwise; cleared by a restart or a full resync).
+        Replication is asynchronous, so it may lack writes its old primary acknowledged:
+        tombstones among them. A primary that cannot be asked counts as promoted."""
+        try:
+            answers = await self._replication()
+            promoted = sum(_promoted(info) for info in answers)
+        except Exception as exc:  # FAILURES, or an answer it cannot read: it cannot tell
+            log.warning(
+                "cannot ask the cache's primaries whether one was promoted from a replica "
+                "(%s: %s): counted as a failover",
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            if not promoted:
+                return
+            log.warning(
+                "%d of the cache's %d primaries were promoted from replicas since they started:"
+                " they may lack writes lost in a failover",
+                promoted,
+                len(answers),
+            )
+        self.stats.failovers += 1
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
@@ -253,7 +300,7 @@ class _Command:
     ) -> None:
         self._slots.release()
         if exc is None:
-            if self._backend.failed_over():
+            if await self._backend.failed_over():
                 raise CacheUnavailable()
             return
         if isinstance(exc, ResponseError):
@@ -264,6 +311,14 @@ class _Command:
         if isinstance(exc, FAILURES):
             self._backend._failed(exc)
             raise CacheUnavailable() from exc
+
+
+def _promoted(info: Mapping[str, object]) -> bool:
+    """Whether a primary's INFO replication shows it promoted since it started (redis-py
+    reads an all-zero `master_replid2` as the int 0); ValueError if it does not say."""
+    if "master_replid2" not in info:
+        raise ValueError("INFO replication names no master_replid2")
+    return str(info["master_replid2"]).strip("0") != ""
 
 
 def _ms(ttl: float | None) -> int | None:

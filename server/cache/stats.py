@@ -16,6 +16,9 @@ class CacheStats:
     evictions: int = 0
     # Calls the resilient wrapper did not make while its breaker was open.
     skipped: int = 0
+    # Replicated caches (cluster, Sentinel): primaries found promoted from replicas
+    # since they started, which may lack writes their old primaries acknowledged.
+    failovers: int = 0
 
     @property
     def hit_rate(self) -> float:

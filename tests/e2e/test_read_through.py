@@ -43,6 +43,17 @@ def hits(app: Dedicated) -> int:
     return app.app.cache.stats.hits
 
 
+def errors(app: Dedicated) -> int:
+    assert app.app.cache is not None
+    return app.app.cache.stats.errors
+
+
+def failovers(app: Dedicated) -> int:
+    """Primaries of a replicated cache that `app` found promoted since they started."""
+    assert app.app.cache is not None
+    return app.app.cache.stats.failovers
+
+
 async def rename_behind_its_back(database: Database, tenant: str, id_: str, name: str) -> None:
     """Changes a row without Repogate knowing: only a cached answer can still show the old."""
     stmt = (

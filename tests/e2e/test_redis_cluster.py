@@ -18,7 +18,7 @@ from server.cache import CacheMisconfigured
 from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import Dedicated, StartRepogate, create, get
-from tests.e2e.test_read_through import hits, rename, rename_behind_its_back
+from tests.e2e.test_read_through import errors, failovers, hits, rename, rename_behind_its_back
 from tests.pgbouncer import fresh_database
 from tests.polling import eventually
 from tests.rpc import md
@@ -45,10 +45,10 @@ def cluster() -> Iterator[redis_topologies.Cluster]:
 
 @pytest.fixture
 async def app(
-    cluster: redis_topologies.Cluster, postgresql_url: str, start_repogate: StartRepogate
+    cluster: redis_topologies.Cluster, own_postgresql_url: str, start_repogate: StartRepogate
 ) -> Dedicated:
     return await start_repogate(
-        database_url=postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
+        database_url=own_postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
     )
 
 
@@ -106,12 +106,12 @@ async def test_cache_calls_over_many_tenants_are_whole(
 
 
 async def test_entity_reads_are_cached_and_writes_seen(
-    app: Dedicated, postgresql_url: str, tenant: str
+    app: Dedicated, own_postgresql_url: str, tenant: str
 ) -> None:
     ann = await create(app.users, tenant, username="ann")
     first = await get(app.users, tenant, ann.id)
     before = hits(app)
-    database = Database(create_engine(postgresql_url))
+    database = Database(create_engine(own_postgresql_url))
     try:
         await rename_behind_its_back(database, tenant, ann.id, "changed underneath")
     finally:
@@ -126,12 +126,12 @@ async def test_entity_reads_are_cached_and_writes_seen(
 async def test_servers_sharing_the_cluster_see_each_others_writes(
     app: Dedicated,
     cluster: redis_topologies.Cluster,
-    postgresql_url: str,
+    own_postgresql_url: str,
     start_repogate: StartRepogate,
     tenant: str,
 ) -> None:
     other = await start_repogate(
-        database_url=postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
+        database_url=own_postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
     )
     ann = await create(app.users, tenant, username="ann")
     await get(other.users, tenant, ann.id)  # cached by the other server
@@ -141,6 +141,55 @@ async def test_servers_sharing_the_cluster_see_each_others_writes(
 
     await rename(app, tenant, ann.id, "renamed")
     assert (await get(other.users, tenant, ann.id)).display_name == "renamed"
+
+
+async def test_a_server_started_later_uses_the_cache_at_once(
+    app: Dedicated,
+    cluster: redis_topologies.Cluster,
+    own_postgresql_url: str,
+    start_repogate: StartRepogate,
+    tenant: str,
+) -> None:
+    """No primary of this cluster was ever promoted: a new server trusts its entries."""
+    feed = app.app.feed
+    assert feed is not None
+    # The backstop drops every entry as it starts following the change log.
+    await eventually(lambda: feed.following, "the change log's backstop to start")
+    ann = await create(app.users, tenant, username="ann")
+    await get(app.users, tenant, ann.id)  # cached
+    fresh = await start_repogate(
+        database_url=own_postgresql_url, redis_url=cluster.url, purge_interval=0, db_pool_size=4
+    )
+    assert await get(fresh.users, tenant, ann.id) == ann
+    assert hits(fresh) == 1
+    assert failovers(fresh) == 0
+
+
+async def test_a_cluster_whose_primaries_cannot_be_asked_is_read_around(
+    app: Dedicated,
+    cluster: redis_topologies.Cluster,
+    own_postgresql_url: str,
+    start_repogate: StartRepogate,
+    tenant: str,
+) -> None:
+    """A user that may not run INFO cannot tell whether a primary was promoted: a server
+    using it assumes one was."""
+    for node in cluster.primaries():
+        node.cli("acl", "setuser", "noinfo", "on", ">secret", "~*", "+@all", "-info")
+    ann = await create(app.users, tenant, username="ann")
+    await get(app.users, tenant, ann.id)  # cached
+    database = Database(create_engine(own_postgresql_url))
+    try:  # only a read around the cache sees this
+        await rename_behind_its_back(database, tenant, ann.id, "changed underneath")
+    finally:
+        await database.dispose()
+    url = cluster.url.replace("redis+cluster://", "redis+cluster://noinfo:secret@")
+    fresh = await start_repogate(
+        database_url=own_postgresql_url, redis_url=url, purge_interval=0, db_pool_size=4
+    )
+    for _ in range(3):
+        assert (await get(fresh.users, tenant, ann.id)).display_name == "changed underneath"
+    assert failovers(fresh) == 1
 
 
 async def test_a_plain_url_to_a_cluster_node_is_refused(
@@ -179,11 +228,11 @@ async def _healthy(admin: admin_pb2_grpc.AdminServiceStub) -> bool:
 
 
 async def test_a_primary_killed_under_load_fails_no_entity_call(
-    postgresql_url: str, start_repogate: StartRepogate, tenant: str
+    own_postgresql_url: str, start_repogate: StartRepogate, tenant: str
 ) -> None:
     with redis_topologies.cluster() as cluster:
         app = await start_repogate(
-            database_url=postgresql_url,
+            database_url=own_postgresql_url,
             redis_url=cluster.url,
             purge_interval=0,
             db_pool_size=8,
@@ -255,10 +304,30 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
             # The next read is answered MOVED by the old primary, which redis-py follows
             # to the promoted replica's entry: no call fails on the way.
             await asyncio.to_thread(replica.cli, "cluster", "failover", "takeover")
-            await eventually(
-                lambda: replica.cli("role").startswith("master"), "the takeover", within=60
-            )
+        await eventually(
+            lambda: asyncio.to_thread(lambda: replica.cli("role").startswith("master")),
+            "the promotion",
+            within=60,
+        )
         await eventually(lambda: asyncio.to_thread(cluster.state_ok), "the failover", within=60)
+        # A server started after the failover (told of live nodes only, once every node
+        # has taken the promotion in, so that no call of its fails) sees no primary
+        # change, only a primary promoted since it started: it reads around the cache.
+        await eventually(
+            lambda: asyncio.to_thread(cluster.all_see_primary, replica),
+            "every node to see the promotion",
+        )
+        live = "redis+cluster://" + ",".join(n.address for n in cluster.primaries())
+        fresh = await start_repogate(
+            database_url=own_postgresql_url, redis_url=live, purge_interval=0, cache_ttl=600
+        )
+        # Its first reads at once: none is answered before the promotion is found.
+        first = [get(fresh.users, tenant, user.id) for user in both for _ in range(4)]
+        assert {read.display_name for read in await asyncio.gather(*first)} == {"after"}
+        for user in both:
+            assert (await get(fresh.users, tenant, user.id)).display_name == "after"
+        assert failovers(fresh) == 1
+        assert errors(fresh) == 0
         for _ in range(5):
             for user in both:
                 assert (await get(app.users, tenant, user.id)).display_name == "after"

@@ -16,7 +16,7 @@ from repogate.v1 import cache_pb2 as pb
 from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import StartRepogate, create, get
-from tests.e2e.test_read_through import hits, rename
+from tests.e2e.test_read_through import errors, failovers, hits, rename
 from tests.pgbouncer import fresh_database
 from tests.polling import eventually
 from tests.rpc import md
@@ -33,12 +33,16 @@ async def own_postgresql_url() -> AsyncIterator[str]:
 
 
 async def test_cache_calls_and_read_through_go_to_the_master(
-    postgresql_url: str, start_repogate: StartRepogate, tenant: str
+    own_postgresql_url: str, start_repogate: StartRepogate, tenant: str
 ) -> None:
     with redis_topologies.sentinel() as setup:
         app = await start_repogate(
-            database_url=postgresql_url, redis_url=setup.url, purge_interval=0
+            database_url=own_postgresql_url, redis_url=setup.url, purge_interval=0
         )
+        feed = app.app.feed
+        assert feed is not None
+        # The backstop drops every entity entry as it starts following the change log.
+        await eventually(lambda: feed.following, "the change log's backstop to start")
         stub = cache_pb2_grpc.CacheServiceStub(app.channel)
         entries = [pb.CacheEntry(key=f"k{i}", value=b"%d" % i) for i in range(20)]
         ttl = Duration(seconds=600)
@@ -54,14 +58,21 @@ async def test_cache_calls_and_read_through_go_to_the_master(
         before = hits(app)
         assert await get(app.users, tenant, ann.id) == ann
         assert hits(app) == before + 1
+        # A server started later trusts the cache at once: its master was never promoted.
+        fresh = await start_repogate(
+            database_url=own_postgresql_url, redis_url=setup.url, purge_interval=0
+        )
+        assert await get(fresh.users, tenant, ann.id) == ann
+        assert hits(fresh) == 1
+        assert failovers(fresh) == 0
 
 
 async def test_a_master_killed_under_load_fails_no_entity_call(
-    postgresql_url: str, start_repogate: StartRepogate, tenant: str
+    own_postgresql_url: str, start_repogate: StartRepogate, tenant: str
 ) -> None:
     with redis_topologies.sentinel() as setup:
         app = await start_repogate(
-            database_url=postgresql_url,
+            database_url=own_postgresql_url,
             redis_url=setup.url,
             purge_interval=0,
             db_pool_size=8,
@@ -116,6 +127,21 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
             "Sentinel to promote the replica",
             within=60,
         )
+        # A server started now (once every sentinel names the promoted replica, so that
+        # no call of its fails) finds it as the master, and no change of master: it reads
+        # around the cache all the same, as the replica was promoted.
+        await eventually(
+            lambda: asyncio.to_thread(lambda: setup.masters_named() == {setup.replica.port}),
+            "every sentinel to name the promoted replica",
+        )
+        fresh = await start_repogate(
+            database_url=own_postgresql_url, redis_url=setup.url, purge_interval=0, cache_ttl=600
+        )
+        # Its first reads at once: none is answered before the promotion is found.
+        first = await asyncio.gather(*(get(fresh.users, tenant, ann.id) for _ in range(8)))
+        assert {read.display_name for read in first} == {"after"}
+        assert failovers(fresh) == 1
+        assert errors(fresh) == 0
         # The next read reconnects, through the sentinels, to the promoted replica,
         # which holds the entry from before the write: no call of ours fails on the way.
         for _ in range(5):
@@ -123,11 +149,11 @@ async def test_a_write_the_promoted_replica_missed_is_not_served(
 
 
 async def test_health_reflects_a_replica_or_sentinel_that_is_down(
-    postgresql_url: str, start_repogate: StartRepogate
+    own_postgresql_url: str, start_repogate: StartRepogate
 ) -> None:
     with redis_topologies.sentinel() as setup:
         app = await start_repogate(
-            database_url=postgresql_url, redis_url=setup.url, purge_interval=0
+            database_url=own_postgresql_url, redis_url=setup.url, purge_interval=0
         )
         admin = admin_pb2_grpc.AdminServiceStub(app.channel)
 

@@ -350,3 +350,33 @@ async def test_only_a_replicated_cache_is_read_around_for_a_ttl_after_any_error(
     seen = await get(cache, table)
 
     assert seen == (table.value if replicated else "v1")
+
+
+class Promoted(MemoryBackend):
+    """A backend whose lookup finds, once `promote` is set, that a primary was promoted
+    since it started (as a cluster's or Sentinel's does on its first command)."""
+
+    promote = False
+
+    async def get(self, key: str) -> bytes | None:
+        value = await super().get(key)
+        if self.promote:
+            self.promote = False
+            self.stats.failovers += 1
+        return value
+
+
+async def test_a_replicated_cache_found_promoted_is_read_around_for_a_ttl() -> None:
+    """No call failed, yet the entry may predate a tombstone the promotion lost: neither
+    it nor any entry is served for one TTL."""
+    backend, table = Promoted(), Table()
+    cache = ReadThrough(ResilientCache(backend), 60, replicated=True)
+    cache.register("users", Value)
+    await get(cache, table)  # cached: v1
+    table.value = "v2 (its tombstone lost with the old primary)"
+    backend.promote = True
+
+    assert await get(cache, table) == table.value  # the lookup that found the promotion
+    assert await get(cache, table) == table.value  # and one after
+    assert table.loads == 3
+    assert backend.stats.errors == 0
