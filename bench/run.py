@@ -563,7 +563,8 @@ class Bench:
         judge(on_row, off_row, "cpu", 1.10)
         on_row.notes.append(
             "on: tracing (OTLP/gRPC to a local sink, 10 % of new traces), Prometheus metrics "
-            f"(/metrics scraped once at the end: {scraped:,} bytes), JSON access log (to /dev/null)"
+            f"(/metrics scraped once at the end: {scraped:,} bytes), "
+            "JSON access log (on stderr, to the server's log file)"
         )
         for row, runs in ((off_row, offs), (on_row, ons)):
             p50s = ", ".join(f"{r.p50_ms:.2f}" for r in runs if r.p50_ms is not None)
