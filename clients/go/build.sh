@@ -20,18 +20,9 @@ gopath="$out/gopath"
 # (the 1.3 one, which apt may pick for grpc, cannot marshal APIv2 messages).
 packages=(golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev
   golang-google-protobuf-dev golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed || missing+=("$package")
-done
-if [ "${1:-}" = --missing ]; then
-  echo "${missing[*]}"
-  exit 0
-fi
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "clients/go: missing Debian packages: ${missing[*]}" >&2
-  exit 1
-fi
+# shellcheck source=clients/debian-packages.sh
+. "$here/../debian-packages.sh"
+require_packages clients/go "$@" -- "${packages[@]}"
 
 root="$(cd "$here/../.." && pwd)"
 make -C "$root" --no-print-directory stubs >&2

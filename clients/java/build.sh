@@ -14,18 +14,9 @@ out="$here/build"
 # @javax.annotation.Generated needs the annotation jar since Java 9 dropped it.
 packages=(default-jdk-headless protobuf-compiler protobuf-compiler-grpc-java-plugin libprotobuf-java
   libgrpc-java libguava-java libjsr305-java libgeronimo-annotation-1.3-spec-java)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed || missing+=("$package")
-done
-if [ "${1:-}" = --missing ]; then
-  echo "${missing[*]}"
-  exit 0
-fi
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "clients/java: missing Debian packages: ${missing[*]}" >&2
-  exit 1
-fi
+# shellcheck source=clients/debian-packages.sh
+. "$here/../debian-packages.sh"
+require_packages clients/java "$@" -- "${packages[@]}"
 
 root="$(cd "$here/../.." && pwd)"
 make -C "$root" --no-print-directory stubs >&2
