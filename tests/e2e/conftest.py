@@ -88,6 +88,15 @@ async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield url
 
 
+@pytest.fixture
+async def own_postgresql_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of the test's own, dropped after: its servers' feeds are then
+    the only ones there to take the change log's backstop role (on the session's database,
+    servers of other tests may hold it)."""
+    async with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 async def tasks_server(
     backend: str, tmp_path_factory: pytest.TempPathFactory

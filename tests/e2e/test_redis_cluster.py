@@ -6,7 +6,7 @@ under load costing no entity call and serving no stale value."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -19,19 +19,10 @@ from tests import redis_topologies
 from tests.e2e import redis_load
 from tests.e2e.support import Dedicated, StartRepogate, create, get
 from tests.e2e.test_read_through import errors, failovers, hits, rename, rename_behind_its_back
-from tests.pgbouncer import fresh_database
 from tests.polling import eventually
 from tests.rpc import md
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def own_postgresql_url() -> AsyncIterator[str]:
-    """A database of the test's own, so that its server's feed is the only one there to
-    take the change log's backstop role (servers of other tests hold it on the session's)."""
-    async with fresh_database() as url:
-        yield url
 
 
 TTL = Duration(seconds=600)
