@@ -27,6 +27,7 @@ def check(s: Settings) -> None:
     urls = s.replica_urls()
     if not urls:
         raise ValueError(f"{NAME} lists no URL; leave it unset for none")
+    primary = make_url(s.database_url)
     seen: set[tuple[str | None, int | None, str | None]] = set()
     for position, url in enumerate(urls, 1):
         if not url.startswith("postgresql+asyncpg://"):
@@ -39,12 +40,11 @@ def check(s: Settings) -> None:
                 f"{NAME}: entry {position}: " + str(exc).replace("REPOGATE_DATABASE_URL", NAME)
             ) from None
         where = (parsed.host, parsed.port, parsed.database)
+        if where == (primary.host, primary.port, primary.database):
+            raise ValueError(f"{NAME}: entry {position} is REPOGATE_DATABASE_URL itself")
         if where in seen:
             raise ValueError(f"{NAME}: entry {position} names a replica already listed")
         seen.add(where)
-        primary = make_url(s.database_url)
-        if where == (primary.host, primary.port, primary.database):
-            raise ValueError(f"{NAME}: entry {position} is REPOGATE_DATABASE_URL itself")
     if s.cache_entities and s.replica_max_lag >= s.cache_ttl:
         # A write's tombstone keeps a lagging replica's older row out of the cache only
         # while it lives (server/read_through.py): it must outlive the lag.
