@@ -98,7 +98,7 @@ def test_record_writes_one_line_per_call_while_on(stream: io.StringIO) -> None:
     assert codes == ["OK", "NOT_FOUND"]
 
 
-async def test_in_an_event_loop_lines_are_written_once_its_turn_ends(
+async def test_in_an_event_loop_lines_are_written_together_once_a_timer_fires(
     stream: io.StringIO,
 ) -> None:
     rc = from_metadata([("x-tenant-id", "acme")])
@@ -108,10 +108,25 @@ async def test_in_an_event_loop_lines_are_written_once_its_turn_ends(
     access.record(METHOD, rc, grpc.StatusCode.NOT_FOUND, 0.003)
     written_at_once = stream.getvalue()
     await asyncio.sleep(0)
+    written_after_a_turn = stream.getvalue()
+    await asyncio.sleep(access.FLUSH_AFTER * 2)
 
-    assert written_at_once == ""
+    assert written_at_once == written_after_a_turn == ""
     codes = [json.loads(text)["code"] for text in stream.getvalue().splitlines()]
     assert codes == ["OK", "NOT_FOUND"]
+
+
+async def test_lines_past_the_limit_are_written_without_waiting(stream: io.StringIO) -> None:
+    rc = from_metadata([])
+    access.configure(True, stream)
+
+    for _ in range(access.FLUSH_LINES - 1):
+        access.record(METHOD, rc, grpc.StatusCode.OK, 0.001)
+    waiting = stream.getvalue()
+    access.record(METHOD, rc, grpc.StatusCode.OK, 0.001)
+
+    assert waiting == ""
+    assert len(stream.getvalue().splitlines()) == access.FLUSH_LINES
 
 
 async def test_flush_writes_what_the_loop_has_not_yet(stream: io.StringIO) -> None:
@@ -152,7 +167,7 @@ def test_a_loop_closed_before_its_flush_does_not_hold_lines_back(stream: io.Stri
     assert stream.getvalue() == ""
     second = asyncio.new_event_loop()
     second.run_until_complete(ends_a_call())
-    second.run_until_complete(asyncio.sleep(0))
+    second.run_until_complete(asyncio.sleep(access.FLUSH_AFTER * 2))
     second.close()
 
     assert len(stream.getvalue().splitlines()) == 2
