@@ -12,23 +12,23 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from repositories import prepared, wal
-from repositories.bulkheads import NO_CAP, Bulkheads, Slot
+from repositories import wal
+from repositories.bulkheads import NO_CAP, Bulkheads
 from repositories.changes import Changes
 from repositories.drivers import connect_arguments
 from repositories.errors import Unavailable, translate_db_errors
-from repositories.scoped_table import ScopedTable, Writes
+from repositories.held import IDLE, hold
+from repositories.scoped_table import ScopedTable
+from repositories.unit_of_work import UnitOfWork
 
 _WRITE = "repogate_write"
 _RETURNED = "repogate_returned"
@@ -55,30 +55,8 @@ class EngineOptions:
 _connect_args: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-# Told how long each connect() waited for its connection, by pool (the pool-wait
-# histogram of server/db_metrics.py); a pool without one is not timed at all.
-_wait_observers: weakref.WeakKeyDictionary[Any, Callable[[float], None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def time_connections(engine: AsyncEngine, observe: Callable[[float], None]) -> None:
-    """Tells `observe` the seconds each connect() of a call waits for a connection from
-    `engine`'s pool (its engines with other options share it): the checkout, and the
-    connecting or pinging it needed."""
-    _wait_observers[engine.sync_engine.pool] = observe
-
-
-async def connect(engine: AsyncEngine) -> AsyncConnection:
-    """`engine.connect()`, timed when time_connections asked for it."""
-    observe = _wait_observers.get(engine.sync_engine.pool)
-    if observe is None:
-        return await engine.connect()
-    started = time.perf_counter()
-    try:
-        return await engine.connect()
-    finally:
-        observe(time.perf_counter() - started)
+# How long a connection of each engine's pool may sit idle before the pool pings it.
+_idle_limits: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
@@ -96,6 +74,7 @@ def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine
     _connect_args[engine.sync_engine] = connect_args
     if options.pool_pre_ping:
         _ping_when_idle(engine, options.pre_ping_after)
+        _idle_limits[engine.sync_engine] = options.pre_ping_after
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, options.sqlite_busy_timeout_ms)
     return engine
@@ -163,6 +142,10 @@ class Database:
         # Parse/Bind/Execute/Sync group, which PgBouncer keeps on one server connection.
         self.writes = engine.execution_options(**{_WRITE: True})
         self._autocommit = engine.dialect.name == "postgresql"
+        # Autocommit connections handed from one unit to the next (repositories/held.py),
+        # never left idle long enough to need the pool's ping.
+        idle = min(IDLE, _idle_limits.get(engine.sync_engine) or IDLE)
+        self.held = hold(engine, idle) if self._autocommit else None
 
     @property
     def dialect(self) -> str:
@@ -191,7 +174,7 @@ class Database:
             tenant,
             actor=actor,
             writes=writes,
-            autocommit=autocommit,
+            held=self.held if autocommit else None,
             bulkheads=self.bulkheads,
             positioned=positioned,
         )
@@ -235,6 +218,8 @@ class Database:
         log.debug("database probe answered in %.1f ms", (time.monotonic() - started) * 1000)
 
     async def dispose(self) -> None:
+        if self.held is not None:
+            await self.held.close()
         await self.engine.dispose()
         if self._prober is not None:
             await self._prober.dispose()
@@ -248,172 +233,3 @@ class RepositorySource(Protocol):
 
     @property
     def changes(self) -> Changes: ...
-
-
-class Repositories:
-    """Repositories on one connection for one tenant, built once each.
-
-    The tenant enters here, never as a per-call argument. A short unit of work
-    and a call inside a long transaction both hand one of these to their work.
-    """
-
-    def __init__(
-        self,
-        conn: AsyncConnection,
-        tenant: str,
-        *,
-        actor: str | None = None,
-        writes: int | None = None,
-    ) -> None:
-        self._conn = conn
-        self._tenant = tenant
-        self._actor = actor
-        # How many writes the unit may run (see Writes); None: any.
-        self._writes = Writes(writes)
-        self._built: dict[type[ScopedTable], ScopedTable] = {}
-        self.changes = Changes()
-
-    def repository(self, cls: type[R]) -> R:
-        repo = self._built.get(cls)
-        if repo is None:
-            repo = self._built[cls] = cls(
-                self._conn,
-                self._tenant,
-                actor=self._actor,
-                writes=self._writes,
-                changes=self.changes,
-                source=self.repository,
-            )
-        assert isinstance(repo, cls)
-        return repo
-
-    @property
-    def failed(self) -> bool:
-        """Whether a statement failed: on PostgreSQL the transaction can no longer commit."""
-        return any(repo.failed for repo in self._built.values())
-
-
-class UnitOfWork:
-    """One transaction: rolls back on exit unless `commit()` was called.
-
-    Repositories are built here, with the tenant; callers never pass it per call.
-    `writes` limits the writes it may run (see Writes). Units limited to none or one
-    run in autocommit on PostgreSQL: each statement commits as it runs (a lone write
-    is as atomic as in a transaction), and two reads may see different snapshots.
-    """
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        tenant: str,
-        *,
-        actor: str | None = None,
-        writes: int | None = None,
-        autocommit: bool = False,
-        bulkheads: Bulkheads | None = None,
-        positioned: bool = False,
-    ) -> None:
-        self._engine = engine
-        self._positioned = positioned
-        # Where the WAL was once this unit committed, when `positioned`: past its commit.
-        self.position: int | None = None
-        self._bulkheads = bulkheads or NO_CAP
-        self._slot: Slot | None = None
-        self._tenant = tenant
-        self._actor = actor
-        self._writes = writes
-        self._autocommit = autocommit
-        self._commit_sent = False
-        self._recorded = Changes()
-        self._conn: AsyncConnection | None = None
-        self._repositories: Repositories | None = None
-
-    async def __aenter__(self) -> UnitOfWork:
-        # The tenant's slot first: a tenant at its cap never queues for the pool.
-        slot = await self._bulkheads.take(self._tenant)
-        try:
-            with translate_db_errors():
-                conn = await connect(self._engine)
-        except BaseException:
-            slot.release()
-            raise
-        if self._autocommit:
-            # Set on the driver's connection, and unset before it goes back to the pool:
-            # SQLAlchemy's isolation_level option sets and resets it through its own
-            # machinery at every checkout, about 30 µs.
-            prepared.connections(conn)[1].autocommit = True
-        self._slot = slot
-        self._conn = conn
-        self._repositories = Repositories(
-            conn, self._tenant, actor=self._actor, writes=self._writes
-        )
-        self._recorded = self._repositories.changes
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        conn, self._conn, self._repositories = self._conn, None, None
-        slot, self._slot = self._slot, None
-        if conn is None or slot is None:
-            return
-        try:
-            # In autocommit each statement committed as it ran: nothing to roll back.
-            if not self._autocommit and conn.in_transaction():
-                await conn.rollback()
-        except Exception:
-            # A dead connection cannot roll back; the pool discards it. Do not hide
-            # the error that brought us here behind this one.
-            log.warning("rollback failed", exc_info=True)
-        finally:
-            try:
-                if self._autocommit and not conn.invalidated:
-                    prepared.connections(conn)[1].autocommit = False
-                await conn.close()
-            finally:
-                slot.release()
-
-    def repository(self, cls: type[R]) -> R:
-        return self._inside().repository(cls)
-
-    @property
-    def changes(self) -> Changes:
-        """What this unit changed so far: for caches to forget once it commits."""
-        return self._inside().changes
-
-    def _inside(self) -> Repositories:
-        if self._repositories is None:
-            raise RuntimeError("unit of work used outside its `async with` block")
-        return self._repositories
-
-    async def commit(self) -> None:
-        if self._conn is None or self._repositories is None:
-            raise RuntimeError("unit of work used outside its `async with` block")
-        if self._repositories.failed:
-            raise RuntimeError("a statement in this unit of work failed; it cannot commit")
-        self._commit_sent = True
-        if not self._autocommit:  # in autocommit each statement committed as it ran
-            with translate_db_errors():
-                await self._conn.commit()
-        if self._positioned:
-            try:
-                self.position = await self.wal_position(wal.INSERTED)
-            except Exception:
-                # Committed all the same: the write is answered, without a token.
-                log.warning("reading the WAL position after a commit failed", exc_info=True)
-
-    async def wal_position(self, sql: str) -> int | None:
-        """A WAL position (repositories/wal.py) read on this unit's connection."""
-        if self._conn is None:
-            raise RuntimeError("unit of work used outside its `async with` block")
-        with translate_db_errors():
-            return await wal.read(self._conn, sql)
-
-    def written(self) -> Changes:
-        """What this unit may have made durable, for caches to forget, during or after it,
-        whether or not it then failed: all it recorded once it sent COMMIT (which may have
-        landed though no answer came) or, in autocommit, as its statements ran."""
-        return self._recorded if self._autocommit or self._commit_sent else Changes()

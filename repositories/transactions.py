@@ -31,7 +31,7 @@ from sqlalchemy.pool import StaticPool
 from repositories import prepared, wal
 from repositories.bulkheads import Slot
 from repositories.changes import Changes
-from repositories.database import Database, Repositories, connect
+from repositories.database import Database
 from repositories.errors import (
     FailedPrecondition,
     ReadOnlyTransaction,
@@ -42,8 +42,10 @@ from repositories.errors import (
     Unavailable,
     translate_db_errors,
 )
+from repositories.held import connect
 from repositories.outcomes import expiry, record_commit
 from repositories.transaction_ids import TransactionIds
+from repositories.unit_of_work import Repositories
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from repositories.database import time_connections
+from repositories.held import time_connections
 from repositories.profiler import SlowStatements
 from server.db_semconv import summary
 
