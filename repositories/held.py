@@ -16,10 +16,10 @@ What the pool's rules protect stays protected:
 - At most KEEP connections wait here, each at most `idle` seconds (IDLE, or less when
   the pool pings connections idle longer: repositories/database.py): a timer returns
   them to the pool, which pings, recycles and counts them as it always does.
-- Nobody waits for a connection held here: one is held only while the pool can still
-  hand out another at once; one that must check out of a pool that cannot has the
-  held ones returned first (repositories/database.py's `connect`); and while anyone
-  waits on the pool, connections go back to it instead.
+- Nobody waits, and the pool opens no connection, for want of one held here: one is
+  held only while the pool could still hand out another within its size; a checkout
+  through `connect` from a pool with none idle has the held ones returned first; and
+  while anyone waits on the pool, connections go back to it instead.
 - A connection is handed on for at most MAX_HELD seconds after it left the pool, so
   that pool_recycle and the pool's checks still come round under endless load.
 - Only a connection in good order is held: not invalidated, no transaction open.
@@ -32,9 +32,10 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from repositories import prepared
 
@@ -80,6 +81,30 @@ async def connect(engine: AsyncEngine) -> AsyncConnection:
         observe(time.perf_counter() - started)
 
 
+class PoolCounts(NamedTuple):
+    size: int
+    checked_in: int  # idle: in the pool, or held between units
+    checked_out: int  # in use by calls and transactions
+    overflow: int  # open beyond `size`
+
+
+def pool_counts(engine: AsyncEngine) -> PoolCounts | None:
+    """What `engine`'s pool holds, the connections held between units counted as idle
+    (they are); None for a pool that keeps no count (in-memory SQLite's one connection)."""
+    pool = engine.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return None
+    held = _held.get(pool)
+    idle = 0 if held is None else held.idle
+    return PoolCounts(
+        size=pool.size(),
+        checked_in=pool.checkedin() + idle,
+        checked_out=pool.checkedout() - idle,
+        # QueuePool counts overflow from -size up (-size: nothing opened yet).
+        overflow=max(0, pool.overflow()),
+    )
+
+
 def hold(engine: AsyncEngine, idle: float = IDLE) -> HeldConnections:
     """The connections held between the autocommit units of work on `engine`'s pool,
     which `connect` hands back to the pool when it needs them."""
@@ -101,6 +126,11 @@ class HeldConnections:
         self._returning: set[asyncio.Task[None]] = set()
         # Units that took a held connection, for tests and statistics.
         self.reused = 0
+
+    @property
+    def idle(self) -> int:
+        """Connections waiting here for the next unit."""
+        return len(self._idle)
 
     async def take(self) -> tuple[AsyncConnection, float] | None:
         """A held connection in autocommit and when it left the pool, or None: the
@@ -160,18 +190,24 @@ class HeldConnections:
 
     async def make_room(self) -> None:
         """Before a checkout from the pool: returns the held connections when the pool
-        has none to hand out at once."""
-        if self._idle and not self._spare():
+        has none idle, so that it hands one of them out rather than open another."""
+        if self._idle and not self._checked_in():
             await self.release()
 
     def _spare(self) -> bool:
-        """Whether the pool can hand out a connection without waiting: one is in it, or
-        it may open another (QueuePool's count; on a pool that does not say, no)."""
-        pool = self._pool
+        """Whether the pool can hand out a connection at once without going past its
+        size: one is in it, or it has opened fewer than its size (QueuePool's overflow
+        counts from -size up); on a pool that does not say, no."""
         try:
-            return bool(pool.checkedin() > 0 or pool.overflow() < pool._max_overflow)
+            return bool(self._checked_in() or self._pool.overflow() < 0)
         except AttributeError:
             return False
+
+    def _checked_in(self) -> int:
+        try:
+            return int(self._pool.checkedin())
+        except AttributeError:
+            return 0
 
     def _return(self, conns: list[AsyncConnection]) -> None:
         task = asyncio.create_task(_check_in_all(conns))

@@ -24,9 +24,9 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
 
 from repositories.bulkheads import OTHER, TRACKED
+from repositories.held import pool_counts
 from repositories.profiler import SlowStatements
 from repositories.transactions import Outcome
 from server import metrics_http
@@ -122,21 +122,20 @@ class PoolCollector:
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
-        pool = self._engine.pool  # read now: dispose() replaces it
-        if not isinstance(pool, QueuePool):
+        counts = pool_counts(self._engine)  # read now: dispose() replaces the pool
+        if counts is None:
             return  # in-memory SQLite's single static connection
-        yield _gauge("repogate_db_pool_size", "Connections the pool keeps.", pool.size())
+        yield _gauge("repogate_db_pool_size", "Connections the pool keeps.", counts.size)
         yield _gauge(
-            "repogate_db_pool_checked_out", "Connections in use by calls.", pool.checkedout()
+            "repogate_db_pool_checked_out", "Connections in use by calls.", counts.checked_out
         )
         yield _gauge(
-            "repogate_db_pool_checked_in", "Idle connections in the pool.", pool.checkedin()
+            "repogate_db_pool_checked_in",
+            "Idle connections: in the pool, or kept for the next call.",
+            counts.checked_in,
         )
-        # QueuePool counts overflow from -size up; only the part above 0 is overflow.
         yield _gauge(
-            "repogate_db_pool_overflow",
-            "Connections open beyond the pool size.",
-            max(0, pool.overflow()),
+            "repogate_db_pool_overflow", "Connections open beyond the pool size.", counts.overflow
         )
 
 

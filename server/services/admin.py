@@ -22,6 +22,7 @@ from repogate.v1 import admin_pb2_grpc
 from repositories import pg_stat_statements
 from repositories.database import Database
 from repositories.errors import DeadlineExceeded, DomainError, InvalidArgument
+from repositories.held import PoolCounts, pool_counts
 from repositories.profiler import SlowStatements, StatementTotals
 from server.breaker import Breaker, State
 from server.cache import CacheBackend
@@ -77,20 +78,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def GetPoolStatus(
         self, request: pb.GetPoolStatusRequest, context: Context
     ) -> pb.PoolStatus:
-        pool = self._o.db.engine.pool
-        # An in-memory SQLite database has one shared connection and no pool to count.
-        count = {
-            name: int(getattr(pool, name)()) if hasattr(pool, name) else 0
-            for name in ("size", "checkedin", "checkedout", "overflow")
-        }
+        counts = pool_counts(self._o.db.engine) or PoolCounts(0, 0, 0, 0)
         return pb.PoolStatus(
             dialect=self._o.db.dialect,
-            size=count["size"],
-            checked_in=count["checkedin"],
-            checked_out=count["checkedout"],
-            # SQLAlchemy's QueuePool counts from -size up (-size: no connection opened
-            # yet); only the part above 0 is connections open beyond `size`.
-            overflow=max(0, count["overflow"]),
+            size=counts.size,
+            checked_in=counts.checked_in,
+            checked_out=counts.checked_out,
+            overflow=counts.overflow,
             max_overflow=self._o.max_overflow,
             open_transactions=self._o.units.transactions.stats().open,
         )
