@@ -137,6 +137,7 @@ class HeldConnections:
         caller checks one out of the pool."""
         if not self._idle:
             return None
+        started = time.perf_counter()
         if self._waited_on():
             # Those waiting on the pool come first.
             await self.release()
@@ -147,6 +148,10 @@ class HeldConnections:
             await self.release()
             return None
         self.reused += 1
+        observe = _wait_observers.get(self._pool)
+        if observe is not None:
+            # The pool-wait histogram counts every connection a call got, this one too.
+            observe(time.perf_counter() - started)
         return conn, since
 
     async def give_back(self, conn: AsyncConnection, since: float) -> None:

@@ -13,6 +13,7 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 
 from repogate.v1 import user_pb2, user_pb2_grpc
+from repositories.held import pool_counts
 from server.app import Repogate
 from server.settings import Settings
 from tests.conftest import Running
@@ -116,3 +117,12 @@ async def serving_schema(
         app = await stack.enter_async_context(Repogate(settings))
         channel = await stack.enter_async_context(aio.insecure_channel(app.address))
         yield Running(app, channel)
+
+
+def in_use(app: Dedicated) -> int:
+    """The connections of `app`'s pool in use by calls and transactions (those kept idle
+    for the next call are not: repositories/held.py)."""
+    assert app.app.units is not None
+    counts = pool_counts(app.app.units._db.engine)
+    assert counts is not None
+    return counts.checked_out

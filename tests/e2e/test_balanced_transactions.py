@@ -9,6 +9,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -156,11 +157,16 @@ async def test_a_forwarded_call_past_its_deadline_is_cut_off_at_the_owner_too(
             ended = details(exc)
         after = await users.GetUser(user_pb2.GetUserRequest(id=ann.id), metadata=md(tenant))
 
+        def updates() -> list[dict[str, Any]]:
+            return [line for line in access_lines(owner.output()) if line["method"] == UPDATE]
+
+        # Written within 50 ms of the call's end; the owner is then killed outright.
+        await eventually(updates, "the owner's access line of the UpdateUser")
+
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert watch.result() != "still", "the owner's statement outlived the call's deadline"
     # The owner had the deadline itself, not only a cancellation from the peer.
-    updates = [line for line in access_lines(owner.output()) if line["method"] == UPDATE]
-    assert [line["code"] for line in updates] == ["DEADLINE_EXCEEDED"]
+    assert [line["code"] for line in updates()] == ["DEADLINE_EXCEEDED"]
     if watch.result() == "stopped":
         # Cut off mid-statement by its own deadline, the owner ended the transaction.
         assert ended is not None

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from repogate.v1 import user_pb2
 from server.errors import PUSHBACK_KEY
-from tests.e2e.support import Dedicated, StartRepogate, create, eventually, fails, get
+from tests.e2e.support import Dedicated, StartRepogate, create, eventually, fails, get, in_use
 from tests.e2e.test_deadlines import lock_a_user, rename
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_transact import creating, transact
@@ -119,7 +119,7 @@ async def test_waiting_out_the_pool_is_load_not_a_database_fault(
     waiter = asyncio.ensure_future(
         app.users.UpdateUser(rename(ann.id, "waiter"), metadata=md(tenant), timeout=30)
     )  # the other
-    await eventually(lambda: app.app.units is not None and checked_out(app) == 2, "a full pool")
+    await eventually(lambda: app.app.units is not None and in_use(app) == 2, "a full pool")
 
     starved = [await fails(get(app.users, new_tenant(), str(uuid.uuid4()))) for _ in range(4)]
 
@@ -173,8 +173,3 @@ async def test_transactions_hold_their_tenants_slots_and_calls_inside_take_none(
         for u in (await app.users.ListUsers(user_pb2.ListUsersRequest(), metadata=md(tenant))).users
     } == {inside_first.id, ann.id}
     await transact(txs, tenant, creating("batched"))
-
-
-def checked_out(app: Dedicated) -> int:
-    assert app.app.units is not None
-    return int(app.app.units._db.engine.pool.checkedout())  # type: ignore[attr-defined]

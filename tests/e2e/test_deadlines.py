@@ -9,7 +9,7 @@ import pytest
 
 from repogate.v1 import transaction_pb2 as pb
 from repogate.v1 import user_pb2
-from tests.e2e.support import Dedicated, StartRepogate, create, eventually, fails, get
+from tests.e2e.support import Dedicated, StartRepogate, create, eventually, fails, get, in_use
 from tests.e2e.test_transactions import TxStub, begin, commit, inside
 from tests.rpc import md
 
@@ -28,11 +28,6 @@ async def lock_a_user(app: Dedicated, tenant: str) -> tuple[pb.Transaction, user
     return holder, ann
 
 
-def checked_out(app: Dedicated) -> int:
-    assert app.app.units is not None
-    return int(app.app.units._db.engine.pool.checkedout())  # type: ignore[attr-defined]
-
-
 async def test_a_call_without_a_deadline_is_bounded_by_the_statement_timeout(
     postgresql_url: str, start_repogate: StartRepogate, tenant: str
 ) -> None:
@@ -42,7 +37,7 @@ async def test_a_call_without_a_deadline_is_bounded_by_the_statement_timeout(
     holder, ann = await lock_a_user(app, tenant)
 
     error = await fails(app.users.UpdateUser(rename(ann.id, "waiter"), metadata=md(tenant)))
-    await eventually(lambda: checked_out(app) == 1)  # only the holder's
+    await eventually(lambda: in_use(app) == 1)  # only the holder's
     await commit(TxStub(app.channel), tenant, holder)
 
     assert (error.code, error.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "STATEMENT_TIMEOUT")
@@ -58,7 +53,7 @@ async def test_a_deadline_passing_mid_statement_cancels_it_and_frees_the_connect
 
     with pytest.raises(grpc.aio.AioRpcError) as late:
         await app.users.UpdateUser(rename(ann.id, "waiter"), metadata=md(tenant), timeout=0.3)
-    await eventually(lambda: checked_out(app) == 1)
+    await eventually(lambda: in_use(app) == 1)
     await commit(TxStub(app.channel), tenant, holder)
 
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from repogate.v1 import transaction_pb2 as pb
 from repogate.v1 import user_pb2
 from repositories.database import Database, create_engine
-from tests.e2e.support import Dedicated, create, eventually, fails, get
+from tests.e2e.support import Dedicated, create, eventually, fails, get, in_use
 from tests.e2e.test_transactions import TxStub, begin, commit, inside, registry
 from tests.rpc import md
 
@@ -167,8 +167,7 @@ async def test_a_call_cancelled_mid_statement_ends_its_transaction_and_frees_its
     gone = await fails(commit(stub, tenant, waiter))
     await commit(stub, tenant, holder)
 
-    pool = app.app.units._db.engine.pool  # type: ignore[union-attr]
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert (gone.code, gone.metadata["state"]) == (grpc.StatusCode.NOT_FOUND, "ABORTED")
     assert (await get(users, tenant, ann.id)).display_name == "holder"
-    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert in_use(app) == 0

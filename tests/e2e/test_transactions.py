@@ -18,7 +18,7 @@ from repogate.v1 import transaction_pb2_grpc, user_pb2
 from repositories.database import Database
 from server.app import Repogate
 from tests.conftest import Running
-from tests.e2e.support import Stub, all_users, create, eventually, fails, get
+from tests.e2e.support import Stub, all_users, create, eventually, fails, get, in_use
 from tests.integration.support import fetch
 from tests.rpc import md
 
@@ -464,11 +464,10 @@ async def test_a_thousand_abandoned_transactions_give_back_every_connection(
     transactions = registry(app.app)
     await eventually(lambda: transactions.stats().open == 0)
 
-    pool = app.app.units._db.engine.pool  # type: ignore[union-attr]
     # A transaction leaves the registry before its ROLLBACK and close have returned its
     # connection: wait out that last round trip (a leaked connection never comes back).
-    await eventually(lambda: pool.checkedout() == 0, "every connection back in the pool")
-    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    await eventually(lambda: in_use(app) == 0, "every connection back in the pool")
+    assert in_use(app) == 0
     assert transactions.stats().outcomes["BEGUN"] == 1000
     assert transactions.stats().outcomes["EXPIRED"] == 1000
     if backend == "postgresql":
