@@ -108,9 +108,9 @@ class Tracing:
             processor = BatchSpanProcessor(ConsoleSpanExporter(out=sys.stdout, formatter=_one_line))
         elif settings.trace_exporter == "otlp":
             # Imported here: it loads the OTLP protos, which only this exporter needs.
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            from server.otlp import RawOTLPSpanExporter
 
-            processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+            processor = BatchSpanProcessor(RawOTLPSpanExporter(endpoint=settings.otlp_endpoint))
         else:
             return cls()
         # Attributes given here override the environment's: read OTEL_SERVICE_NAME first.
@@ -226,8 +226,14 @@ class TracingInterceptor(BehaviourInterceptor):
             ):
                 # A new trace, not one of those kept: no span at all.
                 return await behaviour(request, ctx)
+            # Every attribute known at the start given at once: the SDK checks and
+            # stores each one it is handed under a lock, call by call.
+            known = {**attributes, **peer_attributes(ctx.peer())}
+            tenant = _tenant(metadata)
+            if tenant is not None:
+                known[TENANT] = tenant
             span = tracer.start_span(
-                span_name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
+                span_name, context=parent, kind=trace.SpanKind.SERVER, attributes=known
             )
             if not span.is_recording():
                 # Not sampled: the span records nothing, and statements and cache calls
@@ -236,10 +242,6 @@ class TracingInterceptor(BehaviourInterceptor):
             with trace.use_span(
                 span, end_on_exit=True, record_exception=False, set_status_on_exception=False
             ):
-                tenant = _tenant(metadata)
-                if tenant is not None:
-                    span.set_attribute(TENANT, tenant)
-                span.set_attributes(peer_attributes(ctx.peer()))
                 error: BaseException | None = None
                 try:
                     return await behaviour(request, ctx)

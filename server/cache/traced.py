@@ -86,6 +86,9 @@ class TracedCache:
         }
 
     async def get(self, key: str) -> bytes | None:
+        if not trace.get_current_span().is_recording():
+            # The read-through's GET in an untraced call: no span to start (see _span).
+            return await self.backend.get(key)
         with self._span("get", 1) as span:
             value = await self.backend.get(key)
             span.set_attribute(HITS, int(value is not None))
@@ -110,6 +113,8 @@ class TracedCache:
             return await self.backend.delete(keys)
 
     async def set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
+        if not trace.get_current_span().is_recording():
+            return await self.backend.set_if_newer(key, value, ttl)
         with self._span("set_if_newer", 1):
             return await self.backend.set_if_newer(key, value, ttl)
 
