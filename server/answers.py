@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from sqlalchemy import JSON, LargeBinary, String, Table, Text
 
 from repositories.errors import ResourceExhausted
+from server import wire
 
 R = TypeVar("R", bound=Message)
 
@@ -81,8 +82,8 @@ class Answers:
     def holding(self, items: Sequence[bytes], response: type[R]) -> Encoded[R]:
         """The answer of type `response` whose one field holds the messages serialized as
         `items` (a batch's repeated field, or one optional message)."""
-        tag = _tag(holder_field(response))
-        framed = [tag + _varint(len(item)) + item for item in items]
+        number = holder_field(response)
+        framed = [wire.field(number, item) for item in items]
         data = b"".join(framed)
         self.check(len(data), [len(item) for item in framed])
         return Encoded(data)
@@ -143,16 +144,3 @@ def passing(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
         return serialize(response) if serialize is not None else response
 
     return run
-
-
-def _tag(number: int) -> bytes:
-    return _varint(number << 3 | 2)  # wire type 2: length-delimited
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

@@ -25,6 +25,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
+from server.wire import field, varint
+
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # SpanFlags: the span says whether its parent is remote, and whether it is.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
@@ -34,41 +36,16 @@ _pairs: dict[tuple[str, type, Any], bytes] = {}
 _resources: dict[int, tuple[Any, bytes]] = {}
 
 
-def _varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _SMALL[value]
-    value &= 0xFFFFFFFFFFFFFFFF  # negative int64 as protobuf writes it: ten bytes
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SMALL = [bytes((value,)) for value in range(0x80)]
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field: a string, bytes or a message."""
-    size = len(payload)
-    return _TAGS[number] + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
-
-
-# Each field number's tag as a length-delimited field (every number here is below 16).
-_TAGS = [bytes((number << 3 | 2,)) for number in range(16)]
-
-
 def _text(number: int, value: str | None) -> bytes:
-    return _field(number, value.encode()) if value else b""
+    return field(number, value.encode()) if value else b""
 
 
 def _count(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value) if value else b""
+    return varint(number << 3) + varint(value) if value else b""
 
 
 def _fixed64(number: int, value: int | None) -> bytes:
-    return _varint(number << 3 | 1) + struct.pack("<Q", value) if value else b""
+    return varint(number << 3 | 1) + struct.pack("<Q", value) if value else b""
 
 
 def _value(value: Any) -> bytes:
@@ -78,23 +55,23 @@ def _value(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"\x10" + (b"\x01" if value else b"\x00")
     if isinstance(value, str):
-        return _field(1, value.encode())
+        return field(1, value.encode())
     if isinstance(value, int):
-        return b"\x18" + _varint(value)
+        return b"\x18" + varint(value)
     if isinstance(value, float):
         return b"\x21" + struct.pack("<d", value)
     if isinstance(value, bytes):
-        return _field(7, value)
+        return field(7, value)
     if isinstance(value, Sequence):
-        return _field(5, b"".join(_field(1, _value(each)) for each in value))
+        return field(5, b"".join(field(1, _value(each)) for each in value))
     if isinstance(value, Mapping):
-        return _field(6, b"".join(_field(1, _pair(str(k), v)) for k, v in value.items()))
+        return field(6, b"".join(field(1, _pair(str(k), v)) for k, v in value.items()))
     raise TypeError(f"an attribute of type {type(value).__name__}")
 
 
 def _pair(key: str, value: Any) -> bytes:
     """A KeyValue's fields."""
-    return _text(1, key) + _field(2, _value(value))
+    return _text(1, key) + field(2, _value(value))
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -110,10 +87,10 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
             if found is None:
                 if len(_pairs) >= _KEEP:
                     _pairs.clear()
-                found = _pairs[(key, type(value), value)] = _field(number, _pair(key, value))
+                found = _pairs[(key, type(value), value)] = field(number, _pair(key, value))
             out.append(found)
         else:
-            out.append(_field(number, _pair(key, value)))
+            out.append(field(number, _pair(key, value)))
     return b"".join(out)
 
 
@@ -128,7 +105,7 @@ def _span(span: ReadableSpan) -> bytes:
     parent = span.parent
     state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
     events = b"".join(
-        _field(
+        field(
             11,
             _fixed64(1, event.timestamp)
             + _text(2, event.name)
@@ -138,10 +115,10 @@ def _span(span: ReadableSpan) -> bytes:
         for event in span.events
     )
     links = b"".join(
-        _field(
+        field(
             13,
-            _field(1, link.context.trace_id.to_bytes(16, "big"))
-            + _field(2, link.context.span_id.to_bytes(8, "big"))
+            field(1, link.context.trace_id.to_bytes(16, "big"))
+            + field(2, link.context.span_id.to_bytes(8, "big"))
             + _attributes(4, link.attributes)
             + _count(5, link.dropped_attributes)
             + b"\x35"  # field 6, fixed32
@@ -151,10 +128,10 @@ def _span(span: ReadableSpan) -> bytes:
     )
     status = span.status
     return (
-        _field(1, context.trace_id.to_bytes(16, "big"))
-        + _field(2, context.span_id.to_bytes(8, "big"))
+        field(1, context.trace_id.to_bytes(16, "big"))
+        + field(2, context.span_id.to_bytes(8, "big"))
         + _text(3, state)
-        + (_field(4, parent.span_id.to_bytes(8, "big")) if parent else b"")
+        + (field(4, parent.span_id.to_bytes(8, "big")) if parent else b"")
         + _text(5, span.name)
         + _count(6, span.kind.value + 1)  # OTLP's SpanKind counts from UNSPECIFIED
         + _fixed64(7, span.start_time)
@@ -165,7 +142,7 @@ def _span(span: ReadableSpan) -> bytes:
         + _count(12, span.dropped_events)
         + links
         + _count(14, span.dropped_links)
-        + _field(15, _text(2, status.description) + _count(3, status.status_code.value))
+        + field(15, _text(2, status.description) + _count(3, status.status_code.value))
         + _flags(parent)
     )
 
@@ -189,13 +166,13 @@ def encode(spans: Sequence[ReadableSpan]) -> bytes:
         found = grouped.get(id(resource))
         if found is None:
             found = grouped[id(resource)] = (resource, {})
-        found[1].setdefault(scope, []).append(_field(2, _span(span)))
+        found[1].setdefault(scope, []).append(field(2, _span(span)))
     out = []
     for resource, scopes in grouped.values():
         scope_spans = b"".join(
-            _field(
+            field(
                 2,
-                _field(
+                field(
                     1,
                     b""
                     if scope is None
@@ -209,7 +186,7 @@ def encode(spans: Sequence[ReadableSpan]) -> bytes:
             for scope, encoded in scopes.items()
         )
         out.append(
-            _field(1, _field(1, _resource(resource)) + scope_spans + _text(3, resource.schema_url))
+            field(1, field(1, _resource(resource)) + scope_spans + _text(3, resource.schema_url))
         )
     return b"".join(out)
 
