@@ -144,7 +144,8 @@ class Database:
         self._autocommit = engine.dialect.name == "postgresql"
         # Autocommit connections handed from one unit to the next (repositories/held.py),
         # never left idle long enough to need the pool's ping.
-        idle = min(IDLE, _idle_limits.get(engine.sync_engine) or IDLE)
+        limit = _idle_limits.get(engine.sync_engine)
+        idle = IDLE if limit is None else min(IDLE, limit)
         self.held = hold(engine, idle) if self._autocommit else None
 
     @property

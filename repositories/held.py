@@ -162,6 +162,7 @@ class HeldConnections:
         now = time.monotonic()
         if (
             len(self._idle) < KEEP
+            and self._idle_for > 0  # 0: the pool tests every connection it hands out
             and not conn.invalidated
             and not conn.in_transaction()
             and now - since < MAX_HELD

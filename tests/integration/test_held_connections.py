@@ -121,3 +121,22 @@ async def test_dispose_returns_the_held_connections(postgresql_url: str, tenant:
     assert held_before == 1
     assert pool(db).checkedout() == 0
     await db.dispose()
+
+
+async def test_a_pool_that_tests_every_connection_gets_every_one_back(
+    postgresql_url: str, tenant: str
+) -> None:
+    """REPOGATE_DB_PRE_PING_AFTER=0: every checkout is tested, so nothing is held."""
+    db = Database(create_engine(postgresql_url, EngineOptions(pool_size=2, pre_ping_after=0)))
+    try:
+        await upgrade(db.engine)
+        (row,) = await create_users(db, tenant, "pinged")
+        checkouts = Checkouts(db)
+
+        for _ in range(3):
+            assert await fetch(db, tenant, row["id"]) == row
+
+        assert checkouts.count == 3
+    finally:
+        await db.dispose()
+
