@@ -139,4 +139,3 @@ async def test_a_pool_that_tests_every_connection_gets_every_one_back(
         assert checkouts.count == 3
     finally:
         await db.dispose()
-
