@@ -30,9 +30,10 @@ from server.wire import field, varint
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # SpanFlags: the span says whether its parent is remote, and whether it is.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
-# Encoded attributes kept, by (key, type, value): Repogate's spans repeat theirs.
+# Encoded attributes kept, by (field number, key, type, value): Repogate's spans repeat
+# theirs.
 _KEEP = 4096
-_pairs: dict[tuple[str, type, Any], bytes] = {}
+_pairs: dict[tuple[int, str, type, Any], bytes] = {}
 _resources: dict[int, tuple[Any, bytes]] = {}
 
 
@@ -83,11 +84,12 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     out = []
     for key, value in attributes.items():
         if isinstance(value, str | int | float | bytes):
-            found = _pairs.get((key, type(value), value))
+            kept = (number, key, type(value), value)
+            found = _pairs.get(kept)
             if found is None:
                 if len(_pairs) >= _KEEP:
                     _pairs.clear()
-                found = _pairs[(key, type(value), value)] = field(number, _pair(key, value))
+                found = _pairs[kept] = field(number, _pair(key, value))
             out.append(found)
         else:
             out.append(field(number, _pair(key, value)))

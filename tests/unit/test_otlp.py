@@ -122,3 +122,17 @@ def test_spans_of_two_resources_and_two_scopes_group_as_the_sdk_groups_them() ->
     first.get_tracer("one").start_span("d").end()
 
     same_as_the_sdk(kept.spans)
+
+
+def test_one_attribute_on_a_span_an_event_a_link_and_the_resource() -> None:
+    kept = Kept()
+    tracer = provider(kept, shared="same").get_tracer("repogate")
+    linked = SpanContext(trace_id=7, span_id=8, is_remote=False)
+    span = tracer.start_span(
+        "one", attributes={"shared": "same"}, links=[Link(linked, {"shared": "same"})]
+    )
+    span.add_event("event", {"shared": "same"})
+    span.end()
+    tracer.start_span("two", attributes={"shared": "same"}).end()
+
+    same_as_the_sdk(kept.spans)
