@@ -178,8 +178,7 @@ class HeldConnections:
     async def release(self) -> None:
         """Returns every held connection to the pool (as the server stops, say)."""
         idle, self._idle = self._idle, []
-        for conn, _, _ in idle:
-            await _check_in(conn)
+        await _check_in_all([conn for conn, _, _ in idle])
 
     def _sweep(self) -> None:
         """Returns the connections idle `idle` seconds to the pool; comes back while
@@ -240,6 +239,8 @@ class HeldConnections:
 
 
 async def _check_in_all(conns: list[AsyncConnection]) -> None:
+    """Each of `conns` back to the pool; one that fails to go back does not keep the
+    rest out (the pool discards a connection that fails on its way in)."""
     for conn in conns:
         try:
             await _check_in(conn)
