@@ -312,3 +312,6 @@ async def test_sighup_reloads_every_worker_and_a_secret_file_reaches_them(
             for channel in workers.values():
                 await channel.close()
         assert server.proc.returncode is None
+        # Stopped, not killed on the way out: a supervisor killed outright leaves its
+        # workers running.
+        assert await server.stop() == 0
