@@ -144,11 +144,11 @@ class HeldConnections:
             # Those waiting on the pool come first.
             await self.release()
             return None
-        conn, since, left = self._idle.pop()
-        if time.monotonic() - left >= self._idle_for:
-            self._idle.append((conn, since, left))
+        if time.monotonic() - self._idle[-1][2] >= self._idle_for:
+            # The latest is stale, so are the rest.
             await self.release()
             return None
+        conn, since, _ = self._idle.pop()
         self.reused += 1
         observe = _wait_observers.get(self._pool)
         if observe is not None:

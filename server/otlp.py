@@ -96,9 +96,10 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(out)
 
 
-def _flags(parent: SpanContext | None) -> bytes:
+def _flags(number: int, parent: SpanContext | None) -> bytes:
+    """Field `number`, the SpanFlags of a span (or link) whose parent is `parent`."""
     flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    return b"\x85\x01" + struct.pack("<I", flags)  # field 16, fixed32
+    return varint(number << 3 | 5) + struct.pack("<I", flags)  # wire type 5: fixed32
 
 
 def _span(span: ReadableSpan) -> bytes:
@@ -123,8 +124,7 @@ def _span(span: ReadableSpan) -> bytes:
             + field(2, link.context.span_id.to_bytes(8, "big"))
             + _attributes(4, link.attributes)
             + _count(5, link.dropped_attributes)
-            + b"\x35"  # field 6, fixed32
-            + _flags(link.context)[2:],
+            + _flags(6, link.context),
         )
         for link in span.links
     )
@@ -145,7 +145,7 @@ def _span(span: ReadableSpan) -> bytes:
         + links
         + _count(14, span.dropped_links)
         + field(15, _text(2, status.description) + _count(3, status.status_code.value))
-        + _flags(parent)
+        + _flags(16, parent)
     )
 
 
