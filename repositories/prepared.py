@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from types import MappingProxyType
 from typing import Any, cast
 
 from sqlalchemy import exc as sa_exc
@@ -189,6 +190,8 @@ class LeanContext:
     own state on it (a statement's span)."""
 
     invoked_statement: Executable | None = None
+    # Lean statements are the repository's own, run with no execution options.
+    execution_options: Mapping[str, Any] = MappingProxyType({})
 
 
 async def fetch(

@@ -21,6 +21,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _STARTED = "repogate_statement_started"
+# Execution options that keep a connection's statements out of these statistics: the
+# profile's own look at the database is not part of the workload it reports.
+UNCOUNTED = {"repogate_uncounted": True}
 _SPACE = re.compile(r"\s+")
 # A bound parameter as the drivers write it: $1 or $1::UUID (asyncpg), ? (sqlite).
 # Casts may be several words: $3::TIMESTAMP WITH TIME ZONE.
@@ -96,9 +99,11 @@ class SlowStatements:
     def slowest(self) -> list[SlowStatement]:
         return sorted(self._recent, key=lambda s: s.seconds, reverse=True)
 
-    def _finished(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+    def _finished(
+        self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any
+    ) -> None:
         started = conn.info.get(_STARTED)
-        if not started:
+        if not started or _uncounted(context):
             return
         seconds = time.perf_counter() - started.pop()
         self.statements.add(statement, seconds)
@@ -108,16 +113,21 @@ class SlowStatements:
             self._recent.append(SlowStatement(normalize(statement), seconds, datetime.now(UTC)))
 
 
-def _started(conn: Any, *_: Any) -> None:
-    conn.info.setdefault(_STARTED, []).append(time.perf_counter())
+def _started(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+    if not _uncounted(context):
+        conn.info.setdefault(_STARTED, []).append(time.perf_counter())
 
 
 def _failed(context: Any) -> None:
     # A failed statement never reaches after_cursor_execute: drop its start time.
     conn = context.connection
     started = conn.info.get(_STARTED) if conn is not None else None
-    if started:
+    if started and not _uncounted(context.execution_context):
         started.pop()
+
+
+def _uncounted(context: Any) -> bool:
+    return context is not None and context.execution_options.get("repogate_uncounted", False)
 
 
 def normalize(sql: str) -> str:
