@@ -60,6 +60,7 @@ from server.cache.backend import CacheBackend
 from server.cache.traced import TracedCache
 from server.context import TENANT_KEY, validate_tenant
 from server.settings import Settings
+from server.spans import Recorder
 from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, final_code, split_method
 
 TENANT = "repogate.tenant"
@@ -85,13 +86,20 @@ class Tracing:
     """A server's tracer provider and what it instruments; without one, nothing is."""
 
     def __init__(
-        self, provider: TracerProvider | None = None, root_ratio: float | None = None
+        self,
+        provider: TracerProvider | None = None,
+        root_ratio: float | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
-        """`root_ratio`: the share of calls without a sampled caller's trace to trace,
-        decided by the interceptor (the provider's sampler then samples every root);
-        None: the provider's sampler decides alone."""
+        """`provider`: what holds the span processors (flushed and stopped with the
+        server); `tracer`: what starts the spans, by default the provider's.
+        `root_ratio`: the share of calls without a sampled caller's trace to trace,
+        decided by the interceptor (every root the tracer starts is then sampled);
+        None: the tracer's sampler decides alone."""
         self.provider = provider
-        self._tracer = provider.get_tracer("repogate") if provider is not None else None
+        if tracer is None and provider is not None:
+            tracer = provider.get_tracer("repogate")
+        self._tracer = tracer
         self._root_ratio = root_ratio
         # server.address and server.port of every call's span, once the server is bound.
         self._server: dict[str, str | int] = {}
@@ -122,7 +130,10 @@ class Tracing:
             sampler=None if ratio is None else ParentBased(ALWAYS_ON),
         )
         provider.add_span_processor(processor)
-        return cls(provider, ratio)
+        # The provider's resource and sampler (as the environment configures them) and
+        # its processor; spans are Repogate's own (server/spans.py).
+        sampler = None if ratio is not None else provider.sampler
+        return cls(provider, ratio, Recorder(provider.resource, processor, sampler))
 
     def interceptors(self) -> list[aio.ServerInterceptor]:
         if self._tracer is None:
