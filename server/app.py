@@ -114,6 +114,7 @@ class Repogate:
         auth.check_listen(s)  # before anything is built
         self.tracing = tracing = Tracing.from_settings(s, self._span_exporter)
         self.metrics = metrics = Metrics.from_settings(s)
+        self.calls = metrics.calls()
         self._db = Database(
             tracing.engine(create_engine(s.database_url, s.engine_options())), s.bulkheads()
         )
@@ -155,10 +156,10 @@ class Repogate:
             rotating += [certificates, peers.Rotating(s, self._peers)]
         self._reloader = Reloader(rotating, s.reload_interval)
         server = aio.server(
-            # Outermost first: spans and metrics see the status the client gets.
+            # Outermost first: spans see the status the client gets.
             interceptors=[
                 *tracing.interceptors(),
-                *metrics.interceptors(),
+                # Counts every call (self.calls), for GetStats and the metrics.
                 RequestInterceptor(
                     scoped, calls=self.calls, drain=self._drain, traced=tracing.traced
                 ),

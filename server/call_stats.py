@@ -1,21 +1,50 @@
-"""Per-method call counts, server faults and recent latencies, for AdminService."""
+"""Each method's calls, counted once as they start and end: for AdminService.GetStats
+(counts, server faults, recent latencies) and, when metrics are kept, for Prometheus
+(server/grpc_metrics.py reads the same counts when scraped).
+
+The request interceptor bumps plain integers on the event loop, the only thread that
+calls or reads them (scrapes are served on the loop too).
+"""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 
 from server.wrapping import SERVER_FAULTS
 
 
-@dataclass
-class _Method:
-    count: int = 0
-    server_errors: int = 0
-    recent: deque[float] = field(default_factory=deque)
+class MethodCalls:
+    """One method's calls: started, and ended by code, with their time."""
+
+    def __init__(self, window: int, buckets: Sequence[float] | None) -> None:
+        self.started = 0
+        self.count = 0
+        self.server_errors = 0
+        self.codes: dict[grpc.StatusCode, int] = {}
+        self.recent: deque[float] = deque(maxlen=window)
+        # Upper bounds (seconds) and how many calls took at most each and more than
+        # the one before; the last count is of calls beyond every bound. None: no
+        # histogram is kept.
+        self.bounds = tuple(buckets) if buckets is not None else None
+        self.counts = [0] * (len(self.bounds) + 1) if self.bounds is not None else []
+        self.seconds = 0.0
+
+    def ended(self, code: grpc.StatusCode, seconds: float) -> None:
+        self.count += 1
+        self.codes[code] = self.codes.get(code, 0) + 1
+        if code in SERVER_FAULTS:
+            self.server_errors += 1
+        self.recent.append(seconds)
+        if self.bounds is not None:
+            # As Prometheus's `le`: a call on a bound counts in that bound's bucket.
+            self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+            self.seconds += seconds
 
 
 @dataclass(frozen=True)
@@ -29,22 +58,32 @@ class MethodSnapshot:
 
 
 class CallStats:
-    def __init__(self, window: int = 1024) -> None:
-        # Percentiles cover each method's last `window` calls: recent, and bounded.
+    def __init__(self, window: int = 1024, buckets: Sequence[float] | None = None) -> None:
+        """`window`: percentiles cover each method's last `window` calls, recent and
+        bounded. `buckets`: the upper bounds of a latency histogram to keep."""
         self._window = window
-        self._methods: dict[str, _Method] = {}
+        self._buckets = buckets
+        self._methods: dict[str, MethodCalls] = {}
+
+    def of(self, method: str) -> MethodCalls:
+        """The calls of `method` ('/repogate.v1.UserService/GetUser'), counted from now."""
+        found = self._methods.get(method)
+        if found is None:
+            found = self._methods[method] = MethodCalls(self._window, self._buckets)
+        return found
 
     def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        stats = self._methods.get(method)
-        if stats is None:
-            stats = self._methods[method] = _Method(recent=deque(maxlen=self._window))
-        stats.count += 1
-        stats.server_errors += code in SERVER_FAULTS
-        stats.recent.append(seconds)
+        """A call of `method` that started and ended."""
+        calls = self.of(method)
+        calls.started += 1
+        calls.ended(code, seconds)
+
+    def methods(self) -> list[tuple[str, MethodCalls]]:
+        return sorted(self._methods.items())
 
     def snapshot(self) -> list[MethodSnapshot]:
         result = []
-        for method, stats in sorted(self._methods.items()):
+        for method, stats in self.methods():
             ordered = sorted(stats.recent)
             result.append(
                 MethodSnapshot(

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
-from functools import partial
+from collections.abc import Collection
 from typing import Any
 
 import grpc
@@ -20,7 +19,7 @@ from opentelemetry import trace
 
 from repositories.errors import DomainError
 from server import access, answers, context, errors, parsing
-from server.call_stats import CallStats
+from server.call_stats import CallStats, MethodCalls
 from server.drain import Drain, ShuttingDown
 from server.wrapping import (
     Behaviour,
@@ -32,9 +31,6 @@ from server.wrapping import (
 )
 
 log = logging.getLogger("repogate.rpc")
-
-# Told each call's final code and how long it took, in seconds.
-Record = Callable[[grpc.StatusCode, float], None]
 
 
 def service_of(method: str) -> str:
@@ -62,8 +58,8 @@ class RequestInterceptor(BehaviourInterceptor):
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         tenant_required = service_of(method) in self._tenant_scoped
-        record = partial(self._calls.record, method) if self._calls else None
-        return _bounded(behaviour, tenant_required, record, method, self._drain, self._traced)
+        calls = self._calls.of(method) if self._calls else None
+        return _bounded(behaviour, tenant_required, calls, method, self._drain, self._traced)
 
     def serializer(self, serialize: Serializer) -> Serializer:
         # Writes answer with their response already serialized (server/answers.py).
@@ -77,13 +73,15 @@ class RequestInterceptor(BehaviourInterceptor):
 def _bounded(
     behaviour: Behaviour,
     tenant_required: bool,
-    record: Record | None,
+    calls: MethodCalls | None,
     method: str,
     drain: Drain,
     traced: bool,
 ) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
         started = time.perf_counter()
+        if calls is not None:
+            calls.started += 1
         code = grpc.StatusCode.OK
         remaining = ctx.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
@@ -128,8 +126,8 @@ def _bounded(
                 drain.leave()
             context.unbind(token)
             elapsed = time.perf_counter() - started
-            if record is not None:
-                record(code, elapsed)
+            if calls is not None:
+                calls.ended(code, elapsed)
             if access.enabled():
                 # Still inside the call's span, when there is one.
                 span = trace.get_current_span().get_span_context() if traced else None

@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from grpc import aio
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -31,8 +30,9 @@ from repositories.profiler import SlowStatements
 from repositories.transactions import Outcome
 from server import metrics_http
 from server.cache.backend import CacheBackend
+from server.call_stats import CallStats
 from server.db_metrics import DbMetrics
-from server.grpc_metrics import LATENCY_BUCKETS, RpcMetrics
+from server.grpc_metrics import LATENCY_BUCKETS, RpcCollector
 from server.settings import Settings
 from server.units import Units
 
@@ -52,7 +52,7 @@ def no_breakers() -> Mapping[str, str]:
 
 
 class Metrics:
-    """A server's registry, the interceptor that feeds it and the endpoint that serves it."""
+    """A server's registry, what it reads when scraped and the endpoint that serves it."""
 
     def __init__(self, listen: str | None = None, *, reuse_port: bool = False) -> None:
         self.listen = listen
@@ -66,8 +66,14 @@ class Metrics:
     def from_settings(cls, settings: Settings) -> Metrics:
         return cls(settings.metrics_listen, reuse_port=settings.reuse_port)
 
-    def interceptors(self) -> list[aio.ServerInterceptor]:
-        return [] if self.listen is None else [RpcMetrics(self.registry)]
+    def calls(self) -> CallStats:
+        """Where the server counts its calls: when metrics are kept, with a latency
+        histogram, and read for the gRPC server metrics when scraped."""
+        if self.listen is None:
+            return CallStats()
+        calls = CallStats(buckets=LATENCY_BUCKETS)
+        self.registry.register(RpcCollector(calls))
+        return calls
 
     def watch(
         self,

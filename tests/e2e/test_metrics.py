@@ -284,7 +284,11 @@ async def test_metrics_are_off_by_default(start_repogate: StartRepogate) -> None
 
     assert app.app.metrics is not None
     assert app.app.metrics.address == ""
-    assert app.app.metrics.interceptors() == []
+    # Nothing is registered, and calls are counted without a latency histogram.
+    assert list(app.app.metrics.registry.collect()) == []
+    await fails(get(app.users, "t-off", str(uuid.uuid4())))
+    ((_, calls),) = app.app.calls.methods()
+    assert (calls.started, calls.count, calls.bounds) == (1, 1, None)
 
 
 async def test_the_workers_endpoint_labels_each_worker_and_says_which_answered() -> None:

@@ -61,3 +61,28 @@ def test_a_long_statement_is_cut_to_a_bounded_length() -> None:
 
     assert len(normalize(sql)) == 2048
     assert normalize(sql).endswith("…")
+
+
+def test_the_histogram_counts_a_call_on_a_bound_in_that_bounds_bucket() -> None:
+    stats = CallStats(buckets=(0.001, 0.01))
+    calls = stats.of("/s/M")
+    for seconds in (0.0005, 0.001, 0.002, 0.01, 5.0):
+        calls.started += 1
+        calls.ended(grpc.StatusCode.OK, seconds)
+    calls.started += 1  # one still running
+
+    assert (calls.counts, calls.seconds) == ([2, 2, 1], pytest.approx(5.0135))
+    assert (calls.started, calls.count, calls.codes) == (6, 5, {grpc.StatusCode.OK: 5})
+
+
+def test_without_buckets_no_histogram_is_kept() -> None:
+    stats = CallStats()
+    stats.record("/s/M", grpc.StatusCode.NOT_FOUND, 0.5)
+
+    ((method, calls),) = stats.methods()
+    assert (method, calls.bounds, calls.counts, calls.codes) == (
+        "/s/M",
+        None,
+        [],
+        {grpc.StatusCode.NOT_FOUND: 1},
+    )
