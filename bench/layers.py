@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc
 import uvloop
-from opentelemetry.sdk.trace import TracerProvider
 
 from bench import seed
 from bench.procs import Server, free_port
@@ -103,9 +102,7 @@ def stacked(interceptors: list[BehaviourInterceptor], behaviour: Behaviour) -> B
     return behaviour
 
 
-def flushed(
-    behaviour: Behaviour, ctx: Ctx, provider: TracerProvider
-) -> Callable[[int], Awaitable[None]]:
+def flushed(behaviour: Behaviour, ctx: Ctx, traced: Tracing) -> Callable[[int], Awaitable[None]]:
     """Calls in batches of 256, each batch's spans exported before the next: a loop
     faster than a server would fill the processor's queue, which drops what overflows."""
     request = user_pb2.GetUserRequest(id=str(uuid.uuid4()))
@@ -113,7 +110,7 @@ def flushed(
     async def run(n: int) -> None:
         for start in range(0, n, 256):
             await turns(behaviour, request, ctx, min(256, n - start))
-            provider.force_flush()
+            await traced.flush()
 
     return run
 
@@ -218,12 +215,10 @@ def interceptor_rows(args: argparse.Namespace, keys: Path) -> list[tuple[str, fl
         for name, ratio in (("unsampled", 0.0), ("10 % sampled", 0.1), ("every call", 1.0)):
             traced = tracing(ratio, sink)
             (interceptor,) = traced.interceptors()
-            provider = traced.provider
-            assert provider is not None
             behaviour = stacked([interceptor, request], nothing)
-            cost = cpu_us(flushed(behaviour, plain, provider), args.calls, args.repeat)
+            cost = cpu_us(flushed(behaviour, plain, traced), args.calls, args.repeat)
             rows.append((f"  + tracing (OTLP), {name}", cost))
-            provider.shutdown()
+            asyncio.get_event_loop().run_until_complete(traced.shutdown())
     finally:
         collector.stop()
     devnull.close()

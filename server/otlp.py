@@ -1,33 +1,26 @@
-"""OTLP/gRPC span export with the request encoded straight to protobuf's wire format.
+"""The OTLP trace export request, encoded straight to protobuf's wire format.
 
-The OpenTelemetry SDK's OTLP exporter builds a protobuf message object for every span,
+The OpenTelemetry SDK's OTLP encoder builds a protobuf message object for every span,
 attribute and value before serializing them: 39-53 µs per span of Repogate's (a call's
-span, 9 attributes, encoded 512 at a time in a loop on the 2-core machine), which the
-process pays for every span it keeps, on top of about 18 µs to record it; written as
-bytes here (each distinct attribute encoded once and kept), 12-16 µs. The SDK's
-exporter sends the request all the same: its channel, TLS, headers, compression,
-timeout and retries are untouched; only the stub it calls takes bytes.
-tests/unit/test_otlp.py checks that the request parses to exactly what the SDK's
-encoder builds. Spans are grouped by their resource object, where the SDK groups equal
-resources: a server has one.
+span, 9 attributes, encoded 512 at a time in a loop on the 2-core machine); written as
+bytes here (each distinct attribute encoded once and kept), 12-16 µs.
+server/span_export.py sends it. tests/unit/test_otlp.py checks that the request parses
+to exactly what the SDK's encoder builds. Spans are grouped by their resource object,
+where the SDK groups equal resources: a server has one.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import grpc
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
 from server.wire import field, varint
 
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # SpanFlags: the span says whether its parent is remote, and whether it is.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 # Encoded attributes kept, by (field number, key, type, value): Repogate's spans repeat
@@ -157,20 +150,27 @@ def _resource(resource: Any) -> bytes:
     return kept[1]
 
 
-def encode(spans: Sequence[ReadableSpan]) -> bytes:
-    """The ExportTraceServiceRequest for `spans`, grouped by resource and then by
-    instrumentation scope in the order they first appear, as the SDK groups them."""
-    # By the resource's identity: a Resource hashes by writing its attributes as JSON.
-    grouped: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
+# Spans by resource (by its identity: a Resource hashes by writing its attributes as
+# JSON), then by instrumentation scope, each span already encoded.
+Groups = dict[int, tuple[Any, dict[Any, list[bytes]]]]
+
+
+def group(spans: Iterable[ReadableSpan], groups: Groups) -> None:
+    """Encodes `spans` into `groups`, in the order their resources and scopes first
+    appear, as the SDK groups them."""
     for span in spans:
         scope = span.instrumentation_scope or None
         resource = span.resource
-        found = grouped.get(id(resource))
+        found = groups.get(id(resource))
         if found is None:
-            found = grouped[id(resource)] = (resource, {})
+            found = groups[id(resource)] = (resource, {})
         found[1].setdefault(scope, []).append(field(2, _span(span)))
+
+
+def assemble(groups: Groups) -> bytes:
+    """The ExportTraceServiceRequest of the spans `group` encoded."""
     out = []
-    for resource, scopes in grouped.values():
+    for resource, scopes in groups.values():
         scope_spans = b"".join(
             field(
                 2,
@@ -193,21 +193,8 @@ def encode(spans: Sequence[ReadableSpan]) -> bytes:
     return b"".join(out)
 
 
-class _RawTraceService:
-    """TraceService's stub, taking the request as bytes."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.Export = channel.unary_unary(
-            EXPORT, response_deserializer=ExportTraceServiceResponse.FromString
-        )
-
-
-class RawOTLPSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter, sending requests `encode` wrote."""
-
-    def _initialize_channel_and_stub(self) -> None:
-        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
-        self._client: Any = _RawTraceService(self._channel)
-
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
-        return encode(data)
+def encode(spans: Sequence[ReadableSpan]) -> bytes:
+    """The ExportTraceServiceRequest for `spans`."""
+    groups: Groups = {}
+    group(spans, groups)
+    return assemble(groups)

@@ -35,7 +35,7 @@ import random
 import sys
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpc import aio
 from opentelemetry import context as otel_context
@@ -61,6 +61,10 @@ from server.cache.traced import TracedCache
 from server.context import TENANT_KEY, validate_tenant
 from server.settings import Settings
 from server.spans import Recorder
+
+if TYPE_CHECKING:
+    # At run time only with the OTLP exporter: it loads the OTLP protos.
+    from server.span_export import LoopSpanProcessor
 from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, final_code, split_method
 
 TENANT = "repogate.tenant"
@@ -90,9 +94,11 @@ class Tracing:
         provider: TracerProvider | None = None,
         root_ratio: float | None = None,
         tracer: trace.Tracer | None = None,
+        on_loop: LoopSpanProcessor | None = None,
     ) -> None:
         """`provider`: what holds the span processors (flushed and stopped with the
-        server); `tracer`: what starts the spans, by default the provider's.
+        server); `tracer`: what starts the spans, by default the provider's; `on_loop`:
+        the processor among the provider's that sends from the event loop.
         `root_ratio`: the share of calls without a sampled caller's trace to trace,
         decided by the interceptor (every root the tracer starts is then sampled);
         None: the tracer's sampler decides alone."""
@@ -103,12 +109,14 @@ class Tracing:
         self._root_ratio = root_ratio
         # server.address and server.port of every call's span, once the server is bound.
         self._server: dict[str, str | int] = {}
+        self._on_loop = on_loop
 
     @classmethod
     def from_settings(cls, settings: Settings, exporter: SpanExporter | None = None) -> Tracing:
         """`exporter` replaces REPOGATE_TRACE_EXPORTER's choice (tests use an in-memory
         one) and gets each span as it ends."""
         processor: SpanProcessor
+        on_loop: LoopSpanProcessor | None = None
         if exporter is not None:
             processor = SimpleSpanProcessor(exporter)
         elif settings.trace_exporter == "console":
@@ -116,9 +124,9 @@ class Tracing:
             processor = BatchSpanProcessor(ConsoleSpanExporter(out=sys.stdout, formatter=_one_line))
         elif settings.trace_exporter == "otlp":
             # Imported here: it loads the OTLP protos, which only this exporter needs.
-            from server.otlp import RawOTLPSpanExporter
+            from server.span_export import LoopSpanProcessor, OtlpSender
 
-            processor = BatchSpanProcessor(RawOTLPSpanExporter(endpoint=settings.otlp_endpoint))
+            processor = on_loop = LoopSpanProcessor(OtlpSender(settings.otlp_endpoint))
         else:
             return cls()
         # Attributes given here override the environment's: read OTEL_SERVICE_NAME first.
@@ -133,7 +141,8 @@ class Tracing:
         # The provider's resource and sampler (as the environment configures them) and
         # its processor; spans are Repogate's own (server/spans.py).
         sampler = None if ratio is not None else provider.sampler
-        return cls(provider, ratio, Recorder(provider.resource, processor, sampler))
+        recorder = Recorder(provider.resource, processor, sampler)
+        return cls(provider, ratio, recorder, on_loop)
 
     def interceptors(self) -> list[aio.ServerInterceptor]:
         if self._tracer is None:
@@ -170,9 +179,20 @@ class Tracing:
             return backend
         return TracedCache(backend, self._tracer, url)
 
+    async def flush(self) -> None:
+        """Exports every span ended so far."""
+        if self._on_loop is not None:
+            await self._on_loop.flush()
+        if self.provider is not None:
+            await asyncio.to_thread(self.provider.force_flush)
+
     async def shutdown(self) -> None:
-        """Exports what is buffered and stops; off the event loop, as exporting blocks."""
+        """Exports what is buffered and stops: on the event loop what is sent from it,
+        the rest off it, as their exporting blocks."""
         provider, self.provider, self._tracer = self.provider, None, None
+        on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None:
+            await on_loop.close()
         if provider is not None:
             await asyncio.to_thread(provider.shutdown)
 
