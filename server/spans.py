@@ -47,6 +47,7 @@ _UNSAMPLED = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _UNSET = Status(StatusCode.UNSET)
 # Values an attribute keeps as they are, checked at C speed for all of a span's at once.
 _KEPT_AS_IS = frozenset((str, bool, int, float))
+_KEYS = frozenset((str,))
 
 
 def _new_id(bits: int) -> int:
@@ -111,7 +112,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._end_time is not None:
             return
         recorder = self._recorder
-        if type(value) not in _KEPT_AS_IS or recorder.value_length is not None:
+        if type(value) not in _KEPT_AS_IS or type(key) is not str or not key or recorder.clips:
             kept = recorder.clean({key: value})
             if not kept:
                 self._dropped += 1
@@ -222,6 +223,8 @@ class Recorder(trace.Tracer):
         self.limits = limits or SpanLimits()
         # The longest a str attribute may be; None: as long as it is.
         self.value_length = self.limits.max_span_attribute_length
+        # Whether values may be cut, so that every one goes through the API's cleaning.
+        self.clips = self.value_length is not None
         self._sampler = sampler
 
     def clean(self, attributes: types.Attributes) -> dict[str, Any]:
@@ -285,9 +288,11 @@ class Recorder(trace.Tracer):
         if attributes:
             limit = self.limits.max_span_attributes
             if (
-                self.value_length is None
+                not self.clips
                 and (limit is None or len(attributes) <= limit)
                 and _KEPT_AS_IS.issuperset(map(type, attributes.values()))
+                and _KEYS.issuperset(map(type, attributes))
+                and "" not in attributes
             ):
                 span._attributes = span._kept = dict(attributes)
             else:

@@ -251,11 +251,16 @@ def test_values_are_cleaned_as_the_sdk_cleans_them() -> None:
         span.set_attribute("mixed", [1, "a"])
         span.set_attribute("none", None)
         span.set_attribute("ints", [1, 2])
+        span.set_attribute("", "no key")
         span.end()
+        keyless = tracer.start_span("y", attributes={"": "no key", "k": 1})
+        keyless.end()
 
-    (span,) = both(scenario)
+    span, keyless = both(scenario)
     kept = dict(span.attributes or {})
     assert (kept["ints"], kept["dict"], kept["object"]) == ((1, 2), {"a": 1}, None)
+    assert "" not in kept
+    assert dict(keyless.attributes or {}) == {"k": 1}
 
 
 def test_a_full_span_drops_its_oldest_attributes_and_counts_them() -> None:
@@ -285,6 +290,18 @@ def test_leaving_a_span_on_an_exception_records_it_as_the_sdk_does() -> None:
     loud, quiet = both(scenario)
     assert loud.status.description == "ValueError: bad"
     assert not quiet.events
+
+
+def test_a_length_limit_cuts_long_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+
+    def scenario(tracer: trace.Tracer) -> None:
+        span = tracer.start_span("x", attributes={"long": "abcdefgh"})
+        span.set_attribute("later", "ijklmnop")
+        span.end()
+
+    (span,) = both(scenario)
+    assert dict(span.attributes or {}) == {"long": "abcd", "later": "ijkl"}
 
 
 def test_links_to_valid_contexts_are_kept() -> None:
