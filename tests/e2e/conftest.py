@@ -17,6 +17,7 @@ from server.settings import Settings
 from tests.conftest import Running
 from tests.declared import TASKS
 from tests.e2e.domain import Stubs
+from tests.e2e.otlp_collector import collector  # noqa: F401 (a fixture of the e2e tests)
 from tests.e2e.support import Dedicated, StartRepogate, serving_schema
 from tests.pgbouncer import fresh_database
 from tests.proxy import Proxy

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from grpc import aio
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -19,6 +16,7 @@ from sqlalchemy.engine import make_url
 from repogate.v1 import cache_pb2, cache_pb2_grpc, user_pb2
 from server.cache.memory import MemoryBackend
 from tests.cache_support import CLOSED_REDIS_URL, REDIS_URL, require_redis
+from tests.e2e.otlp_collector import Collector
 from tests.e2e.support import Dedicated, StartRepogate, create, fails, get
 from tests.polling import eventually
 from tests.rpc import md
@@ -359,36 +357,6 @@ async def test_the_console_exporter_writes_a_line_per_span(
     names = [json.loads(line)["name"] for line in lines]
     assert GET_USER in names
     assert "SELECT users" in names
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace collector that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.services: set[str] = set()
-
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: aio.ServicerContext
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            for attribute in resource_spans.resource.attributes:
-                if attribute.key == "service.name":
-                    self.services.add(attribute.value.string_value)
-            for scope_spans in resource_spans.scope_spans:
-                self.names += [span.name for span in scope_spans.spans]
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-@pytest.fixture
-async def collector() -> AsyncIterator[tuple[Collector, str]]:
-    kept = Collector()
-    server = aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(kept, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield kept, f"http://127.0.0.1:{port}"
-    await server.stop(0)
 
 
 async def test_the_otlp_exporter_sends_spans_to_the_collector(
