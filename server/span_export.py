@@ -74,6 +74,9 @@ class OtlpSender:
         self._channel: aio.Channel | None = None
         self._export: Any = None
         self.failing = False
+        # Set when closing: a retry waiting for its turn gives up.
+        self._stopping = asyncio.Event()
+        self.waiting = False  # for a retry
 
     def _open(self) -> None:
         if self._insecure:
@@ -109,10 +112,19 @@ class OtlpSender:
                     error.code() not in self._retryable
                     or attempt + 1 == ATTEMPTS
                     or backoff > deadline - loop.time()
+                    or self._stopping.is_set()
                 ):
                     self._failed(error)
                     return False
-                await asyncio.sleep(backoff)
+                self.waiting = True
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                except TimeoutError:
+                    continue
+                finally:
+                    self.waiting = False
+                self._failed(error)  # closing: as the SDK, no more attempts
+                return False
             else:
                 if self.failing:
                     self.failing = False
@@ -130,6 +142,9 @@ class OtlpSender:
                 error.code().name,
                 error.details(),
             )
+
+    def stop_retrying(self) -> None:
+        self._stopping.set()
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -170,6 +185,8 @@ class LoopSpanProcessor(SpanProcessor):
         self._worker: asyncio.Task[None] | None = None
         self._full: asyncio.Event | None = None
         self._closing = False
+        # One batch in flight at a time, whoever sends it.
+        self._sending = asyncio.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -206,9 +223,17 @@ class LoopSpanProcessor(SpanProcessor):
             self._full.clear()
             # As the SDK's processor: a full batch wakes it to send the full batches; the
             # timer sends at least one batch, full or not.
-            await self._send(at_least_one=not woken)
+            try:
+                await self._send(at_least_one=not woken)
+            except Exception:
+                # A batch lost, never the worker: the spans after it are still sent.
+                log.exception("could not export spans to %s", self._sender.endpoint)
 
     async def _send(self, at_least_one: bool = False, everything: bool = False) -> None:
+        async with self._sending:
+            await self._send_batches(at_least_one, everything)
+
+    async def _send_batches(self, at_least_one: bool, everything: bool) -> None:
         queue = self._queue
         while queue and (at_least_one or everything or len(queue) >= self._batch):
             at_least_one = False
@@ -226,8 +251,10 @@ class LoopSpanProcessor(SpanProcessor):
         await self._send(everything=True)
 
     async def close(self) -> None:
-        """Sends what is queued and closes the channel; spans that end after are dropped."""
+        """Sends what is queued and closes the channel; spans that end after are dropped.
+        A batch waiting to be retried gives up."""
         self._closing = True
+        self._sender.stop_retrying()
         worker, self._worker = self._worker, None
         if worker is not None:
             if self._full is not None:

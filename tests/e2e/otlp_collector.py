@@ -31,7 +31,9 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mi
             code, delay = self.refusals.pop(0)
             if delay is not None:
                 info = error_details_pb2.RetryInfo(
-                    retry_delay=duration_pb2.Duration(nanos=int(delay * 1e9))
+                    retry_delay=duration_pb2.Duration(
+                        seconds=int(delay), nanos=int(delay % 1 * 1e9)
+                    )
                 )
                 context.set_trailing_metadata(
                     (("google.rpc.retryinfo-bin", info.SerializeToString()),)

@@ -96,12 +96,13 @@ async def test_a_transient_refusal_is_retried_after_the_delay_the_collector_asks
         (grpc.StatusCode.UNAVAILABLE, 0.01),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, 0.01),
     ]
-    processor = LoopSpanProcessor(OtlpSender(endpoint))
+    processor = LoopSpanProcessor(OtlpSender(endpoint), schedule_delay_millis=10)
 
     end(recorder(processor), "retried")
-    await processor.close()
 
-    assert (kept.attempts, kept.requests) == (3, [["retried"]])
+    await eventually(lambda: kept.requests == [["retried"]], "the batch, retried")
+    assert kept.attempts == 3
+    await processor.close()
 
 
 async def test_a_refusal_that_is_not_transient_drops_the_batch_and_says_so_once(
@@ -139,3 +140,44 @@ async def test_the_exporters_headers_are_sent(
 
     (metadata,) = kept.metadata
     assert (metadata["x-api-key"], metadata["x-team"]) == ("secret", "data")
+
+
+async def test_closing_gives_up_a_batch_waiting_to_be_retried(
+    collector: tuple[Collector, str],
+) -> None:
+    kept, endpoint = collector
+    kept.refusals = [(grpc.StatusCode.UNAVAILABLE, 5.0)]
+    sender = OtlpSender(endpoint)
+    processor = LoopSpanProcessor(sender, schedule_delay_millis=10)
+
+    end(recorder(processor), "waiting")
+    await eventually(lambda: kept.attempts == 1, "the first attempt")
+    await eventually(lambda: sender.waiting, "the retry's wait")
+    await processor.close()
+
+    # Closing did not wait out the 5 s the collector asked for, nor try again.
+    assert (kept.attempts, kept.requests) == (1, [])
+
+
+async def test_a_batch_that_fails_to_send_does_not_stop_the_next(
+    collector: tuple[Collector, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept, endpoint = collector
+    sender = OtlpSender(endpoint)
+    processor = LoopSpanProcessor(sender, schedule_delay_millis=10)
+    tracer = recorder(processor)
+    send = sender.send
+    failures = [RuntimeError("broken")]
+
+    async def failing_once(request: bytes) -> bool:
+        if failures:
+            raise failures.pop()
+        return await send(request)
+
+    monkeypatch.setattr(sender, "send", failing_once)
+    end(tracer, "lost")
+    await eventually(lambda: not failures, "the failed batch")
+    end(tracer, "sent")
+
+    await eventually(lambda: kept.requests == [["sent"]], "the next batch")
+    await processor.close()
