@@ -61,11 +61,11 @@ from server.cache.traced import TracedCache
 from server.context import TENANT_KEY, validate_tenant
 from server.settings import Settings
 from server.spans import Recorder
+from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, final_code, split_method
 
 if TYPE_CHECKING:
     # At run time only with the OTLP exporter: it loads the OTLP protos.
     from server.span_export import LoopSpanProcessor
-from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, final_code, split_method
 
 TENANT = "repogate.tenant"
 RPC_SYSTEM, RPC_SERVICE, RPC_METHOD = "rpc.system", "rpc.service", "rpc.method"
