@@ -24,8 +24,7 @@ class MethodCalls:
 
     def __init__(self, window: int, buckets: Sequence[float] | None) -> None:
         self.started = 0
-        self.count = 0
-        self.server_errors = 0
+        # Calls ended, by the code they ended with: what `count` and `server_errors` sum.
         self.codes: dict[grpc.StatusCode, int] = {}
         self.recent: deque[float] = deque(maxlen=window)
         # Upper bounds (seconds) and how many calls took at most each and more than
@@ -35,11 +34,18 @@ class MethodCalls:
         self.counts = [0] * (len(self.bounds) + 1) if self.bounds is not None else []
         self.seconds = 0.0
 
+    @property
+    def count(self) -> int:
+        """Calls ended."""
+        return sum(self.codes.values())
+
+    @property
+    def server_errors(self) -> int:
+        """Calls ended with a server fault."""
+        return sum(n for code, n in self.codes.items() if code in SERVER_FAULTS)
+
     def ended(self, code: grpc.StatusCode, seconds: float) -> None:
-        self.count += 1
         self.codes[code] = self.codes.get(code, 0) + 1
-        if code in SERVER_FAULTS:
-            self.server_errors += 1
         self.recent.append(seconds)
         if self.bounds is not None:
             # As Prometheus's `le`: a call on a bound counts in that bound's bucket.

@@ -258,7 +258,11 @@ class Recorder(trace.Tracer):
             trace_id = parent.trace_id
         else:
             parent, trace_id = None, _new_id(128)
-        links = [link for link in links or () if _is_valid_link(link.context, link.attributes)]
+        links = (
+            [link for link in links if _is_valid_link(link.context, link.attributes)]
+            if links
+            else ()
+        )
         if self._sampler is None:
             sampled = recording = parent is None or parent.trace_flags.sampled
             state = parent.trace_state if parent is not None else TraceState()
