@@ -33,7 +33,7 @@ from pathlib import Path
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
-from bench import h2load, profile, rpc, seed
+from bench import callgrind, h2load, profile, rpc, seed
 from bench.procs import Server, free_port
 from bench.run import BIN, RESULTS, env_for, repogate_env
 from bench.scenarios import DriverScenario, Target, run_driver
@@ -77,7 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=float, default=0, metavar="SECONDS", help="py-spy each server after"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="count instructions per call under callgrind over CALLS calls a round, "
+        "instead of CPU time (bench/callgrind.py)",
+    )
+    args = parser.parse_args(argv)
+    if args.instructions and (args.call in DRIVEN or args.profile):
+        parser.error("--instructions counts h2load's calls, without --profile")
+    return args
 
 
 def settings(pairs: list[str], path: Path | None) -> dict[str, str]:
@@ -96,6 +107,22 @@ def cpu_per_call(server: Server, url: str, body: bytes, load: h2load.Load) -> fl
     if result.failed or not result.done:
         raise RuntimeError(f"{server.name}: {result.failed} of {result.done} calls failed")
     return (server.cpu_seconds() - before) / result.done * 1e6
+
+
+def instructions_per_call(
+    server: Server, counter: callgrind.Counter, url: str, body: bytes, load: h2load.Load
+) -> float:
+    """Instructions per call over one h2load run of `load.requests` calls, after a
+    warm-up run with counting off; what the server runs when idle is taken off."""
+    headers = [f"x-tenant-id: {TENANT}"]
+    h2load.run(url, body, headers, h2load.Load(load.clients, load.streams, requests=300))
+    counter.start()
+    result = h2load.run(url, body, headers, load)
+    calls = counter.stop()
+    if result.failed or not result.done:
+        raise RuntimeError(f"{server.name}: {result.failed} of {result.done} calls failed")
+    idle = counter.idle(min(calls.seconds, 10.0))
+    return callgrind.per_call(calls, idle, result.done)
 
 
 def driven_cpu_per_call(server: Server, kind: str, seconds: float) -> float:
@@ -141,17 +168,29 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(Server("otlp-sink", argv_sink, sink, dict(os.environ), log))
             servers[-1].wait_serving()
         started: dict[str, Server] = {}
+        counters: dict[str, callgrind.Counter] = {}
         for name, template in templates.items():
             address = f"127.0.0.1:{free_port()}"
             env = repogate_env(dsn, args.redis_url, address, args.pool_size)
             argv_server = [str(BIN / "repogate"), "serve", "--no-migrate"]
+            if args.instructions:
+                # The interpreter itself first: callgrind does not follow a script's exec.
+                out = RESULTS / "ab" / f"callgrind-{name}"
+                argv_server = callgrind.wrap([sys.executable, *argv_server], out)
             log = RESULTS / "ab" / f"{name}.log"
             server = Server(name, argv_server, address, env | env_for(template, sink), log)
             servers.append(server)
-            server.wait_serving()
+            server.wait_serving(timeout=180 if args.instructions else 60)
             started[name] = server
+            if args.instructions:
+                counters[name] = callgrind.Counter(server.proc.pid, out)
 
         def measure(server: Server, seconds: float) -> float:
+            if args.instructions:
+                body = h2load.frame(CALLS[args.call](user_id))
+                load = h2load.Load(args.clients, args.streams, requests=args.instructions)
+                url = f"http://{server.address}/repogate.v1.UserService/{args.call}"
+                return instructions_per_call(server, counters[server.name], url, body, load)
             if args.call in DRIVEN:
                 return driven_cpu_per_call(server, DRIVEN[args.call], seconds)
             body = h2load.frame(CALLS[args.call](user_id))
@@ -160,22 +199,23 @@ def main(argv: list[str] | None = None) -> int:
             return cpu_per_call(server, url, body, load)
 
         costs: dict[str, list[float]] = {"A": [], "B": []}
+        measured, unit = ("instructions", "") if args.instructions else ("server CPU", " µs")
         for round_ in range(args.rounds):
             order = "AB" if round_ % 2 == 0 else "BA"
             for name in order:
                 costs[name].append(measure(started[name], args.seconds))
             print(
-                f"round {round_ + 1}: A {costs['A'][-1]:.0f} µs, B {costs['B'][-1]:.0f} µs",
+                f"round {round_ + 1}: A {costs['A'][-1]:,.0f}{unit}, B {costs['B'][-1]:,.0f}{unit}",
                 flush=True,
             )
         differences = [b - a for a, b in zip(costs["A"], costs["B"], strict=True)]
+        a, b = statistics.median(costs["A"]), statistics.median(costs["B"])
         print(f"A: {templates['A'] or 'defaults'}")
         print(f"B: {templates['B'] or 'defaults'}")
         print(
-            f"server CPU per {args.call}: A {statistics.median(costs['A']):.0f} µs, "
-            f"B {statistics.median(costs['B']):.0f} µs; B - A per round "
-            f"{', '.join(f'{d:+.0f}' for d in sorted(differences))}; "
-            f"median {statistics.median(differences):+.0f} µs"
+            f"{measured} per {args.call}: A {a:,.0f}{unit}, B {b:,.0f}{unit} (B/A {b / a:.3f}); "
+            f"B - A per round {', '.join(f'{d:+,.0f}' for d in sorted(differences))}; "
+            f"median {statistics.median(differences):+,.0f}{unit}"
         )
         if args.profile > 0:
             for server in started.values():

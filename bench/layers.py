@@ -214,8 +214,10 @@ def interceptor_rows(args: argparse.Namespace, keys: Path) -> list[tuple[str, fl
         collector.wait_serving()
         for name, ratio in (("unsampled", 0.0), ("10 % sampled", 0.1), ("every call", 1.0)):
             traced = tracing(ratio, sink)
-            (interceptor,) = traced.interceptors()
-            behaviour = stacked([interceptor, request], nothing)
+            spanning = RequestInterceptor(
+                ["repogate.v1.UserService"], calls=CallStats(), spans=traced.calls()
+            )
+            behaviour = stacked([spanning], nothing)
             cost = cpu_us(flushed(behaviour, plain, traced), args.calls, args.repeat)
             rows.append((f"  + tracing (OTLP), {name}", cost))
             asyncio.get_event_loop().run_until_complete(traced.shutdown())

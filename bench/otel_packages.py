@@ -1,16 +1,17 @@
 """`python -m bench.otel_packages`: Repogate's spans against OpenTelemetry's
 instrumentation packages, in CPU µs, in process.
 
-- A call: the TracingInterceptor against opentelemetry-instrumentation-grpc's aio server
-  interceptor, both around the RequestInterceptor and a no-op handler (bench.layers'
-  stand-ins), 8 calls at a time, every call a sampled root span.
+- A call: the RequestInterceptor starting call spans against the same without them,
+  wrapped in opentelemetry-instrumentation-grpc's aio server interceptor, around a no-op
+  handler (bench.layers' stand-ins), 8 calls at a time, every call a sampled root span.
 - A statement: the statement listeners (server/tracing.py) against
   opentelemetry-instrumentation-asyncpg, `SELECT 1` through SQLAlchemy on PostgreSQL
   inside a sampled call span.
 
 Spans are exported in batches to an exporter that drops them. The packages are not
 dependencies of Repogate: `pip install opentelemetry-instrumentation-grpc
-opentelemetry-instrumentation-asyncpg` first. The figures are quoted in server/tracing.py.
+opentelemetry-instrumentation-asyncpg` first. The figures are quoted in server/call_spans.py
+and server/tracing.py.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.layers import METHOD, TENANT, Ctx, cpu_us, flushed, nothing, stacked
 from repositories.database import create_engine
 from server import access, context
+from server.call_spans import CallSpans
 from server.call_stats import CallStats
 from server.interceptors import RequestInterceptor
-from server.tracing import TracingInterceptor, _trace_statements
+from server.tracing import _trace_statements
 
 
 class Metadatum(NamedTuple):
@@ -73,8 +75,9 @@ def call_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
 
     alone = measure(inner, provider())
     ours_provider = provider()
-    ours = TracingInterceptor(ours_provider.get_tracer("repogate"))
-    ours_us = measure(stacked([ours, request], nothing), ours_provider)
+    ours = CallSpans(ours_provider.get_tracer("repogate"))
+    spanning = RequestInterceptor(["repogate.v1.UserService"], calls=CallStats(), spans=ours)
+    ours_us = measure(stacked([spanning], nothing), ours_provider)
     theirs_provider = provider()
 
     async def continuation(details: Any) -> grpc.RpcMethodHandler:
@@ -87,7 +90,7 @@ def call_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
     theirs_us = measure(handler.unary_unary, theirs_provider)
     return [
         ("a call: RequestInterceptor alone", alone),
-        ("  + TracingInterceptor", ours_us),
+        ("  + its call spans", ours_us),
         ("  + opentelemetry-instrumentation-grpc", theirs_us),
     ]
 

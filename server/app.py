@@ -156,12 +156,12 @@ class Repogate:
             rotating += [certificates, peers.Rotating(s, self._peers)]
         self._reloader = Reloader(rotating, s.reload_interval)
         server = aio.server(
-            # Outermost first: spans see the status the client gets.
+            # Outermost first.
             interceptors=[
-                *tracing.interceptors(),
-                # Counts every call (self.calls), for GetStats and the metrics.
+                # Counts every call (self.calls), for GetStats and the metrics, and
+                # gives it its span, which thus has the status the client gets.
                 RequestInterceptor(
-                    scoped, calls=self.calls, drain=self._drain, traced=tracing.traced
+                    scoped, calls=self.calls, drain=self._drain, spans=tracing.calls()
                 ),
                 # Inside the RequestInterceptor: its refusals become AIP-193 statuses there.
                 *([] if authenticator is None else [auth.AuthInterceptor(authenticator)]),

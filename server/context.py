@@ -17,6 +17,7 @@ REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "x-actor-id"
 TRANSACTION_KEY = "x-transaction-id"
 TRACEPARENT_KEY = "traceparent"
+TRACESTATE_KEY = "tracestate"
 
 _TENANT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -34,8 +35,10 @@ class RequestContext:
     transaction_id: str | None = None
     # time.monotonic() by which the caller wants an answer; None: no deadline.
     deadline: float | None = None
-    # Raw W3C traceparent, for the access log.
+    # Raw W3C traceparent and tracestate: the caller's trace, which the call's span
+    # joins (server/call_spans.py) and the access log names.
     traceparent: str | None = None
+    tracestate: str | None = None
 
     def require_tenant(self) -> str:
         """The validated tenant; INVALID_ARGUMENT when it is missing or malformed."""
@@ -111,10 +114,13 @@ def from_metadata(
         transaction_id=values.get(TRANSACTION_KEY),
         deadline=deadline,
         traceparent=values.get(TRACEPARENT_KEY),
+        tracestate=values.get(TRACESTATE_KEY),
     )
 
 
-_KEYS = frozenset((TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY, TRANSACTION_KEY, TRACEPARENT_KEY))
+_KEYS = frozenset(
+    (TENANT_KEY, REQUEST_ID_KEY, ACTOR_KEY, TRANSACTION_KEY, TRACEPARENT_KEY, TRACESTATE_KEY)
+)
 
 
 # Every call checks its tenant several times over (metadata, scope, cache keys); the

@@ -1,4 +1,5 @@
-"""The request interceptor: request context in, AIP-193 errors out, each call recorded.
+"""The request interceptor: request context in, AIP-193 errors out, each call recorded
+(counted, logged, and given its span when tracing is on).
 
 It wraps the handler's behaviour (as OpenTelemetry's aio interceptor does)
 rather than the call, so the servicer runs inside it with the context bound
@@ -15,10 +16,10 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from opentelemetry import trace
 
 from repositories.errors import DomainError
 from server import access, answers, context, errors, parsing
+from server.call_spans import CallSpans, MethodSpans
 from server.call_stats import CallStats, MethodCalls
 from server.drain import Drain, ShuttingDown
 from server.wrapping import (
@@ -46,20 +47,21 @@ class RequestInterceptor(BehaviourInterceptor):
         tenant_scoped: Collection[str],
         calls: CallStats | None = None,
         drain: Drain | None = None,
-        traced: bool = False,
+        spans: CallSpans | None = None,
     ) -> None:
-        """`traced`: calls run inside a span of the TracingInterceptor, whose ids the
-        access log gives."""
+        """`calls`: where calls are counted; `spans`: what starts each call's span,
+        None when tracing is off."""
         super().__init__()
         self._tenant_scoped = frozenset(tenant_scoped)
         self._calls = calls
         self._drain = drain or Drain()
-        self._traced = traced
+        self._spans = spans
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         tenant_required = service_of(method) in self._tenant_scoped
         calls = self._calls.of(method) if self._calls else None
-        return _bounded(behaviour, tenant_required, calls, method, self._drain, self._traced)
+        spans = self._spans.of(method) if self._spans else None
+        return _bounded(behaviour, tenant_required, calls, method, self._drain, spans)
 
     def serializer(self, serialize: Serializer) -> Serializer:
         # Writes answer with their response already serialized (server/answers.py).
@@ -76,7 +78,7 @@ def _bounded(
     calls: MethodCalls | None,
     method: str,
     drain: Drain,
-    traced: bool,
+    spans: MethodSpans | None,
 ) -> Behaviour:
     async def run(request: Any, ctx: aio.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -86,6 +88,7 @@ def _bounded(
         remaining = ctx.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
+        span = None if spans is None else spans.start(rc, ctx)
         token = context.bind(rc)
         context.note_caller(None)
         admitted = False
@@ -129,9 +132,10 @@ def _bounded(
             if calls is not None:
                 calls.ended(code, elapsed)
             if access.enabled():
-                # Still inside the call's span, when there is one.
-                span = trace.get_current_span().get_span_context() if traced else None
-                access.record(method, rc, code, elapsed, ctx.peer(), context.caller(), span)
+                ids = None if span is None else span[0].get_span_context()
+                access.record(method, rc, code, elapsed, ctx.peer(), context.caller(), ids)
+            if span is not None:
+                MethodSpans.end(span, ctx, code)
         raise AssertionError("unreachable: abort raises")
 
     return run

@@ -1,11 +1,10 @@
 """Tracing: a SERVER span per Repogate RPC, with a child per database statement
 and per cache call, exported where REPOGATE_TRACE_EXPORTER says.
 
-The span of a call joins the caller's trace when its metadata carries a W3C
-`traceparent` (and `tracestate`). Names and attributes follow OpenTelemetry's
-semantic conventions: a call's span is `{rpc.service}/{rpc.method}` with
-`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, `server.address`,
-`server.port`, `network.peer.address` and `network.peer.port`; a statement's is
+Names and attributes follow OpenTelemetry's semantic conventions: a call's span is
+`{rpc.service}/{rpc.method}`, started by the request interceptor (server/call_spans.py,
+which joins the caller's trace when its metadata carries a W3C `traceparent`); a
+statement's is
 `{operation} {table}` (`SELECT users`) with `db.system`, `db.namespace` and
 `db.name`, `db.operation`, `db.sql.table`, `db.statement`, `server.address`,
 `server.port` (server/db_semconv.py); a Redis command's is the command, with
@@ -13,7 +12,7 @@ semantic conventions: a call's span is `{rpc.service}/{rpc.method}` with
 error; a NOT_FOUND is an answer.
 
 Why not OpenTelemetry's instrumentation packages (0.66b1; see docs/telemetry.md):
-- opentelemetry-instrumentation-grpc's aio server interceptor: see TracingInterceptor.
+- opentelemetry-instrumentation-grpc's aio server interceptor: see server/call_spans.py.
 - opentelemetry-instrumentation-asyncpg costs no less per statement, patches asyncpg
   process-wide with one tracer provider for every server, names a span by its
   operation only (`SELECT`), starts root spans for background statements, and misses
@@ -31,14 +30,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import random
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from grpc import aio
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -49,37 +45,24 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from repositories.errors import InvalidArgument
 from server import db_semconv
 from server.cache.backend import CacheBackend
 from server.cache.traced import TracedCache
-from server.context import TENANT_KEY, validate_tenant
+from server.call_spans import SERVER_ADDRESS, SERVER_PORT, CallSpans
 from server.settings import Settings
 from server.spans import Recorder
-from server.wrapping import SERVER_FAULTS, Behaviour, BehaviourInterceptor, final_code, split_method
 
 if TYPE_CHECKING:
     # At run time only with the OTLP exporter: it loads the OTLP protos.
     from server.span_export import LoopSpanProcessor
 
-TENANT = "repogate.tenant"
-RPC_SYSTEM, RPC_SERVICE, RPC_METHOD = "rpc.system", "rpc.service", "rpc.method"
-RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
-SERVER_ADDRESS, SERVER_PORT = db_semconv.SERVER_ADDRESS, db_semconv.SERVER_PORT
-PEER_ADDRESS, PEER_PORT = "network.peer.address", "network.peer.port"
 DB_SYSTEM, DB_STATEMENT, DB_OPERATION = "db.system", "db.statement", "db.operation"
 # Long enough for any single-row statement; a 1000-row INSERT is cut here.
 STATEMENT_MAX = 2048
-
-_PROPAGATION_KEYS = frozenset(("traceparent", "tracestate"))
-_PROPAGATOR = TraceContextTextMapPropagator()
-# The context of a call that carries no trace: its span is a root.
-_NO_PARENT = otel_context.Context()
 # The OpenTelemetry sampler that keeps a share of the traces that start here.
 RATIO_SAMPLER = "parentbased_traceidratio"
 # Where a statement's span waits for the statement to end: on its execution context.
@@ -100,7 +83,7 @@ class Tracing:
         server); `tracer`: what starts the spans, by default the provider's; `on_loop`:
         the processor among the provider's that sends from the event loop.
         `root_ratio`: the share of calls without a sampled caller's trace to trace,
-        decided by the interceptor (every root the tracer starts is then sampled);
+        decided before a span starts (every root the tracer starts is then sampled);
         None: the tracer's sampler decides alone."""
         self.provider = provider
         if tracer is None and provider is not None:
@@ -144,15 +127,12 @@ class Tracing:
         recorder = Recorder(provider.resource, processor, sampler)
         return cls(provider, ratio, recorder, on_loop)
 
-    def interceptors(self) -> list[aio.ServerInterceptor]:
+    def calls(self) -> CallSpans | None:
+        """What starts each call's span (the request interceptor runs it); None when
+        calls get no spans."""
         if self._tracer is None:
-            return []
-        return [TracingInterceptor(self._tracer, self._root_ratio, self._server)]
-
-    @property
-    def traced(self) -> bool:
-        """Whether calls get spans."""
-        return self._tracer is not None
+            return None
+        return CallSpans(self._tracer, self._root_ratio, self._server)
 
     def serving_at(self, address: str) -> None:
         """The address the server bound (host:port, or unix:path): its calls' spans say
@@ -210,125 +190,6 @@ def root_ratio() -> float | None:
     except ValueError:
         return 1.0  # as the SDK reads an argument that is not a number
     return ratio if 0.0 <= ratio <= 1.0 else 1.0
-
-
-class TracingInterceptor(BehaviourInterceptor):
-    """A SERVER span around each call.
-
-    Not opentelemetry-instrumentation-grpc's aio server interceptor, which costs more
-    and does less: per call, in process, around the RequestInterceptor and a no-op
-    handler, each call a sampled root span (python -m bench.otel_packages, 0.66b1,
-    2-core machine, seven runs), it added 34-45 µs of CPU where this one adds 27-31. It also
-    traces health and reflection (no filter for the exempt services), asks the SDK's
-    sampler before it can skip an unsampled new trace (20 µs a call; root_ratio here
-    skips it for 1), and names no server.address."""
-
-    def __init__(
-        self,
-        tracer: trace.Tracer,
-        root_ratio: float | None = None,
-        server: Mapping[str, str | int] = MappingProxyType({}),
-    ) -> None:
-        super().__init__()
-        self._tracer = tracer
-        self._root_ratio = root_ratio
-        self._server = server
-
-    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
-        service, name = split_method(method)
-        span_name = f"{service}/{name}"
-        attributes = {
-            RPC_SYSTEM: "grpc",
-            RPC_SERVICE: service,
-            RPC_METHOD: name,
-            **self._server,
-        }
-        tracer = self._tracer
-        ratio = self._root_ratio
-
-        async def run(request: Any, ctx: aio.ServicerContext) -> Any:
-            metadata = ctx.invocation_metadata() or ()
-            carrier = _carrier(metadata)
-            parent = _PROPAGATOR.extract(carrier) if carrier else _NO_PARENT
-            if (
-                ratio is not None
-                and (not carrier or not trace.get_current_span(parent).get_span_context().is_valid)
-                and random.random() >= ratio
-            ):
-                # A new trace, not one of those kept: no span at all.
-                return await behaviour(request, ctx)
-            # Every attribute known at the start given at once: the SDK checks and
-            # stores each one it is handed under a lock, call by call.
-            known = {**attributes, **peer_attributes(ctx.peer())}
-            tenant = _tenant(metadata)
-            if tenant is not None:
-                known[TENANT] = tenant
-            span = tracer.start_span(
-                span_name, context=parent, kind=trace.SpanKind.SERVER, attributes=known
-            )
-            if not span.is_recording():
-                # Not sampled: the span records nothing, and statements and cache calls
-                # start no span without a recording one current.
-                return await behaviour(request, ctx)
-            with trace.use_span(
-                span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-            ):
-                error: BaseException | None = None
-                try:
-                    return await behaviour(request, ctx)
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    _end_call(span, ctx, error)
-
-        return run
-
-
-def _end_call(span: trace.Span, ctx: aio.ServicerContext, error: BaseException | None) -> None:
-    code = final_code(ctx, error)
-    span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
-    if code in SERVER_FAULTS:
-        details = ctx.details() or ""
-        span.set_status(trace.StatusCode.ERROR, f"{code.name}: {details}" if details else code.name)
-        if isinstance(error, Exception) and not isinstance(error, aio.AbortError):
-            span.record_exception(error)
-
-
-@functools.lru_cache(maxsize=4096)
-def peer_attributes(peer: str) -> Mapping[str, str | int]:
-    """network.peer.address and .port of gRPC's peer string: 'ipv4:10.0.0.7:52144',
-    'ipv6:[::1]:52144', 'unix:/run/app.sock'."""
-    kind, _, where = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return MappingProxyType({PEER_ADDRESS: where} if where else {})
-    host, _, port = where.rpartition(":")
-    found: dict[str, str | int] = {PEER_ADDRESS: host.strip("[]")}
-    if port.isdigit():
-        found[PEER_PORT] = int(port)
-    return MappingProxyType(found)
-
-
-def _carrier(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str] | None:
-    """The call's trace headers; None when it carries none."""
-    carrier = None
-    for key, value in metadata:
-        if key in _PROPAGATION_KEYS and isinstance(value, str):
-            if carrier is None:
-                carrier = {}
-            carrier[key] = value
-    return carrier
-
-
-def _tenant(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
-    """The call's tenant when it is a valid one: a span never carries arbitrary input."""
-    for key, value in metadata:
-        if key == TENANT_KEY and isinstance(value, str):
-            try:
-                return validate_tenant(value)
-            except InvalidArgument:
-                return None
-    return None
 
 
 def _trace_statements(engine: AsyncEngine, tracer: trace.Tracer) -> None:

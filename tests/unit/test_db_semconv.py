@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import make_url
 
+from server.call_spans import peer_attributes
 from server.db_semconv import database_attributes, span_name, summary
-from server.tracing import peer_attributes
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,115 @@
+"""Instructions a server runs per call, counted by valgrind's callgrind.
+
+CPU time per call drifts by a fifth between runs on a shared 2-core machine;
+instructions do not: callgrind counts the same total for the same work whatever else
+the machine is doing. A server runs under callgrind with instrumentation off (about
+four times slower than native, so it starts and warms up in seconds), is switched on
+for the measured calls only (fifty times slower), and dumps its count.
+
+Under callgrind a call takes fifty times longer, so what a server does on a timer
+(the change-log follower's polls, flushes, health checks) weighs fifty times more
+against each call than at full speed. `Counter.idle` counts that work with no load
+for as long as the calls took, and `per_call` subtracts it: what is left is the
+calls' own work, which both servers of an A/B run then compare. Cache misses and
+branch mispredictions, which CPU time also pays, are not counted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def available() -> str | None:
+    return shutil.which("valgrind")
+
+
+def wrap(argv: list[str], out: Path) -> list[str]:
+    """`argv` run under callgrind with instrumentation off, its dumps `out`.<pid>.<n>.
+    argv[0] must be the program itself, not a launcher script: callgrind does not follow
+    what a script execs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(f"{out.name}.*"):
+        old.unlink()
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}.%p",
+        *argv,
+    ]
+
+
+@dataclass(frozen=True)
+class Window:
+    instructions: int
+    seconds: float
+
+
+class Counter:
+    """Switches callgrind's counting on and off in the process `pid` (`wrap`'s child)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self._pid = pid
+        self._out = out
+        self._started = 0.0
+
+    def _control(self, *flags: str) -> None:
+        subprocess.run(
+            ["callgrind_control", *flags, str(self._pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        """Counts from now, from zero."""
+        self._control("--instr=on")
+        self._control("--zero")
+        self._started = time.monotonic()
+
+    def stop(self) -> Window:
+        """The instructions counted since `start`, and the seconds they took."""
+        seconds = time.monotonic() - self._started
+        before = set(self._dumps())
+        self._control("--dump")
+        self._control("--instr=off")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            fresh = [path for path in self._dumps() if path not in before]
+            total = _totals(fresh[0]) if fresh else None
+            if total is not None:
+                return Window(total, seconds)
+            time.sleep(0.2)
+        raise RuntimeError(f"callgrind wrote no dump for pid {self._pid}")
+
+    def idle(self, seconds: float) -> Window:
+        """What the process runs by itself over `seconds` with no calls."""
+        self.start()
+        time.sleep(seconds)
+        return self.stop()
+
+    def _dumps(self) -> list[Path]:
+        mine = f"{self._out.name}.{self._pid}"
+        found = self._out.parent.glob(f"{mine}*")
+        return sorted(
+            path for path in found if path.name == mine or path.name.startswith(f"{mine}.")
+        )
+
+
+def _totals(path: Path) -> int | None:
+    """The `totals:` (or `summary:`) line of a complete dump, None while it is written."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    return None
+
+
+def per_call(calls: Window, idle: Window, count: int) -> float:
+    """Instructions per call: the measured window's, less the idle rate's share of it."""
+    background = idle.instructions / idle.seconds * calls.seconds if idle.seconds else 0.0
+    return (calls.instructions - background) / count
