@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -109,11 +110,24 @@ def cpu_per_call(server: Server, url: str, body: bytes, load: h2load.Load) -> fl
     return (server.cpu_seconds() - before) / result.done * 1e6
 
 
-def instructions_per_call(
+@dataclass
+class Counted:
+    """A round's instructions under callgrind: its calls' window and how many calls, and
+    a window of the same server idle just after."""
+
+    calls: callgrind.Window
+    count: int
+    idle: callgrind.Window
+
+    def per_call(self, idle_rate: float) -> float:
+        return callgrind.per_call(self.calls, idle_rate, self.count)
+
+
+def count_instructions(
     server: Server, counter: callgrind.Counter, url: str, body: bytes, load: h2load.Load
-) -> float:
-    """Instructions per call over one h2load run of `load.requests` calls, after a
-    warm-up run with counting off; what the server runs when idle is taken off."""
+) -> Counted:
+    """One h2load run of `load.requests` calls counted, after a warm-up run with counting
+    off, and as long a window idle (at most 20 s)."""
     headers = [f"x-tenant-id: {TENANT}"]
     h2load.run(url, body, headers, h2load.Load(load.clients, load.streams, requests=300))
     counter.start()
@@ -121,8 +135,7 @@ def instructions_per_call(
     calls = counter.stop()
     if result.failed or not result.done:
         raise RuntimeError(f"{server.name}: {result.failed} of {result.done} calls failed")
-    idle = counter.idle(min(calls.seconds, 10.0))
-    return callgrind.per_call(calls, idle, result.done)
+    return Counted(calls, result.done, counter.idle(min(calls.seconds, 20.0)))
 
 
 def driven_cpu_per_call(server: Server, kind: str, seconds: float) -> float:
@@ -185,12 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.instructions:
                 counters[name] = callgrind.Counter(server.proc.pid, out)
 
+        counted: dict[str, list[Counted]] = {"A": [], "B": []}
+
         def measure(server: Server, seconds: float) -> float:
             if args.instructions:
                 body = h2load.frame(CALLS[args.call](user_id))
                 load = h2load.Load(args.clients, args.streams, requests=args.instructions)
                 url = f"http://{server.address}/repogate.v1.UserService/{args.call}"
-                return instructions_per_call(server, counters[server.name], url, body, load)
+                found = count_instructions(server, counters[server.name], url, body, load)
+                counted[server.name].append(found)
+                return found.calls.instructions / found.count
             if args.call in DRIVEN:
                 return driven_cpu_per_call(server, DRIVEN[args.call], seconds)
             body = h2load.frame(CALLS[args.call](user_id))
@@ -208,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"round {round_ + 1}: A {costs['A'][-1]:,.0f}{unit}, B {costs['B'][-1]:,.0f}{unit}",
                 flush=True,
             )
+        if args.instructions:
+            # What both run idle, at the rate of all their idle windows, taken off each.
+            idle = [each.idle for name in counted for each in counted[name]]
+            rate = callgrind.idle_rate(idle)
+            print(
+                f"raw per call (idle included): A {statistics.median(costs['A']):,.0f}, "
+                f"B {statistics.median(costs['B']):,.0f}; idle {rate:,.0f} a second "
+                f"({', '.join(f'{w.instructions / w.seconds:,.0f}' for w in idle)})"
+            )
+            costs = {name: [each.per_call(rate) for each in counted[name]] for name in costs}
         differences = [b - a for a, b in zip(costs["A"], costs["B"], strict=True)]
         a, b = statistics.median(costs["A"]), statistics.median(costs["B"])
         print(f"A: {templates['A'] or 'defaults'}")

@@ -7,11 +7,15 @@ four times slower than native, so it starts and warms up in seconds), is switche
 for the measured calls only (fifty times slower), and dumps its count.
 
 Under callgrind a call takes fifty times longer, so what a server does on a timer
-(the change-log follower's polls, flushes, health checks) weighs fifty times more
-against each call than at full speed. `Counter.idle` counts that work with no load
-for as long as the calls took, and `per_call` subtracts it: what is left is the
-calls' own work, which both servers of an A/B run then compare. Cache misses and
-branch mispredictions, which CPU time also pays, are not counted.
+(the change-log follower's polls, the pool's upkeep) weighs fifty times more against
+each call than at full speed. `Counter.idle` counts that work with no load, and
+`per_call` subtracts it at `idle_rate`, pooled over every idle window of both servers
+of an A/B run: the work is the same code in both, and one window of a few seconds
+catches a timer's run or not. What is left is the calls' own work, which the two
+servers then compare. Work a server batches on a timer (the access log's lines, the
+spans it exports) is spread over fewer calls a batch than at full speed, so it counts
+a little more per call than it costs there. Cache misses and branch mispredictions,
+which CPU time also pays, are not counted.
 """
 
 from __future__ import annotations
@@ -109,7 +113,12 @@ def _totals(path: Path) -> int | None:
     return None
 
 
-def per_call(calls: Window, idle: Window, count: int) -> float:
-    """Instructions per call: the measured window's, less the idle rate's share of it."""
-    background = idle.instructions / idle.seconds * calls.seconds if idle.seconds else 0.0
-    return (calls.instructions - background) / count
+def idle_rate(idle: list[Window]) -> float:
+    """Instructions a second over all of `idle`."""
+    seconds = sum(window.seconds for window in idle)
+    return sum(window.instructions for window in idle) / seconds if seconds else 0.0
+
+
+def per_call(calls: Window, rate: float, count: int) -> float:
+    """Instructions per call: the measured window's, less `rate`'s share of it."""
+    return (calls.instructions - rate * calls.seconds) / count

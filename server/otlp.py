@@ -19,6 +19,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
+from server.spans import UNSET, LeanSpan
 from server.wire import field, varint
 
 # SpanFlags: the span says whether its parent is remote, and whether it is.
@@ -27,6 +28,11 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 # theirs.
 _KEEP = 4096
 _pairs: dict[tuple[int, str, type, Any], bytes] = {}
+# Encoded sets of attributes kept, by field number, items and the values' types, when
+# every value is one of _SCALARS.
+_SCALARS = frozenset((str, bool, int, float))
+_KEEP_BLOCKS = 1024
+_blocks: dict[tuple[int, tuple[tuple[str, Any], ...], tuple[type, ...]], bytes] = {}
 _resources: dict[int, tuple[Any, bytes]] = {}
 
 
@@ -69,11 +75,29 @@ def _pair(key: str, value: Any) -> bytes:
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
+    """Field `number` once for each attribute; the whole block is kept by the attributes'
+    keys, values and their types (True is 1 to a dict, not to the wire): a call's span
+    repeats its set of attributes, and the block costs a fifth of encoding them one by
+    one (2.2 µs against 11.7 for a GetUser's nine, in a loop)."""
     if not attributes:
         return b""
     if isinstance(attributes, BoundedAttributes):
         # Its own dict: the mapping's items() walks it through a lock, key by key.
         attributes = attributes._dict
+    types = tuple(map(type, attributes.values()))
+    if not _SCALARS.issuperset(types):
+        # A sequence's items could be told apart by their types only one by one.
+        return _each(number, attributes)
+    key = (number, tuple(attributes.items()), types)
+    found = _blocks.get(key)
+    if found is None:
+        if len(_blocks) >= _KEEP_BLOCKS:
+            _blocks.clear()
+        found = _blocks[key] = _each(number, attributes)
+    return found
+
+
+def _each(number: int, attributes: Mapping[str, Any]) -> bytes:
     out = []
     for key, value in attributes.items():
         if isinstance(value, str | int | float | bytes):
@@ -95,11 +119,8 @@ def _flags(number: int, parent: SpanContext | None) -> bytes:
     return varint(number << 3 | 5) + struct.pack("<I", flags)  # wire type 5: fixed32
 
 
-def _span(span: ReadableSpan) -> bytes:
-    context = span.get_span_context()
-    assert context is not None
-    parent = span.parent
-    state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+def _rare(span: ReadableSpan) -> bytes:
+    """A span's events, links and the counts of those dropped: fields 11 to 14."""
     events = b"".join(
         field(
             11,
@@ -121,6 +142,14 @@ def _span(span: ReadableSpan) -> bytes:
         )
         for link in span.links
     )
+    return events + _count(12, span.dropped_events) + links + _count(14, span.dropped_links)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context = span.get_span_context()
+    assert context is not None
+    parent = span.parent
+    state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
     status = span.status
     return (
         field(1, context.trace_id.to_bytes(16, "big"))
@@ -133,13 +162,65 @@ def _span(span: ReadableSpan) -> bytes:
         + _fixed64(8, span.end_time)
         + _attributes(9, span._attributes)  # the span's own, not a proxy of them
         + _count(10, span.dropped_attributes)
-        + events
-        + _count(12, span.dropped_events)
-        + links
-        + _count(14, span.dropped_links)
+        + _rare(span)
         + field(15, _text(2, status.description) + _count(3, status.status_code.value))
         + _flags(16, parent)
     )
+
+
+# Tags of fixed-size fields, and the fields every LeanSpan has, packed at once.
+_TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano (7) and end_time_unix_nano (8)
+_START, _END = 7 << 3 | 1, 8 << 3 | 1
+_TRACE_ID, _SPAN_ID, _PARENT_ID = b"\x0a\x10", b"\x12\x08", b"\x22\x08"
+# An unset status: an empty Status message.
+_NO_STATUS = field(15, b"")
+_LOCAL_PARENT, _REMOTE_PARENT = (
+    _flags(16, None),
+    varint(16 << 3 | 5) + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE),
+)
+# The name and kind fields of a span, by its name and kind.
+_named: dict[tuple[str, Any], bytes] = {}
+
+
+def _lean(span: LeanSpan) -> bytes:
+    """_span's bytes for a LeanSpan, read from its fields: most of what the API reads
+    through properties (events, links, what was dropped, the status) is empty or unset
+    on Repogate's spans, which costs a test each here."""
+    context = span._span_context
+    parent = span._parent
+    named = _named.get((span._name, span._kind))
+    if named is None:
+        if len(_named) >= _KEEP:
+            _named.clear()
+        named = _named[span._name, span._kind] = _text(5, span._name) + _count(
+            6, span._kind.value + 1
+        )
+    state = context.trace_state
+    out = [
+        _TRACE_ID,
+        context.trace_id.to_bytes(16, "big"),
+        _SPAN_ID,
+        context.span_id.to_bytes(8, "big"),
+    ]
+    if state:
+        out.append(_text(3, ",".join(f"{k}={v}" for k, v in state.items())))
+    if parent is not None:
+        out += (_PARENT_ID, parent.span_id.to_bytes(8, "big"))
+    out += (
+        named,
+        _TIMES.pack(_START, span._start_time, _END, span._end_time or 0),
+        _attributes(9, span._attributes),
+    )
+    # A LeanSpan's events and links are an empty tuple until it has one (or drops one).
+    if span._dropped or type(span._events) is not tuple or type(span._links) is not tuple:
+        out.append(_count(10, span._dropped) + _rare(span))
+    status = span._status
+    if status is UNSET:
+        out.append(_NO_STATUS)
+    else:
+        out.append(field(15, _text(2, status.description) + _count(3, status.status_code.value)))
+    out.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
+    return b"".join(out)
 
 
 def _resource(resource: Any) -> bytes:
@@ -164,7 +245,8 @@ def group(spans: Iterable[ReadableSpan], groups: Groups) -> None:
         found = groups.get(id(resource))
         if found is None:
             found = groups[id(resource)] = (resource, {})
-        found[1].setdefault(scope, []).append(field(2, _span(span)))
+        encoded = _lean(span) if type(span) is LeanSpan else _span(span)
+        found[1].setdefault(scope, []).append(field(2, encoded))
 
 
 def assemble(groups: Groups) -> bytes:

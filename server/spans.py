@@ -44,7 +44,8 @@ from opentelemetry.util import types
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _UNSAMPLED = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
-_UNSET = Status(StatusCode.UNSET)
+# The status of every span until it is given one (the encoder tests for it).
+UNSET = Status(StatusCode.UNSET)
 # Values an attribute keeps as they are, checked at C speed for all of a span's at once.
 _KEPT_AS_IS = frozenset((str, bool, int, float))
 _KEYS = frozenset((str,))
@@ -89,7 +90,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         # BoundedLists once there is something to keep: most spans have no event.
         self._events: Sequence[Event] = ()
         self._links = recorder.links(links) if links else ()
-        self._status = _UNSET
+        self._status = UNSET
         self._resource = recorder.resource
         self._instrumentation_scope = recorder.scope
         self._instrumentation_info = None

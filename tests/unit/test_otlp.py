@@ -1,8 +1,10 @@
-"""The OTLP request written as bytes parses to exactly what the SDK's encoder builds."""
+"""The OTLP request written as bytes parses to exactly what the SDK's encoder builds,
+for the SDK's spans and for Repogate's own (server/spans.py), which it encodes apart."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -11,9 +13,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from server import otlp
+from server.spans import Recorder
 
 
 class Kept(SpanExporter):
@@ -25,10 +29,32 @@ class Kept(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def provider(kept: Kept, **resource: str | int) -> TracerProvider:
+def sdk_provider(kept: Kept, **resource: str | int) -> TracerProvider:
     made = TracerProvider(resource=Resource.create({"service.name": "repogate", **resource}))
     made.add_span_processor(SimpleSpanProcessor(kept))
     return made
+
+
+class LeanProvider:
+    """Tracers that record LeanSpans, as a server's do, into `kept`."""
+
+    def __init__(self, kept: Kept, **resource: str | int) -> None:
+        self._resource = Resource.create({"service.name": "repogate", **resource})
+        self._processor = SimpleSpanProcessor(kept)
+
+    def get_tracer(
+        self, name: str, version: str | None = None, schema_url: str | None = None
+    ) -> trace.Tracer:
+        scope = InstrumentationScope(name, version, schema_url)
+        return Recorder(self._resource, self._processor, scope=scope)
+
+
+Provider = Callable[..., Any]
+
+
+@pytest.fixture(params=["sdk", "lean"])
+def provider(request: pytest.FixtureRequest) -> Provider:
+    return sdk_provider if request.param == "sdk" else LeanProvider
 
 
 def same_as_the_sdk(spans: Sequence[ReadableSpan]) -> None:
@@ -36,7 +62,7 @@ def same_as_the_sdk(spans: Sequence[ReadableSpan]) -> None:
     assert ours == encode_spans(spans)
 
 
-def test_a_call_with_a_statement_and_a_failure() -> None:
+def test_a_call_with_a_statement_and_a_failure(provider: Provider) -> None:
     kept = Kept()
     tracer = provider(kept).get_tracer("repogate")
     with tracer.start_as_current_span(
@@ -79,7 +105,7 @@ def test_a_call_with_a_statement_and_a_failure() -> None:
         (1.5,),
     ],
 )
-def test_every_kind_of_attribute_value(value: object) -> None:
+def test_every_kind_of_attribute_value(provider: Provider, value: object) -> None:
     kept = Kept()
     tracer = provider(kept).get_tracer("repogate")
     tracer.start_span("one", attributes={"the.value": value}).end()  # type: ignore[dict-item]
@@ -87,7 +113,7 @@ def test_every_kind_of_attribute_value(value: object) -> None:
     same_as_the_sdk(kept.spans)
 
 
-def test_a_remote_parent_with_trace_state_and_a_link() -> None:
+def test_a_remote_parent_with_trace_state_and_a_link(provider: Provider) -> None:
     kept = Kept()
     tracer = provider(kept, **{"service.instance.id": "a", "replicas": 3}).get_tracer(
         "repogate", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.26.0"
@@ -113,7 +139,9 @@ def test_a_remote_parent_with_trace_state_and_a_link() -> None:
     same_as_the_sdk(kept.spans)
 
 
-def test_spans_of_two_resources_and_two_scopes_group_as_the_sdk_groups_them() -> None:
+def test_spans_of_two_resources_and_two_scopes_group_as_the_sdk_groups_them(
+    provider: Provider,
+) -> None:
     kept = Kept()
     first, second = provider(kept, zone="a"), provider(kept, zone="b")
     first.get_tracer("one").start_span("a").end()
@@ -124,7 +152,7 @@ def test_spans_of_two_resources_and_two_scopes_group_as_the_sdk_groups_them() ->
     same_as_the_sdk(kept.spans)
 
 
-def test_one_attribute_on_a_span_an_event_a_link_and_the_resource() -> None:
+def test_one_attribute_on_a_span_an_event_a_link_and_the_resource(provider: Provider) -> None:
     kept = Kept()
     tracer = provider(kept, shared="same").get_tracer("repogate")
     linked = SpanContext(trace_id=7, span_id=8, is_remote=False)
@@ -134,5 +162,16 @@ def test_one_attribute_on_a_span_an_event_a_link_and_the_resource() -> None:
     span.add_event("event", {"shared": "same"})
     span.end()
     tracer.start_span("two", attributes={"shared": "same"}).end()
+
+    same_as_the_sdk(kept.spans)
+
+
+def test_values_equal_to_python_but_not_on_the_wire_are_encoded_each_as_itself(
+    provider: Provider,
+) -> None:
+    kept = Kept()
+    tracer = provider(kept).get_tracer("repogate")
+    for value in (1, True, 1.0, (1,), (True,), (1.0,), 0, False, 0.0):
+        tracer.start_span("same", attributes={"the.value": value}).end()
 
     same_as_the_sdk(kept.spans)
