@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util import types
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
@@ -266,12 +266,12 @@ class Recorder(trace.Tracer):
         )
         if self._sampler is None:
             sampled = recording = parent is None or parent.trace_flags.sampled
-            state = parent.trace_state if parent is not None else TraceState()
+            state = parent.trace_state if parent is not None else DEFAULT_TRACE_STATE
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recording = result.decision is not Decision.DROP
-            state = result.trace_state or TraceState()
+            state = result.trace_state or DEFAULT_TRACE_STATE
             attributes = result.attributes
         flags = _SAMPLED if sampled else _UNSAMPLED
         if parent is not None and not parent.trace_flags.random_trace_id:

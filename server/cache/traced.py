@@ -16,8 +16,9 @@ backend is an INTERNAL span named `cache {operation}`. Either carries
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from opentelemetry import trace
@@ -85,10 +86,14 @@ class TracedCache:
             for operation in COMMANDS
         }
 
-    async def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Coroutine[Any, Any, bytes | None]:
         if not trace.get_current_span().is_recording():
-            # The read-through's GET in an untraced call: no span to start (see _span).
-            return await self.backend.get(key)
+            # The read-through's GET in an untraced call: no span to start (see _span),
+            # and the backend's own coroutine, not one of this wrapper's around it.
+            return self.backend.get(key)
+        return self._get(key)
+
+    async def _get(self, key: str) -> bytes | None:
         with self._span("get", 1) as span:
             value = await self.backend.get(key)
             span.set_attribute(HITS, int(value is not None))
@@ -112,9 +117,12 @@ class TracedCache:
         with self._span("delete", len(keys)):
             return await self.backend.delete(keys)
 
-    async def set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
+    def set_if_newer(self, key: str, value: bytes, ttl: float) -> Coroutine[Any, Any, bool]:
         if not trace.get_current_span().is_recording():
-            return await self.backend.set_if_newer(key, value, ttl)
+            return self.backend.set_if_newer(key, value, ttl)
+        return self._set_if_newer(key, value, ttl)
+
+    async def _set_if_newer(self, key: str, value: bytes, ttl: float) -> bool:
         with self._span("set_if_newer", 1):
             return await self.backend.set_if_newer(key, value, ttl)
 
