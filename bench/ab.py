@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--a", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--a-path", type=Path, help="checkout whose code A runs")
+    parser.add_argument(
+        "--a-baseline",
+        choices=("pg", "redis", "noop"),
+        help="A is bench.baseline's bare server of this mode, not Repogate",
+    )
     parser.add_argument("--b-path", type=Path, help="checkout whose code B runs")
     parser.add_argument("--call", choices=sorted([*CALLS, *DRIVEN]), default="GetUser")
     parser.add_argument("--miss", action="store_true", help="every GetUser misses the cache")
@@ -186,10 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             address = f"127.0.0.1:{free_port()}"
             env = repogate_env(dsn, args.redis_url, address, args.pool_size)
             argv_server = [str(BIN / "repogate"), "serve", "--no-migrate"]
-            if args.instructions:
+            if name == "A" and args.a_baseline:
+                argv_server = [sys.executable, "-m", "bench.baseline", args.a_baseline]
+                argv_server += ["--listen", address, "--dsn", dsn, "--redis-url", args.redis_url]
+                argv_server += ["--pool-size", str(args.pool_size)]
+            elif args.instructions:
                 # The interpreter itself first: callgrind does not follow a script's exec.
-                out = RESULTS / "ab" / f"callgrind-{name}"
-                argv_server = callgrind.wrap([sys.executable, *argv_server], out)
+                argv_server = [sys.executable, *argv_server]
+            out = RESULTS / "ab" / f"callgrind-{name}"
+            if args.instructions:
+                argv_server = callgrind.wrap(argv_server, out)
             log = RESULTS / "ab" / f"{name}.log"
             server = Server(name, argv_server, address, env | env_for(template, sink), log)
             servers.append(server)
@@ -226,21 +237,26 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if args.instructions:
-            # What both run idle, at the rate of all their idle windows, taken off each.
+            # What both run idle, at the rate of all their idle windows, taken off each; a
+            # bare baseline runs other code idle, so each server's own rate then.
             idle = [each.idle for name in counted for each in counted[name]]
-            rate = callgrind.idle_rate(idle)
+            rates = {name: callgrind.idle_rate(idle) for name in counted}
+            if args.a_baseline:
+                rates = {n: callgrind.idle_rate([c.idle for c in counted[n]]) for n in counted}
             print(
                 f"raw per call (idle included): A {statistics.median(costs['A']):,.0f}, "
-                f"B {statistics.median(costs['B']):,.0f}; idle {rate:,.0f} a second "
-                f"({', '.join(f'{w.instructions / w.seconds:,.0f}' for w in idle)})"
+                f"B {statistics.median(costs['B']):,.0f}; idle a second: "
+                f"A {rates['A']:,.0f}, B {rates['B']:,.0f} "
+                f"(windows: {', '.join(f'{w.instructions / w.seconds:,.0f}' for w in idle)})"
             )
-            costs = {name: [each.per_call(rate) for each in counted[name]] for name in costs}
+            costs = {n: [each.per_call(rates[n]) for each in counted[n]] for n in costs}
         differences = [b - a for a, b in zip(costs["A"], costs["B"], strict=True)]
         a, b = statistics.median(costs["A"]), statistics.median(costs["B"])
         print(f"A: {templates['A'] or 'defaults'}")
         print(f"B: {templates['B'] or 'defaults'}")
         print(
-            f"{measured} per {args.call}: A {a:,.0f}{unit}, B {b:,.0f}{unit} (B/A {b / a:.3f}); "
+            f"{measured} per {args.call}: A {a:,.0f}{unit}, B {b:,.0f}{unit} "
+            f"(B/A {b / a:.3f}, A/B {a / b:.3f}); "
             f"B - A per round {', '.join(f'{d:+,.0f}' for d in sorted(differences))}; "
             f"median {statistics.median(differences):+,.0f}{unit}"
         )
