@@ -88,11 +88,14 @@ def _bounded(
         remaining = ctx.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         rc = context.from_metadata(ctx.invocation_metadata() or (), deadline)
-        span = None if spans is None else spans.start(rc, ctx)
         token = context.bind(rc)
         context.note_caller(None)
         admitted = False
+        span = None
         try:
+            if spans is not None:
+                # First: a call refused below (shutting down, no tenant) has its span too.
+                span = spans.start(rc, ctx)
             drain.admit()
             admitted = True
             if tenant_required:
