@@ -31,8 +31,8 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _KEEP = 4096
 _pairs: dict[tuple[int, str, type, Any], bytes] = {}
 # Encoded sets of attributes kept, by field number, items and the values' types, when
-# every value is one of _SCALARS.
-_SCALARS = frozenset((str, bool, int, float))
+# every value is one of _SCALARS (not a float: -0.0 is 0.0 to a dict).
+_SCALARS = frozenset((str, bool, int))
 _KEEP_BLOCKS = 1024
 _blocks: dict[tuple[int, tuple[tuple[str, Any], ...], tuple[type, ...]], bytes] = {}
 _resources: dict[int, tuple[Any, bytes]] = {}
@@ -102,7 +102,8 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
 def _each(number: int, attributes: Mapping[str, Any]) -> bytes:
     out = []
     for key, value in attributes.items():
-        if isinstance(value, str | int | float | bytes):
+        # Not a float: -0.0 is 0.0 to a dict, not to the wire.
+        if isinstance(value, str | int | bytes):
             kept = (number, key, type(value), value)
             found = _pairs.get(kept)
             if found is None:

@@ -3,6 +3,7 @@ for the SDK's spans and for Repogate's own (server/spans.py), which it encodes a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -171,7 +172,11 @@ def test_values_equal_to_python_but_not_on_the_wire_are_encoded_each_as_itself(
 ) -> None:
     kept = Kept()
     tracer = provider(kept).get_tracer("repogate")
-    for value in (1, True, 1.0, (1,), (True,), (1.0,), 0, False, 0.0):
+    for value in (1, True, 1.0, (1,), (True,), (1.0,), 0, False, 0.0, -0.0):
         tracer.start_span("same", attributes={"the.value": value}).end()
 
     same_as_the_sdk(kept.spans)
+    # Equal to 0.0 for the comparison above; its sign is kept on the wire.
+    request = ExportTraceServiceRequest.FromString(otlp.encode(kept.spans))
+    last = request.resource_spans[0].scope_spans[0].spans[-1]
+    assert math.copysign(1.0, last.attributes[0].value.double_value) == -1.0
