@@ -172,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         seed.migrate(BIN / "repogate", migrate_env)
         asyncio.run(seed.seed_users(dsn, seed.SeedPlan(total=1_000, tenants=1)))
         (user_id,) = asyncio.run(seed.some_user_ids(dsn, TENANT, 1))
-        if args.miss:
-            rpc.pin_miss(args.redis_url, TENANT, user_id)
         templates = {
             "A": settings(args.a, args.a_path),
             "B": settings(args.b, args.b_path),
@@ -209,6 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.instructions:
                 counters[name] = callgrind.Counter(server.proc.pid, out)
 
+        # Pinned once the servers run (as python -m bench does), and checked after a call.
+        pinned = rpc.pin_miss(args.redis_url, TENANT, user_id) if args.miss else None
+        if args.call not in DRIVEN:
+            # h2load sees HTTP statuses only: each server answers the request OK first.
+            request = CALLS[args.call](user_id).SerializeToString()
+            for server in started.values():
+                rpc.call(server.address, f"/repogate.v1.UserService/{args.call}", request, TENANT)
+        if pinned is not None and rpc.cached(args.redis_url, pinned) != rpc.PINNED_MISS:
+            raise RuntimeError("a GetUser replaced the pinned miss: the cache-miss path changed")
         counted: dict[str, list[Counted]] = {"A": [], "B": []}
 
         def measure(server: Server, seconds: float) -> float:
