@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -115,34 +114,6 @@ def cpu_per_call(server: Server, url: str, body: bytes, load: h2load.Load) -> fl
     return (server.cpu_seconds() - before) / result.done * 1e6
 
 
-@dataclass
-class Counted:
-    """A round's instructions under callgrind: its calls' window and how many calls, and
-    a window of the same server idle just after."""
-
-    calls: callgrind.Window
-    count: int
-    idle: callgrind.Window
-
-    def per_call(self, idle_rate: float) -> float:
-        return callgrind.per_call(self.calls, idle_rate, self.count)
-
-
-def count_instructions(
-    server: Server, counter: callgrind.Counter, url: str, body: bytes, load: h2load.Load
-) -> Counted:
-    """One h2load run of `load.requests` calls counted, after a warm-up run with counting
-    off, and as long a window idle (at most 20 s)."""
-    headers = [f"x-tenant-id: {TENANT}"]
-    h2load.run(url, body, headers, h2load.Load(load.clients, load.streams, requests=300))
-    counter.start()
-    result = h2load.run(url, body, headers, load)
-    calls = counter.stop()
-    if result.failed or not result.done:
-        raise RuntimeError(f"{server.name}: {result.failed} of {result.done} calls failed")
-    return Counted(calls, result.done, counter.idle(min(calls.seconds, 20.0)))
-
-
 def driven_cpu_per_call(server: Server, kind: str, seconds: float) -> float:
     """Server CPU µs per call over one bench.driver run (it warms up first)."""
     row = run_driver(DriverScenario(kind, kind, TENANT, 32), Target(server), seconds)
@@ -216,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                 rpc.call(server.address, f"/repogate.v1.UserService/{args.call}", request, TENANT)
         if pinned is not None and rpc.cached(args.redis_url, pinned) != rpc.PINNED_MISS:
             raise RuntimeError("a GetUser replaced the pinned miss: the cache-miss path changed")
-        counted: dict[str, list[Counted]] = {"A": [], "B": []}
+        counted: dict[str, list[callgrind.Counted]] = {"A": [], "B": []}
 
         def measure(server: Server, seconds: float) -> float:
             if args.instructions:
                 body = h2load.frame(CALLS[args.call](user_id))
                 load = h2load.Load(args.clients, args.streams, requests=args.instructions)
                 url = f"http://{server.address}/repogate.v1.UserService/{args.call}"
-                found = count_instructions(server, counters[server.name], url, body, load)
+                headers = [f"x-tenant-id: {TENANT}"]
+                counter = counters[server.name]
+                found = callgrind.count_calls(server.name, counter, url, body, headers, load)
                 counted[server.name].append(found)
                 return found.calls.instructions / found.count
             if args.call in DRIVEN:

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import h2load
+
 
 def available() -> str | None:
     return shutil.which("valgrind")
@@ -122,3 +124,30 @@ def idle_rate(idle: list[Window]) -> float:
 def per_call(calls: Window, rate: float, count: int) -> float:
     """Instructions per call: the measured window's, less `rate`'s share of it."""
     return (calls.instructions - rate * calls.seconds) / count
+
+
+@dataclass
+class Counted:
+    """A run's instructions: its calls' window and how many calls, and a window of the
+    same server idle just after."""
+
+    calls: Window
+    count: int
+    idle: Window
+
+    def per_call(self, rate: float) -> float:
+        return per_call(self.calls, rate, self.count)
+
+
+def count_calls(
+    name: str, counter: Counter, url: str, body: bytes, headers: list[str], load: h2load.Load
+) -> Counted:
+    """One h2load run of `load.requests` calls counted, after a warm-up run with counting
+    off, and as long a window idle (at most 20 s)."""
+    h2load.run(url, body, headers, h2load.Load(load.clients, load.streams, requests=300))
+    counter.start()
+    result = h2load.run(url, body, headers, load)
+    calls = counter.stop()
+    if result.failed or not result.done:
+        raise RuntimeError(f"{name}: {result.failed} of {result.done} calls failed")
+    return Counted(calls, result.done, counter.idle(min(calls.seconds, 20.0)))

@@ -93,6 +93,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}"
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="also count the interceptors row in instructions under callgrind, CALLS calls "
+        "each with them off and on (bench/callgrind.py; about six minutes for 1500)",
+    )
     smoke, _ = parser.parse_known_args(argv)
     if smoke.smoke:
         parser.set_defaults(**SMOKE)

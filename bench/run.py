@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import dbload, facts, h2load, profile, report, rpc, seed, stats
+from bench import callgrind, dbload, facts, h2load, profile, report, rpc, seed, stats
 from bench.options import parse_args
 from bench.procs import MB, Server, free_port
 from bench.report import Row, judge
@@ -75,14 +75,20 @@ class Bench:
             env[key] = value
         return env | extra
 
-    def start_repogate(self, name: str, extra: dict[str, str], workers: int = 1) -> Target:
+    def start_repogate(
+        self, name: str, extra: dict[str, str], workers: int = 1, counted: Path | None = None
+    ) -> Target:
+        """`counted`: under callgrind, its counts dumped there (bench/callgrind.py)."""
         address = f"127.0.0.1:{free_port()}"
         argv = [str(BIN / "repogate"), "serve", "--no-migrate"]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        if counted is not None:
+            # The interpreter itself first: callgrind does not follow a script's exec.
+            argv = callgrind.wrap([sys.executable, *argv], counted)
         server = Server(name, argv, address, self.repogate_env(address, extra), self.log(name))
         self.servers.append(server)
-        server.wait_serving(workers=workers)
+        server.wait_serving(timeout=180 if counted else 60, workers=workers)
         return Target(server, repogate=True, workers=workers)
 
     def start_baseline(self, mode: str) -> Target:
@@ -573,6 +579,8 @@ class Bench:
                 f"median of {len(runs)} alternating runs by server CPU ({cpus} us/op); "
                 f"p50s {p50s} ms"
             )
+        if self.args.instructions:
+            on_row.notes.append(self.instructions(everything, hit))
         if self.args.smoke:  # the pair alone: each interceptor's row is a server more
             return
         for i, (name, env) in enumerate((*ONE_AT_A_TIME, *ALONE)):
@@ -582,6 +590,29 @@ class Bench:
             )
             self.stop(alone)
             judge(self.add(row), off_row, "cpu")
+
+    def instructions(self, on: dict[str, str], request: user_pb2.GetUserRequest) -> str:
+        """The interceptors row in instructions: a server with them off and one with them
+        on, each under callgrind, counted over the same number of GetUser calls."""
+        counted: dict[str, callgrind.Counted] = {}
+        calls = self.args.instructions
+        for name, env in (("off", {}), ("on", on)):
+            out = RESULTS / f"callgrind-interceptors-{name}"
+            target = self.start_repogate(f"repogate-counted-{name}", env, counted=out)
+            counter = callgrind.Counter(target.server.proc.pid, out)
+            url = f"http://{target.address}/repogate.v1.UserService/GetUser"
+            load = h2load.Load(self.load.clients, self.load.streams, requests=calls)
+            headers = [f"x-tenant-id: {TENANT}"]
+            body = h2load.frame(request)
+            counted[name] = callgrind.count_calls(name, counter, url, body, headers, load)
+            self.stop(target)
+        rate = callgrind.idle_rate([each.idle for each in counted.values()])
+        per_call = {name: each.per_call(rate) for name, each in counted.items()}
+        return (
+            f"instructions per call under callgrind ({calls:,} calls each): "
+            f"on {per_call['on']:,.0f}, off {per_call['off']:,.0f}: "
+            f"{per_call['on'] / per_call['off']:.3f}"
+        )
 
     def soak(self, main: Target) -> None:
         seconds = self.args.soak
