@@ -93,6 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.instructions and (args.call in DRIVEN or args.profile):
         parser.error("--instructions counts h2load's calls, without --profile")
+    if args.instructions and callgrind.available() is None:
+        parser.error("--instructions needs valgrind: apt-get install valgrind")
     return args
 
 

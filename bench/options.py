@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 
 DESCRIPTION = "The whole benchmark, from an empty bench database to the report."
 
@@ -105,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if smoke.smoke:
         parser.set_defaults(**SMOKE)
     args = parser.parse_args(argv)
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind: apt-get install valgrind")
     args.groups = {group.strip() for group in args.only.split(",") if group.strip()}
     unknown = args.groups - set(GROUPS)
     if unknown:
