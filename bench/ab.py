@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from bench import callgrind, h2load, profile, rpc, seed
 from bench.procs import Server, free_port
-from bench.run import BIN, RESULTS, env_for, repogate_env
+from bench.run import BIN, RESULTS, baseline_argv, env_for, repogate_env
 from bench.scenarios import DriverScenario, Target, run_driver
 from repogate.v1 import user_pb2
 
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             env = repogate_env(dsn, args.redis_url, address, args.pool_size)
             argv_server = [str(BIN / "repogate"), "serve", "--no-migrate"]
             if name == "A" and args.a_baseline:
-                argv_server = [sys.executable, "-m", "bench.baseline", args.a_baseline]
-                argv_server += ["--listen", address, "--dsn", dsn, "--redis-url", args.redis_url]
-                argv_server += ["--pool-size", str(args.pool_size)]
+                argv_server = baseline_argv(
+                    args.a_baseline, address, dsn, args.pool_size, args.redis_url
+                )
             elif args.instructions:
                 # The interpreter itself first: callgrind does not follow a script's exec.
                 argv_server = [sys.executable, *argv_server]

@@ -9,7 +9,7 @@ for the measured calls only (fifty times slower), and dumps its count.
 Under callgrind a call takes fifty times longer, so what a server does on a timer
 (the change-log follower's polls, the pool's upkeep) weighs fifty times more against
 each call than at full speed. `Counter.idle` counts that work with no load, and
-`per_call` subtracts it at `idle_rate`, pooled over every idle window of both servers
+`Counted.per_call` subtracts it at `idle_rate`, pooled over every idle window of both servers
 of an A/B run: the work is the same code in both, and one window of a few seconds
 catches a timer's run or not. What is left is the calls' own work, which the two
 servers then compare. Work a server batches on a timer (the access log's lines, the
@@ -121,11 +121,6 @@ def idle_rate(idle: list[Window]) -> float:
     return sum(window.instructions for window in idle) / seconds if seconds else 0.0
 
 
-def per_call(calls: Window, rate: float, count: int) -> float:
-    """Instructions per call: the measured window's, less `rate`'s share of it."""
-    return (calls.instructions - rate * calls.seconds) / count
-
-
 @dataclass
 class Counted:
     """A run's instructions: its calls' window and how many calls, and a window of the
@@ -136,7 +131,8 @@ class Counted:
     idle: Window
 
     def per_call(self, rate: float) -> float:
-        return per_call(self.calls, rate, self.count)
+        """Instructions per call: the calls' window's, less `rate`'s share of it."""
+        return (self.calls.instructions - rate * self.calls.seconds) / self.count
 
 
 def count_calls(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+
+from bench import callgrind
 
 DESCRIPTION = "The whole benchmark, from an empty bench database to the report."
 
@@ -106,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if smoke.smoke:
         parser.set_defaults(**SMOKE)
     args = parser.parse_args(argv)
-    if args.instructions and shutil.which("valgrind") is None:
+    if args.instructions and callgrind.available() is None:
         parser.error("--instructions needs valgrind: apt-get install valgrind")
     args.groups = {group.strip() for group in args.only.split(",") if group.strip()}
     unknown = args.groups - set(GROUPS)

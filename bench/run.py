@@ -93,9 +93,8 @@ class Bench:
 
     def start_baseline(self, mode: str) -> Target:
         address = f"127.0.0.1:{free_port()}"
-        argv = [sys.executable, "-m", "bench.baseline", mode, "--listen", address]
-        argv += ["--dsn", seed.database_dsn(self.args.pg, self.args.database)]
-        argv += ["--pool-size", str(self.args.pool_size), "--redis-url", self.args.redis_url]
+        dsn = seed.database_dsn(self.args.pg, self.args.database)
+        argv = baseline_argv(mode, address, dsn, self.args.pool_size, self.args.redis_url)
         name = f"baseline-{mode}"
         server = Server(name, argv, address, dict(os.environ), self.log(name))
         self.servers.append(server)
@@ -779,6 +778,12 @@ ALONE = (
     ("tracing (OTLP, every call)", OTLP),
     ("tracing (console exporter, every call)", {"REPOGATE_TRACE_EXPORTER": "console"}),
 )
+
+
+def baseline_argv(mode: str, address: str, dsn: str, pool_size: int, redis_url: str) -> list[str]:
+    """The command of bench.baseline's bare server of `mode` (noop, pg, redis)."""
+    argv = [sys.executable, "-m", "bench.baseline", mode, "--listen", address, "--dsn", dsn]
+    return [*argv, "--pool-size", str(pool_size), "--redis-url", redis_url]
 
 
 def repogate_env(dsn: str, redis_url: str, address: str, pool_size: int) -> dict[str, str]:

@@ -122,6 +122,11 @@ def _flags(number: int, parent: SpanContext | None) -> bytes:
     return varint(number << 3 | 5) + struct.pack("<I", flags)  # wire type 5: fixed32
 
 
+def _status(status: Any) -> bytes:
+    """Field 15, a span's Status."""
+    return field(15, _text(2, status.description) + _count(3, status.status_code.value))
+
+
 def _rare(span: ReadableSpan) -> bytes:
     """A span's events, links and the counts of those dropped: fields 11 to 14."""
     events = b"".join(
@@ -153,7 +158,6 @@ def _span(span: ReadableSpan) -> bytes:
     assert context is not None
     parent = span.parent
     state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
-    status = span.status
     return (
         field(1, context.trace_id.to_bytes(16, "big"))
         + field(2, context.span_id.to_bytes(8, "big"))
@@ -166,7 +170,7 @@ def _span(span: ReadableSpan) -> bytes:
         + _attributes(9, span._attributes)  # the span's own, not a proxy of them
         + _count(10, span.dropped_attributes)
         + _rare(span)
-        + field(15, _text(2, status.description) + _count(3, status.status_code.value))
+        + _status(span.status)
         + _flags(16, parent)
     )
 
@@ -217,11 +221,7 @@ def _lean(span: LeanSpan) -> bytes:
     # A LeanSpan's events and links are an empty tuple until it has one (or drops one).
     if span._dropped or type(span._events) is not tuple or type(span._links) is not tuple:
         out.append(_count(10, span._dropped) + _rare(span))
-    status = span._status
-    if status is UNSET:
-        out.append(_NO_STATUS)
-    else:
-        out.append(field(15, _text(2, status.description) + _count(3, status.status_code.value)))
+    out.append(_NO_STATUS if span._status is UNSET else _status(span._status))
     out.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
     return b"".join(out)
 

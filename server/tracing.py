@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import db_semconv
 from server.cache.backend import CacheBackend
 from server.cache.traced import TracedCache
-from server.call_spans import SERVER_ADDRESS, SERVER_PORT, CallSpans
+from server.call_spans import CallSpans
 from server.settings import Settings
 from server.spans import Recorder
 
@@ -139,12 +139,12 @@ class Tracing:
         it; set before the first call."""
         self._server.clear()
         if address.startswith("unix:"):
-            self._server[SERVER_ADDRESS] = address.removeprefix("unix:")
+            self._server[db_semconv.SERVER_ADDRESS] = address.removeprefix("unix:")
             return
         host, _, port = address.rpartition(":")
-        self._server[SERVER_ADDRESS] = host.strip("[]")
+        self._server[db_semconv.SERVER_ADDRESS] = host.strip("[]")
         if port.isdigit():
-            self._server[SERVER_PORT] = int(port)
+            self._server[db_semconv.SERVER_PORT] = int(port)
 
     def engine(self, engine: AsyncEngine) -> AsyncEngine:
         """Gives each statement run inside a traced call a span of its own."""
