@@ -1,5 +1,6 @@
 """A server that neither migrates nor uses TLS or JWTs does not load what only those need:
-Alembic, PyJWT and cryptography add over 20 MiB to every worker's RSS."""
+Alembic, PyJWT and cryptography add over 20 MiB to every worker's RSS; nor, without
+declared resources, protovalidate and its pure-Python protobuf runtime (12 MiB)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def test_serving_without_migrations_tls_or_jwt_loads_none_of_their_libraries(
+def test_serving_without_migrations_tls_jwt_or_declared_rules_loads_none_of_their_libraries(
     tmp_path: Path,
 ) -> None:
     keys = tmp_path / "keys.json"
@@ -34,6 +35,13 @@ def test_serving_without_migrations_tls_or_jwt_loads_none_of_their_libraries(
     )
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout))
-    heavy = {"alembic", "jwt", "cryptography.x509", "cryptography.hazmat.bindings"}
+    heavy = {
+        "alembic",
+        "jwt",
+        "cryptography.x509",
+        "cryptography.hazmat.bindings",
+        "protovalidate",
+        "protobuf",
+    }
     assert loaded & heavy == set()
     assert "server.app" in loaded  # the probe ran what a server imports
