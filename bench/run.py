@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import time
 import traceback
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
-
 from bench import callgrind, dbload, facts, h2load, profile, report, rpc, seed, stats
 from bench.options import parse_args
-from bench.procs import MB, Server, free_port
+from bench.procs import Server, free_port
 from bench.report import Row, judge
 from bench.scenarios import DriverScenario, H2Scenario, Target, run_driver, run_h2load
 from repogate.v1 import user_pb2
@@ -215,6 +211,8 @@ class Bench:
         self.extra["seed"] = {"seconds": seeded.seconds, "counts": seeded.counts}
 
     def measure(self) -> None:
+        from bench import footprint, interceptors, transactions  # they build on this module
+
         groups = self.args.groups
         main = self.start_repogate("repogate", {})
         idle_start = max(main.server.rss())
@@ -225,8 +223,8 @@ class Bench:
             ("get", lambda: self.get_scenarios(main, noop, pg)),
             ("list", lambda: self.list_scenarios(main, pg)),
             ("write", lambda: self.write_scenarios(main, noop, pg)),
-            ("tx", lambda: self.transaction_scenarios(main, noop, pg)),
-            ("forward", lambda: self.forward_scenarios(main)),
+            ("tx", lambda: transactions.transactions(self, main, noop, pg)),
+            ("forward", lambda: transactions.forwarded(self, main)),
         ):
             if group in groups:
                 self.guarded(group, run)
@@ -237,13 +235,13 @@ class Bench:
         if "coherence" in groups:
             self.guarded("coherence", self.coherence_scenarios)
         if "interceptors" in groups:
-            self.guarded("interceptors", lambda: self.interceptor_scenarios(main))
+            self.guarded("interceptors", lambda: interceptors.scenarios(self, main))
         if "soak" in groups and self.args.soak > 0:
-            self.guarded("soak", lambda: self.soak(main))
+            self.guarded("soak", lambda: footprint.soak(self, main))
         time.sleep(1.0)
-        self.idle_row("Repogate idle RSS (1 worker)", main, idle_start)
+        footprint.idle_row(self, "Repogate idle RSS (1 worker)", main, idle_start)
         if "workers" in groups:
-            self.guarded("workers", lambda: self.worker_scenarios(main))
+            self.guarded("workers", lambda: footprint.workers(self, main))
         if self.args.profile > 0:
             self.guarded("profile", lambda: self.profiles(main))
         self.stop(main)
@@ -459,69 +457,6 @@ class Bench:
         judge(row, base, "throughput", 0.5)
         alternated(base, manys, row, batches)
 
-    def transaction_scenarios(self, main: Target, noop: Target, pg: Target) -> None:
-        """Repogate's transaction alternates with the bare one, `--repeat` times; the
-        no-op's row is the driver's ceiling, for information."""
-        concurrency = max(1, self.args.pool_size - 2)
-        ceiling = self.drive(
-            DriverScenario(
-                "bare no-op transaction (python ceiling)", "tx", WRITE_TENANT, concurrency, "tx/s"
-            ),
-            noop,
-            "tx_noop",
-        )
-        bare = DriverScenario(
-            "bare asyncpg Begin + 2 INSERT + Commit", "tx", WRITE_TENANT, concurrency, "tx/s"
-        )
-        served = DriverScenario(
-            "transaction: Begin + 2 CreateUser + Commit", "tx", WRITE_TENANT, concurrency, "tx/s"
-        )
-        bares: list[Row] = []
-        serveds: list[Row] = []
-        for _ in range(self.args.repeat):
-            bares.append(run_driver(bare, pg, self.args.seconds))
-            serveds.append(run_driver(served, main, self.args.seconds))
-        base = self.add(by_rate(bares), "tx_bare")
-        base.notes.append(
-            "BEGIN on a pooled connection kept by transaction id, each INSERT on it, COMMIT "
-            "and the connection back: the same 4 statements, one bare RPC each"
-        )
-        row = self.add(by_rate(serveds))
-        judge(row, base, "throughput", 0.6)
-        alternated(base, bares, row, serveds)
-        over_noop = stats.ratio(row.rate, ceiling.rate)
-        if over_noop is not None:
-            row.notes.append(f"{over_noop:.2f}x the no-op transaction's rate")
-
-    def forward_scenarios(self, main: Target) -> None:
-        """An in-transaction GetUser sent to the transaction's owner, and through a peer
-        that forwards it there, alternating `--repeat` times; each judged by its median."""
-        peer = self.start_repogate("repogate-peer", {})
-        concurrency = max(1, self.args.pool_size - 2)  # the owner's REPOGATE_MAX_TRANSACTIONS
-        extra = ("--owner", main.address, "--user-id", self.ids.hit)
-        direct = DriverScenario(
-            "in-transaction GetUser at its owner", "txget", TENANT, concurrency, extra=extra
-        )
-        forwarded = DriverScenario(
-            "in-transaction GetUser through a peer", "txget", TENANT, concurrency, extra=extra
-        )
-        directs: list[Row] = []
-        forwardeds: list[Row] = []
-        for _ in range(self.args.repeat):
-            directs.append(run_driver(direct, main, self.args.seconds))
-            forwardeds.append(run_driver(forwarded, peer, self.args.seconds))
-        self.stop(peer)
-        base = self.add(by_rate(directs))
-        row = self.add(by_rate(forwardeds))
-        judge(row, base, "throughput")
-        alternated(base, directs, row, forwardeds)
-        latency = stats.ratio(row.p50_ms, base.p50_ms)
-        row.notes.append(
-            f"ratio: forwarded calls/s over direct ones; p50 {latency or 0:.2f}x. Each of "
-            f"{concurrency} loops reads in a read-only transaction of its own, begun on the "
-            "owner; srv CPU/op is the peer's alone (the owner serves every call either way)"
-        )
-
     def declared_scenarios(self) -> None:
         from bench import declared  # it builds on this module
 
@@ -531,182 +466,6 @@ class Bench:
         from bench import coherence  # it builds on this module
 
         coherence.scenarios(self)
-
-    def interceptor_scenarios(self, main: Target) -> None:
-        sink = self.start_otlp_sink()
-        try:
-            self.interceptors_with(main, sink.address)
-        finally:
-            self.stop(sink)
-
-    def interceptors_with(self, main: Target, sink: str) -> None:
-        everything = env_for(
-            {key: value for _, env in ONE_AT_A_TIME for key, value in env.items()}, sink
-        )
-        metrics = everything["REPOGATE_METRICS_LISTEN"]
-        on = self.start_repogate("repogate-interceptors-on", everything)
-        hit = self.get_request(self.ids.hit)
-        get = "repogate.v1.UserService/GetUser"
-        offs: list[Row] = []
-        ons: list[Row] = []
-        for _ in range(self.args.repeat):
-            offs.append(
-                run_h2load(
-                    H2Scenario("GetUser hit, interceptors off", get, hit, TENANT), main, self.load
-                )[0]
-            )
-            ons.append(
-                run_h2load(
-                    H2Scenario("GetUser hit, interceptors on", get, hit, TENANT), on, self.load
-                )[0]
-            )
-        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as reply:
-            scraped = len(reply.read())
-        self.stop(on)
-        off_row = self.add(by_cpu(offs), "off")
-        on_row = self.add(by_cpu(ons))
-        judge(on_row, off_row, "cpu", 1.10)
-        on_row.notes.append(
-            "on: tracing (OTLP/gRPC to a local sink, 10 % of new traces), Prometheus metrics "
-            f"(/metrics scraped once at the end: {scraped:,} bytes), "
-            "JSON access log (on stderr, to the server's log file)"
-        )
-        for row, runs in ((off_row, offs), (on_row, ons)):
-            p50s = ", ".join(f"{r.p50_ms:.2f}" for r in runs if r.p50_ms is not None)
-            cpus = ", ".join(f"{r.server_cpu_us:.0f}" for r in runs if r.server_cpu_us is not None)
-            row.notes.append(
-                f"median of {len(runs)} alternating runs by server CPU ({cpus} us/op); "
-                f"p50s {p50s} ms"
-            )
-        if self.args.instructions:
-            on_row.notes.append(self.instructions(everything, hit))
-        if self.args.smoke:  # the pair alone: each interceptor's row is a server more
-            return
-        for i, (name, env) in enumerate((*ONE_AT_A_TIME, *ALONE)):
-            alone = self.start_repogate(f"repogate-{i}-{name.split()[0]}", env_for(env, sink))
-            row, _ = run_h2load(
-                H2Scenario(f"GetUser hit, {name} only", get, hit, TENANT), alone, self.load
-            )
-            self.stop(alone)
-            judge(self.add(row), off_row, "cpu")
-
-    def instructions(self, on: dict[str, str], request: user_pb2.GetUserRequest) -> str:
-        """The interceptors row in instructions: a server with them off and one with them
-        on, each under callgrind, counted over the same number of GetUser calls."""
-        counted: dict[str, callgrind.Counted] = {}
-        calls = self.args.instructions
-        for name, env in (("off", {}), ("on", on)):
-            out = RESULTS / f"callgrind-interceptors-{name}"
-            target = self.start_repogate(f"repogate-counted-{name}", env, counted=out)
-            counter = callgrind.Counter(target.server.proc.pid, out)
-            url = f"http://{target.address}/repogate.v1.UserService/GetUser"
-            load = h2load.Load(self.load.clients, self.load.streams, requests=calls)
-            headers = [f"x-tenant-id: {TENANT}"]
-            body = h2load.frame(request)
-            counted[name] = callgrind.count_calls(name, counter, url, body, headers, load)
-            self.stop(target)
-        rate = callgrind.idle_rate([each.idle for each in counted.values()])
-        per_call = {name: each.per_call(rate) for name, each in counted.items()}
-        return (
-            f"instructions per call under callgrind ({calls:,} calls each): "
-            f"on {per_call['on']:,.0f}, off {per_call['off']:,.0f}: "
-            f"{per_call['on'] / per_call['off']:.3f}"
-        )
-
-    def soak(self, main: Target) -> None:
-        seconds = self.args.soak
-        per_client = self.args.soak_rps / 2
-        get = user_pb2.GetUserRequest(id=self.ids.miss)
-        steady = h2load.Load(2, 1, seconds, rps_per_client=per_client)
-        runs = [
-            h2load.start(
-                f"http://{main.address}/repogate.v1.UserService/GetUser",
-                h2load.frame(get),
-                [f"x-tenant-id: {TENANT}"],
-                steady,
-            ),
-            h2load.start(
-                f"http://{main.address}/repogate.v1.UserService/ListUsers",
-                h2load.frame(LIST_REQUEST),
-                [f"x-tenant-id: {DEEP_TENANT}"],
-                h2load.Load(1, 1, seconds, rps_per_client=max(1.0, per_client / 3)),
-            ),
-        ]
-        samples: list[tuple[float, int]] = []
-        started = time.monotonic()
-        cpu = main.server.cpu_seconds()
-        while any(r.proc.poll() is None for r in runs):
-            samples.append((time.monotonic() - started, sum(main.server.rss())))
-            time.sleep(1.0)
-        cpu = main.server.cpu_seconds() - cpu
-        results = [r.wait(timeout=60) for r in runs]
-        done = sum(r.done for r in results)
-        reference = next((rss for t, rss in samples if t >= seconds * 0.1), samples[0][1])
-        final = samples[-1][1]
-        row = Row(
-            f"soak {seconds:g} s: GetUser miss + ListUsers",
-            "h2load steady",
-            rate=done / seconds,
-            p50_ms=results[0].p50_ms,
-            p99_ms=results[0].p99_ms,
-            server_cpu_us=cpu / done * 1e6 if done else None,
-            peak_rss_mb=max(rss for _, rss in samples) / MB,
-            errors=sum(r.failed for r in results),
-            ratio=final / reference,
-            target="<= 1.1",
-            verdict="pass" if final <= reference * 1.1 else "MISS",
-        )
-        row.notes.append(
-            f"ratio: RSS at the end ({final / MB:.0f} MiB) over RSS 10 % in "
-            f"({reference / MB:.0f} MiB); growth {stats.growth(reference, final):+.1%}; "
-            "latencies are GetUser's"
-        )
-        self.extra["soak_rss"] = samples
-        self.add(row)
-
-    def idle_row(self, name: str, target: Target, at_start: int) -> None:
-        idle = max(target.server.rss())
-        row = Row(name, "-", peak_rss_mb=idle / MB)
-        report.check(row, idle / MB, 120, "MiB")
-        row.notes.append(
-            f"idle after start {at_start / MB:.0f} MiB, idle after the load above "
-            f"{idle / MB:.0f} MiB (judged)"
-        )
-        self.add(row)
-
-    def worker_scenarios(self, main: Target) -> None:
-        """Two workers against one, alternating, on the cache-hit scenario."""
-        if not workers_supported():
-            row = Row("2 workers: GetUser cache hit", "-", verdict="n/a")
-            row.notes.append("repogate serve has no --workers flag")
-            self.add(row)
-            return
-        two = self.start_repogate("repogate-2-workers", {}, workers=2)
-        time.sleep(1.0)
-        at_start = worker_rss(two)
-        hit = self.get_request(self.ids.hit)
-        get = "repogate.v1.UserService/GetUser"
-        ones: list[Row] = []
-        twos: list[Row] = []
-        for _ in range(self.args.repeat):
-            scenario = H2Scenario("1 worker: GetUser cache hit", get, hit, TENANT)
-            ones.append(run_h2load(scenario, main, self.load)[0])
-            scenario = H2Scenario("2 workers: GetUser cache hit", get, hit, TENANT)
-            twos.append(run_h2load(scenario, two, self.load)[0])
-        time.sleep(1.0)
-        after = worker_rss(two)
-        self.stop(two)
-        one = self.add(by_rate(ones))
-        row = self.add(by_rate(twos))
-        report.judge_scaling(row, one, 1.5)
-        alternated(one, ones, row, twos)
-        idle = Row("Repogate idle RSS per worker (2 workers)", "-", peak_rss_mb=max(after) / MB)
-        report.check(idle, max(after) / MB, 120, "MiB")
-        idle.notes.append(
-            f"workers after start {', '.join(f'{s / MB:.0f}' for s in at_start)} MiB, "
-            f"after the load {', '.join(f'{s / MB:.0f}' for s in after)} MiB (judged)"
-        )
-        self.add(idle)
 
     def profiles(self, main: Target) -> None:
         """py-spy over Repogate while each scenario runs again; nothing here is measured."""
@@ -761,23 +520,6 @@ class Bench:
             )
         except Exception as exc:
             print(f"cleanup failed: {exc}", file=sys.stderr)
-
-
-# What "interceptors on" turns on, each alone and then all together.
-OTLP = {"REPOGATE_TRACE_EXPORTER": "otlp", "REPOGATE_OTLP_ENDPOINT": "http://{sink}"}
-# The production advice of docs/observability.md: keep a tenth of the traces that start here, and
-# follow the caller's decision for the rest (h2load's calls carry no traceparent).
-SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
-ONE_AT_A_TIME = (
-    ("tracing (OTLP, 10 % of new traces)", OTLP | SAMPLED),
-    ("metrics", {"REPOGATE_METRICS_LISTEN": "127.0.0.1:{port}"}),
-    ("access log", {"REPOGATE_ACCESS_LOG": "true"}),
-)
-# Measured alone, for what tracing every call costs.
-ALONE = (
-    ("tracing (OTLP, every call)", OTLP),
-    ("tracing (console exporter, every call)", {"REPOGATE_TRACE_EXPORTER": "console"}),
-)
 
 
 def baseline_argv(mode: str, address: str, dsn: str, pool_size: int, redis_url: str) -> list[str]:
@@ -866,15 +608,6 @@ def db_row(name: str, generator: str, result: dbload.DbResult, unit: str) -> Row
     )
     row.notes.append(f"{result.ops / result.seconds:,.0f} statements/s; no gRPC")
     return row
-
-
-def worker_rss(target: Target) -> list[int]:
-    """Resident bytes of each worker: the server's children (its own process supervises)."""
-    sizes = []
-    for proc in target.server.tree()[1:]:
-        with contextlib.suppress(psutil.Error):
-            sizes.append(proc.memory_info().rss)
-    return sizes
 
 
 def alternated(base: Row, bases: list[Row], row: Row, rows: list[Row]) -> None:
