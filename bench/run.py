@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import callgrind, dbload, facts, h2load, profile, report, rpc, seed, stats
+from bench import callgrind, facts, h2load, profile, report, rpc, seed
 from bench.options import parse_args
 from bench.procs import Server, free_port
-from bench.report import Row, judge
+from bench.report import Row
 from bench.scenarios import DriverScenario, H2Scenario, Target, run_driver, run_h2load
 from repogate.v1 import user_pb2
 
@@ -211,7 +211,8 @@ class Bench:
         self.extra["seed"] = {"seconds": seeded.seconds, "counts": seeded.counts}
 
     def measure(self) -> None:
-        from bench import footprint, interceptors, transactions  # they build on this module
+        # The groups' modules build on this one.
+        from bench import coherence, declared, footprint, interceptors, reads, transactions, writes
 
         groups = self.args.groups
         main = self.start_repogate("repogate", {})
@@ -220,9 +221,9 @@ class Bench:
         noop = self.start_baseline("noop")
         pg = self.start_baseline("pg")
         for group, run in (
-            ("get", lambda: self.get_scenarios(main, noop, pg)),
-            ("list", lambda: self.list_scenarios(main, pg)),
-            ("write", lambda: self.write_scenarios(main, noop, pg)),
+            ("get", lambda: reads.gets(self, main, noop, pg)),
+            ("list", lambda: reads.lists(self, main, pg)),
+            ("write", lambda: writes.writes(self, main, noop, pg)),
             ("tx", lambda: transactions.transactions(self, main, noop, pg)),
             ("forward", lambda: transactions.forwarded(self, main)),
         ):
@@ -231,9 +232,9 @@ class Bench:
         self.stop(pg)
         self.stop(noop)
         if "declared" in groups:
-            self.guarded("declared", self.declared_scenarios)
+            self.guarded("declared", lambda: declared.scenarios(self))
         if "coherence" in groups:
-            self.guarded("coherence", self.coherence_scenarios)
+            self.guarded("coherence", lambda: coherence.scenarios(self))
         if "interceptors" in groups:
             self.guarded("interceptors", lambda: interceptors.scenarios(self, main))
         if "soak" in groups and self.args.soak > 0:
@@ -285,187 +286,6 @@ class Bench:
 
     def get_request(self, id_: str) -> user_pb2.GetUserRequest:
         return user_pb2.GetUserRequest(id=id_)
-
-    def get_scenarios(self, main: Target, noop: Target, pg: Target) -> None:
-        args = self.args
-        get = "repogate.v1.UserService/GetUser"
-        is_user = expect_user(self.ids.hit)
-        ceiling = self.h2(
-            H2Scenario(
-                "bare no-op RPC (h2load ceiling)", get, self.get_request(self.ids.hit), TENANT
-            ),
-            noop,
-            "noop",
-        )
-        ceiling.notes.append(
-            "the most this generator and grpc.aio serve here: the RPC layer's ceiling"
-        )
-        if ceiling.generator_cpu_us:
-            ceiling.notes.append(
-                f"h2load itself: {ceiling.generator_cpu_us:.0f} us CPU per request, about "
-                f"{1e6 / ceiling.generator_cpu_us:,.0f} req/s per core: far above any server here"
-            )
-        # The lookup, the miss and the database path alone alternate, `--repeat` times;
-        # each is judged by its median run.
-        lookup = H2Scenario(
-            "bare asyncpg PK lookup RPC", get, self.get_request(self.ids.hit), TENANT, is_user
-        )
-        is_miss = expect_user(self.ids.miss)
-        miss_request = self.get_request(self.ids.miss)
-        miss_scenario = H2Scenario("GetUser cache miss", get, miss_request, TENANT, is_miss)
-        direct_scenario = H2Scenario(
-            "GetUser, entity cache off", get, miss_request, TENANT, is_miss
-        )
-        uncached = self.start_repogate(
-            "repogate-no-entity-cache", {"REPOGATE_CACHE_ENTITIES": "false"}
-        )
-        lookups: list[Row] = []
-        misses: list[Row] = []
-        directs: list[Row] = []
-        for _ in range(args.repeat):
-            lookups.append(run_h2load(lookup, pg, self.load)[0])
-            misses.append(run_h2load(miss_scenario, main, self.load)[0])
-            directs.append(run_h2load(direct_scenario, uncached, self.load)[0])
-        self.stop(uncached)
-        base = self.add(by_rate(lookups), "pg_lookup")
-        miss = self.add(by_rate(misses))
-        judge(miss, base, "throughput", 0.55)
-        miss.notes.append("every call misses: a tombstone no fill may replace is pinned on its key")
-        miss.notes.append("Redis GET, PostgreSQL lookup, Redis fill: three round trips to one")
-        direct = self.add(by_rate(directs))
-        judge(direct, base, "throughput", 0.75)
-        direct.notes.append("the database path alone (REPOGATE_CACHE_ENTITIES=false): one lookup")
-        alternated(base, lookups, miss, misses)
-        direct.notes.append(alternation(directs))
-        rds = self.start_baseline("redis")
-        value = rpc.get_user(main.address, TENANT, self.ids.hit).SerializeToString()
-        set_baseline_value(args.redis_url, self.ids.hit, value)
-        bare = self.h2(
-            H2Scenario("bare Redis GET RPC", get, self.get_request(self.ids.hit), TENANT, is_user),
-            rds,
-            "redis_get",
-        )
-        bare.notes.append(f"GET of the same user Repogate caches, serialized: {len(value)} bytes")
-        hit = self.h2(
-            H2Scenario("GetUser cache hit", get, self.get_request(self.ids.hit), TENANT, is_user),
-            main,
-            "hit",
-        )
-        judge(hit, self.found["redis_get"], "throughput", 0.75)
-        self.stop(rds)
-        best = report.round_trip_ceiling(self.found["pg_lookup"], ceiling, bare, 2)
-        if best is not None:
-            miss.notes.append(
-                f"a server making these round trips and nothing else, each at its bare RPC's "
-                f"cost, would reach about {best:.2f}"
-            )
-
-    def list_scenarios(self, main: Target, pg: Target) -> None:
-        """The bare SELECT's RPC, the first page and the deep page alternate, `--repeat`
-        times; each is judged by its median run."""
-        method = "repogate.v1.UserService/ListUsers"
-        deep = user_pb2.ListUsersRequest()
-        deep.CopyFrom(LIST_REQUEST)
-        deep.page_token = self.ids.deep_token
-        served = rpc.list_users(main.address, DEEP_TENANT, LIST_REQUEST)
-        bare_page = H2Scenario(
-            "bare asyncpg ListUsers RPC (the same SELECT)",
-            method,
-            LIST_REQUEST,
-            DEEP_TENANT,
-            expect_users([user.id for user in served.users]),
-        )
-        first_page = H2Scenario(
-            "ListUsers first page (50, filter, order)",
-            method,
-            LIST_REQUEST,
-            DEEP_TENANT,
-            expect_page(50),
-        )
-        deep_page = H2Scenario(
-            f"ListUsers page {self.args.deep_pages + 1:,} (keyset)",
-            method,
-            deep,
-            DEEP_TENANT,
-            expect_page(50),
-        )
-        bares: list[Row] = []
-        firsts: list[Row] = []
-        deeps: list[Row] = []
-        for _ in range(self.args.repeat):
-            bares.append(run_h2load(bare_page, pg, self.load)[0])
-            firsts.append(run_h2load(first_page, main, self.load)[0])
-            deeps.append(run_h2load(deep_page, main, self.load)[0])
-        base = self.add(by_rate(bares), "list_bare")
-        base.notes.append(
-            "asyncpg runs the statement Repogate runs for this request (bench/pgsql.py), "
-            "maps 50 rows to users and signs a next_page_token"
-        )
-        first = self.add(by_rate(firsts), "list_first")
-        judge(first, base, "throughput", 0.7)
-        alternated(base, bares, first, firsts)
-        row = self.add(by_rate(deeps))
-        row.notes.append(alternation(deeps))
-        judge(row, first, "cost", 1.3)
-        row.notes.append(
-            f"ratio: how many times the first page's cost (its req/s over this one's); "
-            f"filter {LIST_REQUEST.filter!r}, order_by {LIST_REQUEST.order_by!r}"
-        )
-
-    def write_scenarios(self, main: Target, noop: Target, pg: Target) -> None:
-        """Each write scenario alternates with its baseline, `--repeat` times, and is
-        judged by the runs with the median rate: single runs of either side drift by a
-        fifth here."""
-        args = self.args
-        inserts = asyncio.run(
-            dbload.inserts(self.dsn, WRITE_TENANT, 32, args.pool_size, args.seconds)
-        )
-        self.add(
-            db_row(
-                "asyncpg single-row INSERT", f"asyncpg c32 p{args.pool_size}", inserts, "rows/s"
-            ),
-            "inserts",
-        )
-        self.drive(
-            DriverScenario("bare no-op CreateUser (python ceiling)", "create", WRITE_TENANT, 32),
-            noop,
-        )
-        bare = DriverScenario("bare asyncpg INSERT RPC", "create", WRITE_TENANT, 32)
-        create = DriverScenario("CreateUser", "create", WRITE_TENANT, 32)
-        bares, creates = [], []
-        for _ in range(args.repeat):
-            bares.append(run_driver(bare, pg, args.seconds))
-            creates.append(run_driver(create, main, args.seconds))
-        base = self.add(by_rate(bares), "insert_rpc")
-        row = self.add(by_rate(creates))
-        judge(row, base, "throughput", 0.8)
-        alternated(base, bares, row, creates)
-        self.drive(
-            DriverScenario(
-                "bare no-op BatchCreateUsers (python ceiling)", "batch", WRITE_TENANT, 2, "rows/s"
-            ),
-            noop,
-        )
-        batch = DriverScenario("BatchCreateUsers of 1,000", "batch", WRITE_TENANT, 2, "rows/s")
-        manys, batches = [], []
-        for _ in range(args.repeat):
-            many = asyncio.run(dbload.executemany(self.dsn, WRITE_TENANT, 2, 1000, args.seconds))
-            manys.append(db_row("asyncpg executemany, 1,000 rows", "asyncpg c2", many, "rows/s"))
-            batches.append(run_driver(batch, main, args.seconds))
-        base = self.add(by_rate(manys), "many")
-        row = self.add(by_rate(batches))
-        judge(row, base, "throughput", 0.5)
-        alternated(base, manys, row, batches)
-
-    def declared_scenarios(self) -> None:
-        from bench import declared  # it builds on this module
-
-        declared.scenarios(self)
-
-    def coherence_scenarios(self) -> None:
-        from bench import coherence  # it builds on this module
-
-        coherence.scenarios(self)
 
     def profiles(self, main: Target) -> None:
         """py-spy over Repogate while each scenario runs again; nothing here is measured."""
@@ -553,61 +373,6 @@ def repogate_env(dsn: str, redis_url: str, address: str, pool_size: int) -> dict
 def env_for(template: dict[str, str], sink: str = "") -> dict[str, str]:
     """The settings with a free port wherever one is wanted, and the OTLP sink's address."""
     return {key: value.format(port=free_port(), sink=sink) for key, value in template.items()}
-
-
-def expect_user(id_: str) -> Callable[[bytes], None]:
-    def check(reply: bytes) -> None:
-        if user_pb2.User.FromString(reply).id != id_:
-            raise RuntimeError(f"GetUser did not answer user {id_}")
-
-    return check
-
-
-def expect_page(size: int) -> Callable[[bytes], None]:
-    def check(reply: bytes) -> None:
-        page = user_pb2.ListUsersResponse.FromString(reply)
-        if len(page.users) != size or not page.next_page_token:
-            raise RuntimeError(f"ListUsers answered {len(page.users)} users, not {size}")
-
-    return check
-
-
-def expect_users(ids: list[str]) -> Callable[[bytes], None]:
-    """A page of exactly these users, in this order, with a next page."""
-
-    def check(reply: bytes) -> None:
-        expect_page(len(ids))(reply)
-        if [user.id for user in user_pb2.ListUsersResponse.FromString(reply).users] != ids:
-            raise RuntimeError("the bare ListUsers answered other users than Repogate did")
-
-    return check
-
-
-def set_baseline_value(url: str, id_: str, value: bytes) -> None:
-    import redis
-
-    from bench.baseline import REDIS_KEY_PREFIX
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.set(REDIS_KEY_PREFIX + id_, value, ex=3600)
-    finally:
-        client.close()
-
-
-def db_row(name: str, generator: str, result: dbload.DbResult, unit: str) -> Row:
-    p50 = stats.percentile(result.latencies_us, 50)
-    p99 = stats.percentile(result.latencies_us, 99)
-    row = Row(
-        name,
-        generator,
-        unit=unit,
-        rate=result.rows / result.seconds,
-        p50_ms=None if p50 is None else p50 / 1000,
-        p99_ms=None if p99 is None else p99 / 1000,
-    )
-    row.notes.append(f"{result.ops / result.seconds:,.0f} statements/s; no gRPC")
-    return row
 
 
 def alternated(base: Row, bases: list[Row], row: Row, rows: list[Row]) -> None:
